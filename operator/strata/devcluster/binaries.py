@@ -1,0 +1,208 @@
+"""Locate, or build once from pinned Go modules, the control-plane binaries.
+
+Each component is pinned by a Go module under ``gomod/<component>/`` (go.mod + go.sum
+are committed, so builds go through the Go module proxy and are reproducible). Built
+binaries are cached in ``$STRATA_CACHE/bin/<component>-<version>/`` (default
+``~/.cache/strata``); a cache hit costs nothing, the first build takes many minutes.
+
+Binaries that are already installed are preferred over building: per binary, first
+``$KUBEBUILDER_ASSETS/<name>``, then ``<name>`` on PATH, but only when it reports the
+pinned version, so the cluster is the same everywhere whichever source is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+GOMOD_DIR = Path(__file__).resolve().parent / "gomod"
+
+KUBERNETES_VERSION = "v1.36.3"
+ETCD_VERSION = "v3.6.8"
+KWOK_VERSION = "v0.8.0"
+
+
+def _kubernetes_ldflags(version: str) -> str:
+    """The -X flags `make` would set, so binaries report their real version."""
+    major, minor = version.lstrip("v").split(".")[:2]
+    return " ".join(
+        [
+            "-s -w",
+            f"-X k8s.io/component-base/version.gitVersion={version}",
+            f"-X k8s.io/component-base/version.gitMajor={major}",
+            f"-X k8s.io/component-base/version.gitMinor={minor}",
+            "-X k8s.io/component-base/version.gitTreeState=clean",
+            f"-X k8s.io/client-go/pkg/version.gitVersion={version}",
+            f"-X k8s.io/client-go/pkg/version.gitMajor={major}",
+            f"-X k8s.io/client-go/pkg/version.gitMinor={minor}",
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class GoComponent:
+    """A set of binaries built together from one pinned Go module."""
+
+    name: str
+    version: str
+    # binary name -> Go package to build it from ("." is the module itself)
+    packages: dict[str, str]
+    ldflags: str = "-s -w"
+    # substring of `<binary> --version` output identifying the pinned version
+    version_marker: str = ""
+
+    @property
+    def module_dir(self) -> Path:
+        return GOMOD_DIR / self.name
+
+    def cache_dir(self) -> Path:
+        return cache_root() / "bin" / f"{self.name}-{self.version}"
+
+
+KUBERNETES = GoComponent(
+    name="kubernetes",
+    version=KUBERNETES_VERSION,
+    packages={
+        "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
+        "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+        "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+    },
+    ldflags=_kubernetes_ldflags(KUBERNETES_VERSION),
+    version_marker=f"Kubernetes {KUBERNETES_VERSION}",
+)
+ETCD = GoComponent(
+    name="etcd",
+    version=ETCD_VERSION,
+    packages={"etcd": "."},
+    version_marker=f"etcd Version: {ETCD_VERSION.lstrip('v')}",
+)
+KWOK = GoComponent(
+    name="kwok",
+    version=KWOK_VERSION,
+    packages={"kwok": "sigs.k8s.io/kwok/cmd/kwok"},
+    version_marker=f"kwok version {KWOK_VERSION}",
+)
+
+COMPONENTS = (ETCD, KUBERNETES, KWOK)
+BINARY_NAMES = tuple(name for component in COMPONENTS for name in component.packages)
+
+
+class BuildError(RuntimeError):
+    """A control-plane binary could not be found or built."""
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("STRATA_CACHE") or Path.home() / ".cache" / "strata")
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _reports_version(binary: Path, marker: str) -> bool:
+    try:
+        result = subprocess.run(
+            [str(binary), "--version"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return marker in result.stdout + result.stderr
+
+
+def _installed_binary(name: str, component: GoComponent) -> Path | None:
+    """An already installed `name` of the pinned version, if there is one."""
+    candidates = []
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    if assets:
+        candidates.append(Path(assets) / name)
+    on_path = shutil.which(name)
+    if on_path:
+        candidates.append(Path(on_path))
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            if _reports_version(candidate, component.version_marker):
+                return candidate
+            _log(f"Ignoring {candidate}: not {name} {component.version}")
+    return None
+
+
+def find_binaries() -> dict[str, Path | None]:
+    """Each binary's path (installed, else cached), or None when it must be built."""
+    found: dict[str, Path | None] = {}
+    for component in COMPONENTS:
+        for name in component.packages:
+            cached = component.cache_dir() / name
+            found[name] = _installed_binary(name, component) or (
+                cached if cached.is_file() else None
+            )
+    return found
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: Path) -> Iterator[None]:
+    """Serialises builds of one component across processes (parallel test runs, CLI)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _go_build(component: GoComponent, names: list[str], out_dir: Path) -> None:
+    go = shutil.which("go")
+    if go is None:
+        raise BuildError(
+            f"Go is needed to build {', '.join(names)} {component.version} "
+            "(or put the binaries on PATH / in $KUBEBUILDER_ASSETS)"
+        )
+    packages = [component.packages[name] for name in names]
+    # With several packages `-o` must be a directory; with one it names the file.
+    output = f"{out_dir}/" if len(packages) > 1 else str(out_dir / names[0])
+    command = [go, "build", "-trimpath", "-ldflags", component.ldflags, "-o", output, *packages]
+    env = {**os.environ, "CGO_ENABLED": "0"}
+    result = subprocess.run(command, cwd=component.module_dir, env=env)
+    if result.returncode != 0:
+        raise BuildError(
+            f"`{' '.join(command)}` failed in {component.module_dir} (exit {result.returncode})"
+        )
+
+
+def build_component(component: GoComponent, names: list[str]) -> None:
+    """Build `names` into the component's cache dir, replacing files atomically."""
+    cache_dir = component.cache_dir()
+    with _exclusive_lock(cache_dir.parent / f".{cache_dir.name}.lock"):
+        missing = [name for name in names if not (cache_dir / name).is_file()]
+        if not missing:  # another process built them while we waited for the lock
+            return
+        for name in missing:
+            _log(f"Building {name} {component.version} (first build takes many minutes)...")
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        # Build next to the cache so a killed build never leaves a half-written binary.
+        with tempfile.TemporaryDirectory(dir=cache_dir.parent, prefix=".build-") as tmp:
+            _go_build(component, missing, Path(tmp))
+            for name in missing:
+                os.replace(Path(tmp) / name, cache_dir / name)
+        for name in missing:
+            _log(f"Built {cache_dir / name}")
+
+
+def ensure_binaries() -> dict[str, Path]:
+    """Paths of all control-plane binaries, building whatever is neither installed nor cached."""
+    found = find_binaries()
+    for component in COMPONENTS:
+        missing = [name for name in component.packages if found[name] is None]
+        if missing:
+            build_component(component, missing)
+            for name in missing:
+                found[name] = component.cache_dir() / name
+    return {name: path for name, path in found.items() if path is not None}

@@ -1,0 +1,235 @@
+"""Certificates and keys for the dev control plane, generated with `cryptography`.
+
+One self-signed CA signs everything: the apiserver's serving cert and the client certs
+of the admin, the controller-manager and the scheduler. The controller-manager also uses
+the CA to sign CSRs. A separate key signs service-account tokens. ECDSA P-256 keys keep
+generation instant.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+# First IP of --service-cluster-ip-range: the in-cluster address of the `kubernetes` service.
+SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+KUBERNETES_SERVICE_IP = "10.0.0.1"
+
+APISERVER_DNS_NAMES = (
+    "localhost",
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+)
+APISERVER_IPS = ("127.0.0.1", KUBERNETES_SERVICE_IP)
+
+_VALIDITY = datetime.timedelta(days=365)
+# Tolerate small clock differences between the cert's creation and its use.
+_BACKDATE = datetime.timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class ClientIdentity:
+    """A client cert's subject: CN is the user name, O the groups."""
+
+    file_stem: str
+    user: str
+    groups: tuple[str, ...] = ()
+
+
+ADMIN = ClientIdentity("admin", "strata-admin", ("system:masters",))
+CONTROLLER_MANAGER = ClientIdentity("kube-controller-manager", "system:kube-controller-manager")
+SCHEDULER = ClientIdentity("kube-scheduler", "system:kube-scheduler")
+CLIENT_IDENTITIES = (ADMIN, CONTROLLER_MANAGER, SCHEDULER)
+
+
+@dataclass(frozen=True)
+class Pki:
+    """Paths of the generated files under <state>/pki."""
+
+    dir: Path
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.dir / "ca.crt"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.dir / "ca.key"
+
+    @property
+    def apiserver_cert(self) -> Path:
+        return self.dir / "apiserver.crt"
+
+    @property
+    def apiserver_key(self) -> Path:
+        return self.dir / "apiserver.key"
+
+    @property
+    def service_account_key(self) -> Path:
+        return self.dir / "sa.key"
+
+    @property
+    def service_account_public_key(self) -> Path:
+        return self.dir / "sa.pub"
+
+    def client_cert(self, identity: ClientIdentity) -> Path:
+        return self.dir / f"{identity.file_stem}.crt"
+
+    def client_key(self, identity: ClientIdentity) -> Path:
+        return self.dir / f"{identity.file_stem}.key"
+
+    def all_files(self) -> list[Path]:
+        files = [
+            self.ca_cert,
+            self.ca_key,
+            self.apiserver_cert,
+            self.apiserver_key,
+            self.service_account_key,
+            self.service_account_public_key,
+        ]
+        for identity in CLIENT_IDENTITIES:
+            files += [self.client_cert(identity), self.client_key(identity)]
+        return files
+
+
+def _new_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _name(common_name: str, organizations: tuple[str, ...] = ()) -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
+    attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    return x509.Name(attributes)
+
+
+def _certificate_builder(subject: x509.Name, issuer: x509.Name, public_key) -> x509.CertificateBuilder:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(now + _VALIDITY)
+    )
+
+
+def make_ca(common_name: str = "strata-dev-ca") -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = _new_key()
+    name = _name(common_name)
+    cert = (
+        _certificate_builder(name, name, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, key_cert_sign=True, crl_sign=True,
+                content_commitment=False, key_encipherment=False, data_encipherment=False,
+                key_agreement=False, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def make_leaf(
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    common_name: str,
+    *,
+    organizations: tuple[str, ...] = (),
+    dns_names: tuple[str, ...] = (),
+    ip_addresses: tuple[str, ...] = (),
+    server: bool = False,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A CA-signed serving (server=True) or client certificate."""
+    key = _new_key()
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    builder = (
+        _certificate_builder(_name(common_name, organizations), ca_cert.subject, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, key_encipherment=False, key_cert_sign=False,
+                crl_sign=False, content_commitment=False, data_encipherment=False,
+                key_agreement=False, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+    )
+    if dns_names or ip_addresses:
+        san = [x509.DNSName(name) for name in dns_names]
+        san += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
+        builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+    return builder.sign(ca_key, hashes.SHA256()), key
+
+
+def cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def public_key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+    path.chmod(0o600)
+
+
+def ensure_pki(directory: Path) -> Pki:
+    """Generate the PKI into `directory` unless a complete one is already there.
+
+    Reusing it across restarts keeps kubeconfigs and signed tokens valid.
+    """
+    pki = Pki(directory)
+    if all(path.is_file() for path in pki.all_files()):
+        return pki
+    directory.mkdir(parents=True, exist_ok=True)
+
+    ca_cert, ca_key = make_ca()
+    pki.ca_cert.write_bytes(cert_pem(ca_cert))
+    _write_private(pki.ca_key, key_pem(ca_key))
+
+    serving_cert, serving_key = make_leaf(
+        ca_cert, ca_key, "kube-apiserver",
+        dns_names=APISERVER_DNS_NAMES, ip_addresses=APISERVER_IPS, server=True,
+    )
+    pki.apiserver_cert.write_bytes(cert_pem(serving_cert))
+    _write_private(pki.apiserver_key, key_pem(serving_key))
+
+    for identity in CLIENT_IDENTITIES:
+        cert, key = make_leaf(ca_cert, ca_key, identity.user, organizations=identity.groups)
+        pki.client_cert(identity).write_bytes(cert_pem(cert))
+        _write_private(pki.client_key(identity), key_pem(key))
+
+    service_account_key = _new_key()
+    _write_private(pki.service_account_key, key_pem(service_account_key))
+    pki.service_account_public_key.write_bytes(public_key_pem(service_account_key))
+    return pki

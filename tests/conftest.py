@@ -1,0 +1,59 @@
+"""Session-wide fixtures: the real local Kubernetes control plane (`dev_cluster`).
+
+Tests that use `dev_cluster` are marked `cluster` automatically, so `-m "not cluster"`
+skips them. The cluster is never skipped silently: if it can't be built or started,
+every test that needs it fails with the component's log tail.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from strata.devcluster import BuildError, DevCluster, DevClusterError, ensure_binaries, processes_using
+
+_build_error: str | None = None
+
+
+def _uses_dev_cluster(item: pytest.Item) -> bool:
+    return "dev_cluster" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _uses_dev_cluster(item):
+            item.add_marker(pytest.mark.cluster)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build missing binaries before any test runs, so a first-time build (many minutes)
+    doesn't count against a test's timeout."""
+    global _build_error
+    if session.config.option.collectonly or not any(map(_uses_dev_cluster, session.items)):
+        return
+    try:
+        ensure_binaries()
+    except BuildError as error:
+        _build_error = str(error)
+
+
+@pytest.fixture(scope="session")
+def dev_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A running DevCluster (2 CPU + 2 GPU kwok nodes), shared by the whole session.
+
+    Use `.kubeconfig`, `.env()` (os.environ + KUBECONFIG) or `.kubectl(*args)`.
+    """
+    if _build_error is not None:
+        pytest.fail(f"dev cluster binaries could not be built:\n{_build_error}", pytrace=False)
+    state_dir = tmp_path_factory.mktemp("devcluster")
+    cluster = DevCluster(state_dir)
+    try:
+        cluster.start()
+    except (DevClusterError, BuildError) as error:
+        pytest.fail(f"dev cluster failed to start:\n{error}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        leftovers = processes_using(cluster.state_dir)
+        if leftovers:
+            pytest.fail(f"dev cluster processes survived stop(): {leftovers}", pytrace=False)
