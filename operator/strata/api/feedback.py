@@ -1,0 +1,161 @@
+"""FeedbackPolicy: monitor a deployed model and close the loop by retraining it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+
+from strata.api.base import (
+    AGE_COLUMN,
+    READY_COLUMN,
+    REASON_COLUMN,
+    CronSchedule,
+    DNS1123Name,
+    Duration,
+    Fraction,
+    KindInfo,
+    LocalObjectRef,
+    PrinterColumn,
+    StatusBase,
+    StrataModel,
+    cel,
+    exactly_one_of,
+)
+
+MonitorName = Literal["approval", "toxicity", "bias", "drift"]
+
+
+class Target(StrataModel):
+    model_deployment: DNS1123Name = Field(description="ModelDeployment in the same namespace to watch.")
+
+
+class ApprovalMonitor(StrataModel):
+    min_rate: Fraction = Field(description="Breached when the share of positive feedback falls below this.")
+    min_samples: int = Field(default=100, ge=1, description="No verdict until the window holds this many ratings.")
+
+
+class ToxicityMonitor(StrataModel):
+    max_rate: Fraction = Field(description="Breached when the share of toxic outputs rises above this.")
+
+
+class BiasGroup(StrataModel):
+    field: str = Field(max_length=128, description="Request attribute that defines the groups (e.g. locale).")
+
+
+class BiasMonitor(StrataModel):
+    groups: list[BiasGroup] = Field(min_length=1, max_length=8)
+    max_disparity: Fraction = Field(description="Largest allowed gap in approval rate between groups.")
+
+
+class DriftMonitor(StrataModel):
+    reference: Literal["dataset", "previousWindow"] = Field(
+        default="dataset", description="Compare inputs to the training Dataset version or to the previous window."
+    )
+    max_psi: float = Field(default=0.2, gt=0, le=10, alias="maxPSI", description="Population stability index limit.")
+
+
+class Monitors(StrataModel):
+    approval: ApprovalMonitor | None = None
+    toxicity: ToxicityMonitor | None = None
+    bias: BiasMonitor | None = None
+    drift: DriftMonitor | None = None
+
+
+class RetrainTrigger(StrataModel):
+    model_config = ConfigDict(
+        json_schema_extra=cel((exactly_one_of("schedule", "monitorBreached"), "set exactly one of schedule or monitorBreached"))
+    )
+
+    schedule: CronSchedule | None = None
+    monitor_breached: Literal["any", "approval", "toxicity", "bias", "drift"] | None = None
+
+
+class RefreshDataset(StrataModel):
+    include_feedback: bool = Field(default=True, description="Add approved feedback samples to the next Dataset version.")
+
+
+class RetrainTemplate(StrataModel):
+    from_training_job: LocalObjectRef = Field(description="TrainingJob whose spec the retraining copies.")
+
+
+class Retrain(StrataModel):
+    triggers: list[RetrainTrigger] = Field(min_length=1, max_length=8)
+    cooldown: Duration = Field(default="24h", description="Least time between two retrainings.")
+    max_concurrent: int = Field(default=1, ge=1, le=16)
+    refresh_dataset: RefreshDataset | None = None
+    template: RetrainTemplate
+
+
+class Promotion(StrataModel):
+    mode: Literal["automatic", "manual"] = "manual"
+    require_no_worse: list[Literal["valLoss", "perplexity", "approval", "toxicity"]] = Field(
+        default_factory=list, max_length=4
+    )
+    rollback_on_breach: bool = False
+
+
+class Review(StrataModel):
+    queue_flagged: bool = Field(default=True, description="Keep flagged outputs for human review.")
+
+
+class FeedbackPolicySpec(StrataModel):
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "has(self.monitors.approval) || has(self.monitors.toxicity) || "
+                "has(self.monitors.bias) || has(self.monitors.drift)",
+                "enable at least one monitor",
+                ".monitors",
+            ),
+        )
+    )
+
+    target: Target
+    window: Duration = Field(default="1h", description="Sliding window the monitors evaluate.")
+    monitors: Monitors
+    retrain: Retrain | None = None
+    promotion: Promotion = Field(default_factory=Promotion)
+    review: Review = Field(default_factory=Review)
+
+
+class MonitorReading(StrataModel):
+    name: MonitorName
+    value: float | None = None
+    verdict: Literal["OK", "Breached", "InsufficientData"] = "InsufficientData"
+    samples: int = Field(default=0, ge=0)
+
+
+class RetrainRecord(StrataModel):
+    training_job: str = Field(max_length=253)
+    reason: str = Field(max_length=1024)
+    at: str = Field(max_length=64)
+
+
+class FeedbackPolicyStatus(StatusBase):
+    monitors: list[MonitorReading] = Field(
+        default_factory=list,
+        max_length=8,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    breached: int = Field(default=0, ge=0, description="Monitors currently breached.")
+    last_retrain: RetrainRecord | None = None
+    retrain_count: int = Field(default=0, ge=0)
+
+
+FEEDBACK_POLICY = KindInfo(
+    kind="FeedbackPolicy",
+    plural="feedbackpolicies",
+    short_names=("sfp", "fbp"),
+    description="Feedback, toxicity, bias and drift monitoring of a ModelDeployment, with retraining triggers.",
+    spec_model=FeedbackPolicySpec,
+    status_model=FeedbackPolicyStatus,
+    printer_columns=(
+        READY_COLUMN,
+        PrinterColumn(name="Target", type="string", json_path=".spec.target.modelDeployment"),
+        PrinterColumn(name="Breached", type="integer", json_path=".status.breached", description="Monitors breached."),
+        PrinterColumn(name="Last-Retrain", type="string", json_path=".status.lastRetrain.trainingJob"),
+        REASON_COLUMN,
+        AGE_COLUMN,
+    ),
+)

@@ -1,0 +1,215 @@
+"""TrainingJob: DeepSpeed training of a model family on a Dataset version, exported for Triton."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+
+from strata.api.base import (
+    AGE_COLUMN,
+    PHASE_COLUMN,
+    READY_COLUMN,
+    REASON_COLUMN,
+    DNS1123Name,
+    KindInfo,
+    PrinterColumn,
+    Quantity,
+    StatusBase,
+    StorageLocation,
+    StrataModel,
+    Toleration,
+    cel,
+)
+
+ModelFamily = Literal["transformer", "vae", "gan", "diffusion"]
+
+
+class DatasetRef(StrataModel):
+    name: DNS1123Name = Field(description="Dataset in the same namespace.")
+    version: str | None = Field(
+        default=None, max_length=64, description="Pin a version; the Dataset's current version when unset."
+    )
+
+
+class ModelSize(StrataModel):
+    """Size knobs; each family reads the ones that apply to it."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(("self.hidden % self.heads == 0", "hidden must be a multiple of heads", ".heads"))
+    )
+
+    layers: int = Field(default=6, ge=1, le=256)
+    hidden: int = Field(default=512, ge=8, le=65536)
+    heads: int = Field(default=8, ge=1, le=256)
+    context_length: int = Field(default=512, ge=8, le=1_048_576, description="Tokens per sequence (transformer).")
+    latent_dim: int = Field(default=64, ge=2, le=8192, description="Latent size (vae, gan).")
+    image_size: int = Field(default=32, ge=8, le=1024, description="Square image side in pixels (vae, gan, diffusion).")
+    diffusion_steps: int = Field(default=1000, ge=10, le=10000, description="Noise schedule length (diffusion).")
+
+
+class ModelSpec(StrataModel):
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "self.conditioning != 'prompt' || self.family == 'transformer'",
+                "prompt conditioning is only for the transformer family",
+                ".conditioning",
+            ),
+        )
+    )
+
+    family: ModelFamily
+    size: ModelSize = Field(default_factory=ModelSize)
+    conditioning: Literal["none", "label", "prompt"] = Field(
+        default="none", description="Condition generation on the dataset's label field or a prompt prefix."
+    )
+
+
+class DeepSpeedConfig(StrataModel):
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "self.offload == 'none' || self.zeroStage >= 1",
+                "offload needs zeroStage 1, 2 or 3",
+                ".offload",
+            ),
+        )
+    )
+
+    zero_stage: int = Field(default=2, ge=0, le=3, description="ZeRO stage: 0 off, 1 optimizer, 2 +gradients, 3 +parameters.")
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    micro_batch_size: int = Field(default=8, ge=1, le=65536, description="Samples per GPU per step.")
+    gradient_accumulation: int = Field(default=1, ge=1, le=4096)
+    gradient_clipping: float = Field(default=1.0, ge=0, description="Max gradient norm; 0 disables clipping.")
+    offload: Literal["none", "cpu"] = Field(default="none", description="Offload optimizer state to CPU memory.")
+
+
+class Topology(StrataModel):
+    nodes: int = Field(default=1, ge=1, le=1024)
+    gpus_per_node: int = Field(default=1, ge=0, le=16, description="0 trains on CPU (gloo).")
+    gpu_resource: str = Field(default="nvidia.com/gpu", max_length=253, description="Extended resource to request.")
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+    queue_name: str | None = Field(default=None, max_length=63, description="Kueue LocalQueue to admit the job through.")
+
+
+class Hyperparameters(StrataModel):
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            ("self.warmupSteps < self.maxSteps", "warmupSteps must be below maxSteps", ".warmupSteps"),
+        )
+    )
+
+    learning_rate: float = Field(default=3.0e-4, gt=0, le=10)
+    warmup_steps: int = Field(default=0, ge=0)
+    max_steps: int = Field(default=1000, ge=1, le=100_000_000)
+    lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    weight_decay: float = Field(default=0.0, ge=0, le=1)
+    seed: int = Field(default=0, ge=0)
+
+
+class Checkpoints(StrataModel):
+    every_steps: int = Field(default=1000, ge=1)
+    keep: int = Field(default=3, ge=1, le=100, description="Newest checkpoints kept; older ones are deleted.")
+    storage: StorageLocation | None = Field(default=None, description="Where checkpoints go; a scratch PVC when unset.")
+
+
+class EarlyStopping(StrataModel):
+    patience: int = Field(default=5, ge=1, le=1000, description="Validations without improvement before stopping.")
+    metric: Literal["valLoss", "perplexity"] = "valLoss"
+
+
+class Validation(StrataModel):
+    every_steps: int = Field(default=500, ge=1)
+    fraction: float = Field(default=0.05, gt=0, lt=1, description="Share of the dataset held out for validation.")
+    early_stopping: EarlyStopping | None = None
+
+
+class Export(StrataModel):
+    triton_repository: StorageLocation = Field(description="Triton model repository the trained model is written to.")
+    quantization: Literal["none", "int8", "fp16", "bf16"] = Field(
+        default="none", description="Post-training quantization; the validation change is recorded in status."
+    )
+
+
+class Tracking(StrataModel):
+    mlflow_uri: str = Field(max_length=1024, pattern=r"^https?://", description="MLflow tracking server URL.")
+    experiment: str | None = Field(default=None, max_length=256)
+
+
+class WorkerResources(StrataModel):
+    cpu: Quantity = Field(default="4", description="CPU request and limit per worker.")
+    memory: Quantity = Field(default="32Gi", description="Memory request and limit per worker.")
+
+
+class TrainingJobSpec(StrataModel):
+    dataset: DatasetRef
+    model: ModelSpec
+    deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
+    topology: Topology = Field(default_factory=Topology)
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    checkpoints: Checkpoints = Field(default_factory=Checkpoints)
+    validation: Validation = Field(default_factory=Validation)
+    export: Export | None = None
+    tracking: Tracking | None = None
+    resources: WorkerResources = Field(default_factory=WorkerResources)
+    retries: int = Field(default=3, ge=0, le=100, description="Restarts of the worker group, each resuming from a checkpoint.")
+    image: str | None = Field(default=None, max_length=512, description="Trainer image; the operator's default when unset.")
+
+
+class Progress(StrataModel):
+    step: int = Field(default=0, ge=0)
+    total_steps: int = Field(default=0, ge=0)
+    samples_per_second: float | None = None
+
+
+class Losses(StrataModel):
+    train: float | None = None
+    validation: float | None = None
+
+
+class CheckpointRef(StrataModel):
+    step: int = Field(ge=0)
+    path: str = Field(max_length=1024)
+
+
+class ExportedModel(StrataModel):
+    path: str = Field(max_length=1024)
+    model_name: str = Field(max_length=253)
+    version: int = Field(ge=1)
+    quantization: str | None = Field(default=None, max_length=16)
+    validation_change: float | None = Field(default=None, description="Quantized minus full-precision validation metric.")
+
+
+class TrainingJobStatus(StatusBase):
+    dataset_version: str | None = Field(default=None, max_length=64)
+    progress: Progress | None = None
+    loss: Losses | None = None
+    last_checkpoint: CheckpointRef | None = None
+    attempt: int | None = Field(default=None, ge=0)
+    resumed_from_step: int | None = Field(default=None, ge=0)
+    exported_model: ExportedModel | None = None
+    start_time: str | None = Field(default=None, max_length=64)
+    completion_time: str | None = Field(default=None, max_length=64)
+
+
+TRAINING_JOB = KindInfo(
+    kind="TrainingJob",
+    plural="trainingjobs",
+    short_names=("stj", "tjob"),
+    description="Distributed DeepSpeed training of a transformer, VAE, GAN or diffusion model, exported for Triton.",
+    spec_model=TrainingJobSpec,
+    status_model=TrainingJobStatus,
+    printer_columns=(
+        READY_COLUMN,
+        PHASE_COLUMN,
+        PrinterColumn(name="Family", type="string", json_path=".spec.model.family"),
+        PrinterColumn(name="Step", type="integer", json_path=".status.progress.step"),
+        PrinterColumn(name="Total", type="integer", json_path=".status.progress.totalSteps", priority=1),
+        PrinterColumn(name="Loss", type="number", json_path=".status.loss.train", description="Latest training loss."),
+        PrinterColumn(name="Val-Loss", type="number", json_path=".status.loss.validation", priority=1),
+        REASON_COLUMN,
+        AGE_COLUMN,
+    ),
+)

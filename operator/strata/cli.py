@@ -1,0 +1,89 @@
+"""The `strata` command: run the operator, generate CRDs, drive the local dev cluster."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_CRD_DIR = Path("crds")
+
+
+def _run(args: argparse.Namespace) -> int:
+    import kopf
+
+    import strata.controllers  # noqa: F401 - importing registers the handlers
+
+    kopf.configure(verbose=args.verbose)
+    kopf.run(
+        standalone=True,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace or (),
+        liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
+def _crds(args: argparse.Namespace) -> int:
+    from strata.api.crd import REGENERATE_COMMAND, crd_drift, write_crds
+
+    if args.check:
+        diffs = crd_drift(args.out)
+        if diffs:
+            sys.stdout.write("".join(diffs))
+            print(f"\n{args.out}/ is out of date with the API models; regenerate with: {REGENERATE_COMMAND}")
+            return 1
+        print(f"{args.out}/ matches the API models.")
+        return 0
+    for path in write_crds(args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from strata.devcluster.cli import main as dev_main
+
+    return dev_main(args.dev_args)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from strata.demo import run_demo
+
+    return run_demo(Path(args.state_dir), Path(args.examples))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="strata", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the operator against the current kubeconfig context")
+    run.add_argument("-n", "--namespace", action="append", help="watch only these namespaces (repeatable)")
+    run.add_argument("--liveness", default="http://0.0.0.0:8081/healthz", help="health endpoint URL")
+    run.add_argument("-v", "--verbose", action="store_true")
+    run.set_defaults(func=_run)
+
+    crds = commands.add_parser("crds", help="generate CRDs from the API models")
+    crds.add_argument("--out", type=Path, default=DEFAULT_CRD_DIR, help="directory to write (default: crds)")
+    crds.add_argument("--check", action="store_true", help="exit 1 if the directory differs from the models")
+    crds.set_defaults(func=_crds)
+
+    dev = commands.add_parser("dev", help="the local control plane: build | up | down | status | kubeconfig")
+    dev.add_argument("dev_args", nargs=argparse.REMAINDER)
+    dev.set_defaults(func=_dev)
+
+    demo = commands.add_parser(
+        "demo", help="start the dev cluster, install CRDs, run the operator, apply examples/, show kubectl get strata"
+    )
+    demo.add_argument("--state-dir", default=".strata/dev")
+    demo.add_argument("--examples", default="examples")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Operator-wide settings, health probes and the metrics endpoint."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kopf
+import prometheus_client
+
+from strata.metrics import RECONCILES
+
+METRICS_PORT_ENV = "STRATA_METRICS_PORT"
+DEFAULT_METRICS_PORT = 8080
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
+    # The CRDs' status schemas are structural, so kopf must keep its bookkeeping in
+    # annotations, not in status where the API server would prune it.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="strata.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="strata.dev", key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = "strata.dev/finalizer"
+    settings.posting.level = logging.INFO
+    # One replica by design (the Deployment uses Recreate), so no peering objects are needed.
+    settings.peering.standalone = True
+    settings.execution.max_workers = 8
+    port = int(os.environ.get(METRICS_PORT_ENV, DEFAULT_METRICS_PORT))
+    if port:
+        prometheus_client.start_http_server(port)
+        logger.info(f"Serving Prometheus metrics on :{port}/metrics")
+
+
+@kopf.on.probe(id="reconciles")
+def reconcile_count(**_: Any) -> float:
+    """Liveness detail: reconciliations so far, so a stuck operator is visible in /healthz."""
+    return sum(sample.value for metric in RECONCILES.collect() for sample in metric.samples if sample.name.endswith("_total"))

@@ -1,0 +1,169 @@
+"""The one reconcile loop every kind runs: parse -> render -> apply -> status.
+
+Level-based: each pass computes the whole desired state from the spec and the observed
+children, so a missed event, a restart or a manual edit is corrected on the next pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import kopf
+from kubernetes.client.rest import ApiException
+from pydantic import ValidationError
+
+from strata import k8s
+from strata.api import KindInfo
+from strata.api.base import StrataModel
+from strata.conditions import is_ready, now_rfc3339, set_condition
+from strata.constants import ConditionStatus, ConditionType, Phase, Reason
+from strata.metrics import RECONCILE_DURATION, RECONCILE_ERRORS, RECONCILES, RESOURCES_READY
+from strata.render.common import owner_labels
+
+Renderer = Callable[[KindInfo, dict[str, Any], StrataModel], list[dict[str, Any]]]
+Observer = Callable[[KindInfo, dict[str, Any], StrataModel], "Outcome"]
+# Child kinds the operator may create, so stale children of any of them can be pruned.
+ChildKinds = tuple[tuple[str, str], ...]
+
+
+@dataclass
+class Outcome:
+    """What one pass concluded, before it becomes status."""
+
+    phase: str
+    ready: tuple[str, str, str]
+    progressing: tuple[str, str, str]
+    degraded: tuple[str, str, str]
+    extra_status: dict[str, Any] = field(default_factory=dict)
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """'spec.deepspeed.zeroStage: Input should be less than or equal to 3; ...'"""
+    parts = []
+    for problem in error.errors():
+        location = ".".join(str(p) for p in ("spec", *problem["loc"]))
+        parts.append(f"{location}: {problem['msg']}")
+    return "; ".join(parts)
+
+
+def parse_spec(info: KindInfo, body: dict[str, Any]) -> StrataModel:
+    return info.spec_model.model_validate(body.get("spec") or {})
+
+
+def apply_children(
+    info: KindInfo, body: dict[str, Any], desired: list[dict[str, Any]], child_kinds: ChildKinds, logger: logging.Logger
+) -> None:
+    """Apply the desired children, prune owned children no longer desired, and post events."""
+    meta = body["metadata"]
+    selector = owner_labels(info, meta["name"])
+    existing: dict[tuple[str, str], dict[str, Any]] = {}
+    for api_version, kind in child_kinds:
+        for child in k8s.list_children(api_version, kind, meta["namespace"], selector):
+            existing[(kind, child["metadata"]["name"])] = child
+
+    for manifest in desired:
+        key = (manifest["kind"], manifest["metadata"]["name"])
+        before = existing.pop(key, None)
+        live = k8s.apply(manifest)
+        if before is None:
+            _announce(body, "Created", f"Created {key[0]} {key[1]}", logger)
+        elif live["metadata"]["resourceVersion"] != before["metadata"]["resourceVersion"]:
+            _announce(body, "Updated", f"Updated {key[0]} {key[1]}", logger)
+
+    for (kind, name), child in existing.items():
+        k8s.delete(child["apiVersion"], kind, meta["namespace"], name)
+        _announce(body, "Deleted", f"Deleted {kind} {name}, no longer part of the spec", logger)
+
+
+def _announce(body: dict[str, Any], reason: str, message: str, logger: logging.Logger) -> None:
+    logger.info(message)
+    kopf.info(body, reason=reason, message=message)
+
+
+def build_status(body: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
+    """The full status this pass observed, conditions keeping their transition times."""
+    current = body.get("status") or {}
+    generation = body["metadata"].get("generation")
+    now = now_rfc3339()
+    conditions = list(current.get("conditions") or [])
+    for type_, (status, reason, message) in (
+        (ConditionType.READY, outcome.ready),
+        (ConditionType.PROGRESSING, outcome.progressing),
+        (ConditionType.DEGRADED, outcome.degraded),
+    ):
+        conditions = set_condition(conditions, type_, status, reason, message, generation, now)
+    return {
+        **current,
+        **outcome.extra_status,
+        "observedGeneration": generation,
+        "phase": outcome.phase,
+        "conditions": conditions,
+    }
+
+
+def write_status(info: KindInfo, body: dict[str, Any], status: dict[str, Any]) -> bool:
+    """Patch status only if it changed, so an idle resource causes no writes. True if written."""
+    if status == (body.get("status") or {}):
+        return False
+    meta = body["metadata"]
+    k8s.patch_status(info, meta["namespace"], meta["name"], status)
+    return True
+
+
+def invalid_outcome(message: str) -> Outcome:
+    return Outcome(
+        phase=Phase.INVALID,
+        ready=(ConditionStatus.FALSE, Reason.INVALID_SPEC, message),
+        progressing=(ConditionStatus.FALSE, Reason.INVALID_SPEC, "Waiting for a valid spec."),
+        degraded=(ConditionStatus.TRUE, Reason.INVALID_SPEC, message),
+    )
+
+
+def reconcile(
+    info: KindInfo,
+    body: kopf.Body | dict[str, Any],
+    logger: logging.Logger,
+    render: Renderer,
+    child_kinds: ChildKinds,
+    observe: Observer,
+) -> None:
+    """One pass for one object. Bad specs become status, never exceptions; API errors retry."""
+    body = dict(body)
+    started = time.monotonic()
+    meta = body["metadata"]
+    try:
+        try:
+            spec = parse_spec(info, body)
+        except ValidationError as error:
+            message = describe_validation_error(error)
+            logger.warning(f"Invalid spec: {message}")
+            kopf.warn(body, reason=Reason.INVALID_SPEC, message=message)
+            RECONCILES.labels(info.kind, "invalid").inc()
+            status = build_status(body, invalid_outcome(message))
+            write_status(info, body, status)
+            return
+
+        try:
+            apply_children(info, body, render(info, body, spec), child_kinds, logger)
+        except ApiException as error:
+            message = f"Applying children failed: {error.status} {error.reason}"
+            RECONCILE_ERRORS.labels(info.kind, Reason.APPLY_FAILED).inc()
+            RECONCILES.labels(info.kind, "error").inc()
+            outcome = Outcome(
+                phase=(body.get("status") or {}).get("phase") or Phase.PENDING,
+                ready=(ConditionStatus.FALSE, Reason.APPLY_FAILED, message),
+                progressing=(ConditionStatus.FALSE, Reason.APPLY_FAILED, message),
+                degraded=(ConditionStatus.TRUE, Reason.APPLY_FAILED, message),
+            )
+            write_status(info, body, build_status(body, outcome))
+            raise kopf.TemporaryError(message, delay=15) from error
+
+        status = build_status(body, observe(info, body, spec))
+        write_status(info, body, status)
+        RESOURCES_READY.labels(info.kind, meta["namespace"], meta["name"]).set(int(is_ready(status["conditions"])))
+        RECONCILES.labels(info.kind, "success").inc()
+    finally:
+        RECONCILE_DURATION.labels(info.kind).observe(time.monotonic() - started)

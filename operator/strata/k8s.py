@@ -1,0 +1,73 @@
+"""All of the operator's Kubernetes API I/O: server-side apply, listing children, status patches.
+
+Handlers run in kopf's thread pool, so the synchronous official client is fine here.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Any
+
+import kubernetes
+from kubernetes.client.rest import ApiException
+from kubernetes.dynamic import DynamicClient
+
+from strata.api import KindInfo
+from strata.constants import FIELD_MANAGER, GROUP, VERSION
+
+_lock = threading.Lock()
+
+
+@functools.cache
+def api_client() -> kubernetes.client.ApiClient:
+    """In-cluster credentials when running in a pod, else the current kubeconfig context."""
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+    return kubernetes.client.ApiClient()
+
+
+@functools.cache
+def dynamic_client() -> DynamicClient:
+    with _lock:  # discovery is not thread-safe on first use
+        return DynamicClient(api_client())
+
+
+def _resource(api_version: str, kind: str):
+    return dynamic_client().resources.get(api_version=api_version, kind=kind)
+
+
+def apply(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Server-side apply with the operator's one field manager; returns the live object."""
+    meta = manifest["metadata"]
+    live = _resource(manifest["apiVersion"], manifest["kind"]).server_side_apply(
+        body=manifest,
+        name=meta["name"],
+        namespace=meta.get("namespace"),
+        field_manager=FIELD_MANAGER,
+        force_conflicts=True,
+    )
+    return live.to_dict()
+
+
+def list_children(api_version: str, kind: str, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+    selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    result = _resource(api_version, kind).get(namespace=namespace, label_selector=selector)
+    return [item.to_dict() for item in result.items]
+
+
+def delete(api_version: str, kind: str, namespace: str, name: str) -> None:
+    try:
+        _resource(api_version, kind).delete(name=name, namespace=namespace)
+    except ApiException as error:
+        if error.status != 404:
+            raise
+
+
+def patch_status(info: KindInfo, namespace: str, name: str, status: dict[str, Any]) -> None:
+    """Merge-patch the status subresource (conditions are written whole, so merge is exact)."""
+    kubernetes.client.CustomObjectsApi(api_client()).patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, info.plural, name, {"status": status}
+    )

@@ -1,0 +1,57 @@
+"""Metadata every child shares: names, labels, owner references."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from strata.api import KindInfo
+from strata.constants import (
+    API_VERSION,
+    LABEL_COMPONENT,
+    LABEL_INSTANCE,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    LABEL_OWNER_KIND,
+    LABEL_OWNER_NAME,
+    LABEL_PART_OF,
+    MANAGED_BY,
+    PART_OF,
+)
+
+
+def owner_labels(info: KindInfo, name: str) -> dict[str, str]:
+    """Labels that find every child of one custom resource."""
+    return {LABEL_OWNER_KIND: info.singular, LABEL_OWNER_NAME: name}
+
+
+def child_labels(info: KindInfo, name: str, component: str) -> dict[str, str]:
+    return {
+        LABEL_NAME: info.singular,
+        LABEL_INSTANCE: name,
+        LABEL_COMPONENT: component,
+        LABEL_PART_OF: PART_OF,
+        LABEL_MANAGED_BY: MANAGED_BY,
+        **owner_labels(info, name),
+    }
+
+
+def owner_reference(info: KindInfo, name: str, uid: str) -> dict[str, Any]:
+    """Makes the garbage collector delete the child with its owner."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": info.kind,
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def child_metadata(info: KindInfo, owner: dict[str, Any], child_name: str, component: str) -> dict[str, Any]:
+    meta = owner["metadata"]
+    return {
+        "name": child_name,
+        "namespace": meta["namespace"],
+        "labels": child_labels(info, meta["name"], component),
+        "ownerReferences": [owner_reference(info, meta["name"], meta["uid"])],
+    }
