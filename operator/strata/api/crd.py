@@ -47,10 +47,12 @@ class CRDSchemaGenerator(GenerateJsonSchema):
         return json_schema
 
 
-def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
+def openapi_schema(model: type[BaseModel], description: str | None = None) -> dict[str, Any]:
     """The structural OpenAPI v3 schema of a pydantic model."""
     raw = model.model_json_schema(by_alias=True, schema_generator=CRDSchemaGenerator)
     definitions = raw.pop("$defs", {})
+    if description and "description" not in raw:
+        raw["description"] = description
     return _structural(raw, definitions, path=model.__name__)
 
 
@@ -101,10 +103,8 @@ def _structural(node: dict[str, Any], definitions: dict[str, Any], path: str) ->
 
 def render_crd(info: KindInfo) -> dict[str, Any]:
     """The CustomResourceDefinition for one kind."""
-    spec_schema = openapi_schema(info.spec_model)
-    status_schema = openapi_schema(info.status_model)
-    spec_schema.setdefault("description", f"Desired state of the {info.kind}.")
-    status_schema.setdefault("description", f"Observed state of the {info.kind}, written by the operator.")
+    spec_schema = openapi_schema(info.spec_model, f"Desired state of the {info.kind}.")
+    status_schema = openapi_schema(info.status_model, f"Observed state of the {info.kind}, written by the operator.")
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

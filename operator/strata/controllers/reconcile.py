@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from strata import k8s
 from strata.api import KindInfo
 from strata.api.base import StrataModel
+from strata.api.errors import describe_validation_error
 from strata.conditions import is_ready, now_rfc3339, set_condition
 from strata.constants import ConditionStatus, ConditionType, Phase, Reason
 from strata.metrics import RECONCILE_DURATION, RECONCILE_ERRORS, RECONCILES, RESOURCES_READY
@@ -38,15 +39,6 @@ class Outcome:
     progressing: tuple[str, str, str]
     degraded: tuple[str, str, str]
     extra_status: dict[str, Any] = field(default_factory=dict)
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    """'spec.deepspeed.zeroStage: Input should be less than or equal to 3; ...'"""
-    parts = []
-    for problem in error.errors():
-        location = ".".join(str(p) for p in ("spec", *problem["loc"]))
-        parts.append(f"{location}: {problem['msg']}")
-    return "; ".join(parts)
 
 
 def parse_spec(info: KindInfo, body: dict[str, Any]) -> StrataModel:

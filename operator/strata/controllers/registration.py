@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import kopf
@@ -14,7 +15,7 @@ from strata.metrics import RESOURCES_READY
 from strata.render.config import render_config_map
 
 # Level-based safety net: every object is reconciled at least this often, events or not.
-RESYNC_SECONDS = 60.0
+RESYNC_SECONDS = float(os.environ.get("STRATA_RESYNC_SECONDS", "60"))
 
 
 def register_kind(info: KindInfo, render: Renderer, observe: Observer, child_kinds: ChildKinds) -> None:

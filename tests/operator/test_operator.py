@@ -1,0 +1,115 @@
+"""The operator, run by kopf's test runner, reconciling every kind on the real API server."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import pytest
+import yaml
+
+from conftest import example_documents, get_json, wait_for
+
+KINDS = ["Dataset", "TrainingJob", "ModelDeployment", "FeedbackPolicy"]
+CONFIG_MAPS = {
+    "Dataset": ("support-chats-pipeline", "pipeline.yaml"),
+    "TrainingJob": ("support-lm-trainer", "trainer.yaml"),
+    "ModelDeployment": ("support-lm-serving", "serving.yaml"),
+    "FeedbackPolicy": ("support-lm-monitor", "policy.yaml"),
+}
+
+
+@pytest.fixture
+def lifecycle(dev_cluster, namespace, operator):
+    """The examples applied to a fresh namespace, with the operator running."""
+    dev_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(example_documents()))
+    return {doc["kind"]: doc["metadata"]["name"] for doc in example_documents()}
+
+
+def resource(cluster, namespace, kind, name):
+    return get_json(cluster, f"{kind.lower()}s.strata.dev" if kind != "FeedbackPolicy" else "feedbackpolicies.strata.dev",
+                    name, "-n", namespace)
+
+
+def observed(cluster, namespace, kind, name):
+    obj = resource(cluster, namespace, kind, name)
+    status = (obj or {}).get("status") or {}
+    if status.get("observedGeneration") == obj["metadata"]["generation"]:
+        return obj
+    return None
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_status_reports_honestly_that_the_workload_is_not_implemented(dev_cluster, namespace, lifecycle, kind):
+    obj = wait_for(lambda: observed(dev_cluster, namespace, kind, lifecycle[kind]), what=f"{kind} status")
+    conditions = {c["type"]: c for c in obj["status"]["conditions"]}
+    assert set(conditions) == {"Ready", "Progressing", "Degraded"}
+    assert conditions["Ready"]["status"] == "False"
+    assert conditions["Ready"]["reason"] == "NotImplemented"
+    assert kind in conditions["Ready"]["message"]
+    assert conditions["Degraded"]["status"] == "False"
+    assert all(c["observedGeneration"] == obj["metadata"]["generation"] for c in conditions.values())
+    assert obj["status"]["phase"] == "Pending"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_resolved_config_is_applied_as_an_owned_child_and_announced(dev_cluster, namespace, lifecycle, kind):
+    name, key = CONFIG_MAPS[kind]
+    config_map = wait_for(lambda: get_json(dev_cluster, "configmap", name, "-n", namespace), what=f"ConfigMap {name}")
+    owner = resource(dev_cluster, namespace, kind, lifecycle[kind])
+    assert config_map["metadata"]["ownerReferences"][0]["uid"] == owner["metadata"]["uid"]
+    managers = {entry["manager"] for entry in config_map["metadata"]["managedFields"]}
+    assert managers == {"strata-operator"}
+    resolved = yaml.safe_load(config_map["data"][key])
+    assert resolved == {**resolved, **{k: v for k, v in owner["spec"].items() if not isinstance(v, dict)}}
+
+    def created_event():
+        events = get_json(dev_cluster, "events", "-n", namespace, "--field-selector", f"involvedObject.name={lifecycle[kind]}")
+        return [e for e in events["items"] if e["message"] == f"Created ConfigMap {name}"]
+
+    wait_for(created_event, what=f"a 'Created ConfigMap {name}' event")
+
+
+def test_a_spec_change_is_reconciled_into_the_child_and_the_observed_generation(dev_cluster, namespace, lifecycle):
+    name = lifecycle["TrainingJob"]
+    wait_for(lambda: observed(dev_cluster, namespace, "TrainingJob", name), what="first reconcile")
+    dev_cluster.kubectl("patch", "trainingjob", name, "-n", namespace, "--type=merge",
+                        "-p", '{"spec": {"deepspeed": {"zeroStage": 3}}}')
+    obj = wait_for(lambda: observed(dev_cluster, namespace, "TrainingJob", name), what="status of generation 2")
+    assert obj["metadata"]["generation"] == 2
+
+    def trainer_config():
+        config_map = get_json(dev_cluster, "configmap", "support-lm-trainer", "-n", namespace)
+        return yaml.safe_load(config_map["data"]["trainer.yaml"])["deepspeed"]["zeroStage"] == 3
+
+    wait_for(trainer_config, what="trainer.yaml to say zeroStage 3")
+
+
+def test_a_deleted_child_is_recreated_by_the_periodic_resync(dev_cluster, namespace, lifecycle):
+    wait_for(lambda: get_json(dev_cluster, "configmap", "support-lm-serving", "-n", namespace), what="the child")
+    before = get_json(dev_cluster, "configmap", "support-lm-serving", "-n", namespace)["metadata"]["uid"]
+    dev_cluster.kubectl("delete", "configmap", "support-lm-serving", "-n", namespace)
+
+    def recreated():
+        config_map = get_json(dev_cluster, "configmap", "support-lm-serving", "-n", namespace)
+        return config_map and config_map["metadata"]["uid"] != before
+
+    wait_for(recreated, timeout=30, what="the ConfigMap to be recreated")
+
+
+def test_deleting_a_resource_deletes_its_children(dev_cluster, namespace, lifecycle):
+    name = lifecycle["Dataset"]
+    wait_for(lambda: get_json(dev_cluster, "configmap", "support-chats-pipeline", "-n", namespace), what="the child")
+    dev_cluster.kubectl("delete", "dataset", name, "-n", namespace, "--wait=true", "--timeout=30s")
+    wait_for(lambda: get_json(dev_cluster, "configmap", "support-chats-pipeline", "-n", namespace) is None,
+             timeout=60, what="the garbage collector to delete the ConfigMap")
+
+
+def test_metrics_and_health_endpoints_report_the_reconciles(dev_cluster, namespace, lifecycle, operator):
+    wait_for(lambda: observed(dev_cluster, namespace, "FeedbackPolicy", lifecycle["FeedbackPolicy"]), what="a reconcile")
+    metrics = urllib.request.urlopen(operator.metrics_url, timeout=5).read().decode()
+    for kind in KINDS:
+        line = next(l for l in metrics.splitlines() if l.startswith(f'strata_reconcile_total{{kind="{kind}",result="success"}}'))
+        assert float(line.split()[-1]) >= 1
+    assert "strata_reconcile_duration_seconds_bucket" in metrics
+    with urllib.request.urlopen(operator.health_url, timeout=5) as health:
+        assert health.status == 200

@@ -1,0 +1,66 @@
+"""The CRDs are generated from the API models; these tests keep the two in step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from strata.api import KINDS
+from strata.api.crd import REGENERATE_COMMAND, crd_drift, openapi_schema, render_crd
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_committed_crds_match_the_models():
+    diffs = crd_drift(REPO / "crds")
+    assert not diffs, (
+        "crds/ is out of date with operator/strata/api; regenerate with "
+        f"`{REGENERATE_COMMAND}` and commit.\n" + "".join(diffs)[:4000]
+    )
+
+
+def _walk(schema: dict, path: str = ""):
+    yield path, schema
+    for name, child in schema.get("properties", {}).items():
+        yield from _walk(child, f"{path}.{name}")
+    if isinstance(schema.get("additionalProperties"), dict):
+        yield from _walk(schema["additionalProperties"], f"{path}[*]")
+    if "items" in schema:
+        yield from _walk(schema["items"], f"{path}[]")
+
+
+@pytest.mark.parametrize("info", KINDS, ids=lambda k: k.kind)
+def test_every_schema_node_is_structural(info):
+    for model in (info.spec_model, info.status_model):
+        for path, node in _walk(openapi_schema(model)):
+            assert "type" in node, f"{info.kind}{path} has no type"
+            assert "$ref" not in node and "anyOf" not in node, f"{info.kind}{path} is not structural"
+            assert not ("properties" in node and "additionalProperties" in node), f"{info.kind}{path}"
+
+
+@pytest.mark.parametrize("info", KINDS, ids=lambda k: k.kind)
+def test_crd_lists_the_kind_under_the_strata_category_with_a_status_subresource(info):
+    crd = render_crd(info)
+    version = crd["spec"]["versions"][0]
+    assert crd["spec"]["names"]["categories"] == ["strata"]
+    assert version["subresources"] == {"status": {}}
+    column_names = [c["name"] for c in version["additionalPrinterColumns"]]
+    assert column_names[0] == "Ready" and column_names[-1] == "Age"
+
+
+def test_nested_defaults_reach_the_api_server():
+    spec = openapi_schema(KINDS[1].spec_model)  # TrainingJob
+    deepspeed = spec["properties"]["deepspeed"]
+    assert deepspeed["default"] == {}
+    assert deepspeed["properties"]["zeroStage"]["default"] == 2
+
+
+def test_exclusive_bounds_use_the_openapi_v3_boolean_form():
+    learning_rate = openapi_schema(KINDS[1].spec_model)["properties"]["hyperparameters"]["properties"]["learningRate"]
+    assert learning_rate["minimum"] == 0 and learning_rate["exclusiveMinimum"] is True
+
+
+def test_short_names_are_unique_across_kinds():
+    names = [name for info in KINDS for name in info.short_names]
+    assert len(names) == len(set(names))
