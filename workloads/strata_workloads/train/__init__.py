@@ -1,0 +1,58 @@
+"""The trainer that runs inside TrainingJob pods.
+
+Entry point
+-----------
+::
+
+    torchrun --nproc_per_node=N [--nnodes ... --rdzv-endpoint ...] \\
+        -m strata_workloads.train --config /etc/strata/train.yaml
+
+(``deepspeed --num_gpus N -m strata_workloads.train ...`` works too.) Without ``--config``
+the file named by ``$STRATA_TRAIN_CONFIG`` is read. The file is YAML or JSON with the
+camelCase sections of :mod:`strata_workloads.train.config`: ``model`` (family
+transformer|vae|gan|diffusion, size, numClasses), ``deepspeed`` (zeroStage 0..3, precision
+fp32|bf16|fp16, microBatchSize, gradientAccumulation, offload none|cpu, gradientClipping),
+``hyperparameters``, ``checkpoints``, ``validation`` (earlyStopping), ``data`` (path),
+``export``, ``tracking`` (mlflowUri), ``observability`` (metricsPort).
+
+Invalid configuration fails before DeepSpeed starts, exit code 2, with one line per bad
+setting naming it by dotted path, e.g. ``deepspeed.zeroStage: must be 0..3, got 4``.
+
+Progress contract (what the operator may rely on)
+-------------------------------------------------
+1. **JSON lines on stdout**, one object per line, each with ``event``, ``time`` (unix
+   seconds), ``rank``. Rank 0 emits all events; every rank emits ``process`` and ``failed``.
+
+   ``process``     ``pid``, ``worldSize`` (every rank, at start)
+   ``started``     ``step`` (0 or the resumed step), ``totalSteps``, ``family``, ``parameters``,
+                   ``worldSize``, ``zeroStage``, ``precision``, ``dataset``
+   ``resumed``     ``step``, ``tag``, ``path``, ``configChanged``
+   ``step``        ``step``, ``totalSteps``, ``losses`` {name: value, averaged over ranks},
+                   ``learningRate``, ``samplesPerSecond``, ``tokensPerSecond`` (whole group), ``epoch``
+   ``validation``  ``step``, ``metrics`` {loss, perplexity (text), ...}
+   ``checkpoint``  ``step``, ``tag``, ``path``
+   ``early_stopped`` ``step``, ``metric``, ``best``, ``patience``
+   ``exported``    ``repository``, ``modelName``, ``version``, ``models``, ``quantization``
+   ``samples``     generated text (transformer) or image count/shape
+   ``completed``   the final result (below)
+   ``failed``      ``error``, ``reason`` (InvalidConfiguration | TrainingError)
+
+2. **Prometheus metrics** on ``observability.metricsPort`` (default 9400; rank 0 only):
+   ``strata_train_step``, ``strata_train_total_steps``, ``strata_train_loss{name}``,
+   ``strata_train_validation_metric{name}``, ``strata_train_samples_per_second``,
+   ``strata_train_tokens_per_second``, ``strata_train_learning_rate``,
+   ``strata_train_checkpoint_step``; all labelled ``family``.
+
+3. **Termination message** (rank 0) at ``observability.terminationLog``, else
+   ``$STRATA_TERMINATION_LOG``, else ``/dev/termination-log``: one compact JSON object of at
+   most 4096 bytes: ``status`` (succeeded | early-stopped | failed), ``step``, ``metrics``
+   (last validation), ``checkpoint`` (directory), ``export`` (repository, model name,
+   version, model directories, quantization change), ``resumedFrom``, ``dataset``,
+   ``configHash``; on failure ``reason`` and ``error``.
+
+Exit codes: 0 success (including early stop), 1 training failure, 2 invalid configuration.
+
+Resume: with ``checkpoints.dir`` set, a start finds ``<dir>/latest.json`` and continues from
+that step with the same weights, optimizer, LR schedule, data position and early-stopping
+state, so a restarted group's loss curve continues the original one.
+"""

@@ -1,0 +1,263 @@
+"""Trainer configuration: the file the operator renders from a TrainingJob spec.
+
+Keys are camelCase, mirroring the custom resource (``deepspeed.zeroStage``); snake_case is
+accepted too for hand-written files. Unknown keys are rejected so a typo in a TrainingJob is
+not silently ignored. Loading errors are :class:`ConfigError` whose message names every bad
+setting by its dotted path, e.g. ``deepspeed.zeroStage: must be 0..3, got 4``.
+
+This module imports neither torch nor deepspeed so invalid configuration fails in well under
+a second, before the heavy imports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+CONFIG_ENV = "STRATA_TRAIN_CONFIG"
+
+Family = Literal["transformer", "vae", "gan", "diffusion"]
+FAMILIES: tuple[str, ...] = ("transformer", "vae", "gan", "diffusion")
+IMAGE_FAMILIES = ("vae", "gan", "diffusion")
+
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+
+
+class ConfigError(ValueError):
+    """Invalid trainer configuration; the message names the offending setting(s)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class ModelSize(_Section):
+    """Size knobs; each family reads the ones it needs and ignores the rest."""
+
+    layers: PositiveInt = 2
+    hidden: PositiveInt = 64
+    heads: PositiveInt = 4
+    context_length: PositiveInt = 64  # transformer: tokens per example
+    latent_dim: PositiveInt = 16  # vae, gan
+    base_channels: PositiveInt = 16  # diffusion U-Net, gan/vae conv widths
+    diffusion_steps: PositiveInt = 100  # diffusion: T of the noise schedule
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> "ModelSize":
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        return self
+
+
+class ModelConfig(_Section):
+    family: Family
+    size: ModelSize = ModelSize()
+    # Conditioning: labels in [0, numClasses). 0 means unconditional; -1 means "take it from the
+    # dataset manifest" (numClasses there).
+    num_classes: Annotated[int, Field(ge=-1)] = -1
+
+    @field_validator("family", mode="before")
+    @classmethod
+    def _known_family(cls, value: Any) -> Any:
+        if value not in FAMILIES:
+            raise ValueError(f"unknown model family {value!r}; expected one of {', '.join(FAMILIES)}")
+        return value
+
+
+class DeepSpeedConfig(_Section):
+    zero_stage: int = 2
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    micro_batch_size: PositiveInt = 8
+    gradient_accumulation: PositiveInt = 1
+    offload: Literal["none", "cpu"] = "none"
+    gradient_clipping: Annotated[float, Field(ge=0.0)] = 1.0
+    # Passed through to deepspeed.init_distributed; gloo is what works without GPUs.
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+
+    @field_validator("zero_stage", mode="before")
+    @classmethod
+    def _zero_stage_range(cls, value: Any) -> Any:
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 3:
+            raise ValueError(f"must be 0..3, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _offload_needs_zero(self) -> "DeepSpeedConfig":
+        if self.offload == "cpu" and self.zero_stage == 0:
+            raise ValueError("offload: cpu needs zeroStage >= 1 (ZeRO-Offload partitions optimizer state)")
+        return self
+
+
+class Hyperparameters(_Section):
+    learning_rate: Annotated[float, Field(gt=0.0)] = 3e-4
+    min_learning_rate: Annotated[float, Field(ge=0.0)] = 0.0
+    warmup_steps: NonNegativeInt = 0
+    max_steps: PositiveInt = 100
+    decay: Literal["cosine", "linear", "constant"] = "cosine"
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
+    beta1: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    beta2: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.999
+    seed: int = 1234
+
+    @model_validator(mode="after")
+    def _schedule_consistent(self) -> "Hyperparameters":
+        if self.min_learning_rate > self.learning_rate:
+            raise ValueError(
+                f"minLearningRate ({self.min_learning_rate}) must not exceed learningRate ({self.learning_rate})"
+            )
+        return self
+
+
+class CheckpointConfig(_Section):
+    dir: str | None = None  # no directory: no checkpoints and no resume
+    every_steps: PositiveInt = 100
+    keep: PositiveInt = 3
+
+
+class EarlyStoppingConfig(_Section):
+    metric: str = "loss"
+    patience: PositiveInt = 3  # validations without improvement before stopping
+    mode: Literal["min", "max"] = "min"
+    min_delta: Annotated[float, Field(ge=0.0)] = 0.0
+
+
+class ValidationConfig(_Section):
+    every_steps: NonNegativeInt = 0  # 0: validate only at the end
+    max_batches: PositiveInt = 8  # per rank, per validation
+    early_stopping: EarlyStoppingConfig | None = None
+
+
+class DataConfig(_Section):
+    path: str
+    # "auto": a directory with manifest.json is a versioned dataset; *.txt / *.npy are plain files.
+    format: Literal["auto", "dataset", "text", "images"] = "auto"
+    train_split: str = "train"
+    validation_split: str = "validation"
+    # For plain files (no validation split): the fraction held out for validation.
+    validation_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+
+
+class ExportConfig(_Section):
+    dir: str | None = None  # no directory: no export
+    model_name: str = "strata-model"
+    version: Annotated[int, Field(ge=1)] | None = None  # None: one past the highest existing version
+    max_batch_size: PositiveInt = 8
+    quantization: Literal["none", "int8", "fp16", "bf16"] = "none"
+    samples: NonNegativeInt = 4  # generated samples written next to the export
+
+    @field_validator("model_name")
+    @classmethod
+    def _triton_name(cls, value: str) -> str:
+        if not value or any(not (c.isalnum() or c in "-_") for c in value):
+            raise ValueError(f"must be letters, digits, '-' or '_', got {value!r}")
+        return value
+
+
+class TrackingConfig(_Section):
+    mlflow_uri: str | None = None
+    experiment: str = "strata"
+    run_name: str | None = None
+    log_checkpoints: bool = True
+
+
+class ObservabilityConfig(_Section):
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9400  # 0 disables the endpoint
+    log_every_steps: PositiveInt = 1
+    termination_log: str | None = None  # default: $STRATA_TERMINATION_LOG or /dev/termination-log
+
+
+class TrainConfig(_Section):
+    model: ModelConfig
+    deepspeed: DeepSpeedConfig = DeepSpeedConfig()
+    hyperparameters: Hyperparameters = Hyperparameters()
+    checkpoints: CheckpointConfig = CheckpointConfig()
+    validation: ValidationConfig = ValidationConfig()
+    data: DataConfig
+    export: ExportConfig = ExportConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
+
+    @model_validator(mode="after")
+    def _cross_section(self) -> "TrainConfig":
+        if self.deepspeed.precision == "fp16" and self.model.family == "gan":
+            # Two engines with independent dynamic loss scalers skip steps at different times.
+            raise ValueError("deepspeed.precision: fp16 is not supported for the gan family; use bf16 or fp32")
+        return self
+
+    def config_hash(self) -> str:
+        """Stable hash of the effective configuration, recorded with checkpoints and exports."""
+        canonical = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    @property
+    def global_batch_size(self) -> int:
+        """Examples per optimizer step on one rank (multiply by world size for all ranks)."""
+        return self.deepspeed.micro_batch_size * self.deepspeed.gradient_accumulation
+
+
+_MESSAGES = {
+    "greater_than_equal": "must be >= {ge}",
+    "greater_than": "must be > {gt}",
+    "less_than_equal": "must be <= {le}",
+    "less_than": "must be < {lt}",
+    "missing": "is required",
+    "extra_forbidden": "unknown setting",
+}
+
+
+def _describe(error: dict[str, Any]) -> str:
+    location = ".".join(str(part) for part in error["loc"] if part not in ("function-after",))
+    kind = error["type"]
+    context = error.get("ctx") or {}
+    if kind in _MESSAGES:
+        message = _MESSAGES[kind].format(**context)
+    else:
+        message = error["msg"].removeprefix("Value error, ")
+    if kind not in ("missing", "value_error") and "input" in error and not isinstance(error["input"], dict):
+        message += f", got {error['input']!r}"
+    return f"{location}: {message}" if location else message
+
+
+def parse_config(raw: Any, source: str = "<config>") -> TrainConfig:
+    """Validate an already-parsed mapping; raise ConfigError naming each bad setting."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as error:
+        problems = [_describe(item) for item in error.errors()]
+        raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(problems)) from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> TrainConfig:
+    """Load from ``path``, else from the file named by ``$STRATA_TRAIN_CONFIG`` (YAML or JSON)."""
+    path = path or os.environ.get(CONFIG_ENV)
+    if not path:
+        raise ConfigError(f"no configuration: pass --config FILE or set {CONFIG_ENV}")
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read configuration ({error.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)  # YAML is a superset of JSON
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML/JSON ({error})") from None
+    return parse_config(raw, str(path))
+
+
+def check_runtime_inputs(config: TrainConfig) -> None:
+    """Checks that need the pod's filesystem (not the operator's): fail before starting DeepSpeed."""
+    data_path = Path(config.data.path)
+    if not data_path.exists():
+        raise ConfigError(f"data.path: {data_path} does not exist")
+    if config.data.format == "dataset" and not (data_path / "manifest.json").is_file():
+        raise ConfigError(f"data.path: {data_path} has no manifest.json but data.format is 'dataset'")

@@ -1,0 +1,332 @@
+"""The DeepSpeed training loop: engines, checkpoints and resume, validation, early stopping, export."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from strata_workloads.train.config import ConfigError, TrainConfig
+from strata_workloads.train.data import ShardedSampler, TrainingData, validation_batches
+from strata_workloads.train.models import ModelFamily
+from strata_workloads.train.reporting import EventLog, Metrics
+from strata_workloads.train.schedule import lr_multiplier
+from strata_workloads.train.tracking import Tracker
+
+LATEST_FILENAME = "latest.json"
+TAG_PREFIX = "step"
+
+
+def deepspeed_config(config: TrainConfig) -> dict[str, Any]:
+    """Translate the ``deepspeed`` section into a DeepSpeed JSON config."""
+    ds = config.deepspeed
+    zero: dict[str, Any] = {"stage": ds.zero_stage}
+    if ds.offload == "cpu":
+        zero["offload_optimizer"] = {"device": "cpu"}
+        if ds.zero_stage == 3:
+            zero["offload_param"] = {"device": "cpu"}
+    return {
+        "train_micro_batch_size_per_gpu": ds.micro_batch_size,
+        "gradient_accumulation_steps": ds.gradient_accumulation,
+        "gradient_clipping": ds.gradient_clipping,
+        "zero_optimization": zero,
+        "bf16": {"enabled": ds.precision == "bf16"},
+        "fp16": {"enabled": ds.precision == "fp16", "initial_scale_power": 12},
+        # The optimizer is torch's AdamW (DeepSpeed's fused/CPU Adam need compiled ops); allow
+        # it together with ZeRO-Offload, which otherwise insists on DeepSpeedCPUAdam.
+        "zero_force_ds_cpu_optimizer": False,
+        "steps_per_print": 1 << 30,  # progress is reported by our own JSON lines
+        "wall_clock_breakdown": False,
+    }
+
+
+def step_seed(seed: int, rank: int, step: int, micro: int) -> int:
+    """Seed for a micro-step's noise: a function of position only, so resume replays it exactly."""
+    return (seed * 1_000_003 + rank * 100_003 + step * 1_009 + micro) % (2**63 - 1)
+
+
+@dataclass
+class EarlyStopping:
+    metric: str
+    patience: int
+    mode: str
+    min_delta: float
+    best: float | None = None
+    bad_validations: int = 0
+
+    def update(self, value: float) -> bool:
+        """Record one validation; return True when training should stop."""
+        improved = self.best is None or (
+            value < self.best - self.min_delta if self.mode == "min" else value > self.best + self.min_delta
+        )
+        if improved:
+            self.best, self.bad_validations = value, 0
+        else:
+            self.bad_validations += 1
+        return self.bad_validations >= self.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "badValidations": self.bad_validations}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.bad_validations = state.get("best"), int(state.get("badValidations", 0))
+
+
+@dataclass
+class TrainingResult:
+    status: str  # succeeded | early-stopped
+    step: int
+    metrics: dict[str, float]
+    checkpoint: str | None = None
+    export: dict[str, Any] | None = None
+    resumed_from: int | None = None
+    validation_history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, family: ModelFamily, data: TrainingData, events: EventLog):
+        self.config = config
+        self.family = family
+        self.data = data
+        self.events = events
+        self.rank = dist.get_rank()
+        self.world_size = dist.get_world_size()
+        self.family.compute_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
+            config.deepspeed.precision
+        ]
+        self.sampler = ShardedSampler(
+            len(data.train), config.deepspeed.micro_batch_size, self.rank, self.world_size, config.hyperparameters.seed
+        )
+        self.validation_index = validation_batches(
+            data.validation, config.deepspeed.micro_batch_size, self.rank, self.world_size,
+            config.validation.max_batches,
+        )
+        stopping = config.validation.early_stopping
+        self.early_stopping = (
+            EarlyStopping(stopping.metric, stopping.patience, stopping.mode, stopping.min_delta) if stopping else None
+        )
+        self.metrics = Metrics(config.observability.metrics_port, self.rank == 0, config.model.family)
+        self.tracker = Tracker(config.tracking, enabled=self.rank == 0)
+        self.step = 0
+        self.resumed_from: int | None = None
+        self.last_checkpoint: str | None = None
+        self.validation_history: list[dict[str, Any]] = []
+
+    # Engines -------------------------------------------------------------------------------
+
+    def build_engines(self) -> None:
+        import deepspeed
+
+        # Same seed on every rank: identical initial weights before DeepSpeed partitions them.
+        torch.manual_seed(self.config.hyperparameters.seed)
+        modules = self.family.build()
+        hp = self.config.hyperparameters
+        self.engines = {}
+        for name in self.family.engine_names:
+            module = modules[name]
+            optimizer = torch.optim.AdamW(
+                module.parameters(), lr=hp.learning_rate, betas=(hp.beta1, hp.beta2), weight_decay=hp.weight_decay
+            )
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(hp))
+            engine, _, _, _ = deepspeed.initialize(
+                model=module, optimizer=optimizer, lr_scheduler=scheduler,
+                config=deepspeed_config(self.config), dist_init_required=False,
+            )
+            self.engines[name] = engine
+        self.parameter_count = sum(p.numel() for m in modules.values() for p in m.parameters())
+
+    @property
+    def primary_engine(self):
+        return self.engines[self.family.engine_names[0]]
+
+    # Checkpoints ---------------------------------------------------------------------------
+
+    def _checkpoint_root(self) -> Path | None:
+        directory = self.config.checkpoints.dir
+        return Path(directory) if directory else None
+
+    def save_checkpoint(self) -> None:
+        root = self._checkpoint_root()
+        if root is None:
+            return
+        tag = f"{TAG_PREFIX}{self.step:08d}"
+        client_state = {
+            "step": self.step,
+            "sampler": self.sampler.state_dict(),
+            "earlyStopping": self.early_stopping.state_dict() if self.early_stopping else None,
+            "validationHistory": self.validation_history[-20:],
+            "configHash": self.config.config_hash(),
+        }
+        for name, engine in self.engines.items():
+            engine.save_checkpoint(str(root / name), tag=tag, client_state=client_state)
+        # Only after every rank wrote every engine's shards does the checkpoint become "latest":
+        # a rank killed mid-save leaves the previous checkpoint in charge.
+        dist.barrier()
+        if self.rank == 0:
+            latest = {"step": self.step, "tag": tag, "engines": list(self.engines), "configHash": self.config.config_hash()}
+            temporary = root / (LATEST_FILENAME + ".tmp")
+            temporary.write_text(json.dumps(latest))
+            os.replace(temporary, root / LATEST_FILENAME)
+            self._prune_checkpoints(root, keep=self.config.checkpoints.keep)
+        dist.barrier()
+        self.last_checkpoint = str(root)
+        self.metrics.record_checkpoint(self.step)
+        self.events.emit("checkpoint", step=self.step, tag=tag, path=str(root))
+        if self.config.tracking.log_checkpoints:
+            for name in self.engines:
+                self.tracker.log_artifacts(root / name / tag, f"checkpoints/{tag}/{name}")
+
+    def _prune_checkpoints(self, root: Path, keep: int) -> None:
+        for name in self.engines:
+            tags = sorted(p for p in (root / name).glob(f"{TAG_PREFIX}*") if p.is_dir())
+            for stale in tags[:-keep]:
+                shutil.rmtree(stale, ignore_errors=True)
+
+    def maybe_resume(self) -> None:
+        root = self._checkpoint_root()
+        latest_path = root / LATEST_FILENAME if root else None
+        if latest_path is None or not latest_path.exists():
+            return
+        latest = json.loads(latest_path.read_text())
+        client_state: dict[str, Any] = {}
+        for name, engine in self.engines.items():
+            loaded_path, state = engine.load_checkpoint(str(root / name), tag=latest["tag"])
+            if loaded_path is None:
+                raise RuntimeError(f"checkpoints.dir: cannot load {name} checkpoint {latest['tag']} from {root}")
+            client_state = client_state or state
+        self.step = int(client_state["step"])
+        self.sampler.load_state_dict(client_state["sampler"])
+        if self.early_stopping and client_state.get("earlyStopping"):
+            self.early_stopping.load_state_dict(client_state["earlyStopping"])
+        self.validation_history = list(client_state.get("validationHistory") or [])
+        self.resumed_from = self.step
+        self.last_checkpoint = str(root)
+        self.events.emit("resumed", step=self.step, tag=latest["tag"], path=str(root),
+                         configChanged=client_state.get("configHash") != self.config.config_hash())
+
+    # Validation ----------------------------------------------------------------------------
+
+    def validate(self) -> dict[str, float]:
+        for engine in self.engines.values():
+            engine.eval()
+        modules = {name: engine.module for name, engine in self.engines.items()}
+        metric_sums = self.family.evaluate_split(modules, self.data.validation, self.validation_index, self.rank,
+                                                 self.config.hyperparameters.seed)
+        names = sorted(metric_sums)
+        totals = torch.tensor([[metric_sums[n][0], metric_sums[n][1]] for n in names], dtype=torch.float64)
+        dist.all_reduce(totals)
+        means = {n: float(totals[i, 0] / max(totals[i, 1], 1.0)) for i, n in enumerate(names)}
+        metrics = self.family.finalize_metrics(means)
+        for engine in self.engines.values():
+            engine.train()
+        self.validation_history.append({"step": self.step, **metrics})
+        self.metrics.record_validation(metrics)
+        self.tracker.log_metrics({f"validation/{k}": v for k, v in metrics.items()}, self.step)
+        self.events.emit("validation", step=self.step, metrics=metrics)
+        return metrics
+
+    # Loop ----------------------------------------------------------------------------------
+
+    def _reduce_step(self, losses: dict[str, float], tokens: int) -> tuple[dict[str, float], int]:
+        """Average losses over ranks and sum tokens: what the whole group did in this step."""
+        names = sorted(losses)
+        values = torch.tensor([losses[n] for n in names] + [float(tokens)], dtype=torch.float64)
+        dist.all_reduce(values)
+        return {n: float(values[i]) / self.world_size for i, n in enumerate(names)}, int(values[-1])
+
+    def train(self) -> TrainingResult:
+        hp, ds = self.config.hyperparameters, self.config.deepspeed
+        self.tracker.start(self.config, parameters=self.parameter_count, world_size=self.world_size,
+                           dataset=f"{self.data.info.dataset_name}@{self.data.info.dataset_version}")
+        self.events.emit("started", step=self.step, totalSteps=hp.max_steps, family=self.config.model.family,
+                         parameters=self.parameter_count, worldSize=self.world_size, zeroStage=ds.zero_stage,
+                         precision=ds.precision, dataset=self.data.info.dataset_version)
+        validate_every = self.config.validation.every_steps
+        checkpoint_every = self.config.checkpoints.every_steps
+        status = "succeeded"
+        metrics: dict[str, float] = {}
+        validated_at = checkpointed_at = -1
+        batches = iter(self.sampler)
+        for engine in self.engines.values():
+            engine.train()
+        while self.step < hp.max_steps:
+            started = time.perf_counter()
+            micro_losses: list[dict[str, float]] = []
+            tokens = 0
+            for micro in range(ds.gradient_accumulation):
+                batch = self.data.train.batch(next(batches))
+                generator = torch.Generator().manual_seed(step_seed(hp.seed, self.rank, self.step, micro))
+                micro_losses.append(self.family.train_micro_step(self.engines, batch, generator))
+                tokens += self.family.tokens_in(batch)
+            self.step += 1
+            elapsed = time.perf_counter() - started
+            local = {k: sum(m[k] for m in micro_losses) / len(micro_losses) for k in micro_losses[0]}
+            losses, group_tokens = self._reduce_step(local, tokens)
+            samples_per_second = ds.micro_batch_size * ds.gradient_accumulation * self.world_size / elapsed
+            tokens_per_second = group_tokens / elapsed
+            learning_rate = self.primary_engine.get_lr()[0]
+            self.metrics.record_step(self.step, hp.max_steps, losses, samples_per_second, tokens_per_second, learning_rate)
+            if self.step % self.config.observability.log_every_steps == 0 or self.step == hp.max_steps:
+                self.events.emit("step", step=self.step, totalSteps=hp.max_steps, losses=losses,
+                                 learningRate=learning_rate, samplesPerSecond=round(samples_per_second, 3),
+                                 tokensPerSecond=round(tokens_per_second, 3), epoch=self.sampler.epoch)
+                self.tracker.log_metrics({f"train/{k}": v for k, v in losses.items()}
+                                         | {"train/samplesPerSecond": samples_per_second,
+                                            "train/tokensPerSecond": tokens_per_second,
+                                            "train/learningRate": learning_rate}, self.step)
+            stop_early = False
+            if validate_every and self.step % validate_every == 0:
+                metrics = self.validate()
+                validated_at = self.step
+                if self.early_stopping:
+                    stop_early = self.early_stopping.update(metrics[self.early_stopping.metric])
+            if checkpoint_every and self.step % checkpoint_every == 0:
+                self.save_checkpoint()
+                checkpointed_at = self.step
+            if stop_early:
+                status = "early-stopped"
+                self.events.emit("early_stopped", step=self.step, metric=self.early_stopping.metric,
+                                 best=self.early_stopping.best, patience=self.early_stopping.patience)
+                break
+        if validated_at != self.step:
+            metrics = self.validate()
+        if checkpointed_at != self.step:
+            self.save_checkpoint()
+        return TrainingResult(status=status, step=self.step, metrics=metrics, checkpoint=self.last_checkpoint,
+                              resumed_from=self.resumed_from, validation_history=self.validation_history)
+
+    # After training ------------------------------------------------------------------------
+
+    def consolidated_modules(self) -> dict[str, torch.nn.Module] | None:
+        """Full-precision copies of the trained modules on rank 0 (None elsewhere).
+
+        Under ZeRO-3 every rank holds a slice of each parameter, so all ranks must take part in
+        gathering them; for lower stages GatheredParameters is a no-op.
+        """
+        import deepspeed
+
+        states: dict[str, dict[str, torch.Tensor]] = {}
+        for name, engine in self.engines.items():
+            parameters = list(engine.module.parameters())
+            with deepspeed.zero.GatheredParameters(parameters, modifier_rank=None):
+                if self.rank == 0:
+                    states[name] = {k: v.detach().float().cpu().clone() for k, v in engine.module.state_dict().items()}
+        if self.rank != 0:
+            return None
+        torch.manual_seed(self.config.hyperparameters.seed)
+        modules = self.family.build()
+        for name, module in modules.items():
+            module.load_state_dict(states[name])
+            module.eval()
+        return modules
+
+    def close(self, result: dict[str, Any] | None = None) -> None:
+        self.tracker.finish(result)
+        self.metrics.close()
