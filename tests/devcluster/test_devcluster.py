@@ -31,11 +31,14 @@ def namespace(dev_cluster: DevCluster):
     dev_cluster.kubectl("delete", "namespace", name, "--wait=false")
 
 
-def _pod_template(name: str, resources: dict | None = None) -> dict:
+def _pod_template(name: str, resources: dict | None = None, restart_policy: str = "Always") -> dict:
     container = {"name": "main", "image": "registry.k8s.io/pause:3.10"}
     if resources:
         container["resources"] = resources
-    return {"metadata": {"labels": {"app": name}}, "spec": {"containers": [container]}}
+    return {
+        "metadata": {"labels": {"app": name}},
+        "spec": {"containers": [container], "restartPolicy": restart_policy},
+    }
 
 
 def test_apiserver_is_healthy_and_runs_the_pinned_version(dev_cluster: DevCluster):
@@ -70,11 +73,12 @@ def test_gpu_nodes_advertise_gpus(dev_cluster: DevCluster):
 
 
 def test_gpu_pod_is_scheduled_onto_a_gpu_node_and_runs(dev_cluster: DevCluster, namespace: str):
+    template = _pod_template("gpu", {"limits": {"nvidia.com/gpu": "1"}})
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "gpu", "namespace": namespace},
-        **_pod_template("gpu", {"limits": {"nvidia.com/gpu": "1"}}),
+        "spec": template["spec"],
     }
     _apply(dev_cluster, pod)
     dev_cluster.kubectl("wait", "-n", namespace, "pod/gpu",
@@ -91,8 +95,7 @@ def test_job_completes(dev_cluster: DevCluster, namespace: str):
         "metadata": {"name": "once", "namespace": namespace},
         "spec": {
             "backoffLimit": 0,
-            "template": {**_pod_template("once"), "spec": {
-                **_pod_template("once")["spec"], "restartPolicy": "Never"}},
+            "template": _pod_template("once", restart_policy="Never"),
         },
     }
     _apply(dev_cluster, job)

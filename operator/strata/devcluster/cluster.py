@@ -58,6 +58,13 @@ class DevClusterError(RuntimeError):
     """The dev cluster could not be started (message includes the relevant log tail)."""
 
 
+class KubectlError(subprocess.CalledProcessError):
+    """A failed kubectl run; unlike its base class, its message includes kubectl's stderr."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\n{(self.stderr or '').strip()}"
+
+
 @dataclass(frozen=True)
 class FakeNode:
     name: str
@@ -173,13 +180,12 @@ class DevCluster:
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True,
                 timeout: float = 60) -> subprocess.CompletedProcess:
-        """Run kubectl as cluster admin; raises CalledProcessError (with output) if check."""
+        """Run kubectl as cluster admin; raises KubectlError (a CalledProcessError) if check."""
         command = [str(kubectl_path()), "--kubeconfig", str(self.kubeconfig), *args]
         result = subprocess.run(command, input=input, capture_output=True, text=True,
                                 timeout=timeout)
         if check and result.returncode != 0:
-            raise subprocess.CalledProcessError(result.returncode, command, result.stdout,
-                                                result.stderr)
+            raise KubectlError(result.returncode, command, result.stdout, result.stderr)
         return result
 
     def admin_api(self) -> ApiClient:
