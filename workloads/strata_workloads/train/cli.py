@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     import deepspeed
     import torch.distributed as dist
 
-    from strata_workloads.train.trainer import Trainer
+    from strata_workloads.train.trainer import Trainer, plain_torch_linear
 
     backend = config.deepspeed.backend
     if backend == "auto":
@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         modules = trainer.consolidated_modules() if config.export.dir else None
         if rank == 0 and modules is not None:
-            result["export"] = _export(config, family, data, modules, outcome, events, trainer)
+            with plain_torch_linear():
+                result["export"] = _export(config, family, data, modules, outcome, events, trainer)
         trainer.close(result)
         if rank == 0:
             events.emit("completed", **result)

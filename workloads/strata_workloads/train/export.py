@@ -46,10 +46,17 @@ batch dimension when their shapes allow (what dynamic batching hands over) and s
 
 import json
 import os
+import sys
 
-import numpy as np
-import torch
-import triton_python_backend_utils as pb_utils
+# Triton's python stub embeds an isolated interpreter that ignores PYTHONPATH. Honour it here
+# so a serving image can point the stub at the site-packages that hold torch and numpy.
+for _entry in reversed([p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]):
+    if _entry not in sys.path:
+        sys.path.insert(0, _entry)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
 
 
 class TritonPythonModel:

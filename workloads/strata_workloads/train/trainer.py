@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,29 @@ def deepspeed_config(config: TrainConfig) -> dict[str, Any]:
 def step_seed(seed: int, rank: int, step: int, micro: int) -> int:
     """Seed for a micro-step's noise: a function of position only, so resume replays it exactly."""
     return (seed * 1_000_003 + rank * 100_003 + step * 1_009 + micro) % (2**63 - 1)
+
+
+@contextmanager
+def plain_torch_linear():
+    """Undo ZeRO-3's process-wide replacement of ``torch.nn.functional.linear`` for a while.
+
+    ZeRO-3 swaps in an autograd Function (memory-efficient linear) that TorchScript cannot
+    trace; export and rank-0 evaluation of the consolidated modules need the original.
+    """
+    try:
+        from deepspeed.runtime.zero.partition_parameters import InsertPostInitMethodToModuleSubClasses as patcher
+    except ImportError:
+        patcher = None
+    original = getattr(patcher, "linear_bk", None)
+    current = torch.nn.functional.linear
+    if original is None or current is original:
+        yield
+        return
+    torch.nn.functional.linear = original
+    try:
+        yield
+    finally:
+        torch.nn.functional.linear = current
 
 
 @dataclass
