@@ -6,6 +6,7 @@ Handlers run in kopf's thread pool, so the synchronous official client is fine h
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from typing import Any
 
@@ -19,14 +20,24 @@ from strata.constants import FIELD_MANAGER, GROUP, VERSION
 _lock = threading.Lock()
 
 
+def load_configuration() -> kubernetes.client.Configuration:
+    """In-cluster credentials when running in a pod, else $KUBECONFIG's current context.
+
+    $KUBECONFIG is read now, not when the client library was imported.
+    """
+    configuration = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(
+            config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
+        )
+    return configuration
+
+
 @functools.cache
 def api_client() -> kubernetes.client.ApiClient:
-    """In-cluster credentials when running in a pod, else the current kubeconfig context."""
-    try:
-        kubernetes.config.load_incluster_config()
-    except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()
-    return kubernetes.client.ApiClient()
+    return kubernetes.client.ApiClient(load_configuration())
 
 
 @functools.cache

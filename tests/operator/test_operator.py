@@ -54,7 +54,10 @@ def test_status_reports_honestly_that_the_workload_is_not_implemented(dev_cluste
 @pytest.mark.parametrize("kind", KINDS)
 def test_the_resolved_config_is_applied_as_an_owned_child_and_announced(dev_cluster, namespace, lifecycle, kind):
     name, key = CONFIG_MAPS[kind]
-    config_map = wait_for(lambda: get_json(dev_cluster, "configmap", name, "-n", namespace), what=f"ConfigMap {name}")
+    config_map = wait_for(
+        lambda: get_json(dev_cluster, "configmap", name, "-n", namespace, "--show-managed-fields"),
+        what=f"ConfigMap {name}",
+    )
     owner = resource(dev_cluster, namespace, kind, lifecycle[kind])
     assert config_map["metadata"]["ownerReferences"][0]["uid"] == owner["metadata"]["uid"]
     managers = {entry["manager"] for entry in config_map["metadata"]["managedFields"]}

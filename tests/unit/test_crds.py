@@ -52,7 +52,7 @@ def test_crd_lists_the_kind_under_the_strata_category_with_a_status_subresource(
 def test_nested_defaults_reach_the_api_server():
     spec = openapi_schema(KINDS[1].spec_model)  # TrainingJob
     deepspeed = spec["properties"]["deepspeed"]
-    assert deepspeed["default"] == {}
+    assert deepspeed["default"]["zeroStage"] == 2 and deepspeed["default"]["offload"] == "none"
     assert deepspeed["properties"]["zeroStage"]["default"] == 2
 
 

@@ -39,10 +39,9 @@ class CRDSchemaGenerator(GenerateJsonSchema):
             return super().default_schema(schema)
         json_schema = self.generate_inner(schema["schema"])
         value = factory()
-        if isinstance(value, BaseModel):
-            # {} is enough: the API server then applies the nested fields' own defaults.
-            json_schema["default"] = {}
-        elif value:
+        # The whole default object, not {}: the API server checks a default against the
+        # CEL rules as written, before nested defaults would fill it in.
+        if isinstance(value, BaseModel) or value:
             json_schema["default"] = to_jsonable_python(value, by_alias=True, exclude_none=True)
         return json_schema
 

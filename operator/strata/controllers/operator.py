@@ -9,6 +9,7 @@ from typing import Any
 import kopf
 import prometheus_client
 
+from strata import k8s
 from strata.metrics import RECONCILES
 
 METRICS_PORT_ENV = "STRATA_METRICS_PORT"
@@ -32,6 +33,26 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
     if port:
         prometheus_client.start_http_server(port)
         logger.info(f"Serving Prometheus metrics on :{port}/metrics")
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """Log kopf in with the same credentials the operator's client uses (see strata.k8s)."""
+    configuration = k8s.api_client().configuration
+    header = configuration.get_api_key_with_prefix("BearerToken") or configuration.get_api_key_with_prefix(
+        "authorization"
+    )
+    scheme, _, token = (header or "").rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+        expiration=None,
+    )
 
 
 @kopf.on.probe(id="reconciles")
