@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,11 @@ DEFAULT_CRD_DIR = Path("crds")
 
 def _run(args: argparse.Namespace) -> int:
     import kopf
+
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = str(args.kubeconfig)
+    if args.metrics_port is not None:
+        os.environ["STRATA_METRICS_PORT"] = str(args.metrics_port)
 
     import strata.controllers  # noqa: F401 - importing registers the handlers
 
@@ -47,8 +53,10 @@ def _dev(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from strata.demo import run_demo
+    from strata.demo import run_demo, stop_demo
 
+    if args.down:
+        return stop_demo(Path(args.state_dir))
     return run_demo(Path(args.state_dir), Path(args.examples))
 
 
@@ -59,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the operator against the current kubeconfig context")
     run.add_argument("-n", "--namespace", action="append", help="watch only these namespaces (repeatable)")
     run.add_argument("--liveness", default="http://0.0.0.0:8081/healthz", help="health endpoint URL")
+    run.add_argument("--kubeconfig", type=Path, help="kubeconfig to use (default: in-cluster, then $KUBECONFIG)")
+    run.add_argument("--metrics-port", type=int, help="Prometheus metrics port (default 8080; 0 disables)")
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=_run)
 
@@ -76,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--state-dir", default=".strata/dev")
     demo.add_argument("--examples", default="examples")
+    demo.add_argument("--down", action="store_true", help="stop the operator and the dev cluster")
     demo.set_defaults(func=_demo)
     return parser
 

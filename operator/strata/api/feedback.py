@@ -138,9 +138,9 @@ class FeedbackPolicyStatus(StatusBase):
         max_length=8,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
-    breached: int = Field(default=0, ge=0, description="Monitors currently breached.")
+    breached: int | None = Field(default=None, ge=0, description="Monitors currently breached.")
     last_retrain: RetrainRecord | None = None
-    retrain_count: int = Field(default=0, ge=0)
+    retrain_count: int | None = Field(default=None, ge=0)
 
 
 FEEDBACK_POLICY = KindInfo(

@@ -36,7 +36,15 @@ from .api import ApiClient, ApiError
 from .kubeconfig import write_kubeconfig
 from .kubectl import kubectl_path
 from .kwok_stages import DEFAULT_STAGES_YAML
-from .pki import ADMIN, CONTROLLER_MANAGER, SCHEDULER, SERVICE_CLUSTER_IP_RANGE, Pki, ensure_pki
+from .pki import (
+    ADMIN,
+    CONTROLLER_MANAGER,
+    FRONT_PROXY_CLIENT,
+    SCHEDULER,
+    SERVICE_CLUSTER_IP_RANGE,
+    Pki,
+    ensure_pki,
+)
 from .processes import ManagedProcess, find_running, terminate
 
 LOOPBACK = "127.0.0.1"
@@ -313,6 +321,15 @@ class DevCluster:
                 f"--service-account-key-file={pki.service_account_public_key}",
                 f"--service-account-signing-key-file={pki.service_account_key}",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+                # Front-proxy (request header) auth, so aggregated API servers work and
+                # components that read it from kube-system don't log errors about it.
+                f"--requestheader-client-ca-file={pki.front_proxy_ca_cert}",
+                f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki.front_proxy_client_cert}",
+                f"--proxy-client-key-file={pki.front_proxy_client_key}",
                 "--allow-privileged=true",
                 # No kubelet serves the fake nodes, and there's no pod network to expose
                 # a loopback endpoint to.

@@ -1,8 +1,10 @@
 """Certificates and keys for the dev control plane, generated with `cryptography`.
 
-One self-signed CA signs everything: the apiserver's serving cert and the client certs
-of the admin, the controller-manager and the scheduler. The controller-manager also uses
-the CA to sign CSRs. A separate key signs service-account tokens. ECDSA P-256 keys keep
+One self-signed CA signs the apiserver's serving cert and the client certs of the admin,
+the controller-manager and the scheduler; the controller-manager also uses it to sign
+CSRs. A separate front-proxy CA signs the cert the apiserver presents to aggregated API
+servers (as kubeadm does: a client cert from the main CA must not be able to assert
+request headers). A separate key signs service-account tokens. ECDSA P-256 keys keep
 generation instant.
 """
 
@@ -49,6 +51,7 @@ ADMIN = ClientIdentity("admin", "strata-admin", ("system:masters",))
 CONTROLLER_MANAGER = ClientIdentity("kube-controller-manager", "system:kube-controller-manager")
 SCHEDULER = ClientIdentity("kube-scheduler", "system:kube-scheduler")
 CLIENT_IDENTITIES = (ADMIN, CONTROLLER_MANAGER, SCHEDULER)
+FRONT_PROXY_CLIENT = "front-proxy-client"
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,22 @@ class Pki:
         return self.dir / "apiserver.key"
 
     @property
+    def front_proxy_ca_cert(self) -> Path:
+        return self.dir / "front-proxy-ca.crt"
+
+    @property
+    def front_proxy_ca_key(self) -> Path:
+        return self.dir / "front-proxy-ca.key"
+
+    @property
+    def front_proxy_client_cert(self) -> Path:
+        return self.dir / "front-proxy-client.crt"
+
+    @property
+    def front_proxy_client_key(self) -> Path:
+        return self.dir / "front-proxy-client.key"
+
+    @property
     def service_account_key(self) -> Path:
         return self.dir / "sa.key"
 
@@ -93,6 +112,10 @@ class Pki:
             self.ca_key,
             self.apiserver_cert,
             self.apiserver_key,
+            self.front_proxy_ca_cert,
+            self.front_proxy_ca_key,
+            self.front_proxy_client_cert,
+            self.front_proxy_client_key,
             self.service_account_key,
             self.service_account_public_key,
         ]
@@ -228,6 +251,13 @@ def ensure_pki(directory: Path) -> Pki:
         cert, key = make_leaf(ca_cert, ca_key, identity.user, organizations=identity.groups)
         pki.client_cert(identity).write_bytes(cert_pem(cert))
         _write_private(pki.client_key(identity), key_pem(key))
+
+    front_proxy_ca_cert, front_proxy_ca_key = make_ca("strata-dev-front-proxy-ca")
+    pki.front_proxy_ca_cert.write_bytes(cert_pem(front_proxy_ca_cert))
+    _write_private(pki.front_proxy_ca_key, key_pem(front_proxy_ca_key))
+    proxy_cert, proxy_key = make_leaf(front_proxy_ca_cert, front_proxy_ca_key, FRONT_PROXY_CLIENT)
+    pki.front_proxy_client_cert.write_bytes(cert_pem(proxy_cert))
+    _write_private(pki.front_proxy_client_key, key_pem(proxy_key))
 
     service_account_key = _new_key()
     _write_private(pki.service_account_key, key_pem(service_account_key))

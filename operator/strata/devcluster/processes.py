@@ -45,6 +45,8 @@ class ManagedProcess:
     def start(self, *, cwd: Path, detached: bool) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.pid_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.log_path.exists():  # keep the previous run's log for post-mortems
+            self.log_path.replace(self.log_path.with_name(self.log_path.name + ".1"))
         with open(self.log_path, "wb") as log:
             self.popen = subprocess.Popen(
                 [str(self.binary), *self.args],
