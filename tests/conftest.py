@@ -18,6 +18,7 @@ def _uses_dev_cluster(item: pytest.Item) -> bool:
     return "dev_cluster" in getattr(item, "fixturenames", ())
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselection sees the items
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if _uses_dev_cluster(item):

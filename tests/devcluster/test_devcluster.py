@@ -141,6 +141,7 @@ def test_deleting_an_owner_cascades_to_its_dependents(dev_cluster: DevCluster, n
     dev_cluster.kubectl("wait", "-n", namespace, "configmap/child", "--for=delete", WAIT)
 
 
+@pytest.mark.cluster  # runs its own cluster rather than the shared one
 def test_restarts_into_the_same_state_dir_and_stops_cleanly(tmp_path):
     cluster = DevCluster(tmp_path / "state", nodes=[FakeNode("solo", gpus=1)])
     with cluster:

@@ -9,12 +9,12 @@ nodes. Everything lives in one state directory:
     <state>/etcd/               etcd data (kept across restarts)
     <state>/kubeconfigs/        kubeconfigs of the controller-manager and scheduler
     <state>/kwok.yaml           kwok's Stage config
-    <state>/logs/<name>.log     each process's output (truncated on each start)
+    <state>/logs/<name>.log     each process's output (the previous start's in .log.1)
     <state>/run/<name>.pid      pid files
     <state>/cluster.json        ports and pids of the running cluster
 
-Use it attached (`with DevCluster(path) as cluster:`; processes die with the caller) or
-detached (`up(path)` / `down(path)` / `status(path)`, which the `strata dev` CLI uses).
+Use it attached (`with DevCluster(path) as cluster:`; processes die with the thread that
+started them, so a crashed test run leaves nothing behind) or detached (`up(path)` / `down(path)` / `status(path)`, which the `strata dev` CLI uses).
 """
 
 from __future__ import annotations
