@@ -505,8 +505,9 @@ def down(state_dir: str | os.PathLike = DEFAULT_STATE_DIR, grace_seconds: float 
             process = ManagedProcess(name, Path(name), [], state_dir / "logs" / f"{name}.log",
                                      state_dir / "run" / f"{name}.pid", pid=running[name])
             terminate([process], grace_seconds)
-    for stale in (state_dir / "run").glob("*.pid"):
-        stale.unlink()
+    # Stale pid files of our components only: others (e.g. the demo's operator) share run/.
+    for name in COMPONENT_ORDER:
+        (state_dir / "run" / f"{name}.pid").unlink(missing_ok=True)
     (state_dir / "cluster.json").unlink(missing_ok=True)
     return list(running)
 

@@ -23,11 +23,13 @@ _prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
 def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it when the starting thread dies.
+    """Runs in the child before exec: SIGKILL it when the starting thread dies.
 
-    Keeps an attached cluster from outliving a crashed or SIGKILLed test run.
+    Keeps an attached cluster from outliving a crashed or SIGKILLed test run. SIGKILL,
+    not SIGTERM: all components would get it at once, and a kube-apiserver whose etcd is
+    already gone hangs in graceful shutdown for minutes.
     """
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 @dataclass
