@@ -131,11 +131,11 @@ def reconcile(
             spec = parse_spec(info, body)
         except ValidationError as error:
             message = describe_validation_error(error)
-            logger.warning(f"Invalid spec: {message}")
-            kopf.warn(body, reason=Reason.INVALID_SPEC, message=message)
             RECONCILES.labels(info.kind, "invalid").inc()
-            status = build_status(body, invalid_outcome(message))
-            write_status(info, body, status)
+            # Warn once per distinct problem, not on every periodic resync.
+            if write_status(info, body, build_status(body, invalid_outcome(message))):
+                logger.warning(f"Invalid spec: {message}")
+                kopf.warn(body, reason=Reason.INVALID_SPEC, message=message)
             return
 
         try:
