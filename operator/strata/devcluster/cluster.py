@@ -14,7 +14,8 @@ nodes. Everything lives in one state directory:
     <state>/cluster.json        ports and pids of the running cluster
 
 Use it attached (`with DevCluster(path) as cluster:`; processes die with the thread that
-started them, so a crashed test run leaves nothing behind) or detached (`up(path)` / `down(path)` / `status(path)`, which the `strata dev` CLI uses).
+started them, so a crashed test run leaves nothing behind) or detached (`up(path)`,
+`down(path)`, `status(path)`: what the `strata dev` CLI uses).
 """
 
 from __future__ import annotations

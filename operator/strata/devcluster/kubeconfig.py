@@ -14,7 +14,9 @@ def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def render_kubeconfig(server: str, ca_cert: Path, client_cert: Path, client_key: Path, user: str) -> str:
+def render_kubeconfig(
+    server: str, ca_cert: Path, client_cert: Path, client_key: Path, user: str
+) -> str:
     """A single-context kubeconfig; embedding the PEMs keeps it valid wherever it is copied."""
     config = {
         "apiVersion": "v1",
@@ -41,7 +43,9 @@ def render_kubeconfig(server: str, ca_cert: Path, client_cert: Path, client_key:
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def write_kubeconfig(path: Path, server: str, ca_cert: Path, client_cert: Path, client_key: Path, user: str) -> Path:
+def write_kubeconfig(
+    path: Path, server: str, ca_cert: Path, client_cert: Path, client_key: Path, user: str
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_kubeconfig(server, ca_cert, client_cert, client_key, user))
     path.chmod(0o600)  # holds a private key

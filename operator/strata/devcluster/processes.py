@@ -7,6 +7,7 @@ was reused can never make `down` kill an unrelated process.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -83,10 +84,8 @@ class ManagedProcess:
     def signal(self, signum: int) -> None:
         if self.pid is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):  # already gone
             os.kill(self.pid, signum)
-        except ProcessLookupError:
-            pass
 
     def reap(self) -> None:
         if self.popen is not None:
