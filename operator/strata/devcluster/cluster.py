@@ -59,6 +59,8 @@ KWOK_NODE_SELECTOR = "type=kwok"
 NODE_LEASE_SECONDS = 40
 GPU_RESOURCE = "nvidia.com/gpu"
 
+_START_ATTEMPTS = 3
+
 # Start order; stop runs in reverse.
 COMPONENT_ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 
@@ -216,6 +218,18 @@ class DevCluster:
         self._refuse_if_running()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._pki = ensure_pki(self.state_dir / "pki")
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            try:
+                self._start_once(binaries)
+                return self
+            except DevClusterError as error:
+                # Free ports are picked before the processes bind them, so another
+                # process can take one in between; that alone is worth a retry.
+                if "address already in use" not in str(error) or attempt == _START_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self, binaries: dict[str, Path]) -> None:
         self.ports = Ports.pick()
         self._write_configs()
         try:
@@ -227,7 +241,6 @@ class DevCluster:
             self.stop()
             raise
         self._write_cluster_record()
-        return self
 
     def stop(self) -> None:
         """Stop all processes (SIGTERM, SIGKILL after a grace period) and reap them."""
