@@ -7,6 +7,9 @@ import os
 import sys
 from pathlib import Path
 
+from strata.devcluster.cli import add_subcommands as add_dev_subcommands
+from strata.devcluster.cli import run as run_dev
+
 DEFAULT_CRD_DIR = Path("crds")
 
 
@@ -46,12 +49,6 @@ def _crds(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dev(args: argparse.Namespace) -> int:
-    from strata.devcluster.cli import main as dev_main
-
-    return dev_main(args.dev_args)
-
-
 def _demo(args: argparse.Namespace) -> int:
     from strata.demo import run_demo, stop_demo
 
@@ -78,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     crds.set_defaults(func=_crds)
 
     dev = commands.add_parser("dev", help="the local control plane: build | up | down | status | kubeconfig")
-    dev.add_argument("dev_args", nargs=argparse.REMAINDER)
-    dev.set_defaults(func=_dev)
+    add_dev_subcommands(dev.add_subparsers(dest="dev_command", required=True, metavar="COMMAND"))
+    dev.set_defaults(func=run_dev)
 
     demo = commands.add_parser(
         "demo", help="start the dev cluster, install CRDs, run the operator, apply examples/, show kubectl get strata"
