@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from workload_harness import base_config, launch
 
+from strata_workloads.train.config import Hyperparameters
 from strata_workloads.train.reporting import TERMINATION_MESSAGE_LIMIT
+from strata_workloads.train.schedule import learning_rate_at
 
 pytestmark = pytest.mark.deepspeed
 
@@ -72,12 +75,11 @@ def test_transformer_reports_perplexity_and_tokens_per_second(transformer_run):
 
 def test_learning_rate_warms_up_then_decays(transformer_run):
     rates = [e["learningRate"] for e in transformer_run.of("step")]
-    peak = 3e-3
-    # Steps are logged after the optimizer step: warmup (2 steps) reaches the peak, cosine decays to 0.
-    assert rates[0] == pytest.approx(peak / 2)
-    assert rates[1] == pytest.approx(peak)
-    assert all(later <= earlier for earlier, later in zip(rates[1:], rates[2:]))
-    assert rates[-1] == pytest.approx(0.0, abs=1e-9)
+    hp = Hyperparameters.model_validate(transformer_run.config["hyperparameters"])
+    # Each step reports the rate it applied: linear warmup to the peak, then cosine decay.
+    assert rates == pytest.approx([learning_rate_at(step, hp) for step in range(hp.max_steps)])
+    assert rates[1] == pytest.approx(hp.learning_rate) and rates[0] == pytest.approx(hp.learning_rate / 2)
+    assert all(later < earlier for earlier, later in zip(rates[2:], rates[3:]))  # decay starts at step 2
 
 
 def test_termination_message_is_the_final_result(transformer_run):
@@ -130,3 +132,44 @@ def test_mlflow_run_has_params_metrics_and_artifacts(transformer_run, mlflow_ser
     assert checkpoint_artifacts == ["checkpoints/step00000008", "checkpoints/step00000016"]
     exported = [a.path for a in client.list_artifacts(run.info.run_id, "export/torchscript")]
     assert "export/torchscript/model.pt" in exported
+
+
+@pytest.fixture(scope="module")
+def bf16_offload_early_stopped_run(tmp_path_factory, text_dataset):
+    """ZeRO-1 with the optimizer offloaded to CPU, bf16, and an early-stopping rule that must fire."""
+    workdir = tmp_path_factory.mktemp("run-bf16-offload")
+    config = base_config(
+        "transformer", text_dataset, workdir, zero_stage=1,
+        deepspeed={"precision": "bf16", "offload": "cpu"},
+        hyperparameters={"maxSteps": 40},
+        # No validation can improve on the first by 100 nats: stop after `patience` more.
+        validation={"everySteps": 4, "maxBatches": 1,
+                    "earlyStopping": {"metric": "perplexity", "patience": 2, "minDelta": 100.0}},
+        export={"dir": str(workdir / "repository"), "modelName": "textgen", "quantization": "bf16", "samples": 0},
+    )
+    return launch(config, workdir)
+
+
+def test_bf16_with_cpu_offload_trains_and_stops_early(bf16_offload_early_stopped_run):
+    run = bf16_offload_early_stopped_run
+    assert run.returncode == 0, run.stderr[-4000:]
+    started = run.one("started")
+    assert (started["precision"], started["zeroStage"]) == ("bf16", 1)
+    stopped = run.one("early_stopped")
+    assert stopped["step"] == 12 and stopped["metric"] == "perplexity"
+    assert [e["step"] for e in run.of("validation")] == [4, 8, 12]
+    assert max(e["step"] for e in run.of("step")) == 12
+    assert run.termination["status"] == "early-stopped" and run.termination["step"] == 12
+    losses = run.validations("loss")
+    assert losses[-1] < losses[0]
+
+
+def test_bf16_export_records_its_metric_change(bf16_offload_early_stopped_run):
+    run = bf16_offload_early_stopped_run
+    exported = run.one("exported")
+    metadata = json.loads((Path(exported["models"]["bf16"]) / "strata-metadata.json").read_text())
+    quantization = metadata["quantization"]
+    assert quantization["kind"] == "bf16"
+    assert quantization["change"]["loss"] == pytest.approx(
+        quantization["quantized"]["loss"] - quantization["baseline"]["loss"])
+    assert abs(quantization["change"]["loss"]) < 0.1

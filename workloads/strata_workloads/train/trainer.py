@@ -282,6 +282,8 @@ class Trainer:
             engine.train()
         while self.step < hp.max_steps:
             started = time.perf_counter()
+            # The rate this step applies (the scheduler advances inside engine.step()).
+            learning_rate = self.primary_engine.get_lr()[0]
             micro_losses: list[dict[str, float]] = []
             tokens = 0
             for micro in range(ds.gradient_accumulation):
@@ -295,7 +297,6 @@ class Trainer:
             losses, group_tokens = self._reduce_step(local, tokens)
             samples_per_second = ds.micro_batch_size * ds.gradient_accumulation * self.world_size / elapsed
             tokens_per_second = group_tokens / elapsed
-            learning_rate = self.primary_engine.get_lr()[0]
             self.metrics.record_step(self.step, hp.max_steps, losses, samples_per_second, tokens_per_second, learning_rate)
             if self.step % self.config.observability.log_every_steps == 0 or self.step == hp.max_steps:
                 self.events.emit("step", step=self.step, totalSteps=hp.max_steps, losses=losses,
