@@ -176,7 +176,7 @@ def test_traced_transformer_accepts_other_sequence_lengths_and_batches():
         assert torch.allclose(traced(tokens, labels), modules["model"](tokens, labels.view(-1)), atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["int8", "bf16"])
+@pytest.mark.parametrize("kind", ["int8", "fp16", "bf16"])
 def test_quantized_modules_trace_and_stay_close(kind):
     family, modules = family_for("vae")
     quantized = quantize_modules(modules, kind)
@@ -248,3 +248,41 @@ def test_termination_message_stays_under_the_kubernetes_limit():
     decoded = json.loads(message)
     assert decoded["status"] == "succeeded" and decoded["export"] == "omitted: message too long"
     assert decoded["metrics"] == {"loss": "nan"}
+
+
+# Plain-file quick starts and data/model mismatches ----------------------------------------------
+
+def test_plain_text_file_is_cut_into_windows(tmp_path):
+    from strata_workloads.train.data import load_training_data
+
+    (tmp_path / "corpus.txt").write_text("hello strata " * 40)  # 520 bytes
+    config = parse_config({"model": {"family": "transformer", "size": {"contextLength": 15}},
+                           "data": {"path": str(tmp_path / "corpus.txt"), "validationFraction": 0.25}})
+    data = load_training_data(config)
+    assert (len(data.train), len(data.validation)) == (24, 8)  # 520 // 16 = 32 windows
+    assert data.train.tensors["tokens"].shape == (24, 16)
+    assert data.info.num_classes == 0 and data.info.dataset_version == "plain-files"
+
+
+def test_plain_numpy_images_with_labels(tmp_path):
+    import numpy as np
+
+    from strata_workloads.train.data import load_training_data
+
+    np.save(tmp_path / "bars.npy", np.zeros((10, 1, 4, 4), dtype=np.float32))
+    np.save(tmp_path / "bars.labels.npy", np.arange(10) % 3)
+    config = parse_config({"model": {"family": "gan"}, "data": {"path": str(tmp_path), "validationFraction": 0.2}})
+    data = load_training_data(config)
+    assert data.info.image_shape == (1, 4, 4) and data.info.num_classes == 3
+    assert (len(data.train), len(data.validation)) == (8, 2)
+
+
+def test_family_and_dataset_modality_must_match(tmp_path):
+    from strata_workloads.data.synthetic import write_text_dataset
+    from strata_workloads.train.config import ConfigError
+    from strata_workloads.train.data import load_training_data
+
+    write_text_dataset(tmp_path / "text", train_rows=8, validation_rows=4)
+    config = parse_config({"model": {"family": "diffusion"}, "data": {"path": str(tmp_path / "text")}})
+    with pytest.raises(ConfigError, match="data.path: the diffusion family needs an image dataset"):
+        load_training_data(config)
