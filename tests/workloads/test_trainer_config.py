@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from strata_workloads.train.config import ConfigError, load_config, parse_config
@@ -85,6 +86,9 @@ CLI_FAILURES = [
                  id="zero stage 4 exits 2"),
     pytest.param({"data": {"path": "/nonexistent/dataset"}}, "data.path: /nonexistent/dataset does not exist",
                  id="missing data exits 2"),
+    pytest.param({"deepspeed": {"precision": "fp16"}}, "deepspeed.precision: fp16 needs a GPU",
+                 id="fp16 without a GPU exits 2",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is valid where a GPU is visible")),
     pytest.param({"validation": {"earlyStopping": {"metric": "accuracy"}}},
                  "validation.earlyStopping.metric: the transformer family reports loss, perplexity",
                  id="early stopping on an unreported metric exits 2"),

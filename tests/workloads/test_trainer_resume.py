@@ -76,3 +76,29 @@ def test_resumed_loss_curve_continues_the_original(killed_and_resumed):
     rates_original = {e["step"]: e["learningRate"] for e in first.of("step")}
     rates_resumed = {e["step"]: e["learningRate"] for e in second.of("step")}
     assert all(rates_resumed[s] == pytest.approx(rates_original[s]) for s in overlap)
+
+
+def test_sigterm_checkpoints_and_exits_for_a_restart(tmp_path, text_dataset):
+    """Kubernetes stops pods with SIGTERM (to the launcher, which forwards it to the ranks)."""
+    config = base_config(
+        "transformer", text_dataset, tmp_path, zero_stage=2,
+        hyperparameters={"maxSteps": MAX_STEPS},
+        checkpoints={"dir": str(tmp_path / "checkpoints"), "everySteps": 100, "keep": 1},
+        validation={"everySteps": 0, "maxBatches": 1},
+    )
+    signalled: list[int] = []
+
+    def terminate_launcher(event, process):
+        if event["event"] == "step" and event["step"] >= 6 and not signalled:
+            process.send_signal(signal.SIGTERM)
+            signalled.append(event["step"])
+
+    run = launch(config, tmp_path, on_event=terminate_launcher)
+    assert signalled and run.returncode != 0
+    interrupted = run.one("interrupted")
+    assert signalled[0] <= interrupted["step"] < MAX_STEPS
+    # The checkpoint every 100 steps never came due: this one was taken because of the signal.
+    latest = json.loads((tmp_path / "checkpoints" / "latest.json").read_text())
+    assert latest["step"] == interrupted["step"]
+    assert run.termination["status"] == "interrupted" and run.termination["step"] == interrupted["step"]
+    assert not run.of("completed")

@@ -32,6 +32,7 @@ Progress contract (what the operator may rely on)
    ``validation``  ``step``, ``metrics`` {loss, perplexity (text), ...}
    ``checkpoint``  ``step``, ``tag``, ``path``
    ``early_stopped`` ``step``, ``metric``, ``best``, ``patience``
+   ``interrupted`` ``step``, ``signal``, ``checkpoint`` (SIGTERM: checkpointed, then exit 143)
    ``exported``    ``repository``, ``modelName``, ``version``, ``models``, ``quantization``
    ``samples``     generated text (transformer) or image count/shape
    ``completed``   the final result (below)
@@ -45,12 +46,13 @@ Progress contract (what the operator may rely on)
 
 3. **Termination message** (rank 0) at ``observability.terminationLog``, else
    ``$STRATA_TERMINATION_LOG``, else ``/dev/termination-log``: one compact JSON object of at
-   most 4096 bytes: ``status`` (succeeded | early-stopped | failed), ``step``, ``metrics``
+   most 4096 bytes: ``status`` (succeeded | early-stopped | interrupted | failed), ``step``, ``metrics``
    (last validation), ``checkpoint`` (directory), ``export`` (repository, model name,
    version, model directories, quantization change), ``resumedFrom``, ``dataset``,
    ``configHash``; on failure ``reason`` and ``error``.
 
-Exit codes: 0 success (including early stop), 1 training failure, 2 invalid configuration.
+Exit codes: 0 success (including early stop), 1 training failure, 2 invalid configuration,
+143 stopped by SIGTERM after checkpointing (a restart resumes from that checkpoint).
 
 Resume: with ``checkpoints.dir`` set, a start finds ``<dir>/latest.json`` and continues from
 that step with the same weights, optimizer, LR schedule, data position and early-stopping

@@ -13,6 +13,9 @@ from strata_workloads.train.reporting import EventLog, termination_log_path, wri
 
 EXIT_TRAINING_FAILED = 1
 EXIT_INVALID_CONFIG = 2
+# 128 + SIGTERM: the conventional status of a process stopped by SIGTERM; not a success, so the
+# group is restarted (and resumes from the checkpoint taken on the way out).
+EXIT_INTERRUPTED = 143
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -63,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     from strata_workloads.train.models import make_family
 
     try:
+        if config.deepspeed.precision == "fp16" and not torch.cuda.is_available():
+            raise ConfigError("deepspeed.precision: fp16 needs a GPU; DeepSpeed on CPU supports fp32 and bf16")
         data = load_training_data(config)
         family = make_family(config, data.info)
         _check_against_family(config, family)
@@ -95,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
             "dataset": f"{data.info.dataset_name}@{data.info.dataset_version}",
             "configHash": config.config_hash(),
         }
+        if outcome.status == "interrupted":
+            trainer.close(result)
+            if rank == 0:
+                write_termination_message(termination_log_path(termination_log), result)
+            return EXIT_INTERRUPTED
         modules = trainer.consolidated_modules() if config.export.dir else None
         if rank == 0 and modules is not None:
             with plain_torch_linear():

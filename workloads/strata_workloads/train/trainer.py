@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -105,7 +106,7 @@ class EarlyStopping:
 
 @dataclass
 class TrainingResult:
-    status: str  # succeeded | early-stopped
+    status: str  # succeeded | early-stopped | interrupted
     step: int
     metrics: dict[str, float]
     checkpoint: str | None = None
@@ -142,6 +143,7 @@ class Trainer:
         self.resumed_from: int | None = None
         self.last_checkpoint: str | None = None
         self.validation_history: list[dict[str, Any]] = []
+        self.termination_requested = False
 
     # Engines -------------------------------------------------------------------------------
 
@@ -258,12 +260,23 @@ class Trainer:
 
     # Loop ----------------------------------------------------------------------------------
 
-    def _reduce_step(self, losses: dict[str, float], tokens: int) -> tuple[dict[str, float], int]:
-        """Average losses over ranks and sum tokens: what the whole group did in this step."""
+    def _reduce_step(self, losses: dict[str, float], tokens: int) -> tuple[dict[str, float], int, bool]:
+        """Average losses over ranks, sum tokens, and learn whether any rank was asked to stop.
+
+        Folding the stop request into this per-step collective makes every rank see it at the
+        same step, so they all take the same checkpoint-and-exit path.
+        """
         names = sorted(losses)
-        values = torch.tensor([losses[n] for n in names] + [float(tokens)], dtype=torch.float64)
+        values = torch.tensor([losses[n] for n in names] + [float(tokens), float(self.termination_requested)],
+                              dtype=torch.float64)
         dist.all_reduce(values)
-        return {n: float(values[i]) / self.world_size for i, n in enumerate(names)}, int(values[-1])
+        averaged = {n: float(values[i]) / self.world_size for i, n in enumerate(names)}
+        return averaged, int(values[-2]), bool(values[-1] > 0)
+
+    def _request_termination(self, signum, _frame) -> None:
+        # Kubernetes sends SIGTERM before killing a pod (eviction, preemption, deletion); the
+        # launcher forwards it to every rank. Finish the current step, checkpoint, then exit.
+        self.termination_requested = True
 
     def train(self) -> TrainingResult:
         hp, ds = self.config.hyperparameters, self.config.deepspeed
@@ -280,6 +293,7 @@ class Trainer:
         batches = iter(self.sampler)
         for engine in self.engines.values():
             engine.train()
+        signal.signal(signal.SIGTERM, self._request_termination)
         while self.step < hp.max_steps:
             started = time.perf_counter()
             # The rate this step applies (the scheduler advances inside engine.step()).
@@ -294,7 +308,7 @@ class Trainer:
             self.step += 1
             elapsed = time.perf_counter() - started
             local = {k: sum(m[k] for m in micro_losses) / len(micro_losses) for k in micro_losses[0]}
-            losses, group_tokens = self._reduce_step(local, tokens)
+            losses, group_tokens, stop_requested = self._reduce_step(local, tokens)
             samples_per_second = ds.micro_batch_size * ds.gradient_accumulation * self.world_size / elapsed
             tokens_per_second = group_tokens / elapsed
             self.metrics.record_step(self.step, hp.max_steps, losses, samples_per_second, tokens_per_second, learning_rate)
@@ -315,6 +329,13 @@ class Trainer:
             if checkpoint_every and self.step % checkpoint_every == 0:
                 self.save_checkpoint()
                 checkpointed_at = self.step
+            if stop_requested:
+                if checkpointed_at != self.step:
+                    self.save_checkpoint()
+                self.events.emit("interrupted", step=self.step, signal="SIGTERM", checkpoint=self.last_checkpoint)
+                return TrainingResult(status="interrupted", step=self.step, metrics=metrics,
+                                      checkpoint=self.last_checkpoint, resumed_from=self.resumed_from,
+                                      validation_history=self.validation_history)
             if stop_early:
                 status = "early-stopped"
                 self.events.emit("early_stopped", step=self.step, metric=self.early_stopping.metric,
