@@ -22,6 +22,8 @@ Progress contract (what the operator may rely on)
 -------------------------------------------------
 1. **JSON lines on stdout**, one object per line, each with ``event``, ``time`` (unix
    seconds), ``rank``. Rank 0 emits all events; every rank emits ``process`` and ``failed``.
+   Libraries (DeepSpeed, torch) also write to stdout/stderr: consumers take only lines that
+   parse as a JSON object with an ``event`` key.
 
    ``process``     ``pid``, ``worldSize`` (every rank, at start)
    ``started``     ``step`` (0 or the resumed step), ``totalSteps``, ``family``, ``parameters``,
