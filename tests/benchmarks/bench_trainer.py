@@ -96,7 +96,7 @@ def plain_worker(config_path: str) -> None:
     for step in range(1, hp.max_steps + 1):
         started = time.perf_counter()
         tokens = 0
-        for micro in range(ds.gradient_accumulation):
+        for _micro in range(ds.gradient_accumulation):
             batch = data.train.batch(next(batches))
             loss_sum, count = family._loss_terms(model, batch)
             # Average over micro-batches, as DeepSpeed's gradient accumulation does.

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from strata_workloads.train.config import ConfigError, TrainConfig
+from strata_workloads.train.config import TrainConfig
 from strata_workloads.train.data import ShardedSampler, TrainingData, validation_batches
 from strata_workloads.train.models import ModelFamily
 from strata_workloads.train.reporting import EventLog, Metrics

@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from strata_workloads.train.models.base import ModelFamily, ServingSpec, TensorSpec, parameter_dtype, sample_labels
