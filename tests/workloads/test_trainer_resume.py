@@ -79,9 +79,12 @@ def test_resumed_loss_curve_continues_the_original(killed_and_resumed):
 
 
 def test_sigterm_checkpoints_and_exits_for_a_restart(tmp_path, text_dataset):
-    """Kubernetes stops pods with SIGTERM (to the launcher, which forwards it to the ranks)."""
+    """Kubernetes stops pods with SIGTERM (to the launcher, which forwards it to the ranks).
+
+    Runs under ZeRO-0 (plain data parallelism) so that stage's checkpointing is covered too.
+    """
     config = base_config(
-        "transformer", text_dataset, tmp_path, zero_stage=2,
+        "transformer", text_dataset, tmp_path, zero_stage=0,
         hyperparameters={"maxSteps": MAX_STEPS},
         checkpoints={"dir": str(tmp_path / "checkpoints"), "everySteps": 100, "keep": 1},
         validation={"everySteps": 0, "maxBatches": 1},
