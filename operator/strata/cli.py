@@ -10,7 +10,8 @@ from pathlib import Path
 from strata.devcluster.cli import add_subcommands as add_dev_subcommands
 from strata.devcluster.cli import run as run_dev
 
-DEFAULT_CRD_DIR = Path("crds")
+# The CRDs are written twice: for kubectl users, and inside the Helm chart.
+DEFAULT_CRD_DIRS = [Path("crds"), Path("helm/strata/crds")]
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -36,16 +37,21 @@ def _run(args: argparse.Namespace) -> int:
 def _crds(args: argparse.Namespace) -> int:
     from strata.api.crd import REGENERATE_COMMAND, crd_drift, write_crds
 
+    directories = args.out or DEFAULT_CRD_DIRS
     if args.check:
-        diffs = crd_drift(args.out)
-        if diffs:
-            sys.stdout.write("".join(diffs))
-            print(f"\n{args.out}/ is out of date with the API models; regenerate with: {REGENERATE_COMMAND}")
-            return 1
-        print(f"{args.out}/ matches the API models.")
-        return 0
-    for path in write_crds(args.out):
-        print(f"wrote {path}")
+        stale = 0
+        for directory in directories:
+            diffs = crd_drift(directory)
+            if diffs:
+                sys.stdout.write("".join(diffs))
+                print(f"\n{directory}/ is out of date with the API models; regenerate with: {REGENERATE_COMMAND}")
+                stale += 1
+            else:
+                print(f"{directory}/ matches the API models.")
+        return 1 if stale else 0
+    for directory in directories:
+        for path in write_crds(directory):
+            print(f"wrote {path}")
     return 0
 
 
@@ -70,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
 
     crds = commands.add_parser("crds", help="generate CRDs from the API models")
-    crds.add_argument("--out", type=Path, default=DEFAULT_CRD_DIR, help="directory to write (default: crds)")
+    crds.add_argument(
+        "--out", type=Path, action="append", help="directory to write, repeatable (default: crds and helm/strata/crds)"
+    )
     crds.add_argument("--check", action="store_true", help="exit 1 if the directory differs from the models")
     crds.set_defaults(func=_crds)
 

@@ -30,6 +30,14 @@ def test_cache_dirs_follow_strata_cache(empty_cache):
     assert binaries.KUBERNETES.cache_dir() == empty_cache / "bin" / "kubernetes-v1.36.3"
     assert binaries.ETCD.cache_dir() == empty_cache / "bin" / "etcd-v3.6.8"
     assert binaries.KWOK.cache_dir() == empty_cache / "bin" / "kwok-v0.8.0"
+    assert binaries.HELM.cache_dir() == empty_cache / "bin" / "helm-v3.22.0"
+
+
+def test_helm_on_path_is_recognised_by_its_version_subcommand(empty_cache, tmp_path, monkeypatch):
+    on_path = tmp_path / "path"
+    helm = _fake_binary(on_path, "helm", "v3.22.0+g1234567")
+    monkeypatch.setenv("PATH", f"{on_path}:/usr/bin:/bin")
+    assert binaries.find_binaries()["helm"] == helm
 
 
 def test_nothing_installed_or_cached_means_everything_must_be_built(empty_cache):
@@ -60,5 +68,5 @@ def test_gomod_dirs_pin_each_component():
         go_mod = (component.module_dir / "go.mod").read_text()
         assert (component.module_dir / "go.sum").is_file()
         module = {"kubernetes": "k8s.io/kubernetes", "etcd": "go.etcd.io/etcd/server/v3",
-                  "kwok": "sigs.k8s.io/kwok"}[component.name]
+                  "kwok": "sigs.k8s.io/kwok", "helm": "helm.sh/helm/v3"}[component.name]
         assert f"{module} {component.version}" in go_mod

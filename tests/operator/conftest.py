@@ -16,6 +16,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "crds"
 EXAMPLES = REPO / "examples"
+TEST_NAMESPACE_PREFIX = "t-"
 
 
 def free_port() -> int:
@@ -49,7 +50,7 @@ def crds_installed(dev_cluster):
 
 @pytest.fixture
 def namespace(crds_installed):
-    name = f"t-{uuid.uuid4().hex[:8]}"
+    name = f"{TEST_NAMESPACE_PREFIX}{uuid.uuid4().hex[:8]}"
     crds_installed.kubectl("create", "namespace", name)
     yield name
     crds_installed.kubectl("delete", "namespace", name, "--wait=false", check=False)
@@ -74,8 +75,9 @@ def operator(crds_installed):
     }
     saved = {key: os.environ.get(key) for key in overrides}
     os.environ.update(overrides)
-    args = ["run", "--standalone", "--all-namespaces", f"--liveness=http://127.0.0.1:{health_port}/healthz",
-            "-m", "strata.controllers"]
+    # Only the test namespaces (t-*): other tests run their own operator elsewhere.
+    args = ["run", "--standalone", f"--namespace={TEST_NAMESPACE_PREFIX}*",
+            f"--liveness=http://127.0.0.1:{health_port}/healthz", "-m", "strata.controllers"]
     try:
         with KopfRunner(args, timeout=60) as runner:
             runner.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"

@@ -12,10 +12,11 @@ from strata.api.crd import REGENERATE_COMMAND, crd_drift, openapi_schema, render
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_committed_crds_match_the_models():
-    diffs = crd_drift(REPO / "crds")
+@pytest.mark.parametrize("directory", ["crds", "helm/strata/crds"])
+def test_committed_crds_match_the_models(directory):
+    diffs = crd_drift(REPO / directory)
     assert not diffs, (
-        "crds/ is out of date with operator/strata/api; regenerate with "
+        f"{directory}/ is out of date with operator/strata/api; regenerate with "
         f"`{REGENERATE_COMMAND}` and commit.\n" + "".join(diffs)[:4000]
     )
 

@@ -28,6 +28,7 @@ GOMOD_DIR = Path(__file__).resolve().parent / "gomod"
 KUBERNETES_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.8"
 KWOK_VERSION = "v0.8.0"
+HELM_VERSION = "v3.22.0"
 
 
 def _kubernetes_ldflags(version: str) -> str:
@@ -56,8 +57,9 @@ class GoComponent:
     # binary name -> Go package to build it from ("." is the module itself)
     packages: dict[str, str]
     ldflags: str = "-s -w"
-    # substring of `<binary> --version` output identifying the pinned version
+    # substring of `<binary> <version_args>` output identifying the pinned version
     version_marker: str = ""
+    version_args: tuple[str, ...] = ("--version",)
 
     @property
     def module_dir(self) -> Path:
@@ -91,7 +93,17 @@ KWOK = GoComponent(
     version_marker=f"kwok version {KWOK_VERSION}",
 )
 
-COMPONENTS = (ETCD, KUBERNETES, KWOK)
+HELM = GoComponent(
+    name="helm",
+    version=HELM_VERSION,
+    packages={"helm": "helm.sh/helm/v3/cmd/helm"},
+    ldflags=f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+    version_marker=HELM_VERSION,
+    version_args=("version", "--short"),
+)
+
+# The cluster needs etcd, kubernetes and kwok; helm installs and tests the chart.
+COMPONENTS = (ETCD, KUBERNETES, KWOK, HELM)
 BINARY_NAMES = tuple(name for component in COMPONENTS for name in component.packages)
 
 
@@ -107,14 +119,14 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _reports_version(binary: Path, marker: str) -> bool:
+def _reports_version(binary: Path, component: GoComponent) -> bool:
     try:
         result = subprocess.run(
-            [str(binary), "--version"], capture_output=True, text=True, timeout=30
+            [str(binary), *component.version_args], capture_output=True, text=True, timeout=30
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
-    return marker in result.stdout + result.stderr
+    return component.version_marker in result.stdout + result.stderr
 
 
 def _installed_binary(name: str, component: GoComponent) -> Path | None:
@@ -128,7 +140,7 @@ def _installed_binary(name: str, component: GoComponent) -> Path | None:
         candidates.append(Path(on_path))
     for candidate in candidates:
         if candidate.is_file() and os.access(candidate, os.X_OK):
-            if _reports_version(candidate, component.version_marker):
+            if _reports_version(candidate, component):
                 return candidate
             _log(f"Ignoring {candidate}: not {name} {component.version}")
     return None

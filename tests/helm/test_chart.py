@@ -1,0 +1,163 @@
+"""The Helm chart: lint, values schema, server-side validation, and the operator running
+with nothing but the permissions the chart grants it."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from strata.devcluster import ensure_binaries
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "strata"
+EXAMPLES = REPO / "examples"
+KUBE_VERSION = "v1.36.3"
+
+
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    return ensure_binaries()["helm"]
+
+
+def run_helm(helm: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(helm), *args], capture_output=True, text=True, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stderr}")
+    return result
+
+
+def test_chart_lints_strictly(helm):
+    run_helm(helm, "lint", "--strict", str(CHART))
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        pytest.param("metricsPort=0", "/metricsPort", id="a zero metrics port is refused"),
+        pytest.param("imagePullPolicy=Sometimes", "/imagePullPolicy", id="an unknown pull policy is refused"),
+        pytest.param("watchNamespaces[0]=Not_A_Namespace", "/watchNamespaces/0", id="an invalid namespace is refused"),
+        pytest.param("metricPort=9090", "additional properties 'metricPort' not allowed", id="a misspelt value is refused"),
+    ],
+)
+def test_values_schema_refuses_bad_values_naming_them(helm, setting, message):
+    result = run_helm(helm, "template", "strata", str(CHART), "--kube-version", KUBE_VERSION,
+                      "--set", setting, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
+def test_watch_namespaces_become_operator_arguments(helm):
+    rendered = run_helm(helm, "template", "strata", str(CHART), "--kube-version", KUBE_VERSION,
+                        "--set", "watchNamespaces={ml,research}").stdout
+    deployment = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[0] == "run" and "--namespace=ml" in args and "--namespace=research" in args
+
+
+def test_rendered_chart_passes_server_side_validation(helm, dev_cluster):
+    namespace = f"helm-{uuid.uuid4().hex[:6]}"
+    dev_cluster.kubectl("create", "namespace", namespace)
+    rendered = run_helm(helm, "template", "strata", str(CHART), "--namespace", namespace,
+                        "--kube-version", KUBE_VERSION, "--set", "serviceMonitorEnabled=false").stdout
+    result = dev_cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=rendered, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(scope="module")
+def installed_chart(helm, dev_cluster):
+    """The chart installed (CRDs included) into its own namespace of the dev cluster."""
+    namespace = f"strata-{uuid.uuid4().hex[:6]}"
+    release = "strata"
+    run_helm(helm, "install", release, str(CHART), "--namespace", namespace, "--create-namespace",
+             "--kubeconfig", str(dev_cluster.kubeconfig), "--wait", "--timeout", "120s")
+    yield namespace, release
+    run_helm(helm, "uninstall", release, "--namespace", namespace, "--kubeconfig", str(dev_cluster.kubeconfig),
+             check=False)
+
+
+def test_installed_chart_rolls_out_the_operator(dev_cluster, installed_chart):
+    namespace, release = installed_chart
+    dev_cluster.kubectl("rollout", "status", f"deployment/{release}", "-n", namespace, "--timeout=60s")
+    crds = dev_cluster.kubectl("get", "crd", "-l", "app.kubernetes.io/part-of=strata", "-o", "name").stdout.split()
+    assert len(crds) == 4
+
+
+@pytest.mark.parametrize(
+    "verb, resource, allowed",
+    [
+        pytest.param("patch", "trainingjobs.strata.dev/status", True, id="may write status"),
+        pytest.param("watch", "datasets.strata.dev", True, id="may watch its kinds"),
+        pytest.param("create", "configmaps", True, id="may create its children"),
+        pytest.param("create", "events", True, id="may post events"),
+        pytest.param("delete", "trainingjobs.strata.dev", False, id="may not delete users' resources"),
+        pytest.param("get", "secrets", False, id="may not read secrets"),
+        pytest.param("create", "pods/exec", False, id="may not exec into pods"),
+        pytest.param("create", "clusterrolebindings.rbac.authorization.k8s.io", False, id="may not grant itself more"),
+    ],
+)
+def test_the_operator_has_least_privilege(dev_cluster, installed_chart, verb, resource, allowed):
+    namespace, release = installed_chart
+    result = dev_cluster.kubectl("auth", "can-i", verb, resource, "-A",
+                                 f"--as=system:serviceaccount:{namespace}:{release}", check=False)
+    assert result.stdout.strip() == ("yes" if allowed else "no"), result.stdout + result.stderr
+
+
+def _service_account_kubeconfig(dev_cluster, namespace: str, account: str, path: Path) -> Path:
+    token = dev_cluster.kubectl("create", "token", account, "-n", namespace, "--duration=1h").stdout.strip()
+    admin = yaml.safe_load(dev_cluster.kubeconfig.read_text())
+    cluster = admin["clusters"][0]
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": account, "context": {"cluster": cluster["name"], "user": account}}],
+        "current-context": account,
+    }))
+    return path
+
+
+def test_the_operator_reconciles_with_only_the_charts_permissions(dev_cluster, installed_chart, tmp_path):
+    """`strata run`, as the chart's ServiceAccount, reconciles every kind in a namespace."""
+    namespace, release = installed_chart
+    workspace = f"rbac-{uuid.uuid4().hex[:6]}"
+    dev_cluster.kubectl("create", "namespace", workspace)
+    kubeconfig = _service_account_kubeconfig(dev_cluster, namespace, release, tmp_path / "sa.kubeconfig")
+    log = tmp_path / "operator.log"
+    with open(log, "w") as log_file:
+        operator = subprocess.Popen(
+            [sys.executable, "-m", "strata.cli", "run", "--kubeconfig", str(kubeconfig),
+             "--namespace", workspace, "--metrics-port", "0", "--liveness", "http://127.0.0.1:0/healthz"],
+            stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, "STRATA_RESYNC_SECONDS": "5"},
+        )
+    try:
+        dev_cluster.kubectl("apply", "-n", workspace, "-f", str(EXAMPLES))
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            items = json.loads(dev_cluster.kubectl("get", "strata", "-n", workspace, "-o", "json").stdout)["items"]
+            reported = [i for i in items if (i.get("status") or {}).get("observedGeneration") == i["metadata"]["generation"]]
+            if items and len(reported) == len(items):
+                break
+            assert operator.poll() is None, f"operator exited:\n{log.read_text()[-3000:]}"
+            time.sleep(1)
+        else:
+            pytest.fail(f"the operator did not report on every resource:\n{log.read_text()[-3000:]}")
+        config_maps = dev_cluster.kubectl("get", "configmaps", "-n", workspace, "-l",
+                                          "app.kubernetes.io/managed-by=strata-operator", "-o", "name").stdout.split()
+        assert len(config_maps) == 4
+        time.sleep(6)  # let at least one periodic resync run as well
+    finally:
+        operator.send_signal(signal.SIGTERM)
+        operator.wait(timeout=30)
+    output = log.read_text()
+    assert "Forbidden" not in output and " 403" not in output, output[-3000:]
