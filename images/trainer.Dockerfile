@@ -4,7 +4,7 @@
 # driver on the host) and CPU nodes (gloo backend, DS_ACCELERATOR=cpu is set automatically).
 FROM python:3.11-slim
 
-# g++ and ninja: DeepSpeed compiles small ops (e.g. its CPU shared-memory collectives) on first use.
+# g++: DeepSpeed compiles small ops (e.g. its CPU shared-memory collectives) on first use.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends g++ \
  && rm -rf /var/lib/apt/lists/*
