@@ -3,7 +3,6 @@ with nothing but the permissions the chart grants it."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal

@@ -79,7 +79,7 @@ def test_learning_rate_warms_up_then_decays(transformer_run):
     # Each step reports the rate it applied: linear warmup to the peak, then cosine decay.
     assert rates == pytest.approx([learning_rate_at(step, hp) for step in range(hp.max_steps)])
     assert rates[1] == pytest.approx(hp.learning_rate) and rates[0] == pytest.approx(hp.learning_rate / 2)
-    assert all(later < earlier for earlier, later in zip(rates[2:], rates[3:]))  # decay starts at step 2
+    assert all(later < earlier for earlier, later in zip(rates[2:], rates[3:], strict=False))  # decay starts at step 2
 
 
 def test_termination_message_is_the_final_result(transformer_run):

@@ -190,7 +190,12 @@ class KindInfo:
     description: str
     spec_model: type[StrataModel]
     status_model: type[StatusBase]
-    printer_columns: tuple[PrinterColumn, ...]
+    # The kind's own columns; every kind also shows Ready, Phase, Reason (-o wide) and Age.
+    columns: tuple[PrinterColumn, ...]
+
+    @property
+    def printer_columns(self) -> tuple[PrinterColumn, ...]:
+        return (READY_COLUMN, PHASE_COLUMN, *self.columns, REASON_COLUMN, AGE_COLUMN)
 
     @property
     def singular(self) -> str:

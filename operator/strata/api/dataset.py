@@ -7,10 +7,6 @@ from typing import Literal
 from pydantic import ConfigDict, Field
 
 from strata.api.base import (
-    AGE_COLUMN,
-    PHASE_COLUMN,
-    READY_COLUMN,
-    REASON_COLUMN,
     CronSchedule,
     Fraction,
     KindInfo,
@@ -250,15 +246,11 @@ DATASET = KindInfo(
     description="A versioned, cleaned and preprocessed dataset built from object storage, a PVC or HTTP.",
     spec_model=DatasetSpec,
     status_model=DatasetStatus,
-    printer_columns=(
-        READY_COLUMN,
-        PHASE_COLUMN,
+    columns=(
         PrinterColumn(name="Version", type="string", json_path=".status.version"),
         PrinterColumn(
             name="Records", type="integer", json_path=".status.records.out", description="Records in the version."
         ),
         PrinterColumn(name="Modality", type="string", json_path=".spec.modality", priority=1),
-        REASON_COLUMN,
-        AGE_COLUMN,
     ),
 )

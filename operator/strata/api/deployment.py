@@ -7,11 +7,6 @@ from typing import Literal
 from pydantic import ConfigDict, Field
 
 from strata.api.base import (
-    AGE_COLUMN,
-    PHASE_COLUMN,
-    READY_COLUMN,
-    REASON_COLUMN,
-    DNS1123Name,
     Fraction,
     KindInfo,
     LocalObjectRef,
@@ -169,13 +164,9 @@ MODEL_DEPLOYMENT = KindInfo(
     description="A model served by NVIDIA Triton behind a Service, autoscaled, with auth, rate limits and monitoring.",
     spec_model=ModelDeploymentSpec,
     status_model=ModelDeploymentStatus,
-    printer_columns=(
-        READY_COLUMN,
-        PHASE_COLUMN,
+    columns=(
         PrinterColumn(name="Replicas", type="string", json_path=".status.readyReplicas", description="Ready/desired."),
         PrinterColumn(name="Model-Version", type="integer", json_path=".status.modelVersion.current"),
         PrinterColumn(name="Endpoint", type="string", json_path=".status.endpoints.grpc", priority=1),
-        REASON_COLUMN,
-        AGE_COLUMN,
     ),
 )

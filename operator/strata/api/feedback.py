@@ -7,9 +7,6 @@ from typing import Literal
 from pydantic import ConfigDict, Field
 
 from strata.api.base import (
-    AGE_COLUMN,
-    READY_COLUMN,
-    REASON_COLUMN,
     CronSchedule,
     DNS1123Name,
     Duration,
@@ -150,12 +147,9 @@ FEEDBACK_POLICY = KindInfo(
     description="Feedback, toxicity, bias and drift monitoring of a ModelDeployment, with retraining triggers.",
     spec_model=FeedbackPolicySpec,
     status_model=FeedbackPolicyStatus,
-    printer_columns=(
-        READY_COLUMN,
+    columns=(
         PrinterColumn(name="Target", type="string", json_path=".spec.target.modelDeployment"),
         PrinterColumn(name="Breached", type="integer", json_path=".status.breached", description="Monitors breached."),
         PrinterColumn(name="Last-Retrain", type="string", json_path=".status.lastRetrain.trainingJob"),
-        REASON_COLUMN,
-        AGE_COLUMN,
     ),
 )

@@ -7,10 +7,6 @@ from typing import Literal
 from pydantic import ConfigDict, Field
 
 from strata.api.base import (
-    AGE_COLUMN,
-    PHASE_COLUMN,
-    READY_COLUMN,
-    REASON_COLUMN,
     DNS1123Name,
     KindInfo,
     PrinterColumn,
@@ -201,15 +197,11 @@ TRAINING_JOB = KindInfo(
     description="Distributed DeepSpeed training of a transformer, VAE, GAN or diffusion model, exported for Triton.",
     spec_model=TrainingJobSpec,
     status_model=TrainingJobStatus,
-    printer_columns=(
-        READY_COLUMN,
-        PHASE_COLUMN,
+    columns=(
         PrinterColumn(name="Family", type="string", json_path=".spec.model.family"),
         PrinterColumn(name="Step", type="integer", json_path=".status.progress.step"),
         PrinterColumn(name="Total", type="integer", json_path=".status.progress.totalSteps", priority=1),
         PrinterColumn(name="Loss", type="number", json_path=".status.loss.train", description="Latest training loss."),
         PrinterColumn(name="Val-Loss", type="number", json_path=".status.loss.validation", priority=1),
-        REASON_COLUMN,
-        AGE_COLUMN,
     ),
 )

@@ -35,7 +35,7 @@ def bar_images(count: int, seed: int, size: int = 8) -> tuple[np.ndarray, np.nda
     images = np.full((count, 1, size, size), -1.0, dtype=np.float32)
     labels = rng.integers(0, 2, size=count)
     positions = rng.integers(1, size - 1, size=count)
-    for index, (label, position) in enumerate(zip(labels, positions)):
+    for index, (label, position) in enumerate(zip(labels, positions, strict=True)):
         if label == 0:
             images[index, 0, position, :] = 1.0
         else:
