@@ -17,7 +17,8 @@ from kubernetes.dynamic import DynamicClient
 from strata.api import KindInfo
 from strata.constants import FIELD_MANAGER, GROUP, VERSION
 
-_lock = threading.Lock()
+# The dynamic client's discovery cache is not thread-safe, and kopf runs handlers in threads.
+_discovery_lock = threading.RLock()
 
 
 def load_configuration() -> kubernetes.client.Configuration:
@@ -42,12 +43,13 @@ def api_client() -> kubernetes.client.ApiClient:
 
 @functools.cache
 def dynamic_client() -> DynamicClient:
-    with _lock:  # discovery is not thread-safe on first use
+    with _discovery_lock:
         return DynamicClient(api_client())
 
 
 def _resource(api_version: str, kind: str):
-    return dynamic_client().resources.get(api_version=api_version, kind=kind)
+    with _discovery_lock:
+        return dynamic_client().resources.get(api_version=api_version, kind=kind)
 
 
 def apply(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -77,8 +79,12 @@ def delete(api_version: str, kind: str, namespace: str, name: str) -> None:
             raise
 
 
-def patch_status(info: KindInfo, namespace: str, name: str, status: dict[str, Any]) -> None:
-    """Merge-patch the status subresource (conditions are written whole, so merge is exact)."""
+def patch_status(info: KindInfo, namespace: str, name: str, status: dict[str, Any], resource_version: str) -> None:
+    """Merge-patch the status subresource (conditions are written whole, so merge is exact).
+
+    The resourceVersion makes the patch conditional: 409 Conflict if the object changed.
+    """
     kubernetes.client.CustomObjectsApi(api_client()).patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, info.plural, name, {"status": status}
+        GROUP, VERSION, namespace, info.plural, name,
+        {"metadata": {"resourceVersion": resource_version}, "status": status},
     )

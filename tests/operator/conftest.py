@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "crds"
 EXAMPLES = REPO / "examples"
 TEST_NAMESPACE_PREFIX = "t-"
+RESYNC_SECONDS = 3
 
 
 def free_port() -> int:
@@ -71,7 +72,7 @@ def operator(crds_installed):
         "KUBECONFIG": str(crds_installed.kubeconfig),
         "STRATA_METRICS_PORT": str(metrics_port),
         # Resync fast so level-based repair is observable within a test.
-        "STRATA_RESYNC_SECONDS": "3",
+        "STRATA_RESYNC_SECONDS": str(RESYNC_SECONDS),
     }
     saved = {key: os.environ.get(key) for key in overrides}
     os.environ.update(overrides)

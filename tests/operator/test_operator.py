@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 import urllib.request
 
 import pytest
 import yaml
 
-from conftest import example_documents, get_json, wait_for
+from conftest import RESYNC_SECONDS, example_documents, get_json, wait_for
+from strata.api import KINDS_BY_NAME
 
 KINDS = ["Dataset", "TrainingJob", "ModelDeployment", "FeedbackPolicy"]
 CONFIG_MAPS = {
@@ -26,8 +28,7 @@ def lifecycle(dev_cluster, namespace, operator):
 
 
 def resource(cluster, namespace, kind, name):
-    return get_json(cluster, f"{kind.lower()}s.strata.dev" if kind != "FeedbackPolicy" else "feedbackpolicies.strata.dev",
-                    name, "-n", namespace)
+    return get_json(cluster, KINDS_BY_NAME[kind].crd_name, name, "-n", namespace)
 
 
 def observed(cluster, namespace, kind, name):
@@ -116,3 +117,64 @@ def test_metrics_and_health_endpoints_report_the_reconciles(dev_cluster, namespa
     assert "strata_reconcile_duration_seconds_bucket" in metrics
     with urllib.request.urlopen(operator.health_url, timeout=5) as health:
         assert health.status == 200
+
+
+def test_an_idle_resource_is_not_rewritten_by_the_resync(dev_cluster, namespace, lifecycle):
+    name = lifecycle["ModelDeployment"]
+    settled = wait_for(lambda: observed(dev_cluster, namespace, "ModelDeployment", name), what="first reconcile")
+    time.sleep(1)  # kopf's own bookkeeping annotations land just after the first pass
+    before = resource(dev_cluster, namespace, "ModelDeployment", name)["metadata"]["resourceVersion"]
+    time.sleep(RESYNC_SECONDS * 2 + 1)  # at least two resync passes
+    after = resource(dev_cluster, namespace, "ModelDeployment", name)
+    assert after["metadata"]["resourceVersion"] == before
+    assert after["status"]["conditions"] == settled["status"]["conditions"]
+
+
+def test_a_child_lookalike_is_left_alone_and_a_stale_owned_child_is_pruned(dev_cluster, namespace, lifecycle):
+    name = lifecycle["TrainingJob"]
+    owner = wait_for(lambda: observed(dev_cluster, namespace, "TrainingJob", name), what="first reconcile")
+    labels = {"strata.dev/owner-kind": "trainingjob", "strata.dev/owner-name": name}
+    lookalike = {"apiVersion": "v1", "kind": "ConfigMap",
+                 "metadata": {"name": "users-own-copy", "labels": labels}, "data": {"k": "v"}}
+    stale = {"apiVersion": "v1", "kind": "ConfigMap",
+             "metadata": {"name": f"{name}-leftover", "labels": labels, "ownerReferences": [{
+                 "apiVersion": "strata.dev/v1alpha1", "kind": "TrainingJob", "name": name,
+                 "uid": owner["metadata"]["uid"], "controller": True}]}}
+    dev_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all([lookalike, stale]))
+
+    wait_for(lambda: get_json(dev_cluster, "configmap", f"{name}-leftover", "-n", namespace) is None,
+             timeout=30, what="the stale child to be pruned")
+    assert get_json(dev_cluster, "configmap", "users-own-copy", "-n", namespace) is not None
+    assert get_json(dev_cluster, "configmap", "support-lm-trainer", "-n", namespace) is not None
+
+
+def test_a_failing_apply_is_reported_as_degraded_and_recovers(dev_cluster, namespace, operator):
+    # A real API failure: a quota that allows no ConfigMaps beyond the namespace's root CA.
+    dev_cluster.kubectl("create", "quota", "no-configmaps", "-n", namespace, "--hard=configmaps=1")
+    wait_for(lambda: (get_json(dev_cluster, "resourcequota", "no-configmaps", "-n", namespace) or {})
+             .get("status", {}).get("used"), what="the quota to be counted")
+    doc = next(d for d in example_documents() if d["kind"] == "FeedbackPolicy")
+    dev_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
+    name = doc["metadata"]["name"]
+
+    def degraded():
+        obj = resource(dev_cluster, namespace, "FeedbackPolicy", name)
+        conditions = {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
+        return conditions if conditions.get("Degraded", {}).get("status") == "True" else None
+
+    conditions = wait_for(degraded, what="Degraded=True")
+    assert conditions["Degraded"]["reason"] == "ApplyFailed"
+    assert "403" in conditions["Degraded"]["message"]
+    assert conditions["Ready"]["status"] == "False"
+
+    dev_cluster.kubectl("delete", "quota", "no-configmaps", "-n", namespace)
+
+    def recovered():
+        obj = resource(dev_cluster, namespace, "FeedbackPolicy", name)
+        conditions = {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
+        return conditions.get("Degraded", {}).get("status") == "False"
+
+    wait_for(recovered, timeout=60, what="Degraded=False after the quota is gone")
+    assert get_json(dev_cluster, "configmap", "support-lm-monitor", "-n", namespace) is not None
+    metrics = urllib.request.urlopen(operator.metrics_url, timeout=5).read().decode()
+    assert 'strata_reconcile_errors_total{kind="FeedbackPolicy",reason="ApplyFailed"}' in metrics

@@ -7,6 +7,7 @@ children, so a missed event, a restart or a manual edit is corrected on the next
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -45,6 +46,14 @@ def parse_spec(info: KindInfo, body: dict[str, Any]) -> StrataModel:
     return info.spec_model.model_validate(body.get("spec") or {})
 
 
+def is_controlled_by(child: dict[str, Any], owner_uid: str) -> bool:
+    """True when `owner_uid` is the child's controller, so it is ours to update or delete."""
+    return any(
+        ref.get("controller") and ref.get("uid") == owner_uid
+        for ref in child["metadata"].get("ownerReferences") or []
+    )
+
+
 def apply_children(
     info: KindInfo, body: dict[str, Any], desired: list[dict[str, Any]], child_kinds: ChildKinds, logger: logging.Logger
 ) -> None:
@@ -54,7 +63,9 @@ def apply_children(
     existing: dict[tuple[str, str], dict[str, Any]] = {}
     for api_version, kind in child_kinds:
         for child in k8s.list_children(api_version, kind, meta["namespace"], selector):
-            existing[(kind, child["metadata"]["name"])] = child
+            # Labels can be copied; only the controller reference says a child is ours.
+            if is_controlled_by(child, meta["uid"]):
+                existing[(kind, child["metadata"]["name"])] = child
 
     for manifest in desired:
         key = (manifest["kind"], manifest["metadata"]["name"])
@@ -96,12 +107,25 @@ def build_status(body: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
     }
 
 
+class StaleObject(kopf.TemporaryError):
+    """The object changed while this pass ran; a fresh pass follows shortly."""
+
+
 def write_status(info: KindInfo, body: dict[str, Any], status: dict[str, Any]) -> bool:
-    """Patch status only if it changed, so an idle resource causes no writes. True if written."""
+    """Patch status only if it changed, so an idle resource causes no writes. True if written.
+
+    The patch is conditional on the resourceVersion this pass read, so a pass that worked
+    from an older spec can never overwrite what a newer pass concluded.
+    """
     if status == (body.get("status") or {}):
         return False
     meta = body["metadata"]
-    k8s.patch_status(info, meta["namespace"], meta["name"], status)
+    try:
+        k8s.patch_status(info, meta["namespace"], meta["name"], status, meta["resourceVersion"])
+    except ApiException as error:
+        if error.status == 409:
+            raise StaleObject("The object changed during reconciliation; retrying with the new version.", delay=1)
+        raise
     return True
 
 
@@ -114,6 +138,37 @@ def invalid_outcome(message: str) -> Outcome:
     )
 
 
+def apply_failed_outcome(body: dict[str, Any], message: str) -> Outcome:
+    return Outcome(
+        phase=(body.get("status") or {}).get("phase") or Phase.PENDING,
+        ready=(ConditionStatus.FALSE, Reason.APPLY_FAILED, message),
+        progressing=(ConditionStatus.FALSE, Reason.APPLY_FAILED, message),
+        degraded=(ConditionStatus.TRUE, Reason.APPLY_FAILED, message),
+    )
+
+
+def describe_api_failure(error: Exception) -> str:
+    if isinstance(error, ApiException):
+        return f"Applying children failed: {error.status} {error.reason}"
+    return f"Applying children failed: {type(error).__name__}: {error}"
+
+
+# kopf runs an object's change handlers and its timer concurrently; one pass at a time
+# per object keeps them from interleaving their applies and status writes.
+_object_locks: dict[str, threading.Lock] = {}
+_object_locks_guard = threading.Lock()
+
+
+def object_lock(uid: str) -> threading.Lock:
+    with _object_locks_guard:
+        return _object_locks.setdefault(uid, threading.Lock())
+
+
+def forget_object(uid: str) -> None:
+    with _object_locks_guard:
+        _object_locks.pop(uid, None)
+
+
 def reconcile(
     info: KindInfo,
     body: kopf.Body | dict[str, Any],
@@ -123,15 +178,29 @@ def reconcile(
     observe: Observer,
 ) -> None:
     """One pass for one object. Bad specs become status, never exceptions; API errors retry."""
-    body = dict(body)
+    with object_lock(body["metadata"]["uid"]):
+        # Copied under the lock: a timer's body is a live view kopf keeps up to date.
+        _reconcile_once(info, dict(body), logger, render, child_kinds, observe)
+
+
+def _reconcile_once(
+    info: KindInfo,
+    body: dict[str, Any],
+    logger: logging.Logger,
+    render: Renderer,
+    child_kinds: ChildKinds,
+    observe: Observer,
+) -> None:
     started = time.monotonic()
     meta = body["metadata"]
+    ready_gauge = RESOURCES_READY.labels(info.kind, meta["namespace"], meta["name"])
     try:
         try:
             spec = parse_spec(info, body)
         except ValidationError as error:
             message = describe_validation_error(error)
             RECONCILES.labels(info.kind, "invalid").inc()
+            ready_gauge.set(0)
             # Warn once per distinct problem, not on every periodic resync.
             if write_status(info, body, build_status(body, invalid_outcome(message))):
                 logger.warning(f"Invalid spec: {message}")
@@ -140,22 +209,20 @@ def reconcile(
 
         try:
             apply_children(info, body, render(info, body, spec), child_kinds, logger)
-        except ApiException as error:
-            message = f"Applying children failed: {error.status} {error.reason}"
+        except Exception as error:  # any failure becomes status and a retry, never a silent loop
+            message = describe_api_failure(error)
             RECONCILE_ERRORS.labels(info.kind, Reason.APPLY_FAILED).inc()
             RECONCILES.labels(info.kind, "error").inc()
-            outcome = Outcome(
-                phase=(body.get("status") or {}).get("phase") or Phase.PENDING,
-                ready=(ConditionStatus.FALSE, Reason.APPLY_FAILED, message),
-                progressing=(ConditionStatus.FALSE, Reason.APPLY_FAILED, message),
-                degraded=(ConditionStatus.TRUE, Reason.APPLY_FAILED, message),
-            )
-            write_status(info, body, build_status(body, outcome))
+            ready_gauge.set(0)
+            try:
+                write_status(info, body, build_status(body, apply_failed_outcome(body, message)))
+            except Exception as status_error:  # the API may be what is failing
+                logger.warning(f"Could not record the failure in status: {status_error}")
             raise kopf.TemporaryError(message, delay=15) from error
 
         status = build_status(body, observe(info, body, spec))
         write_status(info, body, status)
-        RESOURCES_READY.labels(info.kind, meta["namespace"], meta["name"]).set(int(is_ready(status["conditions"])))
+        ready_gauge.set(int(is_ready(status["conditions"])))
         RECONCILES.labels(info.kind, "success").inc()
     finally:
         RECONCILE_DURATION.labels(info.kind).observe(time.monotonic() - started)

@@ -10,7 +10,7 @@ import kopf
 from strata.api import KindInfo
 from strata.api.base import StrataModel
 from strata.constants import GROUP, VERSION, ConditionStatus, Phase, Reason
-from strata.controllers.reconcile import ChildKinds, Observer, Outcome, Renderer, reconcile
+from strata.controllers.reconcile import ChildKinds, Observer, Outcome, Renderer, forget_object, reconcile
 from strata.metrics import RESOURCES_READY
 from strata.render.config import render_config_map
 
@@ -22,7 +22,8 @@ def register_kind(info: KindInfo, render: Renderer, observe: Observer, child_kin
     def reconcile_handler(body: kopf.Body, logger, **_: Any) -> None:
         reconcile(info, body, logger, render, child_kinds, observe)
 
-    def forget_handler(name: str, namespace: str, **_: Any) -> None:
+    def forget_handler(name: str, namespace: str, uid: str, **_: Any) -> None:
+        forget_object(uid)
         try:
             RESOURCES_READY.remove(info.kind, namespace, name)
         except KeyError:  # never reconciled successfully, so no series to drop
@@ -32,8 +33,10 @@ def register_kind(info: KindInfo, render: Renderer, observe: Observer, child_kin
     kopf.on.resume(*resource, id="reconcile")(reconcile_handler)
     kopf.on.create(*resource, id="reconcile")(reconcile_handler)
     kopf.on.update(*resource, id="reconcile")(reconcile_handler)
+    # kopf puts a finalizer on objects with a timer, so it can stop the timer on deletion:
+    # delete Strata resources before uninstalling the operator, or they wait for it.
     kopf.timer(*resource, id="resync", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)(reconcile_handler)
-    # optional=True: no finalizer, so deleting a resource never waits on the operator.
+    # optional=True: cleanup is best-effort and never holds up deletion on its own.
     kopf.on.delete(*resource, id="forget", optional=True)(forget_handler)
 
 
