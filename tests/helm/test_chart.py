@@ -46,6 +46,7 @@ def test_chart_lints_strictly(helm):
         pytest.param("imagePullPolicy=Sometimes", "/imagePullPolicy", id="an unknown pull policy is refused"),
         pytest.param("watchNamespaces[0]=Not_A_Namespace", "/watchNamespaces/0", id="an invalid namespace is refused"),
         pytest.param("metricPort=9090", "additional properties 'metricPort' not allowed", id="a misspelt value is refused"),
+        pytest.param("healthPort=8080", "metricsPort and healthPort must differ", id="clashing ports are refused"),
     ],
 )
 def test_values_schema_refuses_bad_values_naming_them(helm, setting, message):
@@ -63,6 +64,42 @@ def test_watch_namespaces_become_operator_arguments(helm):
     assert args[0] == "run" and "--namespace=ml" in args and "--namespace=research" in args
 
 
+def render(helm, *settings: str) -> list[dict]:
+    args = [arg for setting in settings for arg in ("--set", setting)]
+    rendered = run_helm(helm, "template", "strata", str(CHART), "--kube-version", KUBE_VERSION, *args).stdout
+    return [doc for doc in yaml.safe_load_all(rendered) if doc]
+
+
+def test_the_read_only_container_gets_a_writable_tmp(helm):
+    pod = next(d for d in render(helm) if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/tmp")
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert "emptyDir" in volume
+
+
+def _configmap_rules(doc: dict) -> list[dict]:
+    return [rule for rule in doc["rules"] if "configmaps" in rule["resources"]]
+
+
+def test_watching_all_namespaces_grants_namespaced_rules_cluster_wide(helm):
+    docs = render(helm)
+    cluster_role = next(d for d in docs if d["kind"] == "ClusterRole")
+    assert _configmap_rules(cluster_role)
+    assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding")]
+
+
+def test_watching_named_namespaces_grants_namespaced_rules_only_there(helm):
+    docs = render(helm, "watchNamespaces={ml,research}")
+    cluster_role = next(d for d in docs if d["kind"] == "ClusterRole")
+    assert not _configmap_rules(cluster_role)
+    roles = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "Role"}
+    bindings = {d["metadata"]["namespace"] for d in docs if d["kind"] == "RoleBinding"}
+    assert set(roles) == bindings == {"ml", "research"}
+    assert all(_configmap_rules(role) for role in roles.values())
+
+
 def test_rendered_chart_passes_server_side_validation(helm, dev_cluster):
     namespace = f"helm-{uuid.uuid4().hex[:6]}"
     dev_cluster.kubectl("create", "namespace", namespace)
@@ -74,39 +111,47 @@ def test_rendered_chart_passes_server_side_validation(helm, dev_cluster):
 
 @pytest.fixture(scope="module")
 def installed_chart(helm, dev_cluster):
-    """The chart installed (CRDs included) into its own namespace of the dev cluster."""
+    """The chart installed (CRDs included) into its own namespace, watching one workspace."""
     namespace = f"strata-{uuid.uuid4().hex[:6]}"
+    workspace = f"rbac-{uuid.uuid4().hex[:6]}"
     release = "strata"
+    dev_cluster.kubectl("create", "namespace", workspace)
     run_helm(helm, "install", release, str(CHART), "--namespace", namespace, "--create-namespace",
+             "--set", f"watchNamespaces={{{workspace}}}",
              "--kubeconfig", str(dev_cluster.kubeconfig), "--wait", "--timeout", "120s")
-    yield namespace, release
+    yield namespace, release, workspace
     run_helm(helm, "uninstall", release, "--namespace", namespace, "--kubeconfig", str(dev_cluster.kubeconfig),
              check=False)
 
 
 def test_installed_chart_rolls_out_the_operator(dev_cluster, installed_chart):
-    namespace, release = installed_chart
+    namespace, release, _ = installed_chart
     dev_cluster.kubectl("rollout", "status", f"deployment/{release}", "-n", namespace, "--timeout=60s")
     crds = dev_cluster.kubectl("get", "crd", "-l", "app.kubernetes.io/part-of=strata", "-o", "name").stdout.split()
     assert len(crds) == 4
 
 
 @pytest.mark.parametrize(
-    "verb, resource, allowed",
+    "verb, resource, where, allowed",
     [
-        pytest.param("patch", "trainingjobs.strata.dev/status", True, id="may write status"),
-        pytest.param("watch", "datasets.strata.dev", True, id="may watch its kinds"),
-        pytest.param("create", "configmaps", True, id="may create its children"),
-        pytest.param("create", "events", True, id="may post events"),
-        pytest.param("delete", "trainingjobs.strata.dev", False, id="may not delete users' resources"),
-        pytest.param("get", "secrets", False, id="may not read secrets"),
-        pytest.param("create", "pods/exec", False, id="may not exec into pods"),
-        pytest.param("create", "clusterrolebindings.rbac.authorization.k8s.io", False, id="may not grant itself more"),
+        pytest.param("patch", "trainingjobs.strata.dev/status", "workspace", True, id="may write status"),
+        pytest.param("watch", "datasets.strata.dev", "workspace", True, id="may watch its kinds"),
+        pytest.param("create", "configmaps", "workspace", True, id="may create its children"),
+        pytest.param("create", "events", "workspace", True, id="may post events"),
+        pytest.param("list", "customresourcedefinitions.apiextensions.k8s.io", "cluster", True, id="may discover CRDs"),
+        pytest.param("create", "configmaps", "elsewhere", False, id="may not touch other namespaces"),
+        pytest.param("watch", "datasets.strata.dev", "elsewhere", False, id="may not watch other namespaces"),
+        pytest.param("delete", "trainingjobs.strata.dev", "workspace", False, id="may not delete users' resources"),
+        pytest.param("update", "trainingjobs.strata.dev", "workspace", False, id="may not replace users' specs"),
+        pytest.param("get", "secrets", "workspace", False, id="may not read secrets"),
+        pytest.param("create", "pods/exec", "workspace", False, id="may not exec into pods"),
+        pytest.param("create", "clusterrolebindings.rbac.authorization.k8s.io", "cluster", False, id="may not grant itself more"),
     ],
 )
-def test_the_operator_has_least_privilege(dev_cluster, installed_chart, verb, resource, allowed):
-    namespace, release = installed_chart
-    result = dev_cluster.kubectl("auth", "can-i", verb, resource, "-A",
+def test_the_operator_has_least_privilege(dev_cluster, installed_chart, verb, resource, where, allowed):
+    namespace, release, workspace = installed_chart
+    scope = {"workspace": ["-n", workspace], "elsewhere": ["-n", "default"], "cluster": []}[where]
+    result = dev_cluster.kubectl("auth", "can-i", verb, resource, *scope,
                                  f"--as=system:serviceaccount:{namespace}:{release}", check=False)
     assert result.stdout.strip() == ("yes" if allowed else "no"), result.stdout + result.stderr
 
@@ -127,10 +172,8 @@ def _service_account_kubeconfig(dev_cluster, namespace: str, account: str, path:
 
 
 def test_the_operator_reconciles_with_only_the_charts_permissions(dev_cluster, installed_chart, tmp_path):
-    """`strata run`, as the chart's ServiceAccount, reconciles every kind in a namespace."""
-    namespace, release = installed_chart
-    workspace = f"rbac-{uuid.uuid4().hex[:6]}"
-    dev_cluster.kubectl("create", "namespace", workspace)
+    """`strata run`, as the chart's ServiceAccount, reconciles every kind in its namespace."""
+    namespace, release, workspace = installed_chart
     kubeconfig = _service_account_kubeconfig(dev_cluster, namespace, release, tmp_path / "sa.kubeconfig")
     log = tmp_path / "operator.log"
     with open(log, "w") as log_file:

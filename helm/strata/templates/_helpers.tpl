@@ -33,3 +33,23 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- required "serviceAccountName is required when serviceAccountCreate is false" .Values.serviceAccountName }}
 {{- end }}
 {{- end }}
+
+{{/*
+What the operator does inside a namespace, and no more: watch and annotate its own kinds
+(kopf keeps its bookkeeping in annotations), write their status, manage the children it
+creates, and post events.
+*/}}
+{{- define "strata.operatorRules" -}}
+- apiGroups: [strata.dev]
+  resources: [datasets, trainingjobs, modeldeployments, feedbackpolicies]
+  verbs: [list, watch, patch]
+- apiGroups: [strata.dev]
+  resources: [datasets/status, trainingjobs/status, modeldeployments/status, feedbackpolicies/status]
+  verbs: [patch]
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [list, create, patch, delete]
+- apiGroups: ["", events.k8s.io]
+  resources: [events]
+  verbs: [create]
+{{- end }}
