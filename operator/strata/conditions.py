@@ -44,3 +44,9 @@ def get_condition(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any
 def is_ready(conditions: list[dict[str, Any]]) -> bool:
     ready = get_condition(conditions, ConditionType.READY)
     return bool(ready and ready.get("status") == ConditionStatus.TRUE)
+
+
+def status_is_current(obj: dict[str, Any]) -> bool:
+    """The operator has reported on the object's latest spec (observedGeneration caught up)."""
+    status = obj.get("status") or {}
+    return status.get("observedGeneration") == obj["metadata"].get("generation")

@@ -8,23 +8,17 @@ every resource, and prints `kubectl get strata`. `strata demo --down` stops it a
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from strata.api.crd import render_crd_files
-from strata.devcluster import down, kubectl_path, running_components, up
+from strata.conditions import status_is_current
+from strata.devcluster import down, free_port, kubectl_path, running_components, up
 from strata.devcluster.processes import ManagedProcess, find_running, terminate
 
 OPERATOR = "operator"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _kubectl(kubeconfig: Path, *args: str, input: str | None = None) -> str:
@@ -52,10 +46,10 @@ def _start_operator(state_dir: Path, kubeconfig: Path) -> tuple[int, int]:
     pid = find_running(OPERATOR, Path(sys.executable).name, process.pid_path, state_dir)
     if pid is not None:
         terminate([ManagedProcess(OPERATOR, process.binary, [], process.log_path, process.pid_path, pid=pid)], 10)
-    metrics_port = _free_port()
+    metrics_port = free_port()
     process.args = [
         "-m", "strata.cli", "run", "--kubeconfig", str(kubeconfig),
-        "--liveness", f"http://127.0.0.1:{_free_port()}/healthz", "--metrics-port", str(metrics_port),
+        "--liveness", f"http://127.0.0.1:{free_port()}/healthz", "--metrics-port", str(metrics_port),
     ]
     process.start(cwd=state_dir, detached=True)
     return process.pid, metrics_port
@@ -71,13 +65,9 @@ def _stop_operator(state_dir: Path) -> bool:
     return True
 
 
-def _all_observed(kubeconfig: Path) -> tuple[bool, int]:
+def _all_reported(kubeconfig: Path) -> bool:
     items = json.loads(_kubectl(kubeconfig, "get", "strata", "-A", "-o", "json"))["items"]
-    observed = [
-        item for item in items
-        if (item.get("status") or {}).get("observedGeneration") == item["metadata"]["generation"]
-    ]
-    return bool(items) and len(observed) == len(items), len(items)
+    return bool(items) and all(map(status_is_current, items))
 
 
 def run_demo(state_dir: Path, examples: Path, timeout: float = 120) -> int:
@@ -99,7 +89,7 @@ def run_demo(state_dir: Path, examples: Path, timeout: float = 120) -> int:
     print(_kubectl(kubeconfig, "apply", "-f", str(examples)), end="")
 
     deadline = time.monotonic() + timeout
-    while not _all_observed(kubeconfig)[0]:
+    while not _all_reported(kubeconfig):
         if time.monotonic() > deadline:
             print("The operator has not reported on every resource; see its log.", file=sys.stderr)
             return 1

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from strata.conditions import status_is_current
 from strata.devcluster import ensure_binaries
 
 REPO = Path(__file__).resolve().parents[2]
@@ -187,8 +188,7 @@ def test_the_operator_reconciles_with_only_the_charts_permissions(dev_cluster, i
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             items = json.loads(dev_cluster.kubectl("get", "strata", "-n", workspace, "-o", "json").stdout)["items"]
-            reported = [i for i in items if (i.get("status") or {}).get("observedGeneration") == i["metadata"]["generation"]]
-            if items and len(reported) == len(items):
+            if items and all(map(status_is_current, items)):
                 break
             assert operator.poll() is None, f"operator exited:\n{log.read_text()[-3000:]}"
             time.sleep(1)

@@ -2,44 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
-import socket
-import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
 
 import pytest
-import yaml
+
+from strata.devcluster import free_port
+from tests_support import example_documents, get_json, wait_for  # noqa: F401 - re-exported to test modules
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "crds"
-EXAMPLES = REPO / "examples"
 TEST_NAMESPACE_PREFIX = "t-"
 RESYNC_SECONDS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.5, what: str = "condition") -> Any:
-    """Poll until predicate() returns something truthy; fail with what it last saw."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}; last saw: {last!r}")
-
-
-def example_documents() -> list[dict[str, Any]]:
-    return [doc for path in sorted(EXAMPLES.glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
 @pytest.fixture(scope="session")
@@ -55,11 +30,6 @@ def namespace(crds_installed):
     crds_installed.kubectl("create", "namespace", name)
     yield name
     crds_installed.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-def get_json(cluster, *args: str) -> dict[str, Any] | None:
-    result = cluster.kubectl("get", *args, "-o", "json", check=False)
-    return json.loads(result.stdout) if result.returncode == 0 else None
 
 
 @pytest.fixture(scope="session")

@@ -10,11 +10,14 @@ import yaml
 
 from conftest import RESYNC_SECONDS, example_documents, get_json, wait_for
 from strata.api import KINDS_BY_NAME
+from strata.conditions import status_is_current
+from strata.render.config import CONFIG_FILES
+from strata_workloads.train.config import parse_config
 
 KINDS = ["Dataset", "TrainingJob", "ModelDeployment", "FeedbackPolicy"]
 CONFIG_MAPS = {
     "Dataset": ("support-chats-pipeline", "pipeline.yaml"),
-    "TrainingJob": ("support-lm-trainer", "trainer.yaml"),
+    "TrainingJob": ("support-lm-trainer", "train.yaml"),
     "ModelDeployment": ("support-lm-serving", "serving.yaml"),
     "FeedbackPolicy": ("support-lm-monitor", "policy.yaml"),
 }
@@ -32,11 +35,9 @@ def resource(cluster, namespace, kind, name):
 
 
 def observed(cluster, namespace, kind, name):
+    """The object once the operator has reported on its latest spec, else None."""
     obj = resource(cluster, namespace, kind, name)
-    status = (obj or {}).get("status") or {}
-    if status.get("observedGeneration") == obj["metadata"]["generation"]:
-        return obj
-    return None
+    return obj if obj and status_is_current(obj) else None
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -63,8 +64,14 @@ def test_the_resolved_config_is_applied_as_an_owned_child_and_announced(dev_clus
     assert config_map["metadata"]["ownerReferences"][0]["uid"] == owner["metadata"]["uid"]
     managers = {entry["manager"] for entry in config_map["metadata"]["managedFields"]}
     assert managers == {"strata-operator"}
-    resolved = yaml.safe_load(config_map["data"][key])
-    assert resolved == {**resolved, **{k: v for k, v in owner["spec"].items() if not isinstance(v, dict)}}
+    mounted = yaml.safe_load(config_map["data"][key])
+    _, _, build = CONFIG_FILES[kind]
+    assert mounted == build(KINDS_BY_NAME[kind].spec_model.model_validate(owner["spec"]), owner["metadata"]["name"])
+    if kind == "TrainingJob":
+        parse_config(mounted)  # the trainer accepts what the operator mounts
+    else:
+        # The API server's defaults and the models' defaults agree field for field.
+        assert mounted == owner["spec"]
 
     def created_event():
         events = get_json(dev_cluster, "events", "-n", namespace, "--field-selector", f"involvedObject.name={lifecycle[kind]}")
@@ -83,9 +90,9 @@ def test_a_spec_change_is_reconciled_into_the_child_and_the_observed_generation(
 
     def trainer_config():
         config_map = get_json(dev_cluster, "configmap", "support-lm-trainer", "-n", namespace)
-        return yaml.safe_load(config_map["data"]["trainer.yaml"])["deepspeed"]["zeroStage"] == 3
+        return yaml.safe_load(config_map["data"]["train.yaml"])["deepspeed"]["zeroStage"] == 3
 
-    wait_for(trainer_config, what="trainer.yaml to say zeroStage 3")
+    wait_for(trainer_config, what="train.yaml to say zeroStage 3")
 
 
 def test_a_deleted_child_is_recreated_by_the_periodic_resync(dev_cluster, namespace, lifecycle):

@@ -1,23 +1,23 @@
-"""Client-side validation: the same field constraints the CRD enforces, with messages naming the field."""
+"""Client-side validation: the field-level constraints the CRD also enforces, with messages naming the field.
+
+Cross-field CEL rules run only in the API server (tests/operator/test_crds_on_cluster.py).
+"""
 
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
-import yaml
 from pydantic import ValidationError
 
 from strata.api import KINDS_BY_NAME
 from strata.api.errors import describe_validation_error
+from tests_support import example_documents
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def example_specs() -> dict[str, dict]:
-    docs = [doc for path in sorted(EXAMPLES.glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text()) if doc]
-    return {doc["kind"]: doc["spec"] for doc in docs}
+    return {doc["kind"]: doc["spec"] for doc in example_documents()}
 
 
 @pytest.mark.parametrize("kind", sorted(example_specs()))

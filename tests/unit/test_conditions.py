@@ -1,4 +1,4 @@
-from strata.conditions import get_condition, is_ready, set_condition
+from strata.conditions import get_condition, is_ready, set_condition, status_is_current
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
 
@@ -35,3 +35,9 @@ def test_other_conditions_are_kept_in_a_stable_order():
     conditions = set_condition([], "Ready", "False", "A", "m", 1, T0)
     conditions = set_condition(conditions, "Degraded", "False", "A", "m", 1, T0)
     assert [c["type"] for c in conditions] == ["Degraded", "Ready"]
+
+
+def test_status_is_current_only_once_the_latest_generation_is_observed():
+    assert not status_is_current({"metadata": {"generation": 2}})
+    assert not status_is_current({"metadata": {"generation": 2}, "status": {"observedGeneration": 1}})
+    assert status_is_current({"metadata": {"generation": 2}, "status": {"observedGeneration": 2}})

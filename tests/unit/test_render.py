@@ -23,4 +23,4 @@ def test_config_map_is_owned_labelled_and_holds_the_resolved_spec():
     ]
     assert meta["labels"]["app.kubernetes.io/instance"] == "support-lm"
     assert meta["labels"]["app.kubernetes.io/managed-by"] == "strata-operator"
-    assert yaml.safe_load(manifest["data"]["trainer.yaml"])["model"]["family"] == "gan"
+    assert yaml.safe_load(manifest["data"]["train.yaml"])["model"]["family"] == "gan"

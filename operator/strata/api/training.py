@@ -140,6 +140,17 @@ class WorkerResources(StrataModel):
 
 
 class TrainingJobSpec(StrataModel):
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "!has(self.validation.earlyStopping) || self.validation.earlyStopping.metric != 'perplexity' "
+                "|| self.model.family == 'transformer'",
+                "early stopping on perplexity is only for the transformer family",
+                ".validation.earlyStopping.metric",
+            ),
+        )
+    )
+
     dataset: DatasetRef
     model: ModelSpec
     deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)

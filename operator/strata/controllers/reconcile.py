@@ -124,7 +124,7 @@ def write_status(info: KindInfo, body: dict[str, Any], status: dict[str, Any]) -
         k8s.patch_status(info, meta["namespace"], meta["name"], status, meta["resourceVersion"])
     except ApiException as error:
         if error.status == 409:
-            raise StaleObject("The object changed during reconciliation; retrying with the new version.", delay=1)
+            raise StaleObject("The object changed during reconciliation; retrying with the new version.", delay=1) from error
         raise
     return True
 

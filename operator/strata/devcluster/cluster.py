@@ -117,7 +117,12 @@ def default_nodes(cpu_nodes: int = 2, gpu_nodes: int = 2, gpus_per_node: int = 8
     ]
 
 
-def _free_ports(count: int) -> list[int]:
+def free_port() -> int:
+    """One loopback port the kernel considers free right now."""
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
     """Ports the kernel considers free right now (held open together so they differ)."""
     sockets = []
     try:
@@ -141,7 +146,7 @@ class Ports:
 
     @classmethod
     def pick(cls) -> Ports:
-        return cls(*_free_ports(5))
+        return cls(*free_ports(5))
 
 
 class DevCluster:

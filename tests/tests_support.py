@@ -1,0 +1,43 @@
+"""Helpers shared by test modules in several directories (tests/ is on sys.path)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+
+
+def example_documents() -> list[dict[str, Any]]:
+    """Every object in examples/*.yaml, in file order."""
+    return [doc for path in sorted(EXAMPLES.glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def example_spec(kind: str) -> dict[str, Any]:
+    """A copy of the spec of the example of `kind`."""
+    return copy.deepcopy(next(doc["spec"] for doc in example_documents() if doc["kind"] == kind))
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.5, what: str = "condition") -> Any:
+    """Poll until predicate() returns something truthy; fail with what it last saw."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}; last saw: {last!r}")
+
+
+def get_json(cluster, *args: str) -> dict[str, Any] | None:
+    """`kubectl get ... -o json`, or None when it does not exist."""
+    result = cluster.kubectl("get", *args, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None

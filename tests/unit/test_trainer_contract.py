@@ -1,0 +1,71 @@
+"""The operator renders the trainer's config file; the trainer must accept every rendering."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from strata.api import TRAINING_JOB
+from strata.render.trainer import CHECKPOINT_DIR, DATA_DIR, EXPORT_DIR, render_trainer_config
+from strata_workloads.train.config import parse_config
+from tests_support import example_spec
+
+BASE = example_spec("TrainingJob")
+
+
+def variant(**changes) -> dict:
+    spec = copy.deepcopy(BASE)
+    for path, value in changes.items():
+        target = spec
+        *parents, leaf = path.split("__")
+        for key in parents:
+            target = target.setdefault(key, {})
+        if value is None:
+            target.pop(leaf, None)
+        else:
+            target[leaf] = value
+    return spec
+
+
+SPECS = [
+    pytest.param(BASE, id="the example transformer"),
+    pytest.param(variant(model={"family": "vae"}), id="a vae"),
+    pytest.param(variant(model={"family": "gan", "conditioning": "label"}), id="a label-conditioned gan"),
+    pytest.param(variant(model={"family": "diffusion", "size": {"diffusionSteps": 50}}), id="a diffusion model"),
+    pytest.param(variant(model__conditioning="prompt"), id="a prompt-conditioned transformer"),
+    pytest.param(variant(deepspeed={"zeroStage": 1, "offload": "cpu", "precision": "fp32"}), id="zero-1 with cpu offload"),
+    pytest.param(variant(validation={"everySteps": 10, "earlyStopping": {"metric": "perplexity"}}), id="early stopping on perplexity"),
+    pytest.param(variant(export=None, checkpoints=None, validation=None), id="no export and default sections"),
+    pytest.param(variant(tracking={"mlflowUri": "http://mlflow.ml:5000", "experiment": "support"}), id="mlflow tracking"),
+    pytest.param(variant(export={"tritonRepository": {"pvc": {"claimName": "m"}}, "quantization": "int8"}), id="an int8 export"),
+]
+
+
+@pytest.mark.parametrize("raw", SPECS)
+def test_the_trainer_accepts_every_rendering(raw):
+    spec = TRAINING_JOB.spec_model.model_validate(raw)
+    config = parse_config(render_trainer_config(spec, "support-lm"))
+    assert config.model.family == spec.model.family
+    assert config.deepspeed.zero_stage == spec.deepspeed.zero_stage
+    assert config.deepspeed.precision == spec.deepspeed.precision
+    assert config.hyperparameters.max_steps == spec.hyperparameters.max_steps
+    assert config.data.path == DATA_DIR and config.checkpoints.dir == CHECKPOINT_DIR
+    assert (config.export.dir == EXPORT_DIR) == (spec.export is not None)
+
+
+def test_label_conditioning_takes_the_classes_from_the_dataset():
+    spec = TRAINING_JOB.spec_model.model_validate(variant(model__conditioning="label"))
+    assert parse_config(render_trainer_config(spec, "j")).model.num_classes == -1
+    spec = TRAINING_JOB.spec_model.model_validate(variant(model__conditioning="none"))
+    assert parse_config(render_trainer_config(spec, "j")).model.num_classes == 0
+
+
+def test_early_stopping_on_validation_loss_uses_the_trainers_metric_name():
+    spec = TRAINING_JOB.spec_model.model_validate(variant(validation={"earlyStopping": {"metric": "valLoss"}}))
+    assert parse_config(render_trainer_config(spec, "j")).validation.early_stopping.metric == "loss"
+
+
+def test_the_export_is_named_after_the_job():
+    spec = TRAINING_JOB.spec_model.model_validate(BASE)
+    assert parse_config(render_trainer_config(spec, "support-lm")).export.model_name == "support-lm"
