@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -102,13 +101,11 @@ def test_entry_point_fails_fast_with_a_clear_message(tmp_path, text_dataset, cha
         config.setdefault(section, {}).update(values)
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
     termination = tmp_path / "termination-log"
-    started = time.monotonic()
     completed = subprocess.run(
         [sys.executable, "-m", "strata_workloads.train", "--config", str(tmp_path / "train.yaml")],
         capture_output=True, text=True, timeout=120,
         env={**os.environ, "STRATA_TERMINATION_LOG": str(termination)},
     )
-    elapsed = time.monotonic() - started
     assert completed.returncode == 2, completed.stderr
     assert message in completed.stderr
     failed = [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
@@ -117,7 +114,6 @@ def test_entry_point_fails_fast_with_a_clear_message(tmp_path, text_dataset, cha
     assert result["status"] == "failed" and message in result["error"]
     # Fails before DeepSpeed and the process group start (those take tens of seconds here).
     assert not any(e["event"] == "process" for e in failed)
-    assert elapsed < 60, f"took {elapsed:.1f}s"
 
 
 def test_missing_config_file_names_the_variable(tmp_path):

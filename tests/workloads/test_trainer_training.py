@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from workload_harness import base_config, launch
+from workload_harness import base_config, free_port, launch
 
 from strata_workloads.train.config import Hyperparameters
 from strata_workloads.train.reporting import TERMINATION_MESSAGE_LIMIT
@@ -146,8 +146,18 @@ def bf16_offload_early_stopped_run(tmp_path_factory, text_dataset):
         validation={"everySteps": 4, "maxBatches": 1,
                     "earlyStopping": {"metric": "perplexity", "patience": 2, "minDelta": 100.0}},
         export={"dir": str(workdir / "repository"), "modelName": "textgen", "quantization": "bf16", "samples": 0},
+        # Nothing listens here: tracking must fail without failing the run.
+        tracking={"mlflowUri": f"http://127.0.0.1:{free_port()}"},
     )
     return launch(config, workdir)
+
+
+def test_an_unreachable_mlflow_server_is_reported_and_training_goes_on(bf16_offload_early_stopped_run):
+    run = bf16_offload_early_stopped_run
+    assert run.returncode == 0, run.stderr[-4000:]
+    failures = run.of("tracking_failed")
+    assert len(failures) == 1 and failures[0]["action"] == "start" and failures[0]["disabled"] is True
+    assert run.one("completed")
 
 
 def test_bf16_with_cpu_offload_trains_and_stops_early(bf16_offload_early_stopped_run):

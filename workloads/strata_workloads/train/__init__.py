@@ -37,6 +37,8 @@ Progress contract (what the operator may rely on)
    ``interrupted`` ``step``, ``signal``, ``checkpoint`` (SIGTERM: checkpointed, then exit 143)
    ``exported``    ``repository``, ``modelName``, ``version``, ``models``, ``quantization``
    ``samples``     generated text (transformer) or image count/shape
+   ``tracking_failed`` ``action``, ``error``, ``disabled`` (MLflow failures never stop training;
+                   tracking is switched off after a failed start or 3 failures in a row)
    ``completed``   the final result (below)
    ``failed``      ``error``, ``reason`` (InvalidConfiguration | TrainingError)
 

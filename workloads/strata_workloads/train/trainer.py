@@ -138,7 +138,7 @@ class Trainer:
             EarlyStopping(stopping.metric, stopping.patience, stopping.mode, stopping.min_delta) if stopping else None
         )
         self.metrics = Metrics(config.observability.metrics_port, self.rank == 0, config.model.family)
-        self.tracker = Tracker(config.tracking, enabled=self.rank == 0)
+        self.tracker = Tracker(config.tracking, enabled=self.rank == 0, on_failure=self._tracking_failed)
         self.step = 0
         self.resumed_from: int | None = None
         self.last_checkpoint: str | None = None
@@ -238,6 +238,10 @@ class Trainer:
                          configChanged=client_state.get("configHash") != self.config.config_hash())
 
     # Validation ----------------------------------------------------------------------------
+
+    def _tracking_failed(self, action: str, error: Exception, disabled: bool) -> None:
+        self.events.emit("tracking_failed", action=action, error=f"{type(error).__name__}: {error}"[:500],
+                         disabled=disabled)
 
     def validate(self) -> dict[str, float]:
         for engine in self.engines.values():
