@@ -66,6 +66,13 @@ def _set(value, *path):
     return mutate
 
 
+def _both(first, second):
+    def mutate(obj):
+        first(obj)
+        second(obj)
+    return mutate
+
+
 INVALID = [
     pytest.param("TrainingJob", _drop("spec", "dataset"), ["spec.dataset", "Required value"],
                  id="a training job without a dataset is rejected"),
@@ -83,8 +90,14 @@ INVALID = [
                  id="hidden not divisible by heads is rejected by a CEL rule"),
     pytest.param("TrainingJob", _set({"family": "gan", "conditioning": "prompt"}, "spec", "model"), ["spec.model.conditioning", "only for the transformer"],
                  id="prompt conditioning of a gan is rejected by a CEL rule"),
+    pytest.param("TrainingJob", _both(_set({"family": "vae"}, "spec", "model"),
+                                      _set({"earlyStopping": {"metric": "perplexity"}}, "spec", "validation")),
+                 ["spec.validation.earlyStopping.metric", "perplexity is only for the transformer"],
+                 id="early stopping a vae on perplexity is rejected by a CEL rule"),
     pytest.param("TrainingJob", _set({"learningRate": 0.1, "warmupSteps": 10, "maxSteps": 10}, "spec", "hyperparameters"),
                  ["spec.hyperparameters.warmupSteps", "below maxSteps"], id="warmup as long as training is rejected by a CEL rule"),
+    pytest.param("TrainingJob", _set("lots", "spec", "resources", "memory"), ["spec.resources.memory", "should match"],
+                 id="a malformed memory quantity is rejected"),
     pytest.param("TrainingJob", _set(1, "spec", "deepspeed", "zeroStag"), ['unknown field "spec.deepspeed.zeroStag"'],
                  id="a misspelt field is rejected, not silently dropped"),
     pytest.param("Dataset", _set([{"format": "jsonl", "pvc": {"claimName": "a"}, "s3": {"uri": "s3://b/"}}], "spec", "sources"),

@@ -8,10 +8,11 @@ before the operator ever sees an object.
 from __future__ import annotations
 
 from datetime import datetime
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 from strata.constants import GROUP, ConditionStatus
@@ -31,9 +32,26 @@ CronSchedule = Annotated[
     StringConstraints(max_length=128, pattern=r"^(@(hourly|daily|weekly|monthly|yearly)|(\S+\s+){4}\S+)$"),
     Field(description='A cron schedule in the five-field form ("0 3 * * *") or a macro such as @daily.'),
 ]
+QUANTITY_PATTERN = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+
+
+def _check_quantity(value: int | str) -> int | str:
+    if isinstance(value, str) and not re.fullmatch(QUANTITY_PATTERN, value):
+        raise ValueError(f"{value!r} is not a Kubernetes quantity (such as 500m, 8Gi or 2)")
+    return value
+
+
+# Like resource.Quantity: `cpu: 4` and `cpu: "500m"` are both accepted.
 Quantity = Annotated[
-    str,
-    StringConstraints(max_length=32, pattern=r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"),
+    int | str,
+    AfterValidator(_check_quantity),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": QUANTITY_PATTERN,
+            "x-kubernetes-int-or-string": True,
+        }
+    ),
     Field(description="A Kubernetes resource quantity such as 500m, 8Gi or 2."),
 ]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]

@@ -57,6 +57,10 @@ def openapi_schema(model: type[BaseModel], description: str | None = None) -> di
 
 def _structural(node: dict[str, Any], definitions: dict[str, Any], path: str) -> dict[str, Any]:
     node = dict(node)
+    if node.get("x-kubernetes-int-or-string"):
+        # The one union Kubernetes allows: integer or string, validated as a whole.
+        node.pop("title", None)
+        return node
     while "$ref" in node or "anyOf" in node:
         if "$ref" in node:
             target = definitions[node.pop("$ref").rsplit("/", 1)[-1]]
