@@ -26,7 +26,6 @@ def _run(args: argparse.Namespace) -> int:
 
     kopf.configure(verbose=args.verbose)
     kopf.run(
-        standalone=True,
         clusterwide=not args.namespace,
         namespaces=args.namespace or (),
         liveness_endpoint=args.liveness,

@@ -47,7 +47,7 @@ def operator(crds_installed):
     saved = {key: os.environ.get(key) for key in overrides}
     os.environ.update(overrides)
     # Only the test namespaces (t-*): other tests run their own operator elsewhere.
-    args = ["run", "--standalone", f"--namespace={TEST_NAMESPACE_PREFIX}*",
+    args = ["run", f"--namespace={TEST_NAMESPACE_PREFIX}*",
             f"--liveness=http://127.0.0.1:{health_port}/healthz", "-m", "strata.controllers"]
     try:
         with KopfRunner(args, timeout=60) as runner:
