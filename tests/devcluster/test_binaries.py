@@ -68,5 +68,6 @@ def test_gomod_dirs_pin_each_component():
         go_mod = (component.module_dir / "go.mod").read_text()
         assert (component.module_dir / "go.sum").is_file()
         module = {"kubernetes": "k8s.io/kubernetes", "etcd": "go.etcd.io/etcd/server/v3",
-                  "kwok": "sigs.k8s.io/kwok", "helm": "helm.sh/helm/v3"}[component.name]
+                  "kwok": "sigs.k8s.io/kwok", "helm": "helm.sh/helm/v3",
+                  "prometheus": "github.com/prometheus/prometheus"}[component.name]
         assert f"{module} {component.version}" in go_mod

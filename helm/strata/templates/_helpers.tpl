@@ -53,3 +53,55 @@ creates, and post events.
   resources: [events]
   verbs: [create]
 {{- end }}
+
+{{/*
+Alert rules for the operator itself. Kept in a helper so tests can render them alone and
+check them with promtool. The job label is the metrics Service's name, as the
+ServiceMonitor (and most scrape configs) set it.
+*/}}
+{{- define "strata.alertRules" -}}
+{{- $job := printf "%s-metrics" (include "strata.fullname" .) -}}
+groups:
+  - name: strata-operator
+    rules:
+      - alert: StrataOperatorDown
+        expr: absent(up{job="{{ $job }}"} == 1)
+        for: 5m
+        labels:
+          severity: critical
+        annotations:
+          summary: The Strata operator is not being scraped
+          description: >-
+            No healthy scrape of job {{ $job }} for 5 minutes: Datasets, TrainingJobs,
+            ModelDeployments and FeedbackPolicies are not being reconciled.
+      - alert: StrataReconcileErrors
+        expr: sum by (kind) (increase(strata_reconcile_errors_total{job="{{ $job }}"}[10m])) > 0
+        for: 15m
+        labels:
+          severity: warning
+        annotations:
+          summary: "Strata fails to reconcile {{`{{ $labels.kind }}`}} resources"
+          description: >-
+            {{`{{ $value | humanize }}`}} failed reconciliations of {{`{{ $labels.kind }}`}} in the last
+            10 minutes, for 15 minutes. The resources' Degraded condition and the operator's
+            events say why (kubectl get strata -A -o wide).
+      - alert: StrataInvalidSpecs
+        expr: sum by (kind) (increase(strata_reconcile_total{job="{{ $job }}",result="invalid"}[30m])) > 0
+        for: 30m
+        labels:
+          severity: info
+        annotations:
+          summary: "Some {{`{{ $labels.kind }}`}} resources have invalid specs"
+          description: >-
+            Resources that the API server accepted but the operator cannot use: their
+            Ready condition (reason InvalidSpec) names the field to fix.
+      - alert: StrataReconcileSlow
+        expr: >-
+          histogram_quantile(0.99, sum by (le, kind) (rate(strata_reconcile_duration_seconds_bucket{job="{{ $job }}"}[10m]))) > 10
+        for: 15m
+        labels:
+          severity: warning
+        annotations:
+          summary: "Reconciling {{`{{ $labels.kind }}`}} takes over 10 s (p99)"
+          description: The API server or the operator is overloaded; status updates lag behind.
+{{- end }}

@@ -29,6 +29,9 @@ KUBERNETES_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.8"
 KWOK_VERSION = "v0.8.0"
 HELM_VERSION = "v3.22.0"
+# Prometheus's Go module v0.3XX.Y is Prometheus 3.XX.Y.
+PROMETHEUS_VERSION = "v0.316.0"
+PROMETHEUS_RELEASE = "3.16.0"
 
 
 def _kubernetes_ldflags(version: str) -> str:
@@ -102,8 +105,16 @@ HELM = GoComponent(
     version_args=("version", "--short"),
 )
 
-# The cluster needs etcd, kubernetes and kwok; helm installs and tests the chart.
-COMPONENTS = (ETCD, KUBERNETES, KWOK, HELM)
+PROMETHEUS = GoComponent(
+    name="prometheus",
+    version=PROMETHEUS_VERSION,
+    packages={"promtool": "github.com/prometheus/prometheus/cmd/promtool"},
+    ldflags=f"-s -w -X github.com/prometheus/common/version.Version={PROMETHEUS_RELEASE}",
+    version_marker=f"promtool, version {PROMETHEUS_RELEASE}",
+)
+
+# The cluster needs etcd, kubernetes and kwok; helm and promtool check and install the chart.
+COMPONENTS = (ETCD, KUBERNETES, KWOK, HELM, PROMETHEUS)
 BINARY_NAMES = tuple(name for component in COMPONENTS for name in component.packages)
 
 
