@@ -39,10 +39,11 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
 def login(**_: Any) -> kopf.ConnectionInfo:
     """Log kopf in with the same credentials the operator's client uses (see strata.k8s)."""
     configuration = k8s.api_client().configuration
+    # In a pod the client re-reads the rotated token file here, so a re-login gets a fresh one.
     header = configuration.get_api_key_with_prefix("BearerToken") or configuration.get_api_key_with_prefix(
         "authorization"
     )
-    scheme, _, token = (header or "").rpartition(" ")
+    scheme, _separator, token = (header or "").rpartition(" ")
     return kopf.ConnectionInfo(
         server=configuration.host,
         ca_path=configuration.ssl_ca_cert,
