@@ -126,17 +126,35 @@ def test_int8_export_serves_and_records_its_accuracy_change(text_server):
     assert metadata["metrics"] == quantization["quantized"]
 
 
-def test_image_family_export_serves(family_run, tmp_path_factory):
-    run = family_run("vae", 3)
+def _image_family_inputs(family: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """A batch of three requests for each image family's served signature (latentDim 8, 8x8 images)."""
+    labels = np.array([[0], [1], [0]], dtype=np.int64)
+    if family == "vae":
+        return {"latent": rng.standard_normal((3, 8)).astype(np.float32), "label": labels}
+    if family == "gan":
+        return {"noise": rng.standard_normal((3, 8)).astype(np.float32), "label": labels}
+    return {"noisy_image": rng.standard_normal((3, 1, 8, 8)).astype(np.float32),
+            "timestep": np.array([[0], [25], [49]], dtype=np.int64), "label": labels}
+
+
+@pytest.mark.parametrize(
+    "family, zero_stage, models, output",
+    [
+        pytest.param("vae", 3, ("vae", "vae-int8"), "image", id="the vae decoder, fp32 and int8"),
+        pytest.param("gan", 2, ("gan",), "image", id="the gan generator"),
+        pytest.param("diffusion", 2, ("diffusion",), "predicted_noise", id="the diffusion denoiser"),
+    ],
+)
+def test_image_family_export_serves(family_run, tmp_path_factory, family, zero_stage, models, output):
+    run = family_run(family, zero_stage)
     assert run.returncode == 0, run.stderr[-4000:]
     repository = Path(run.one("exported")["repository"])
-    server, url = start_tritonserver(repository, ["vae-python", "vae-int8-python"], tmp_path_factory.mktemp("triton-vae"))
+    served_models = [f"{model}-python" for model in models]
+    server, url = start_tritonserver(repository, served_models, tmp_path_factory.mktemp(f"triton-{family}"))
     try:
-        rng = np.random.default_rng(1)
-        inputs = {"latent": rng.standard_normal((3, 8)).astype(np.float32),
-                  "label": np.array([[0], [1], [0]], dtype=np.int64)}
-        for model, directory in (("vae-python", "vae"), ("vae-int8-python", "vae-int8")):
-            served = _infer(url, model, inputs, "image")
+        inputs = _image_family_inputs(family, np.random.default_rng(1))
+        for model, directory in zip(served_models, models, strict=True):
+            served = _infer(url, model, inputs, output)
             assert served.shape == (3, 1, 8, 8)
             np.testing.assert_allclose(served, _reference(repository / directory / "1", inputs),
                                        atol=SERVING_TOLERANCE, rtol=0)
