@@ -54,6 +54,15 @@ def _crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _validate(args: argparse.Namespace) -> int:
+    from strata.validate import validate_files
+
+    problems = validate_files(args.files)
+    for problem in problems:
+        print(problem)
+    return 1 if problems else 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from strata.demo import run_demo, stop_demo
 
@@ -80,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     crds.add_argument("--check", action="store_true", help="exit 1 if the directory differs from the models")
     crds.set_defaults(func=_crds)
+
+    validate = commands.add_parser(
+        "validate", help="check Strata manifests offline, with the API server's rules (CEL included)"
+    )
+    validate.add_argument("files", nargs="+", type=Path, help="YAML files or directories")
+    validate.set_defaults(func=_validate)
 
     dev = commands.add_parser("dev", help="the local control plane: build | up | down | status | kubeconfig")
     add_dev_subcommands(dev.add_subparsers(dest="dev_command", required=True, metavar="COMMAND"))

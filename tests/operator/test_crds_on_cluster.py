@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from conftest import example_documents
+from invalid_objects import INVALID
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -46,83 +47,6 @@ def test_short_names_collide_with_no_other_resource(dev_cluster):
     for short in short_names:
         owners = [line.split()[0] for line in resources if short in line.split()[1].split(",")]
         assert len(owners) == 1, f"short name {short} is used by {owners}"
-
-
-def _drop(*path):
-    def mutate(obj):
-        target = obj
-        for key in path[:-1]:
-            target = target[key]
-        del target[path[-1]]
-    return mutate
-
-
-def _set(value, *path):
-    def mutate(obj):
-        target = obj
-        for key in path[:-1]:
-            target = target[key]
-        target[path[-1]] = value
-    return mutate
-
-
-def _both(first, second):
-    def mutate(obj):
-        first(obj)
-        second(obj)
-    return mutate
-
-
-INVALID = [
-    pytest.param("TrainingJob", _drop("spec", "dataset"), ["spec.dataset", "Required value"],
-                 id="a training job without a dataset is rejected"),
-    pytest.param("TrainingJob", _set("rnn", "spec", "model", "family"), ["spec.model.family", 'Unsupported value: "rnn"'],
-                 id="an unknown model family is rejected"),
-    pytest.param("TrainingJob", _set(4, "spec", "deepspeed", "zeroStage"), ["spec.deepspeed.zeroStage", "less than or equal to 3"],
-                 id="zero stage 4 is rejected"),
-    pytest.param("TrainingJob", _set(0, "spec", "deepspeed", "microBatchSize"), ["spec.deepspeed.microBatchSize", "greater than or equal to 1"],
-                 id="a zero micro batch size is rejected"),
-    pytest.param("TrainingJob", _set(-1e-4, "spec", "hyperparameters", "learningRate"), ["spec.hyperparameters.learningRate"],
-                 id="a negative learning rate is rejected"),
-    pytest.param("TrainingJob", _set({"zeroStage": 0, "offload": "cpu"}, "spec", "deepspeed"), ["spec.deepspeed.offload", "offload needs zeroStage"],
-                 id="cpu offload without zero is rejected by a CEL rule"),
-    pytest.param("TrainingJob", _set({"hidden": 100, "heads": 12}, "spec", "model", "size"), ["spec.model.size.heads", "multiple of heads"],
-                 id="hidden not divisible by heads is rejected by a CEL rule"),
-    pytest.param("TrainingJob", _set({"family": "gan", "conditioning": "prompt"}, "spec", "model"), ["spec.model.conditioning", "only for the transformer"],
-                 id="prompt conditioning of a gan is rejected by a CEL rule"),
-    pytest.param("TrainingJob", _both(_set({"family": "vae"}, "spec", "model"),
-                                      _set({"earlyStopping": {"metric": "perplexity"}}, "spec", "validation")),
-                 ["spec.validation.earlyStopping.metric", "perplexity is only for the transformer"],
-                 id="early stopping a vae on perplexity is rejected by a CEL rule"),
-    pytest.param("TrainingJob", _set({"learningRate": 0.1, "warmupSteps": 10, "maxSteps": 10}, "spec", "hyperparameters"),
-                 ["spec.hyperparameters.warmupSteps", "below maxSteps"], id="warmup as long as training is rejected by a CEL rule"),
-    pytest.param("TrainingJob", _set("lots", "spec", "resources", "memory"), ["spec.resources.memory", "should match"],
-                 id="a malformed memory quantity is rejected"),
-    pytest.param("TrainingJob", _set(1, "spec", "deepspeed", "zeroStag"), ['unknown field "spec.deepspeed.zeroStag"'],
-                 id="a misspelt field is rejected, not silently dropped"),
-    pytest.param("Dataset", _set([{"format": "jsonl", "pvc": {"claimName": "a"}, "s3": {"uri": "s3://b/"}}], "spec", "sources"),
-                 ["spec.sources[0]", "exactly one of s3, pvc or http"], id="a source with two locations is rejected by a CEL rule"),
-    pytest.param("Dataset", _set([], "spec", "sources"), ["spec.sources", "at least 1"],
-                 id="a dataset without sources is rejected"),
-    pytest.param("Dataset", _set("every night", "spec", "refresh", "schedule"), ["spec.refresh.schedule"],
-                 id="a malformed cron schedule is rejected"),
-    pytest.param("Dataset", _set([{"field": "intent", "action": "impute"}], "spec", "cleaning", "missingValues"),
-                 ["spec.cleaning.missingValues[0].value", "impute needs a value"], id="impute without a value is rejected by a CEL rule"),
-    pytest.param("Dataset", _set({"minLength": 100, "maxLength": 10}, "spec", "cleaning", "filters"),
-                 ["spec.cleaning.filters.minLength", "must not exceed maxLength"], id="min length above max length is rejected by a CEL rule"),
-    pytest.param("ModelDeployment", _set({"minReplicas": 5, "maxReplicas": 2}, "spec", "autoscaling"),
-                 ["spec.autoscaling.minReplicas", "must not exceed maxReplicas"], id="min replicas above max replicas is rejected by a CEL rule"),
-    pytest.param("ModelDeployment", _set(1.5, "spec", "monitoring", "auditSampleRate"), ["spec.monitoring.auditSampleRate", "less than or equal to 1"],
-                 id="an audit sample rate above one is rejected"),
-    pytest.param("ModelDeployment", _set({}, "spec", "model"), ["spec.model", "exactly one of trainingJob or repository"],
-                 id="a deployment with no model source is rejected by a CEL rule"),
-    pytest.param("ModelDeployment", _set({"requestsPerSecond": 50, "burst": 10}, "spec", "access", "rateLimit"),
-                 ["spec.access.rateLimit.burst", "at least requestsPerSecond"], id="a burst below the rate is rejected by a CEL rule"),
-    pytest.param("FeedbackPolicy", _set({}, "spec", "monitors"), ["spec.monitors", "enable at least one monitor"],
-                 id="a policy with no monitors is rejected by a CEL rule"),
-    pytest.param("FeedbackPolicy", _set("soon", "spec", "retrain", "cooldown"), ["spec.retrain.cooldown"],
-                 id="a malformed cooldown duration is rejected"),
-]
 
 
 @pytest.mark.parametrize("kind, mutate, expected", INVALID)

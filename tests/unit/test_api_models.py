@@ -1,6 +1,6 @@
-"""Client-side validation: the field-level constraints the CRD also enforces, with messages naming the field.
+"""Client-side validation: the constraints the CRD also enforces, with messages naming the field.
 
-Cross-field CEL rules run only in the API server (tests/operator/test_crds_on_cluster.py).
+tests/unit/test_api_parity.py checks the models against every object the API server refuses.
 """
 
 from __future__ import annotations

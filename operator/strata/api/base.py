@@ -12,10 +12,15 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic.alias_generators import to_camel
 
+from strata.api.cel import failed_rules
 from strata.constants import GROUP, ConditionStatus
+
+# The pydantic error type of a violated CEL rule; its context carries the rule's fieldPath.
+CEL_RULE_ERROR = "cel_rule"
 
 # Kubernetes-shaped scalar types, validated the same way client-side and server-side.
 DNS1123Name = Annotated[
@@ -75,7 +80,8 @@ def exactly_one_of(*fields: str) -> str:
 
 
 class StrataModel(BaseModel):
-    """Base for every spec and status model: camelCase on the wire, unknown fields refused."""
+    """Base for every spec and status model: camelCase on the wire, unknown fields refused,
+    and the model's CEL rules checked here exactly as the API server checks them."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,
@@ -87,6 +93,22 @@ class StrataModel(BaseModel):
     def to_wire(self) -> dict[str, Any]:
         """The object as Kubernetes stores it: camelCase keys, unset optionals left out."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    @model_validator(mode="after")
+    def _satisfy_cel_rules(self) -> StrataModel:
+        rules = (type(self).model_config.get("json_schema_extra") or {}).get("x-kubernetes-validations")
+        if rules:
+            failures = failed_rules(rules, self.to_wire())
+            if failures:
+                raise PydanticCustomError(
+                    CEL_RULE_ERROR,
+                    "{message}",
+                    {
+                        "message": "; ".join(rule["message"] for rule in failures),
+                        "field_path": failures[0].get("fieldPath", ""),
+                    },
+                )
+        return self
 
 
 # ---------------------------------------------------------------------------------------

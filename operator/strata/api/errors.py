@@ -6,9 +6,11 @@ from pydantic import ValidationError
 
 
 def describe_validation_error(error: ValidationError, root: str = "spec") -> str:
-    """'spec.deepspeed.zeroStage: Input should be less than or equal to 3; ...'"""
+    """'spec.deepspeed.zeroStage: Input should be less than or equal to 3; ...', paths as kubectl writes them."""
     parts = []
     for problem in error.errors():
-        location = ".".join(str(part) for part in (root, *problem["loc"]))
-        parts.append(f"{location}: {problem['msg']}")
+        location = root + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in problem["loc"])
+        # A CEL rule names the field it is about, relative to the object it is attached to.
+        field_path = (problem.get("ctx") or {}).get("field_path", "")
+        parts.append(f"{location}{field_path}: {problem['msg']}")
     return "; ".join(parts)

@@ -1,0 +1,31 @@
+"""The models refuse every object the API server refuses (tests/invalid_objects.py), naming the
+same field: CEL rules are evaluated client-side from the same rule text."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from pydantic import ValidationError
+
+from invalid_objects import INVALID
+from strata.api import KINDS_BY_NAME
+from strata.api.cel import failed_rules
+from strata.api.errors import describe_validation_error
+from tests_support import example_documents
+
+
+@pytest.mark.parametrize("kind, mutate, expected", INVALID)
+def test_the_models_refuse_what_the_api_server_refuses(kind, mutate, expected):
+    obj = copy.deepcopy(next(doc for doc in example_documents() if doc["kind"] == kind))
+    mutate(obj)
+    with pytest.raises(ValidationError) as caught:
+        KINDS_BY_NAME[kind].spec_model.model_validate(obj["spec"])
+    field_path = expected[0].removeprefix('unknown field "').rstrip('"')
+    assert field_path in describe_validation_error(caught.value)
+
+
+def test_a_rule_that_cannot_be_evaluated_counts_as_failed():
+    rules = [{"rule": "self.missing.field == 1", "message": "m"}]
+    assert failed_rules(rules, {}) == rules
+    assert failed_rules([{"rule": "self.a == 1", "message": "m"}], {"a": 1}) == []
