@@ -42,10 +42,8 @@ def _operator_process(state_dir: Path) -> ManagedProcess:
 
 
 def _start_operator(state_dir: Path, kubeconfig: Path) -> tuple[int, int]:
+    _stop_operator(state_dir)  # a rerun replaces the previous demo's operator
     process = _operator_process(state_dir)
-    pid = find_running(OPERATOR, Path(sys.executable).name, process.pid_path, state_dir)
-    if pid is not None:
-        terminate([ManagedProcess(OPERATOR, process.binary, [], process.log_path, process.pid_path, pid=pid)], 10)
     metrics_port = free_port()
     process.args = [
         "-m", "strata.cli", "run", "--kubeconfig", str(kubeconfig),

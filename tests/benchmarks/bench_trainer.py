@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+from strata.devcluster import free_port
 
 WARMUP_STEPS = 5
 
@@ -48,12 +49,6 @@ def bench_config(data: Path, steps: int, size: dict, micro_batch: int, precision
         "data": {"path": str(data)},
         "observability": {"metricsPort": 0, "terminationLog": os.devnull},
     }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def torchrun(nproc: int, module_args: list[str]) -> list[dict]:
@@ -123,6 +118,8 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="per-GPU dense bf16 peak for MFU")
     parser.add_argument("--plain-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.steps <= WARMUP_STEPS + 1:
+        parser.error(f"--steps must exceed {WARMUP_STEPS + 1}: the first {WARMUP_STEPS} are warm-up and not measured")
     if args.plain_worker:
         plain_worker(args.plain_worker)
         return

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -18,15 +17,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
+from tests_support import wait_for
+
+from strata.devcluster import free_port  # noqa: F401 - also used by the test modules
 
 PYTHON = sys.executable
 SITE_PACKAGES = sysconfig.get_paths()["purelib"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -135,15 +131,6 @@ def scrape(port: int) -> str:
         return response.read().decode()
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.5) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-
-
 class ManagedProcess:
     """A server subprocess in its own process group, stopped (then killed) on close."""
 
@@ -189,7 +176,7 @@ def start_mlflow_server(directory: Path) -> tuple[ManagedProcess, str]:
         except OSError:
             return False
 
-    wait_until(healthy, 120, "the mlflow server")
+    wait_for(healthy, timeout=120, what="the mlflow server")
     return server, uri
 
 
@@ -236,5 +223,5 @@ def start_tritonserver(repository: Path, models: list[str], workdir: Path) -> tu
         except Exception:
             return False
 
-    wait_until(ready, 120, "tritonserver readiness")
+    wait_for(ready, timeout=120, what="tritonserver readiness")
     return server, url
