@@ -59,8 +59,7 @@ def _structural(node: dict[str, Any], definitions: dict[str, Any], path: str) ->
     node = dict(node)
     if node.get("x-kubernetes-int-or-string"):
         # The one union Kubernetes allows: integer or string, validated as a whole.
-        node.pop("title", None)
-        return node
+        return {key: value for key, value in node.items() if key not in _DROPPED_KEYS}
     while "$ref" in node or "anyOf" in node:
         if "$ref" in node:
             target = definitions[node.pop("$ref").rsplit("/", 1)[-1]]
