@@ -79,6 +79,9 @@ KUBERNETES = GoComponent(
         "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
         "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
         "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+        # The real node: built in the same `go build` so shared packages compile once.
+        "kubelet": "k8s.io/kubernetes/cmd/kubelet",
+        "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
     },
     ldflags=_kubernetes_ldflags(KUBERNETES_VERSION),
     version_marker=f"Kubernetes {KUBERNETES_VERSION}",
