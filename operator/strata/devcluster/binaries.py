@@ -32,6 +32,8 @@ HELM_VERSION = "v3.22.0"
 # Prometheus's Go module v0.3XX.Y is Prometheus 3.XX.Y.
 PROMETHEUS_VERSION = "v0.316.0"
 PROMETHEUS_RELEASE = "3.16.0"
+COREDNS_VERSION = "v1.15.0"
+METRICS_SERVER_VERSION = "v0.9.0"
 
 
 def _kubernetes_ldflags(version: str) -> str:
@@ -116,8 +118,27 @@ PROMETHEUS = GoComponent(
     version_marker=f"promtool, version {PROMETHEUS_RELEASE}",
 )
 
-# The cluster needs etcd, kubernetes and kwok; helm and promtool check and install the chart.
-COMPONENTS = (ETCD, KUBERNETES, KWOK, HELM, PROMETHEUS)
+# The real node's Service DNS. The module builds a custom main with the plugins it needs.
+COREDNS = GoComponent(
+    name="coredns",
+    version=COREDNS_VERSION,
+    packages={"coredns": "."},
+    version_marker=f"CoreDNS-{COREDNS_VERSION.lstrip('v')}",
+    version_args=("-version",),
+)
+# Its k8s.io libraries are close to, but not the same as, the kubernetes module's pins
+# (sharing that module would move kube-openapi, cel-go and etcd under the control plane).
+METRICS_SERVER = GoComponent(
+    name="metrics-server",
+    version=METRICS_SERVER_VERSION,
+    packages={"metrics-server": "sigs.k8s.io/metrics-server/cmd/metrics-server"},
+    ldflags=f"-s -w -X k8s.io/client-go/pkg/version.gitVersion={METRICS_SERVER_VERSION}",
+    version_marker=METRICS_SERVER_VERSION,
+)
+
+# The cluster needs etcd, kubernetes and kwok, and for its real node coredns and
+# metrics-server; helm and promtool check and install the chart.
+COMPONENTS = (ETCD, KUBERNETES, KWOK, COREDNS, METRICS_SERVER, HELM, PROMETHEUS)
 BINARY_NAMES = tuple(name for component in COMPONENTS for name in component.packages)
 
 
