@@ -42,13 +42,14 @@ class ApiClient:
             context.load_cert_chain(str(self.client_cert), str(self.client_key))
         return context
 
-    def request(self, method: str, path: str, body: Any = None) -> tuple[int, str]:
+    def request(self, method: str, path: str, body: Any = None,
+                content_type: str = "application/json") -> tuple[int, str]:
         connection = http.client.HTTPSConnection(
             self.host, self.port, context=self._context(), timeout=self.timeout
         )
         try:
             payload = None if body is None else json.dumps(body)
-            headers = {"Content-Type": "application/json"} if payload is not None else {}
+            headers = {"Content-Type": content_type} if payload is not None else {}
             connection.request(method, path, body=payload, headers=headers)
             response = connection.getresponse()
             return response.status, response.read().decode("utf-8", "replace")
@@ -69,3 +70,20 @@ class ApiClient:
         if status not in (200, 201):
             raise ApiError(status, text)
         return True
+
+    def apply(self, obj: dict, field_manager: str = "strata-dev") -> None:
+        """Server-side apply of `obj` (JSON is valid YAML), owning the fields it names."""
+        api_version, kind = obj["apiVersion"], obj["kind"]
+        group_path = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+        plural = _PLURALS.get(kind) or kind.lower() + "s"
+        namespace = obj["metadata"].get("namespace")
+        scope = f"/namespaces/{namespace}" if namespace else ""
+        path = (f"{group_path}{scope}/{plural}/{obj['metadata']['name']}"
+                f"?fieldManager={field_manager}&force=true")
+        status, text = self.request("PATCH", path, obj, "application/apply-patch+yaml")
+        if status not in (200, 201):
+            raise ApiError(status, text)
+
+
+# Kinds whose plural is not `<kind>s` in lower case.
+_PLURALS = {"StorageClass": "storageclasses", "APIService": "apiservices"}

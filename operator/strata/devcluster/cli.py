@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import binaries
 from .cluster import DEFAULT_STATE_DIR, DevClusterError, default_nodes, down, reset, status, up
+from .network import REAL_NODE_NAME
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
@@ -28,9 +29,13 @@ def _cmd_up(args: argparse.Namespace) -> int:
         reset(args.state_dir)
     started = time.monotonic()
     nodes = default_nodes(args.cpu_nodes, args.gpu_nodes, args.gpus_per_node)
-    cluster = up(args.state_dir, nodes=nodes, startup_timeout=args.timeout)
+    cluster = up(args.state_dir, nodes=nodes, startup_timeout=args.timeout,
+                 real_node=args.real_node, images=args.images or None)
     print(f"Dev cluster up in {time.monotonic() - started:.1f}s at {cluster.server}")
-    print(f"  nodes: {', '.join(node.name for node in nodes)}")
+    names = [node.name for node in nodes] + ([REAL_NODE_NAME + " (real)"] if args.real_node else [])
+    print(f"  nodes: {', '.join(names)}")
+    for name, ref in cluster.image_refs.items():
+        print(f"  image {name}: {ref}")
     print(f"  logs:  {cluster.state_dir / 'logs'}")
     print(f"  export KUBECONFIG={cluster.kubeconfig}")
     return 0
@@ -90,6 +95,12 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
                            help="seconds to wait for each component (default: %(default)s)")
     up_parser.add_argument("--reset", action="store_true",
                            help="delete existing state (data, certs) first")
+    up_parser.add_argument("--no-real-node", dest="real_node", action="store_false",
+                           help="only kwok's simulated nodes: no kubelet, containerd, kube-proxy, "
+                                "DNS or metrics, and nothing changed on the host (starts in seconds)")
+    up_parser.add_argument("--image", dest="images", action="append", metavar="NAME",
+                           help="build and import only this image into the real node "
+                                "(repeatable; default: all of Strata's images)")
 
     down_parser = add("down", _cmd_down, "Stop the dev cluster.")
     down_parser.add_argument("--reset", action="store_true",

@@ -1,8 +1,11 @@
-"""A real, local Kubernetes control plane with kwok-simulated nodes.
+"""A real, local Kubernetes control plane with kwok-simulated nodes and one real node.
 
 etcd, kube-apiserver, kube-controller-manager and kube-scheduler run as plain processes
-on 127.0.0.1 with ports picked at start; kwok plays the kubelet for fake CPU and GPU
-nodes. Everything lives in one state directory:
+with ports picked at start; kwok plays the kubelet for fake CPU and GPU nodes. With
+`real_node=True` (the CLI's default) a real kubelet with containerd runs pods too, with
+kube-proxy, CoreDNS, metrics-server and a volume provisioner (see `node`); the apiserver
+then listens on the node bridge's address instead of 127.0.0.1, so pods can reach it.
+Everything lives in one state directory:
 
     <state>/kubeconfig          admin kubeconfig (system:masters)
     <state>/pki/                CA, serving and client certs, service-account key
@@ -12,6 +15,9 @@ nodes. Everything lives in one state directory:
     <state>/logs/<name>.log     each process's output (the previous start's in .log.1)
     <state>/run/<name>.pid      pid files
     <state>/cluster.json        ports and pids of the running cluster
+    <state>/node/               the real node's containerd, kubelet and configs
+    <state>/volumes/            PersistentVolumes of the real node
+    <state>/host.json           host settings to restore when the real node stops
 
 Use it attached (`with DevCluster(path) as cluster:`; processes die with the thread that
 started them, so a crashed test run leaves nothing behind) or detached (`up(path)`,
@@ -20,11 +26,14 @@ started them, so a crashed test run leaves nothing behind) or detached (`up(path
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -33,20 +42,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import binaries as binaries_module
+from . import host
+from . import node as node_module
 from .api import ApiClient, ApiError
 from .kubeconfig import write_kubeconfig
 from .kubectl import kubectl_path
 from .kwok_stages import DEFAULT_STAGES_YAML
+from .network import NODE_IP, REAL_NODE_NAME
+from .node import FAKE_NODE_TAINT, NODE_COMPONENTS, NodeLayout, NodePorts
 from .pki import (
     ADMIN,
+    APISERVER_KUBELET_CLIENT,
     CONTROLLER_MANAGER,
     FRONT_PROXY_CLIENT,
+    KUBE_PROXY,
+    KUBELET,
     SCHEDULER,
     SERVICE_CLUSTER_IP_RANGE,
     Pki,
     ensure_pki,
 )
-from .processes import ManagedProcess, find_running, terminate
+from .processes import ManagedProcess, find_running, processes_named, processes_using, terminate
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_STATE_DIR = Path(".strata/dev")
@@ -62,7 +78,10 @@ GPU_RESOURCE = "nvidia.com/gpu"
 _START_ATTEMPTS = 3
 
 # Start order; stop runs in reverse.
-COMPONENT_ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+COMPONENT_ORDER = CONTROL_PLANE + NODE_COMPONENTS
+# The executable each component runs as, where it is not the component's own name.
+_EXECUTABLE = {"provisioner": Path(sys.executable).name}
 
 
 class DevClusterError(RuntimeError):
@@ -84,7 +103,7 @@ class FakeNode:
     memory: str = "256Gi"
     pods: str = "250"
 
-    def manifest(self) -> dict:
+    def manifest(self, *, beside_real_node: bool = False) -> dict:
         labels = {
             "type": "kwok",
             "kubernetes.io/hostname": self.name,
@@ -93,10 +112,17 @@ class FakeNode:
         }
         resources = {"cpu": self.cpu, "memory": self.memory, "pods": self.pods,
                      "ephemeral-storage": "1Ti"}
+        taints = []
         if self.gpus:
             labels["nvidia.com/gpu.present"] = "true"
             labels["nvidia.com/gpu.count"] = str(self.gpus)
             resources[GPU_RESOURCE] = str(self.gpus)
+            # As on managed GPU node pools; the apiserver's ExtendedResourceToleration
+            # plugin adds the toleration to every pod that requests the GPU resource.
+            taints.append({"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"})
+        elif beside_real_node:
+            # Pods that need no fake capacity run for real; tests of scale tolerate this.
+            taints.append(dict(FAKE_NODE_TAINT))
         return {
             "apiVersion": "v1",
             "kind": "Node",
@@ -106,6 +132,7 @@ class FakeNode:
                 # Marks the node as fake; no taint, so ordinary pods schedule onto it.
                 "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
             },
+            "spec": {"taints": taints},
             # Nodes may set their status on create; kwok then fills in conditions etc.
             "status": {"capacity": resources, "allocatable": dict(resources)},
         }
@@ -158,12 +185,20 @@ class DevCluster:
         *,
         nodes: list[FakeNode] | None = None,
         detached: bool = False,
+        real_node: bool = False,
+        images: tuple[str, ...] | None = None,
         startup_timeout: float = 120.0,
         stop_grace_seconds: float = 10.0,
     ):
         self.state_dir = Path(state_dir).resolve()
         self.nodes = default_nodes() if nodes is None else nodes
         self.detached = detached
+        self.real_node = real_node
+        # Images to build and import into the real node's containerd (None: all of them).
+        self.images = images
+        self.image_refs: dict[str, str] = {}
+        self.node_ports: NodePorts | None = None
+        self.layout = NodeLayout(self.state_dir)
         self.startup_timeout = startup_timeout
         self.stop_grace_seconds = stop_grace_seconds
         self.ports: Ports | None = None
@@ -177,10 +212,15 @@ class DevCluster:
         return self.state_dir / "kubeconfig"
 
     @property
+    def api_host(self) -> str:
+        """Where the apiserver listens: the node IP when pods must reach it, else loopback."""
+        return NODE_IP if self.real_node else LOOPBACK
+
+    @property
     def server(self) -> str:
         if self.ports is None:
             raise DevClusterError("the cluster is not started")
-        return f"https://{LOOPBACK}:{self.ports.apiserver}"
+        return f"https://{self.api_host}:{self.ports.apiserver}"
 
     def _log_path(self, name: str) -> Path:
         return self.state_dir / "logs" / f"{name}.log"
@@ -206,7 +246,7 @@ class DevCluster:
 
     def admin_api(self) -> ApiClient:
         pki = self._require_pki()
-        return ApiClient(LOOPBACK, self.ports.apiserver, ca_cert=pki.ca_cert,
+        return ApiClient(self.api_host, self.ports.apiserver, ca_cert=pki.ca_cert,
                          client_cert=pki.client_cert(ADMIN), client_key=pki.client_key(ADMIN))
 
     # -- lifecycle --------------------------------------------------------------------
@@ -223,6 +263,9 @@ class DevCluster:
         self._refuse_if_running()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._pki = ensure_pki(self.state_dir / "pki")
+        if self.real_node:
+            self._refuse_second_real_node()
+            self.image_refs = self._ensure_images()
         for attempt in range(1, _START_ATTEMPTS + 1):
             try:
                 self._start_once(binaries)
@@ -236,23 +279,27 @@ class DevCluster:
 
     def _start_once(self, binaries: dict[str, Path]) -> None:
         self.ports = Ports.pick()
+        if self.real_node:
+            self.node_ports = NodePorts(*free_ports(5))
         self._write_configs()
         try:
+            if self.real_node:
+                host.prepare(self.state_dir)
             self._start_control_plane(binaries)
             self._register_nodes()
             self._wait_for_nodes_ready()
             self._wait_for_default_service_account()
+            if self.real_node:
+                self._start_real_node(binaries)
         except BaseException:
             self.stop()
             raise
         self._write_cluster_record()
 
     def stop(self) -> None:
-        """Stop all processes (SIGTERM, SIGKILL after a grace period) and reap them."""
-        for name in reversed(COMPONENT_ORDER):
-            process = self.processes.get(name)
-            if process is not None:
-                terminate([process], self.stop_grace_seconds)
+        """Stop all processes (SIGTERM, SIGKILL after a grace period), reap them, and undo
+        what the real node changed on the host."""
+        _stop_components(self.state_dir, self.processes, self.stop_grace_seconds)
         self.processes.clear()
         (self.state_dir / "cluster.json").unlink(missing_ok=True)
 
@@ -271,11 +318,31 @@ class DevCluster:
                 f"a dev cluster is already running from {self.state_dir}: {names}; stop it first"
             )
 
+    def _refuse_second_real_node(self) -> None:
+        # One bridge, node IP and cgroup parent per host: a second real node would share them.
+        for pid, argv in processes_named("kubelet").items():
+            if f"--hostname-override={REAL_NODE_NAME}" in argv:
+                raise DevClusterError(
+                    f"a real node already runs on this host (kubelet pid {pid}: {' '.join(argv[:3])}"
+                    "...); stop that cluster first (`strata dev down --state-dir ...`), or start "
+                    "this one without a real node (--no-real-node)")
+
+    def _ensure_images(self) -> dict[str, str]:
+        from . import images  # builds from the installed environment; only the real node needs it
+        built = images.ensure_images(self.images)
+        self._local_images = list(built.values())
+        return {name: image.ref for name, image in built.items()}
+
     def _write_configs(self) -> None:
         pki = self._require_pki()
         write_kubeconfig(self.kubeconfig, self.server, pki.ca_cert, pki.client_cert(ADMIN),
                          pki.client_key(ADMIN), ADMIN.user)
-        for identity in (CONTROLLER_MANAGER, SCHEDULER):
+        identities = [CONTROLLER_MANAGER, SCHEDULER]
+        if self.real_node:
+            identities += [KUBELET, KUBE_PROXY]
+            node_module.write_node_files(self.layout, pki, self.node_ports,
+                                         self.image_refs["pause"], self.kubeconfig)
+        for identity in identities:
             write_kubeconfig(self._component_kubeconfig(identity.file_stem), self.server,
                              pki.ca_cert, pki.client_cert(identity), pki.client_key(identity),
                              identity.user)
@@ -301,7 +368,8 @@ class DevCluster:
                          ["kube-scheduler"])
 
     def _launch(self, name: str, binaries: dict[str, Path], arguments: dict[str, list[str]]) -> None:
-        process = ManagedProcess(name, binaries[name], arguments[name], self._log_path(name),
+        binary = _host_executable(name) or binaries[name]
+        process = ManagedProcess(name, binary, arguments[name], self._log_path(name),
                                  self._pid_path(name))
         process.start(cwd=self.state_dir, detached=self.detached)
         self.processes[name] = process
@@ -329,8 +397,8 @@ class DevCluster:
             ],
             "kube-apiserver": [
                 f"--etcd-servers={etcd_url}",
-                f"--bind-address={LOOPBACK}",
-                f"--advertise-address={LOOPBACK}",
+                f"--bind-address={self.api_host}",
+                f"--advertise-address={self.api_host}",
                 f"--secure-port={ports.apiserver}",
                 f"--tls-cert-file={pki.apiserver_cert}",
                 f"--tls-private-key-file={pki.apiserver_key}",
@@ -350,9 +418,8 @@ class DevCluster:
                 f"--proxy-client-cert-file={pki.front_proxy_client_cert}",
                 f"--proxy-client-key-file={pki.front_proxy_client_key}",
                 "--allow-privileged=true",
-                # No kubelet serves the fake nodes, and there's no pod network to expose
-                # a loopback endpoint to.
-                "--endpoint-reconciler-type=none",
+                "--enable-admission-plugins=ExtendedResourceToleration",
+                *self._apiserver_node_arguments(pki),
                 "--profiling=false",
             ],
             "kube-controller-manager": [
@@ -389,6 +456,35 @@ class DevCluster:
                 f"--cidr={POD_CIDR}",
                 f"--node-ip={LOOPBACK}",
             ],
+            **self._node_arguments(),
+        }
+
+    def _apiserver_node_arguments(self, pki: Pki) -> list[str]:
+        if not self.real_node:
+            # No kubelet serves the fake nodes, and there's no pod network to expose a
+            # loopback endpoint to.
+            return ["--endpoint-reconciler-type=none"]
+        return [
+            # The `kubernetes` Service's endpoint is the node IP, reachable from pods.
+            "--endpoint-reconciler-type=lease",
+            f"--kubelet-client-certificate={pki.client_cert(APISERVER_KUBELET_CLIENT)}",
+            f"--kubelet-client-key={pki.client_key(APISERVER_KUBELET_CLIENT)}",
+            f"--kubelet-certificate-authority={pki.ca_cert}",
+            "--kubelet-preferred-address-types=InternalIP",
+        ]
+
+    def _node_arguments(self) -> dict[str, list[str]]:
+        if not self.real_node:
+            return {}
+        layout, pki, ports = self.layout, self._require_pki(), self.node_ports
+        return {
+            "containerd": [f"--config={layout.containerd_config}"],
+            "kubelet": node_module.kubelet_arguments(layout),
+            "kube-proxy": [f"--config={layout.kube_proxy_config}"],
+            "coredns": ["-conf", str(layout.corefile)],
+            "metrics-server": node_module.metrics_server_arguments(layout, pki, ports,
+                                                                   self.kubeconfig),
+            "provisioner": node_module.provisioner_command(layout, self.kubeconfig)[1],
         }
 
     # -- readiness --------------------------------------------------------------------
@@ -453,7 +549,7 @@ class DevCluster:
     def _register_nodes(self) -> None:
         api = self.admin_api()
         for node in self.nodes:
-            api.create("/api/v1/nodes", node.manifest())
+            api.create("/api/v1/nodes", node.manifest(beside_real_node=self.real_node))
 
     def _nodes_ready(self) -> bool:
         try:
@@ -485,13 +581,61 @@ class DevCluster:
         self._wait_until("the default ServiceAccount", self._default_service_account_exists,
                          ["kube-controller-manager"])
 
+    # -- the real node ------------------------------------------------------------------
+
+    def _start_real_node(self, binaries: dict[str, Path]) -> None:
+        arguments = self._arguments()
+        self._launch("containerd", binaries, arguments)
+        self._wait_until("containerd to serve its socket", self._containerd_is_up, ["containerd"])
+        from . import images
+        images.import_images(self._local_images, ctr=_ctr(),
+                             address=str(self.layout.containerd_socket),
+                             namespace=node_module.CONTAINERD_NAMESPACE)
+        self._launch("kubelet", binaries, arguments)
+        self._wait_until(f"the real node {REAL_NODE_NAME} to be Ready",
+                         lambda: self._node_is_ready(REAL_NODE_NAME), ["kubelet", "containerd"])
+        for name in ("kube-proxy", "coredns", "metrics-server", "provisioner"):
+            self._launch(name, binaries, arguments)
+        api = self.admin_api()
+        for manifest in [*node_module.metrics_server_objects(
+                _base64(self._require_pki().ca_cert.read_bytes()), self.node_ports.metrics_server),
+                node_module.storage_class()]:
+            api.apply(manifest)
+        self._wait_until("the metrics.k8s.io API to be available",
+                         self._metrics_api_is_available, ["metrics-server"])
+
+    def _containerd_is_up(self) -> bool:
+        result = subprocess.run([_ctr(), "--address", str(self.layout.containerd_socket),
+                                 "version"], capture_output=True, text=True)
+        return result.returncode == 0
+
+    def _node_is_ready(self, name: str) -> bool:
+        try:
+            item = self.admin_api().get_json(f"/api/v1/nodes/{name}")
+        except (OSError, ApiError):
+            return False
+        return any(c["type"] == "Ready" and c["status"] == "True"
+                   for c in item.get("status", {}).get("conditions", []))
+
+    def _metrics_api_is_available(self) -> bool:
+        try:
+            item = self.admin_api().get_json(
+                "/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.metrics.k8s.io")
+        except (OSError, ApiError):
+            return False
+        return any(c["type"] == "Available" and c["status"] == "True"
+                   for c in item.get("status", {}).get("conditions", []))
+
     def _write_cluster_record(self) -> None:
         record = {
             "server": self.server,
             "kubeconfig": str(self.kubeconfig),
             "ports": vars(self.ports),
             "pids": {name: process.pid for name, process in self.processes.items()},
-            "nodes": [node.name for node in self.nodes],
+            "nodes": [node.name for node in self.nodes]
+            + ([REAL_NODE_NAME] if self.real_node else []),
+            "real_node": self.real_node,
+            "images": self.image_refs,
         }
         (self.state_dir / "cluster.json").write_text(json.dumps(record, indent=2) + "\n")
 
@@ -499,15 +643,80 @@ class DevCluster:
 # -- detached use (the `strata dev` CLI) ------------------------------------------------
 
 
+def _host_executable(name: str) -> Path | None:
+    """Components that are not built here: containerd is the Debian package's, and the
+    provisioner runs on this Python."""
+    if name == "containerd":
+        path = shutil.which("containerd")
+        if path is None:
+            raise DevClusterError(
+                "containerd is not installed; the real node needs it: apt-get install "
+                "containerd runc containernetworking-plugins, or start with --no-real-node")
+        return Path(path)
+    return Path(sys.executable) if name in _EXECUTABLE else None
+
+
+def _ctr() -> str:
+    path = shutil.which("ctr")
+    if path is None:
+        raise DevClusterError("`ctr` (containerd's client) is not installed; the real node "
+                              "needs containerd: apt-get install containerd runc "
+                              "containernetworking-plugins, or start with --no-real-node")
+    return path
+
+
+def _base64(data: bytes) -> str:
+    import base64
+    return base64.b64encode(data).decode()
+
+
 def running_components(state_dir: str | os.PathLike) -> dict[str, int]:
     """Components of the cluster in `state_dir` that are running, by name -> pid."""
     state_dir = Path(state_dir).resolve()
     running = {}
     for name in COMPONENT_ORDER:
-        pid = find_running(name, name, state_dir / "run" / f"{name}.pid", state_dir)
+        pid = find_running(name, _EXECUTABLE.get(name, name),
+                           state_dir / "run" / f"{name}.pid", state_dir)
         if pid is not None:
             running[name] = pid
     return running
+
+
+def _stop_components(state_dir: Path, processes: dict[str, ManagedProcess],
+                     grace_seconds: float) -> None:
+    """Stop in reverse start order; between kubelet and containerd, kill the pods'
+    containers; after containerd, whatever of the node is left on the host."""
+    for name in reversed(COMPONENT_ORDER):
+        process = processes.get(name)
+        if name == "containerd" and process is not None:
+            _kill_containers(NodeLayout(state_dir).containerd_socket)
+        if process is not None:
+            terminate([process], grace_seconds)
+        if name == "containerd":
+            _kill_shims(state_dir)
+    if (state_dir / "host.json").exists():
+        host.restore(state_dir)
+
+
+def _kill_containers(socket: Path) -> None:
+    """Every task in the node's containerd, killed and deleted (pods outlive kubelet)."""
+    ctr = shutil.which("ctr")
+    if ctr is None or not socket.exists():
+        return
+    base = [ctr, "--address", str(socket), "--namespace", node_module.CONTAINERD_NAMESPACE]
+    listing = subprocess.run([*base, "tasks", "ls", "-q"], capture_output=True, text=True)
+    for task in listing.stdout.split():
+        subprocess.run([*base, "tasks", "kill", "--all", "--signal", "SIGKILL", task],
+                       capture_output=True)
+    for task in listing.stdout.split():
+        subprocess.run([*base, "tasks", "delete", "--force", task], capture_output=True)
+
+
+def _kill_shims(state_dir: Path) -> None:
+    for pid, argv in processes_using(state_dir).items():
+        if argv and Path(argv[0]).name.startswith("containerd-shim"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def up(state_dir: str | os.PathLike = DEFAULT_STATE_DIR, **options) -> DevCluster:
@@ -519,11 +728,12 @@ def down(state_dir: str | os.PathLike = DEFAULT_STATE_DIR, grace_seconds: float 
     """Stop the cluster started from `state_dir`; returns the names of what was stopped."""
     state_dir = Path(state_dir).resolve()
     running = running_components(state_dir)
-    for name in reversed(COMPONENT_ORDER):
-        if name in running:
-            process = ManagedProcess(name, Path(name), [], state_dir / "logs" / f"{name}.log",
-                                     state_dir / "run" / f"{name}.pid", pid=running[name])
-            terminate([process], grace_seconds)
+    processes = {
+        name: ManagedProcess(name, Path(name), [], state_dir / "logs" / f"{name}.log",
+                             state_dir / "run" / f"{name}.pid", pid=pid)
+        for name, pid in running.items()
+    }
+    _stop_components(state_dir, processes, grace_seconds)
     # Stale pid files of our components only: others (e.g. the demo's operator) share run/.
     for name in COMPONENT_ORDER:
         (state_dir / "run" / f"{name}.pid").unlink(missing_ok=True)
@@ -537,10 +747,13 @@ def status(state_dir: str | os.PathLike = DEFAULT_STATE_DIR) -> dict:
     running = running_components(state_dir)
     record_path = state_dir / "cluster.json"
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    # A cluster started without the real node lacks its components by design.
+    expected = COMPONENT_ORDER if record.get("real_node", any(
+        name in running for name in NODE_COMPONENTS)) else CONTROL_PLANE
     return {
         "state_dir": str(state_dir),
         "running": running,
-        "stopped": [name for name in COMPONENT_ORDER if name not in running],
+        "stopped": [name for name in expected if name not in running],
         "server": record.get("server") if running else None,
         "kubeconfig": str(state_dir / "kubeconfig"),
     }

@@ -4,8 +4,11 @@ One self-signed CA signs the apiserver's serving cert and the client certs of th
 the controller-manager and the scheduler; the controller-manager also uses it to sign
 CSRs. A separate front-proxy CA signs the cert the apiserver presents to aggregated API
 servers (as kubeadm does: a client cert from the main CA must not be able to assert
-request headers). A separate key signs service-account tokens. ECDSA P-256 keys keep
-generation instant.
+request headers). A separate key signs service-account tokens. The real node adds a kubelet client
+cert (`system:node:<node>`), a kube-proxy client cert, the client cert the apiserver
+presents to the kubelet (for `kubectl logs/exec`), and serving certs for the kubelet and
+metrics-server, so nothing on the node needs anonymous access or skips TLS verification.
+ECDSA P-256 keys keep generation instant.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .network import NODE_IP, REAL_NODE_NAME
+
 # First IP of --service-cluster-ip-range: the in-cluster address of the `kubernetes` service.
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 KUBERNETES_SERVICE_IP = "10.0.0.1"
@@ -31,7 +36,10 @@ APISERVER_DNS_NAMES = (
     "kubernetes.default.svc",
     "kubernetes.default.svc.cluster.local",
 )
-APISERVER_IPS = ("127.0.0.1", KUBERNETES_SERVICE_IP)
+# NODE_IP: with the real node, the apiserver listens on the node bridge's address so pods
+# reach it (through the `kubernetes` Service) from their own network namespaces.
+APISERVER_IPS = ("127.0.0.1", KUBERNETES_SERVICE_IP, NODE_IP)
+METRICS_SERVER_DNS_NAMES = ("localhost", "metrics-server.kube-system.svc")
 
 _VALIDITY = datetime.timedelta(days=365)
 # Tolerate small clock differences between the cert's creation and its use.
@@ -50,7 +58,13 @@ class ClientIdentity:
 ADMIN = ClientIdentity("admin", "strata-admin", ("system:masters",))
 CONTROLLER_MANAGER = ClientIdentity("kube-controller-manager", "system:kube-controller-manager")
 SCHEDULER = ClientIdentity("kube-scheduler", "system:kube-scheduler")
-CLIENT_IDENTITIES = (ADMIN, CONTROLLER_MANAGER, SCHEDULER)
+KUBELET = ClientIdentity("kubelet", f"system:node:{REAL_NODE_NAME}", ("system:nodes",))
+KUBE_PROXY = ClientIdentity("kube-proxy", "system:kube-proxy")
+# What the apiserver presents to kubelets; kubelets authorize it by SubjectAccessReview.
+APISERVER_KUBELET_CLIENT = ClientIdentity(
+    "apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",))
+CLIENT_IDENTITIES = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, KUBELET, KUBE_PROXY,
+                     APISERVER_KUBELET_CLIENT)
 FRONT_PROXY_CLIENT = "front-proxy-client"
 
 
@@ -93,6 +107,22 @@ class Pki:
         return self.dir / "front-proxy-client.key"
 
     @property
+    def kubelet_serving_cert(self) -> Path:
+        return self.dir / "kubelet-serving.crt"
+
+    @property
+    def kubelet_serving_key(self) -> Path:
+        return self.dir / "kubelet-serving.key"
+
+    @property
+    def metrics_server_cert(self) -> Path:
+        return self.dir / "metrics-server.crt"
+
+    @property
+    def metrics_server_key(self) -> Path:
+        return self.dir / "metrics-server.key"
+
+    @property
     def service_account_key(self) -> Path:
         return self.dir / "sa.key"
 
@@ -118,6 +148,10 @@ class Pki:
             self.front_proxy_client_key,
             self.service_account_key,
             self.service_account_public_key,
+            self.kubelet_serving_cert,
+            self.kubelet_serving_key,
+            self.metrics_server_cert,
+            self.metrics_server_key,
         ]
         for identity in CLIENT_IDENTITIES:
             files += [self.client_cert(identity), self.client_key(identity)]
@@ -246,6 +280,16 @@ def ensure_pki(directory: Path) -> Pki:
     )
     pki.apiserver_cert.write_bytes(cert_pem(serving_cert))
     _write_private(pki.apiserver_key, key_pem(serving_key))
+
+    for cert_path, key_path, dns_names, ips in (
+        (pki.kubelet_serving_cert, pki.kubelet_serving_key, (REAL_NODE_NAME,), (NODE_IP,)),
+        (pki.metrics_server_cert, pki.metrics_server_key, METRICS_SERVER_DNS_NAMES,
+         ("127.0.0.1",)),
+    ):
+        cert, key = make_leaf(ca_cert, ca_key, dns_names[0], dns_names=dns_names,
+                              ip_addresses=ips, server=True)
+        cert_path.write_bytes(cert_pem(cert))
+        _write_private(key_path, key_pem(key))
 
     for identity in CLIENT_IDENTITIES:
         cert, key = make_leaf(ca_cert, ca_key, identity.user, organizations=identity.groups)

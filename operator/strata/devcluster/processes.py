@@ -156,3 +156,15 @@ def processes_using(state_dir: Path) -> dict[int, list[str]]:
         if any(str(state_dir) in arg for arg in argv) and pid_is_running(int(entry.name)):
             found[int(entry.name)] = argv
     return found
+
+
+def processes_named(binary_name: str) -> dict[int, list[str]]:
+    """Every live process whose executable is named `binary_name`, with its command line."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        argv = _cmdline(int(entry.name))
+        if argv and Path(argv[0]).name == binary_name and pid_is_running(int(entry.name)):
+            found[int(entry.name)] = argv
+    return found
