@@ -327,3 +327,99 @@ def test_images_import_and_python_runs_as_uid_1000_and_pause_starts(containerd, 
     status = containerd.ctr("tasks", "rm", "strata-pause")
     containerd.ctr("containers", "rm", "strata-pause")
     assert status.returncode == 0
+
+
+TRITON_MODEL_CONFIG = """name: "add_one"
+backend: "python"
+max_batch_size: 0
+input [ { name: "INPUT" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [ { name: "OUTPUT" data_type: TYPE_FP32 dims: [ 4 ] } ]
+instance_group [ { kind: KIND_CPU count: 1 } ]
+"""
+TRITON_MODEL = """import sys
+import numpy as np
+import torch
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        print(f"add_one: python {sys.prefix} torch {torch.__version__}", flush=True)
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "INPUT").as_numpy()
+            y = (torch.from_numpy(x) + 1).numpy().astype(np.float32)
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT", y)]))
+        return responses
+"""
+
+
+@pytest.mark.triton
+def test_trainer_imports_torch_and_deepspeed_and_triton_serves_a_torch_python_model(containerd, tmp_path):
+    from strata.devcluster import free_port
+
+    started = time.monotonic()
+    heavy = images.ensure_images(["trainer", "triton"])
+    print(f"\nensure_images(trainer, triton): {time.monotonic() - started:.1f}s")
+    print(images.format_table(heavy.values()))
+    started = time.monotonic()
+    images.import_images(heavy.values(), ctr=CTR, address=containerd.address)
+    print(f"import trainer + triton (cold): {time.monotonic() - started:.1f}s")
+
+    probe = ("import os, torch, deepspeed, deepspeed.comm.torch as dst; "
+             "assert not torch.cuda.is_available(); "
+             "assert dst.build_shm_op() is None; "  # gloo on CPU: nothing to JIT-compile
+             "print(os.getuid(), torch.__version__, deepspeed.__version__, float(torch.ones(3).sum()))")
+    result = containerd.ctr("run", "--rm", *_cgroup_flag("trainer"), heavy["trainer"].ref, "strata-trainer",
+                            "python3", "-c", probe, timeout=300)
+    uid, _, _, total = result.stdout.split()[-4:]
+    assert (uid, total) == ("1000", "3.0"), result.stdout + result.stderr
+    result = containerd.ctr("run", "--rm", *_cgroup_flag("torchrun"), heavy["trainer"].ref, "strata-torchrun",
+                            "torchrun", "--help", timeout=300)
+    assert "--nproc-per-node" in result.stdout.replace("_", "-")
+
+    repository = tmp_path / "models"
+    (repository / "add_one" / "1").mkdir(parents=True)
+    (repository / "add_one" / "config.pbtxt").write_text(TRITON_MODEL_CONFIG)
+    (repository / "add_one" / "1" / "model.py").write_text(TRITON_MODEL)
+    os.chmod(tmp_path, 0o755)
+    grpc_port, http_port = free_port(), free_port()
+    log = tmp_path / "triton.log"
+    server = subprocess.Popen(
+        [CTR, "--address", containerd.address, "--namespace", NAMESPACE, "run", "--rm", "--net-host",
+         *_cgroup_flag("triton"), "--mount", f"type=bind,src={repository},dst=/models,options=rbind:ro",
+         heavy["triton"].ref, "strata-triton",
+         # the image's entrypoint is tritonserver; ctr replaces it with the args, so name it
+         "tritonserver", "--model-repository=/models", f"--grpc-port={grpc_port}",
+         f"--http-port={http_port}", "--allow-metrics=false", "--exit-on-error=true"],
+        stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    try:
+        import numpy as np
+        import tritonclient.grpc as grpcclient
+
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+
+        def ready():
+            if server.poll() is not None:
+                pytest.fail(f"tritonserver exited {server.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                return client.is_model_ready("add_one")
+            except Exception:
+                return False
+
+        wait_for(ready, timeout=180, interval=1, what="tritonserver to load add_one")
+        request = grpcclient.InferInput("INPUT", [4], "FP32")
+        request.set_data_from_numpy(np.arange(4, dtype=np.float32))
+        response = client.infer("add_one", [request])
+        assert response.as_numpy("OUTPUT").tolist() == [1.0, 2.0, 3.0, 4.0]
+        assert "add_one: python /opt/tritonserver" in log.read_text() or \
+            "add_one: python /opt/strata/python" in log.read_text(), log.read_text()[-3000:]
+    finally:
+        containerd.ctr("tasks", "kill", "-s", "SIGTERM", "strata-triton", check=False)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            containerd.ctr("tasks", "kill", "-s", "SIGKILL", "strata-triton", check=False)
+            server.wait(timeout=30)

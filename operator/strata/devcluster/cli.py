@@ -28,7 +28,7 @@ def _cmd_images(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     try:
-        built = images.ensure_images(args.only or None)
+        built = images.ensure_images(args.only or None, log=lambda line: print(line, flush=True))
     except images.ImageBuildError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
