@@ -1,4 +1,6 @@
 # The Strata operator: kopf + the official Kubernetes client, no ML dependencies.
+# Production recipe (needs a registry for the base image). The local cluster's images are
+# built differently, by `strata dev images`: see images/README.md.
 #   docker build -f images/operator.Dockerfile -t strata-operator .
 FROM python:3.11-slim AS build
 WORKDIR /src

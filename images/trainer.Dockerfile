@@ -1,5 +1,7 @@
 # The trainer workload image: runs inside TrainingJob pods as
 #   torchrun --nproc_per_node=N -m strata_workloads.train --config /etc/strata/train.yaml
+# Production recipe (needs a registry for the base image). The local cluster's images are
+# built differently, by `strata dev images`: see images/README.md.
 # PyPI's torch wheels bundle the CUDA runtime, so one image serves GPU nodes (with the NVIDIA
 # driver on the host) and CPU nodes (gloo backend, DS_ACCELERATOR=cpu is set automatically).
 FROM python:3.11-slim

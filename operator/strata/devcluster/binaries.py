@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
@@ -134,6 +135,26 @@ METRICS_SERVER = GoComponent(
     packages={"metrics-server": "sigs.k8s.io/metrics-server/cmd/metrics-server"},
     ldflags=f"-s -w -X k8s.io/client-go/pkg/version.gitVersion={METRICS_SERVER_VERSION}",
     version_marker=METRICS_SERVER_VERSION,
+)
+
+
+def _source_version(module: str) -> str:
+    """A version for an in-repo module: its sources' content hash, so an edit rebuilds it."""
+    digest = hashlib.sha256()
+    for path in sorted((GOMOD_DIR / module).glob("*")):
+        if path.suffix in (".go", ".mod", ".sum"):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return "src-" + digest.hexdigest()[:12]
+
+
+# The pod sandbox image's program (devcluster/images.py); built only when images are built,
+# so it is not in COMPONENTS.
+PAUSE = GoComponent(
+    name="pause",
+    version=_source_version("pause"),
+    packages={"pause": "."},
+    version_marker="strata-pause",
+    version_args=("-v",),
 )
 
 # The cluster needs etcd, kubernetes and kwok, and for its real node coredns and

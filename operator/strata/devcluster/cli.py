@@ -1,4 +1,4 @@
-"""`strata dev build|up|down|status|kubeconfig`: the local control plane from the shell.
+"""`strata dev build|images|up|down|status|kubeconfig`: the local control plane from the shell.
 
 `strata.cli` delegates here with `main(argv)` (argv without the leading "dev"), or mounts
 the subcommands onto its own parser with `add_subcommands(subparsers)`.
@@ -21,6 +21,20 @@ from .network import REAL_NODE_NAME
 def _cmd_build(args: argparse.Namespace) -> int:
     for name, path in binaries.ensure_binaries().items():
         print(f"{name}: {path}")
+    return 0
+
+
+def _cmd_images(args: argparse.Namespace) -> int:
+    from . import images  # imports packaging etc. only when images are wanted
+
+    started = time.monotonic()
+    try:
+        built = images.ensure_images(args.only or None, log=lambda line: print(line, flush=True))
+    except images.ImageBuildError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(images.format_table(built.values()))
+    print(f"{len(built)} images in {time.monotonic() - started:.1f}s (cache: {images.images_cache()})")
     return 0
 
 
@@ -80,12 +94,17 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     def add(name: str, handler, help: str) -> argparse.ArgumentParser:
         parser = subparsers.add_parser(name, help=help, description=help)
         parser.set_defaults(dev_handler=handler)
-        if name != "build":
+        if name not in ("build", "images"):
             parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
                                 help="cluster state directory (default: %(default)s)")
         return parser
 
     add("build", _cmd_build, "Build (or locate) the control-plane binaries.")
+
+    images_parser = add("images", _cmd_images,
+                        "Build (or reuse from the cache) the real node's container images.")
+    images_parser.add_argument("--only", action="append", metavar="NAME",
+                               help="build only this image (repeatable; default: all)")
 
     up_parser = add("up", _cmd_up, "Start the dev cluster in the background.")
     up_parser.add_argument("--cpu-nodes", type=int, default=2)

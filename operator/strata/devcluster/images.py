@@ -1,0 +1,956 @@
+"""Container images for the local cluster's real node, built without a registry or Docker.
+
+Each image is written as an OCI image layout (oci-layout, index.json, blobs) from what this
+machine already has installed: a Debian root filesystem bootstrapped once with debootstrap,
+the installed Python (copied to ``/opt/strata/python``) with exactly the distributions the
+image needs, and the project's own source. ``import_images`` streams the layouts into
+containerd with ``ctr images import``.
+
+Layers (uncompressed tar: containerd unpacks them without gunzip, and they are cached here,
+never sent over a network) are shared wherever the images agree, so containerd stores and
+unpacks each once::
+
+    debian   Debian bookworm minbase + the shared libraries the Python build links
+    python   the interpreter and standard library
+    common   distributions every Python image needs (pydantic, pyyaml, ...)
+    torch    torch and what it needs (trainer and triton only)
+    <image>  the rest of that image's distributions
+    project  operator/ and workloads/ source (last: edits rebuild only this small layer)
+
+The NVIDIA CUDA wheels (about 3 GB) are not copied whole: only the shared libraries that
+torch's libraries link against are kept, because ``import torch`` loads them even on a CPU
+(torch's CUDA build links libtorch_cuda.so, which links cuBLAS, cuFFT, NCCL, ...). Libraries
+that CUDA code opens only at run time on a GPU (cuDNN's engines, cuSOLVER, ...) are left out.
+OpenAI's ``triton`` compiler (GPU kernels only) is left out. These are CPU images for this
+cluster; the production images are built from ``images/*.Dockerfile``.
+
+Everything is cached by content under ``$STRATA_CACHE/images`` (default
+``~/.cache/strata/images``): a layer's key hashes its recipe and the path, size, mtime and mode
+of every input file, and an image's reference ``strata.local/<name>:<key>`` hashes its
+layers' keys and its config, so a reference names exactly one content and changes whenever
+an input does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import stat
+import struct
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import tempfile
+import time
+import tomllib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from . import binaries
+
+REGISTRY = "strata.local"
+# Bump when the way layers are written changes, so every cached layer is rebuilt.
+LAYER_FORMAT = "2"
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+HOST_PREFIX = Path(sys.base_prefix)
+HOST_SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])
+PY_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+# Where Python lives in every image: a neutral, world-readable path (sys.prefix there).
+PREFIX = "opt/strata/python"
+SITE_PACKAGES = f"{PREFIX}/lib/python{PY_VERSION}/site-packages"
+PROJECT_DIR = "opt/strata/src"
+MULTIARCH_LIB = "usr/lib/x86_64-linux-gnu"
+
+DEBIAN_SUITE = "bookworm"
+# Shared libraries the Python build's extension modules link (ssl, sqlite3, expat, readline,
+# curses) that minbase lacks.
+DEBIAN_INCLUDE = ("libssl3", "libsqlite3-0", "libexpat1", "libreadline8", "libncursesw6")
+
+# The users images run as: 1000 for workloads, 65532 for the operator (as its chart says).
+USERS = {"strata": 1000, "nonroot": 65532}
+
+PATH_ENV = f"/{PREFIX}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+BASE_ENV = (f"PATH={PATH_ENV}", "LANG=C.UTF-8", "PYTHONUNBUFFERED=1", "HOME=/home/strata")
+
+# Standard-library parts no pod uses (tests alone are ~30 MB).
+STDLIB_EXCLUDE = ("test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3/tests",
+                  "site-packages", "__phello__")
+# Distributions whose files are copied only where a kept shared library links them.
+LINKED_ONLY = re.compile(r"^nvidia-")
+# Distributions no CPU pod imports (OpenAI Triton compiles GPU kernels; torch imports it lazily).
+DROPPED = frozenset({"triton"})
+
+ELF_MAGIC = b"\x7fELF"
+TRITON_BACKENDS = "opt/tritonserver/backends"
+
+
+class ImageBuildError(RuntimeError):
+    """An image could not be built or imported; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class LocalImage:
+    name: str
+    ref: str
+    archive: Path  # OCI image layout directory (blobs hard-linked from the shared blob cache)
+    size_bytes: int  # config + layers, uncompressed
+    digest: str = ""  # manifest digest, as containerd reports it after import
+    built: bool = False  # False when it came from the cache
+    seconds: float = 0.0
+
+
+# --------------------------------------------------------------------------- OCI writing
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One filesystem object in a layer: a file copied from ``source`` or holding ``data``,
+    a directory, or a symlink to ``target``."""
+
+    path: str  # inside the image, no leading slash
+    kind: str = "file"  # file | dir | symlink
+    mode: int = 0o644
+    source: Path | None = None
+    data: bytes | None = None
+    target: str = ""
+    mtime: int = 0
+    uid: int = 0
+    gid: int = 0
+
+    def size(self) -> int:
+        if self.kind != "file":
+            return 0
+        return len(self.data) if self.data is not None else self.source.stat().st_size
+
+    def fingerprint(self) -> str:
+        if self.data is not None:
+            content = hashlib.sha256(self.data).hexdigest()
+        elif self.source is not None:
+            st = self.source.stat()
+            content = f"{self.source}:{st.st_size}:{st.st_mtime_ns}"
+        else:
+            content = ""
+        return f"{self.path}\0{self.kind}\0{self.mode:o}\0{self.uid}:{self.gid}\0{self.target}\0{content}\0{self.mtime}"
+
+
+def file_entry(path: str, source: Path, st: os.stat_result | None = None, data: bytes | None = None) -> Entry:
+    """A copy of ``source``, readable by every user (images run as non-root)."""
+    st = st or source.stat()
+    mode = stat.S_IMODE(st.st_mode) | 0o444
+    if mode & 0o111:
+        mode |= 0o111
+    mode &= ~0o022 & 0o7777
+    return Entry(path, "file", mode, source=None if data is not None else source, data=data,
+                 mtime=int(st.st_mtime))
+
+
+def _with_parents(entries: Iterable[Entry]) -> list[Entry]:
+    """Entries sorted so parents come first, with missing parent directories added."""
+    by_path = {entry.path: entry for entry in entries}
+    for path in list(by_path):
+        parent = os.path.dirname(path)
+        while parent and parent not in by_path:
+            by_path[parent] = Entry(parent, "dir", 0o755)
+            parent = os.path.dirname(parent)
+    return [by_path[path] for path in sorted(by_path, key=lambda p: p.split("/"))]
+
+
+class _HashingWriter(io.RawIOBase):
+    def __init__(self, out):
+        self.out, self.sha, self.size = out, hashlib.sha256(), 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.sha.update(data)
+        self.out.write(data)
+        self.size += len(data)
+        return len(data)
+
+
+def _tarinfo(entry: Entry) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(entry.path + ("/" if entry.kind == "dir" else ""))
+    info.mode, info.mtime, info.uid, info.gid = entry.mode, entry.mtime, entry.uid, entry.gid
+    info.uname = info.gname = ""
+    if entry.kind == "dir":
+        info.type = tarfile.DIRTYPE
+    elif entry.kind == "symlink":
+        info.type, info.linkname = tarfile.SYMTYPE, entry.target
+    else:
+        info.size = entry.size()
+    return info
+
+
+def write_layer_tar(entries: Iterable[Entry], out) -> tuple[str, int]:
+    """Write a deterministic layer tar of ``entries`` to ``out``; return (sha256 digest, size)."""
+    writer = _HashingWriter(out)
+    with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for entry in _with_parents(entries):
+            info = _tarinfo(entry)
+            if entry.kind != "file":
+                tar.addfile(info)
+            elif entry.data is not None:
+                tar.addfile(info, io.BytesIO(entry.data))
+            else:
+                with open(entry.source, "rb") as source:
+                    tar.addfile(info, source)
+    return f"sha256:{writer.sha.hexdigest()}", writer.size
+
+
+class BlobStore:
+    """Content-addressed files under ``root/blobs/sha256``, written atomically."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.dir = root / "blobs" / "sha256"
+
+    def path(self, digest: str) -> Path:
+        return self.dir / digest.split(":", 1)[1]
+
+    def has(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def write_with(self, produce: Callable[[object], tuple[str, int]]) -> tuple[str, int]:
+        """Run ``produce(file)`` into a temporary file and move it to its digest's name."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=self.dir, prefix=".tmp-", delete=False) as tmp:
+            try:
+                digest, size = produce(tmp)
+            except BaseException:
+                os.unlink(tmp.name)
+                raise
+        os.chmod(tmp.name, 0o644)
+        os.replace(tmp.name, self.path(digest))
+        return digest, size
+
+    def write_bytes(self, data: bytes) -> tuple[str, int]:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if not self.has(digest):
+            self.write_with(lambda f: (f.write(data), (digest, len(data)))[1])
+        return digest, len(data)
+
+
+def _canonical_json(value) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
+MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar"
+MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
+PLATFORM = {"architecture": "amd64", "os": "linux"}
+
+
+def write_image(store: BlobStore, layout: Path, ref: str, layers: list[tuple[str, int]],
+                config: dict, history: list[str]) -> tuple[str, int]:
+    """Write config, manifest and an OCI layout at ``layout`` naming ``ref``.
+
+    ``layers`` are (digest, size) of uncompressed layer blobs already in ``store``; the layout's
+    blobs are hard links into the store. Returns (manifest digest, total size)."""
+    image_config = {
+        **PLATFORM,
+        "config": config,
+        "rootfs": {"type": "layers", "diff_ids": [digest for digest, _ in layers]},
+        "history": [{"created_by": line} for line in history],
+    }
+    config_digest, config_size = store.write_bytes(_canonical_json(image_config))
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MEDIA_MANIFEST,
+        "config": {"mediaType": MEDIA_CONFIG, "digest": config_digest, "size": config_size},
+        "layers": [{"mediaType": MEDIA_LAYER, "digest": d, "size": s} for d, s in layers],
+    }
+    manifest_digest, manifest_size = store.write_bytes(_canonical_json(manifest))
+    index = {
+        "schemaVersion": 2,
+        "mediaType": MEDIA_INDEX,
+        "manifests": [{
+            "mediaType": MEDIA_MANIFEST, "digest": manifest_digest, "size": manifest_size,
+            "platform": PLATFORM,
+            "annotations": {
+                # containerd's importer names the image from this; the OCI one is the tag.
+                "io.containerd.image.name": ref,
+                "org.opencontainers.image.ref.name": ref.rsplit(":", 1)[1],
+            },
+        }],
+    }
+    tmp = layout.with_name(layout.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    blob_dir = tmp / "blobs" / "sha256"
+    blob_dir.mkdir(parents=True)
+    for digest in [manifest_digest, config_digest, *(d for d, _ in layers)]:
+        target = blob_dir / digest.split(":", 1)[1]
+        if not target.exists():
+            os.link(store.path(digest), target)
+    (tmp / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    (tmp / "index.json").write_bytes(_canonical_json(index))
+    shutil.rmtree(layout, ignore_errors=True)
+    os.replace(tmp, layout)
+    return manifest_digest, config_size + sum(size for _, size in layers)
+
+
+# --------------------------------------------------------------------------- ELF linking
+
+
+def elf_dynamic(path: Path) -> tuple[list[str], list[str]] | None:
+    """(DT_NEEDED names, RPATH/RUNPATH entries) of a 64-bit little-endian ELF file, else None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+            if len(head) < 64 or head[:4] != ELF_MAGIC or head[4] != 2 or head[5] != 1:
+                return None
+            phoff, = struct.unpack_from("<Q", head, 32)
+            phentsize, phnum = struct.unpack_from("<HH", head, 54)
+            f.seek(phoff)
+            table = f.read(phentsize * phnum)
+            loads, dynamic = [], None
+            for i in range(phnum):
+                p_type, _, offset, vaddr, _, filesz, _, _ = struct.unpack_from("<IIQQQQQQ", table, i * phentsize)
+                if p_type == 1:
+                    loads.append((vaddr, offset, filesz))
+                elif p_type == 2:
+                    dynamic = (offset, filesz)
+            if dynamic is None:
+                return [], []
+            f.seek(dynamic[0])
+            raw = f.read(dynamic[1])
+            tags: list[tuple[int, int]] = []
+            for i in range(0, len(raw) - 15, 16):
+                tag, value = struct.unpack_from("<qQ", raw, i)
+                if tag == 0:
+                    break
+                tags.append((tag, value))
+            strtab = next((v for t, v in tags if t == 5), None)
+            strsz = next((v for t, v in tags if t == 10), 0)
+            if strtab is None:
+                return [], []
+            offset = next((o + strtab - va for va, o, sz in loads if va <= strtab < va + sz), None)
+            if offset is None:
+                return [], []
+            f.seek(offset)
+            strings = f.read(strsz)
+    except OSError:
+        return None
+
+    def name(at: int) -> str:
+        return strings[at:strings.index(b"\0", at)].decode()
+
+    needed = [name(v) for t, v in tags if t == 1]
+    search = [p for t, v in tags if t in (15, 29) for p in name(v).split(":") if p]
+    return needed, search
+
+
+def linked_closure(roots: Iterable[Path], extra_dirs: Iterable[Path] = ()) -> set[Path]:
+    """Every file the dynamic linker would load for ``roots`` from their RPATH/RUNPATH (with
+    $ORIGIN) or ``extra_dirs``. Libraries it would find elsewhere (the system's) are not
+    followed: the Debian base provides those."""
+    found: set[Path] = set()
+    queue = [(Path(root), ()) for root in roots]
+    extra = tuple(Path(d) for d in extra_dirs)
+    seen: set[Path] = set()
+    while queue:
+        path, inherited = queue.pop()
+        real = path.resolve()
+        if real in seen:
+            continue
+        seen.add(real)
+        dynamic = elf_dynamic(real)
+        if dynamic is None:
+            continue
+        needed, search = dynamic
+        origin = str(path.parent)
+        dirs = tuple(Path(p.replace("$ORIGIN", origin).replace("${ORIGIN}", origin)) for p in search)
+        # DT_RPATH applies to a library's dependencies too; follow it down, as ld.so does.
+        chain = dirs + inherited
+        for lib in needed:
+            for directory in chain + extra:
+                candidate = Path(os.path.normpath(directory / lib))
+                if candidate.exists():
+                    found.add(candidate)
+                    if candidate.is_symlink():
+                        found.add(candidate.resolve())
+                    queue.append((candidate, chain))
+                    break
+    return found
+
+
+# --------------------------------------------------------------------------- Python distributions
+
+
+def _installed() -> dict[str, metadata.Distribution]:
+    dists = {}
+    for dist in metadata.distributions(path=[str(HOST_SITE_PACKAGES)]):
+        dists.setdefault(canonicalize_name(dist.metadata["Name"]), dist)
+    return dists
+
+
+def dist_closure(requirements: Iterable[str], installed: dict[str, metadata.Distribution]) -> set[str]:
+    """Canonical names of the installed distributions ``requirements`` need, transitively
+    (with the dependencies their requested extras add)."""
+    visited: set[tuple[str, frozenset[str]]] = set()
+    pending = [Requirement(r) for r in requirements]
+    while pending:
+        requirement = pending.pop()
+        if requirement.marker and not requirement.marker.evaluate({"extra": ""}):
+            continue
+        name = canonicalize_name(requirement.name)
+        extras = frozenset(canonicalize_name(e) for e in requirement.extras)
+        if (name, extras) in visited:
+            continue
+        visited.add((name, extras))
+        dist = installed.get(name)
+        if dist is None:
+            raise ImageBuildError(f"{requirement} is needed in an image but is not installed; "
+                                  "run `bash .ci/install` (or pip install it)")
+        for line in dist.requires or []:
+            child = Requirement(line)
+            if child.marker is None or any(child.marker.evaluate({"extra": e}) for e in ("", *extras)):
+                child.marker = None
+                pending.append(child)
+    return {name for name, _ in visited}
+
+
+def _image_path(host: Path) -> str | None:
+    try:
+        relative = host.relative_to(HOST_PREFIX)
+    except ValueError:
+        return None
+    return f"{PREFIX}/{relative}"
+
+
+_SHEBANG = re.compile(rb"^#!.*python[0-9.]*")
+
+
+def _dist_files(dist: metadata.Distribution) -> Iterator[Path]:
+    listed = set()
+    for file in dist.files or []:
+        path = Path(os.path.normpath(dist.locate_file(file)))
+        listed.add(path)
+        yield path
+    # pip records compiled .pyc files, but not every installer does: keep startup fast.
+    for path in list(listed):
+        if path.suffix == ".py" and path.parent.name != "__pycache__":
+            pyc = path.parent / "__pycache__" / f"{path.stem}.{sys.implementation.cache_tag}.pyc"
+            if pyc not in listed and pyc.exists():
+                yield pyc
+
+
+def host_file_entries(paths: Iterable[Path]) -> list[Entry]:
+    """Entries for host files under the Python prefix, placed under ``/opt/strata/python``.
+    Scripts in bin/ get a shebang for the image's interpreter."""
+    entries: dict[str, Entry] = {}
+    bin_dir = HOST_PREFIX / "bin"
+    for path in paths:
+        target = _image_path(path)
+        if target is None or target in entries:
+            continue
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            entries[target] = Entry(target, "symlink", 0o777, target=os.readlink(path), mtime=int(st.st_mtime))
+        elif stat.S_ISREG(st.st_mode):
+            data = None
+            if path.parent == bin_dir:
+                with open(path, "rb") as f:
+                    head = f.readline()
+                if _SHEBANG.match(head):
+                    data = _SHEBANG.sub(f"#!/{PREFIX}/bin/python{PY_VERSION}".encode(), path.read_bytes(), count=1)
+            entries[target] = file_entry(target, path, st, data)
+    return list(entries.values())
+
+
+# --------------------------------------------------------------------------- layers
+
+
+@dataclass
+class Layer:
+    """A layer's recipe: ``key`` identifies its content; ``write`` produces the tar."""
+
+    name: str
+    key: str
+    write: Callable[[BlobStore], tuple[str, int]]
+    description: str = ""
+    entries: list[Entry] | None = None  # what it holds, when known before writing it
+
+
+def _entries_layer(name: str, entries: list[Entry], description: str = "") -> Layer:
+    digest = hashlib.sha256(f"{LAYER_FORMAT}\0{name}\n".encode())
+    for entry in sorted(entries, key=lambda e: e.path):
+        digest.update(entry.fingerprint().encode() + b"\n")
+    return Layer(name, digest.hexdigest(),
+                 lambda store: store.write_with(lambda f: write_layer_tar(entries, f)),
+                 description or f"{name}: {len(entries)} files", entries)
+
+
+def _debian_mirror() -> str:
+    """The Debian mirror apt is configured with, so debootstrap uses the same one."""
+    for source in [*Path("/etc/apt/sources.list.d").glob("*.sources"), Path("/etc/apt/sources.list")]:
+        try:
+            text = source.read_text()
+        except OSError:
+            continue
+        for match in re.finditer(r"^(?:URIs:\s*|deb\s+(?:\[[^]]*\]\s+)?)(\S+)", text, re.M):
+            uri = match.group(1)
+            if re.search(r"/debian/?$", uri):
+                return uri
+    return "http://deb.debian.org/debian"
+
+
+def debian_layer() -> Layer:
+    mirror = _debian_mirror()
+    recipe = f"{LAYER_FORMAT}\0debootstrap --variant=minbase {DEBIAN_SUITE} {mirror}\0{','.join(DEBIAN_INCLUDE)}\0{sorted(USERS.items())}"
+    return Layer("debian", hashlib.sha256(recipe.encode()).hexdigest(),
+                 lambda store: _bootstrap_debian(store, mirror),
+                 f"debian: debootstrap --variant=minbase {DEBIAN_SUITE} (+{' '.join(DEBIAN_INCLUDE)})")
+
+
+def _bootstrap_debian(store: BlobStore, mirror: str) -> tuple[str, int]:
+    debootstrap = shutil.which("debootstrap")
+    if debootstrap is None:
+        raise ImageBuildError("debootstrap is needed to build the images' Debian base: apt-get install debootstrap")
+    if os.geteuid() != 0:
+        raise ImageBuildError("debootstrap needs root to build the images' Debian base")
+    with tempfile.TemporaryDirectory(dir=store.root, prefix=".debootstrap-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        command = [debootstrap, "--variant=minbase", f"--include={','.join(DEBIAN_INCLUDE)}",
+                   DEBIAN_SUITE, str(rootfs), mirror]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ImageBuildError(f"`{' '.join(command)}` failed (exit {result.returncode}):\n"
+                                  f"{(result.stdout + result.stderr)[-3000:]}")
+        _trim_rootfs(rootfs)
+        return store.write_with(lambda f: _write_tree_tar(rootfs, f))
+
+
+def _trim_rootfs(rootfs: Path) -> None:
+    """Drop what a container never uses (package caches, docs, device nodes) and add users."""
+    for pattern in ("var/cache/apt/archives/*.deb", "var/cache/apt/*.bin", "var/lib/apt/lists/*",
+                    "usr/share/man/*", "usr/share/info/*", "usr/share/locale/*", "dev/*",
+                    "var/log/*.log", "var/log/apt/*", "var/cache/debconf/*-old"):
+        for path in rootfs.glob(pattern):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.name != "lock":
+                path.unlink()
+    for doc in (rootfs / "usr/share/doc").glob("*"):
+        for path in doc.glob("*"):  # keep each package's copyright notice
+            if path.name != "copyright":
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    with open(rootfs / "etc/passwd", "a") as passwd, open(rootfs / "etc/group", "a") as group:
+        for name, uid in USERS.items():
+            passwd.write(f"{name}:x:{uid}:{uid}::/home/{name}:/bin/sh\n")
+            group.write(f"{name}:x:{uid}:\n")
+            home = rootfs / "home" / name
+            home.mkdir(parents=True, exist_ok=True)
+            os.chown(home, uid, uid)
+    os.chmod(rootfs / "tmp", 0o1777)
+
+
+def _write_tree_tar(root: Path, out) -> tuple[str, int]:
+    writer = _HashingWriter(out)
+    with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for directory, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in sorted(dirnames) + sorted(filenames):
+                path = Path(directory) / name
+                info = tar.gettarinfo(str(path), arcname=str(path.relative_to(root)))
+                info.uname = info.gname = ""
+                if info.isreg():
+                    with open(path, "rb") as f:
+                        tar.addfile(info, f)
+                elif info.type in (tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE):
+                    tar.addfile(info)
+    return f"sha256:{writer.sha.hexdigest()}", writer.size
+
+
+def python_layer() -> Layer:
+    """The interpreter and standard library at /opt/strata/python."""
+    stdlib = HOST_PREFIX / "lib" / f"python{PY_VERSION}"
+    excluded = tuple(str(stdlib / part) for part in STDLIB_EXCLUDE)
+    paths: list[Path] = []
+    for directory, dirnames, filenames in os.walk(stdlib):
+        if directory.startswith(excluded):
+            dirnames[:] = []
+            continue
+        dirnames[:] = [d for d in dirnames if not str(Path(directory) / d).startswith(excluded)]
+        paths.extend(Path(directory) / name for name in filenames if not name.endswith(".a"))
+    lib = HOST_PREFIX / "lib"
+    paths += sorted(lib.glob("libpython*.so*"))
+    paths += [HOST_PREFIX / "bin" / name for name in (f"python{PY_VERSION}", "python3", "python")
+              if (HOST_PREFIX / "bin" / name).exists()]
+    include = HOST_PREFIX / "include"  # headers: DeepSpeed and torch JIT-compile C++ ops
+    paths += [p for p in include.rglob("*") if p.is_file()]
+    entries = host_file_entries(paths)
+    soname = f"libpython{PY_VERSION}.so.1.0"
+    entries += [
+        # The interpreter's RUNPATH names the build prefix; the multiarch directory is on the
+        # linker's default path, so the interpreter (and Triton's python stub) find it here.
+        Entry(f"{MULTIARCH_LIB}/{soname}", "symlink", 0o777, target=f"/{PREFIX}/lib/{soname}"),
+        Entry(f"{SITE_PACKAGES}", "dir", 0o755),
+    ]
+    return _entries_layer("python", entries, f"python: Python {sys.version.split()[0]} at /{PREFIX}")
+
+
+def dists_layer(name: str, dists: Iterable[str], installed: dict[str, metadata.Distribution],
+                extra_lib_dirs: Iterable[Path] = ()) -> Layer:
+    """The files of ``dists`` plus the NVIDIA libraries their shared libraries link."""
+    paths: list[Path] = []
+    for dist_name in sorted(dists):
+        paths.extend(_dist_files(installed[dist_name]))
+    elf_roots = [p for p in paths if re.search(r"\.so(\.|$)", p.name) or p.parent.name == "bin"]
+    linked = linked_closure(elf_roots, extra_lib_dirs)
+    nvidia_roots = [Path(os.path.normpath(d.locate_file(""))) for n, d in installed.items()
+                    if LINKED_ONLY.match(n)]
+    kept = sorted(p for p in linked if any(p.is_relative_to(root / "nvidia") for root in nvidia_roots))
+    entries = host_file_entries(paths + kept)
+    size = sum(e.size() for e in entries)
+    return _entries_layer(name, entries,
+                          f"{name}: {len(list(dists))} distributions, {len(kept)} linked NVIDIA libraries, "
+                          f"{size / 2**20:.0f} MiB")
+
+
+def project_layer() -> Layer:
+    """operator/ and workloads/ source, importable through a .pth file, and the `strata` script."""
+    entries: list[Entry] = []
+    for top in ("operator/strata", "workloads/strata_workloads"):
+        for path in sorted((PROJECT_ROOT / top).rglob("*")):
+            if "__pycache__" in path.parts or path.suffix == ".pyc" or not path.is_file():
+                continue
+            entries.append(file_entry(f"{PROJECT_DIR}/{path.relative_to(PROJECT_ROOT)}", path))
+    version = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    entries += [
+        Entry(f"{SITE_PACKAGES}/strata.pth",
+              data=f"/{PROJECT_DIR}/operator\n/{PROJECT_DIR}/workloads\n".encode()),
+        Entry(f"{SITE_PACKAGES}/strata-{version}.dist-info/METADATA",
+              data=f"Metadata-Version: 2.1\nName: strata\nVersion: {version}\n".encode()),
+        Entry(f"{PREFIX}/bin/strata", mode=0o755,
+              data=f"#!/{PREFIX}/bin/python{PY_VERSION}\nimport sys\nfrom strata.cli import main\n"
+                   f"sys.exit(main())\n".encode()),
+    ]
+    return _entries_layer("project", entries, f"project: operator/ and workloads/ ({len(entries)} files)")
+
+
+def pause_layer() -> Layer:
+    component = binaries.PAUSE
+    binary = component.cache_dir() / "pause"
+    key = hashlib.sha256(f"{LAYER_FORMAT}\0pause\0{component.version}".encode()).hexdigest()
+
+    def write(store: BlobStore) -> tuple[str, int]:
+        binaries.build_component(component, ["pause"])
+        return store.write_with(lambda f: write_layer_tar(
+            [Entry("pause", "file", 0o755, source=binary, mtime=0)], f))
+
+    return Layer("pause", key, write, f"pause: static Go binary ({component.version})")
+
+
+def triton_backend_layer() -> Layer:
+    """Triton's python backend at its default directory, with the stub for this Python.
+
+    The stub embeds libpython in isolated mode (environment ignored) and finds its standard
+    library by searching upwards from its own directory for lib/pythonX.Y/os.py; the symlink
+    /opt/tritonserver/lib/pythonX.Y makes that search land on the image's Python."""
+    root = HOST_SITE_PACKAGES / "pytriton" / "tritonserver"
+    shipped = root / "backends" / "python"
+    stub = root / "python_backend_stubs" / PY_VERSION / "triton_python_backend_stub"
+    entries = [
+        file_entry(f"{TRITON_BACKENDS}/python/{source.name}", source)
+        for source in (shipped / "libtriton_python.so", shipped / "triton_python_backend_utils.py", stub)
+    ]
+    entries += [
+        Entry(f"opt/tritonserver/lib/python{PY_VERSION}", "symlink", 0o777,
+              target=f"/{PREFIX}/lib/python{PY_VERSION}"),
+        Entry("usr/local/bin/tritonserver", "symlink", 0o777,
+              target=f"/{SITE_PACKAGES}/pytriton/tritonserver/bin/tritonserver"),
+    ]
+    return _entries_layer("triton-backends", entries, "triton-backends: python backend + stub")
+
+
+def writable_dir_layer(name: str, *paths: str) -> Layer:
+    return _entries_layer(name, [Entry(p, "dir", 0o1777) for p in paths], f"{name}: {' '.join(paths)}")
+
+
+# --------------------------------------------------------------------------- images
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    name: str
+    requirements: tuple[str, ...] = ()
+    # named groups of requirements whose layers other images share (e.g. torch)
+    shared: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] = ()
+    cmd: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    user: str = "1000:1000"
+    workdir: str = "/home/strata"
+    extra_layers: tuple[str, ...] = ()  # names in _EXTRA_LAYERS, after the image's own layer
+    python: bool = True
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+
+
+def _extra(name: str) -> tuple[str, ...]:
+    return tuple(_pyproject()["optional-dependencies"][name])
+
+
+# What every workload imports (config models, yaml, metrics).
+WORKLOAD_COMMON = ("pyyaml>=6", "pydantic>=2.6", "prometheus-client>=0.20")
+SHARED_GROUPS = {"torch": ("torch",)}
+
+
+def image_specs() -> dict[str, ImageSpec]:
+    """The images, with their requirements taken from pyproject.toml."""
+    site = f"/{SITE_PACKAGES}"
+    specs = [
+        ImageSpec("pause", python=False, entrypoint=("/pause",), user="65535:65535", workdir="/"),
+        # `base` is what every Python image starts with: Debian, Python, the common layer.
+        ImageSpec("base", entrypoint=("python3",)),
+        ImageSpec("operator", tuple(_pyproject()["dependencies"]), entrypoint=("strata",), cmd=("run",),
+                  user="65532:65532", workdir="/home/nonroot"),
+        ImageSpec("trainer", _extra("train") + WORKLOAD_COMMON, shared=("torch",),
+                  entrypoint=("torchrun",), cmd=("--nproc_per_node=1", "-m", "strata_workloads.train"),
+                  env=("DS_BUILD_OPS=0", "TORCH_EXTENSIONS_DIR=/var/cache/torch_extensions",
+                       "STRATA_TRAIN_CONFIG=/etc/strata/train.yaml"),
+                  extra_layers=("torch-extensions",)),
+        ImageSpec("data", _extra("data") + WORKLOAD_COMMON, entrypoint=("python3",)),
+        ImageSpec("sidecar", _extra("monitor") + ("tritonclient[grpc]>=2.40",) + WORKLOAD_COMMON,
+                  entrypoint=("python3",)),
+        ImageSpec("triton", ("nvidia-pytriton>=0.5", "torch>=2.3", "numpy>=1.26") + WORKLOAD_COMMON,
+                  shared=("torch",), entrypoint=("tritonserver",),
+                  # tritonserver's bundled libraries; the python stub finds them the same way.
+                  env=(f"LD_LIBRARY_PATH={site}/nvidia_pytriton.libs",
+                       # The generated model.py puts PYTHONPATH on sys.path to find torch.
+                       f"PYTHONPATH={site}"),
+                  extra_layers=("triton-backends",)),
+    ]
+    return {spec.name: spec for spec in specs}
+
+
+_EXTRA_LAYERS: dict[str, Callable[[], Layer]] = {
+    "triton-backends": triton_backend_layer,
+    "torch-extensions": lambda: writable_dir_layer("torch-extensions", "var/cache/torch_extensions"),
+}
+
+
+@dataclass
+class ImagePlan:
+    spec: ImageSpec
+    layers: list[Layer]
+    config: dict
+    key: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"{REGISTRY}/{self.spec.name}:{self.key[:16]}"
+
+
+def plan_images(names: Iterable[str] | None = None) -> dict[str, ImagePlan]:
+    """Each image's layers and config, and its content key, without building anything."""
+    specs = image_specs()
+    wanted = list(specs) if names is None else list(dict.fromkeys(names))
+    unknown = [n for n in wanted if n not in specs]
+    if unknown:
+        raise ImageBuildError(f"unknown image(s) {', '.join(unknown)}; known: {', '.join(specs)}")
+    plans: dict[str, ImagePlan] = {}
+    python_specs = [s for s in specs.values() if s.python]
+    if any(specs[n].python for n in wanted):
+        installed = _installed()
+        dropped = DROPPED | {n for n in installed if LINKED_ONLY.match(n)}
+        closures = {s.name: dist_closure(s.requirements, installed) - dropped for s in python_specs}
+        # What every image with requirements needs goes in the shared "common" layer.
+        common = set.intersection(*(closures[s.name] for s in python_specs if s.requirements))
+        shared_layers: dict[str, tuple[set[str], Layer]] = {}
+        base = [debian_layer(), python_layer(), dists_layer("common", common, installed), project_layer()]
+    cached_layers: dict[str, Layer] = {}
+    for name in wanted:
+        spec = specs[name]
+        if not spec.python:
+            layers = [pause_layer()]
+        else:
+            layers = base[:3]
+            have = set(common)
+            for group in spec.shared:
+                if group not in shared_layers:
+                    dists = dist_closure(SHARED_GROUPS[group], installed) - dropped - common
+                    shared_layers[group] = (dists, dists_layer(group, dists, installed))
+                dists, layer = shared_layers[group]
+                layers.append(layer)
+                have |= dists
+            own = closures[name] - have
+            if own:
+                extra_dirs = [HOST_SITE_PACKAGES / "nvidia_pytriton.libs"] if name == "triton" else []
+                layers.append(dists_layer(name, own, installed, extra_dirs))
+            for extra in spec.extra_layers:
+                if extra not in cached_layers:
+                    cached_layers[extra] = _EXTRA_LAYERS[extra]()
+                layers.append(cached_layers[extra])
+            layers.append(base[3])
+        config = {
+            "Env": list(BASE_ENV if spec.python else ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",))
+                   + list(spec.env),
+            "Entrypoint": list(spec.entrypoint),
+            "User": spec.user,
+            "WorkingDir": spec.workdir,
+        }
+        if spec.cmd:
+            config["Cmd"] = list(spec.cmd)
+        key = hashlib.sha256(_canonical_json({"layers": [l.key for l in layers], "config": config})).hexdigest()
+        plans[name] = ImagePlan(spec, layers, config, key)
+    return plans
+
+
+def image_refs(names: Iterable[str] | None = None) -> dict[str, str]:
+    """name -> ``strata.local/<name>:<content key>`` for the images as they would be built now."""
+    return {name: plan.ref for name, plan in plan_images(names).items()}
+
+
+def images_cache() -> Path:
+    return binaries.cache_root() / "images"
+
+
+def _lock(path: Path):
+    return binaries._exclusive_lock(path)
+
+
+def _build_layer(layer: Layer, store: BlobStore, log) -> tuple[str, int, bool]:
+    record = store.root / "layers" / f"{layer.name}-{layer.key}.json"
+    if record.is_file():
+        saved = json.loads(record.read_text())
+        if store.has(saved["digest"]):
+            return saved["digest"], saved["size"], False
+    started = time.monotonic()
+    log(f"  building layer {layer.description}")
+    digest, size = layer.write(store)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"digest": digest, "size": size, "name": layer.name}))
+    log(f"  layer {layer.name}: {size / 2**20:.1f} MiB in {time.monotonic() - started:.1f}s")
+    return digest, size, True
+
+
+def ensure_images(names: Iterable[str] | None = None, *, log: Callable[[str], None] = print) -> dict[str, LocalImage]:
+    """Build (or reuse from the cache) the named images (default: all); name -> LocalImage."""
+    root = images_cache()
+    store = BlobStore(root)
+    root.mkdir(parents=True, exist_ok=True)
+    results: dict[str, LocalImage] = {}
+    with _lock(root / ".lock"):
+        plans = plan_images(names)
+        for name, plan in plans.items():
+            started = time.monotonic()
+            layout = root / "oci" / f"{name}-{plan.key[:16]}"
+            record = layout / "strata-image.json"
+            if record.is_file():
+                saved = json.loads(record.read_text())
+                results[name] = LocalImage(name, plan.ref, layout, saved["size"], saved["digest"], False,
+                                           time.monotonic() - started)
+                continue
+            layers, built = [], False
+            for layer in plan.layers:
+                digest, size, fresh = _build_layer(layer, store, log)
+                layers.append((digest, size))
+                built |= fresh
+            digest, size = write_image(store, layout, plan.ref, layers, plan.config,
+                                       [layer.description for layer in plan.layers])
+            record.write_text(json.dumps({"ref": plan.ref, "digest": digest, "size": size}))
+            results[name] = LocalImage(name, plan.ref, layout, size, digest, True, time.monotonic() - started)
+    return results
+
+
+# --------------------------------------------------------------------------- containerd
+
+
+def _ctr(ctr: Path | str, address: str, namespace: str, *args: str) -> list[str]:
+    return [str(ctr), "--address", address, "--namespace", namespace, *args]
+
+
+def containerd_images(*, ctr: Path | str, address: str, namespace: str = "k8s.io") -> dict[str, str]:
+    """ref -> manifest digest of the images containerd has."""
+    result = subprocess.run(_ctr(ctr, address, namespace, "images", "ls"), capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ImageBuildError(f"`ctr images ls` failed: {result.stderr.strip()}")
+    images = {}
+    for line in result.stdout.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 3:
+            images[parts[0]] = parts[2]
+    return images
+
+
+def import_images(images: Iterable[LocalImage], *, ctr: Path | str, address: str, namespace: str = "k8s.io") -> None:
+    """Import ``images`` into containerd (and unpack them), skipping those it already has.
+
+    All missing images go in one ``ctr images import`` stream, each shared blob once."""
+    present = containerd_images(ctr=ctr, address=address, namespace=namespace)
+    missing = [image for image in images if present.get(image.ref) != image.digest]
+    if not missing:
+        return
+    blobs: dict[str, Path] = {}
+    manifests = []
+    for image in missing:
+        index = json.loads((image.archive / "index.json").read_text())
+        manifests += index["manifests"]
+        for path in (image.archive / "blobs" / "sha256").iterdir():
+            blobs.setdefault(path.name, path)
+    index = {"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": manifests}
+    command = _ctr(ctr, address, namespace, "images", "import", "-")
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        with tarfile.open(fileobj=process.stdin, mode="w|") as tar:
+            for name, data in (("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
+                               ("index.json", _canonical_json(index))):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            for digest_hex, path in sorted(blobs.items()):
+                tar.add(str(path), arcname=f"blobs/sha256/{digest_hex}")
+    except BrokenPipeError:
+        pass
+    finally:
+        try:
+            process.stdin.close()
+        except BrokenPipeError:
+            pass
+    output = process.stdout.read().decode(errors="replace")
+    if process.wait() != 0:
+        raise ImageBuildError(f"`{' '.join(command)}` failed (exit {process.returncode}): {output.strip()}")
+    present = containerd_images(ctr=ctr, address=address, namespace=namespace)
+    wrong = [image.ref for image in missing if present.get(image.ref) != image.digest]
+    if wrong:
+        raise ImageBuildError(f"containerd does not list {', '.join(wrong)} after import: {output.strip()}")
+
+
+def write_archive(image: LocalImage, path: Path) -> Path:
+    """The image as one OCI archive tar (for `ctr images import FILE` or other tools)."""
+    with tarfile.open(path, "w") as tar:
+        for item in sorted(image.archive.rglob("*")):
+            if item.is_file() and item.name != "strata-image.json":
+                tar.add(str(item), arcname=str(item.relative_to(image.archive)))
+    return path
+
+
+def format_table(images: Iterable[LocalImage]) -> str:
+    rows = [("IMAGE", "REF", "SIZE", "STATE", "SECONDS")]
+    for image in images:
+        rows.append((image.name, image.ref, f"{image.size_bytes / 2**20:.0f} MiB",
+                     "built" if image.built else "cached", f"{image.seconds:.1f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
