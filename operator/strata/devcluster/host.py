@@ -123,12 +123,12 @@ def ensure_bridge() -> None:
 
 
 def cgroup_hierarchies() -> list[Path]:
-    """The mounted cgroup v1 hierarchies that kubelet uses (not the v2 or name= ones)."""
+    """The mounted cgroup v1 hierarchies (kubelet wants its cgroupRoot in each, name=systemd too)."""
     hierarchies = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         before, _, after = line.partition(" - ")
         fstype, _, options = (after.split() + ["", "", ""])[:3]
-        if fstype != "cgroup" or "name=" in options:
+        if fstype != "cgroup":
             continue
         hierarchies.append(Path(before.split()[4]))
     return hierarchies
