@@ -130,18 +130,26 @@ class Entry:
     mtime: int = 0
     uid: int = 0
     gid: int = 0
+    # the source's stat when the entry was made (planning stats each input file once)
+    source_stat: tuple[int, int] | None = dataclasses.field(default=None, compare=False)
+
+    def _source_stat(self) -> tuple[int, int]:
+        if self.source_stat is not None:
+            return self.source_stat
+        st = self.source.stat()
+        return st.st_size, st.st_mtime_ns
 
     def size(self) -> int:
         if self.kind != "file":
             return 0
-        return len(self.data) if self.data is not None else self.source.stat().st_size
+        return len(self.data) if self.data is not None else self._source_stat()[0]
 
     def fingerprint(self) -> str:
         if self.data is not None:
             content = hashlib.sha256(self.data).hexdigest()
         elif self.source is not None:
-            st = self.source.stat()
-            content = f"{self.source}:{st.st_size}:{st.st_mtime_ns}"
+            size, mtime_ns = self._source_stat()
+            content = f"{self.source}:{size}:{mtime_ns}"
         else:
             content = ""
         return f"{self.path}\0{self.kind}\0{self.mode:o}\0{self.uid}:{self.gid}\0{self.target}\0{content}\0{self.mtime}"
@@ -155,7 +163,7 @@ def file_entry(path: str, source: Path, st: os.stat_result | None = None, data: 
         mode |= 0o111
     mode &= ~0o022 & 0o7777
     return Entry(path, "file", mode, source=None if data is not None else source, data=data,
-                 mtime=int(st.st_mtime))
+                 mtime=int(st.st_mtime), source_stat=(st.st_size, st.st_mtime_ns))
 
 
 def _with_parents(entries: Iterable[Entry]) -> list[Entry]:
@@ -432,6 +440,18 @@ def is_cuda_library(dist: metadata.Distribution) -> bool:
     return tops == {"nvidia"}
 
 
+_CUDA_LIBRARIES: dict[int, frozenset[str]] = {}
+
+
+def _cuda_libraries(installed: dict[str, metadata.Distribution]) -> frozenset[str]:
+    """Names of the CUDA library wheels among ``installed`` (reading every RECORD: once)."""
+    key = id(installed)
+    if key not in _CUDA_LIBRARIES:
+        _CUDA_LIBRARIES.clear()
+        _CUDA_LIBRARIES[key] = frozenset(n for n, d in installed.items() if is_cuda_library(d))
+    return _CUDA_LIBRARIES[key]
+
+
 def _image_path(host: Path) -> str | None:
     try:
         relative = host.relative_to(HOST_PREFIX)
@@ -673,8 +693,7 @@ def dists_layer(name: str, dists: Iterable[str], installed: dict[str, metadata.D
         paths.extend(_dist_files(installed[dist_name]))
     elf_roots = [p for p in paths if re.search(r"\.so(\.|$)", p.name) or p.parent.name == "bin"]
     linked = linked_closure(elf_roots, extra_lib_dirs)
-    nvidia_roots = [Path(os.path.normpath(d.locate_file(""))) for d in installed.values()
-                    if is_cuda_library(d)]
+    nvidia_roots = {Path(os.path.normpath(installed[n].locate_file(""))) for n in _cuda_libraries(installed)}
     kept = sorted(p for p in linked if any(p.is_relative_to(root / "nvidia") for root in nvidia_roots))
     entries = host_file_entries(paths + kept)
     size = sum(e.size() for e in entries)
@@ -834,7 +853,7 @@ def plan_images(names: Iterable[str] | None = None) -> dict[str, ImagePlan]:
     python_specs = [s for s in specs.values() if s.python]
     if any(specs[n].python for n in wanted):
         installed = _installed()
-        dropped = DROPPED | {n for n, d in installed.items() if is_cuda_library(d)}
+        dropped = DROPPED | _cuda_libraries(installed)
         closures = {s.name: dist_closure(s.requirements, installed) - dropped for s in python_specs}
         # What every image with requirements needs goes in the shared "common" layer.
         common = set.intersection(*(closures[s.name] for s in python_specs if s.requirements))
