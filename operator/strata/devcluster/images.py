@@ -63,6 +63,8 @@ from . import binaries
 REGISTRY = "strata.local"
 # Bump when the way layers are written changes, so every cached layer is rebuilt.
 LAYER_FORMAT = "2"
+# Bump to rebuild the Debian package layers only.
+DEBIAN_PACKAGES_FORMAT = "2"
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 HOST_PREFIX = Path(sys.base_prefix)
@@ -89,8 +91,6 @@ BASE_ENV = (f"PATH={PATH_ENV}", "LANG=C.UTF-8", "PYTHONUNBUFFERED=1", "HOME=/hom
 # Standard-library parts no pod uses (tests alone are ~30 MB).
 STDLIB_EXCLUDE = ("test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3/tests",
                   "site-packages", "__phello__")
-# Distributions whose files are copied only where a kept shared library links them.
-LINKED_ONLY = re.compile(r"^nvidia-")
 # Distributions no CPU pod imports (OpenAI Triton compiles GPU kernels; torch imports it lazily).
 DROPPED = frozenset({"triton"})
 
@@ -130,18 +130,26 @@ class Entry:
     mtime: int = 0
     uid: int = 0
     gid: int = 0
+    # the source's stat when the entry was made (planning stats each input file once)
+    source_stat: tuple[int, int] | None = dataclasses.field(default=None, compare=False)
+
+    def _source_stat(self) -> tuple[int, int]:
+        if self.source_stat is not None:
+            return self.source_stat
+        st = self.source.stat()
+        return st.st_size, st.st_mtime_ns
 
     def size(self) -> int:
         if self.kind != "file":
             return 0
-        return len(self.data) if self.data is not None else self.source.stat().st_size
+        return len(self.data) if self.data is not None else self._source_stat()[0]
 
     def fingerprint(self) -> str:
         if self.data is not None:
             content = hashlib.sha256(self.data).hexdigest()
         elif self.source is not None:
-            st = self.source.stat()
-            content = f"{self.source}:{st.st_size}:{st.st_mtime_ns}"
+            size, mtime_ns = self._source_stat()
+            content = f"{self.source}:{size}:{mtime_ns}"
         else:
             content = ""
         return f"{self.path}\0{self.kind}\0{self.mode:o}\0{self.uid}:{self.gid}\0{self.target}\0{content}\0{self.mtime}"
@@ -155,7 +163,7 @@ def file_entry(path: str, source: Path, st: os.stat_result | None = None, data: 
         mode |= 0o111
     mode &= ~0o022 & 0o7777
     return Entry(path, "file", mode, source=None if data is not None else source, data=data,
-                 mtime=int(st.st_mtime))
+                 mtime=int(st.st_mtime), source_stat=(st.st_size, st.st_mtime_ns))
 
 
 def _with_parents(entries: Iterable[Entry]) -> list[Entry]:
@@ -425,6 +433,25 @@ def dist_closure(requirements: Iterable[str], installed: dict[str, metadata.Dist
     return {name for name, _ in visited}
 
 
+def is_cuda_library(dist: metadata.Distribution) -> bool:
+    """The NVIDIA CUDA wheels (nvidia-cublas, ...) install only into the `nvidia` namespace
+    package; their files are copied only where a kept shared library links them."""
+    tops = {file.parts[0] for file in dist.files or [] if not file.parts[0].endswith(".dist-info")}
+    return tops == {"nvidia"}
+
+
+_CUDA_LIBRARIES: dict[int, frozenset[str]] = {}
+
+
+def _cuda_libraries(installed: dict[str, metadata.Distribution]) -> frozenset[str]:
+    """Names of the CUDA library wheels among ``installed`` (reading every RECORD: once)."""
+    key = id(installed)
+    if key not in _CUDA_LIBRARIES:
+        _CUDA_LIBRARIES.clear()
+        _CUDA_LIBRARIES[key] = frozenset(n for n, d in installed.items() if is_cuda_library(d))
+    return _CUDA_LIBRARIES[key]
+
+
 def _image_path(host: Path) -> str | None:
     try:
         relative = host.relative_to(HOST_PREFIX)
@@ -580,6 +607,56 @@ def _write_tree_tar(root: Path, out) -> tuple[str, int]:
     return f"sha256:{writer.sha.hexdigest()}", writer.size
 
 
+def debian_packages_layer(name: str, packages: tuple[str, ...], base: Layer,
+                          symlinks: dict[str, str] | None = None) -> Layer:
+    """Debian ``packages`` and what they depend on beyond the Debian base, unpacked.
+
+    apt resolves them against the base's dpkg status (so only what the base lacks is
+    downloaded) with this machine's package lists; ``dpkg-deb -x`` unpacks them. Maintainer
+    scripts do not run, so ``symlinks`` stands in for the alternatives they would set up."""
+    symlinks = symlinks or {}
+    recipe = f"{LAYER_FORMAT}.{DEBIAN_PACKAGES_FORMAT}\0{name}\0{' '.join(packages)}\0{base.key}\0{sorted(symlinks.items())}"
+
+    def write(store: BlobStore) -> tuple[str, int]:
+        for tool in ("apt-get", "dpkg-deb"):
+            if shutil.which(tool) is None:
+                raise ImageBuildError(f"{tool} is needed to add Debian packages to the {name} layer")
+        record = json.loads((store.root / "layers" / f"{base.name}-{base.key}.json").read_text())
+        with tempfile.TemporaryDirectory(dir=store.root, prefix=f".{name}-") as tmp:
+            work = Path(tmp)
+            with tarfile.open(store.path(record["digest"])) as tar:
+                status = tar.extractfile("var/lib/dpkg/status").read()
+            (work / "status").write_bytes(status)
+            (work / "archives" / "partial").mkdir(parents=True)
+            command = ["apt-get", "-q", "-y", "--download-only", "--no-install-recommends",
+                       "-o", f"Dir::State::status={work / 'status'}",
+                       "-o", f"Dir::Cache::archives={work / 'archives'}",
+                       "-o", "Debug::NoLocking=1", "install", *packages]
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise ImageBuildError(f"`{' '.join(command)}` failed (exit {result.returncode}):\n"
+                                      f"{(result.stdout + result.stderr)[-3000:]}")
+            root = work / "root"
+            for deb in sorted((work / "archives").glob("*.deb")):
+                subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+            # Bookworm's base is merged-/usr (/lib -> usr/lib, ...) but some packages still
+            # ship files under /lib: move them where the base's symlinks point, or the layer's
+            # /lib directory would replace the base's symlink (and the dynamic loader with it).
+            for top in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+                if (root / top).is_dir() and not (root / top).is_symlink():
+                    shutil.copytree(root / top, root / "usr" / top, symlinks=True, dirs_exist_ok=True)
+                    shutil.rmtree(root / top)
+            for link, target in symlinks.items():
+                (root / link).parent.mkdir(parents=True, exist_ok=True)
+                (root / link).symlink_to(target)
+            # dpkg-deb -x also rewrites the modes of directories that exist in the base
+            # (usr/, usr/bin/, ...); they keep the base's 0755 as it is written here.
+            return store.write_with(lambda f: _write_tree_tar(root, f))
+
+    return Layer(name, hashlib.sha256(recipe.encode()).hexdigest(), write,
+                 f"{name}: Debian packages {' '.join(packages)} (+ dependencies)")
+
+
 def python_layer() -> Layer:
     """The interpreter and standard library at /opt/strata/python."""
     stdlib = HOST_PREFIX / "lib" / f"python{PY_VERSION}"
@@ -616,8 +693,7 @@ def dists_layer(name: str, dists: Iterable[str], installed: dict[str, metadata.D
         paths.extend(_dist_files(installed[dist_name]))
     elf_roots = [p for p in paths if re.search(r"\.so(\.|$)", p.name) or p.parent.name == "bin"]
     linked = linked_closure(elf_roots, extra_lib_dirs)
-    nvidia_roots = [Path(os.path.normpath(d.locate_file(""))) for n, d in installed.items()
-                    if LINKED_ONLY.match(n)]
+    nvidia_roots = {Path(os.path.normpath(installed[n].locate_file(""))) for n in _cuda_libraries(installed)}
     kept = sorted(p for p in linked if any(p.is_relative_to(root / "nvidia") for root in nvidia_roots))
     entries = host_file_entries(paths + kept)
     size = sum(e.size() for e in entries)
@@ -730,7 +806,8 @@ def image_specs() -> dict[str, ImageSpec]:
                   entrypoint=("torchrun",), cmd=("--nproc_per_node=1", "-m", "strata_workloads.train"),
                   env=("DS_BUILD_OPS=0", "TORCH_EXTENSIONS_DIR=/var/cache/torch_extensions",
                        "STRATA_TRAIN_CONFIG=/etc/strata/train.yaml"),
-                  extra_layers=("torch-extensions",)),
+                  # DeepSpeed JIT-compiles its CPU shared-memory collectives on first use.
+                  extra_layers=("compiler", "torch-extensions")),
         ImageSpec("data", _extra("data") + WORKLOAD_COMMON, entrypoint=("python3",)),
         ImageSpec("sidecar", _extra("monitor") + ("tritonclient[grpc]>=2.40",) + WORKLOAD_COMMON,
                   entrypoint=("python3",)),
@@ -746,6 +823,8 @@ def image_specs() -> dict[str, ImageSpec]:
 
 
 _EXTRA_LAYERS: dict[str, Callable[[], Layer]] = {
+    "compiler": lambda: debian_packages_layer(
+        "compiler", ("g++",), debian_layer(), {"usr/bin/c++": "g++", "usr/bin/cc": "gcc"}),
     "triton-backends": triton_backend_layer,
     "torch-extensions": lambda: writable_dir_layer("torch-extensions", "var/cache/torch_extensions"),
 }
@@ -774,7 +853,7 @@ def plan_images(names: Iterable[str] | None = None) -> dict[str, ImagePlan]:
     python_specs = [s for s in specs.values() if s.python]
     if any(specs[n].python for n in wanted):
         installed = _installed()
-        dropped = DROPPED | {n for n in installed if LINKED_ONLY.match(n)}
+        dropped = DROPPED | _cuda_libraries(installed)
         closures = {s.name: dist_closure(s.requirements, installed) - dropped for s in python_specs}
         # What every image with requirements needs goes in the shared "common" layer.
         common = set.intersection(*(closures[s.name] for s in python_specs if s.requirements))
@@ -895,6 +974,14 @@ def containerd_images(*, ctr: Path | str, address: str, namespace: str = "k8s.io
     return images
 
 
+def _containerd_blobs(ctr: Path | str, address: str, namespace: str) -> set[str]:
+    result = subprocess.run(_ctr(ctr, address, namespace, "content", "ls", "--quiet"),
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ImageBuildError(f"`ctr content ls` failed: {result.stderr.strip()}")
+    return set(result.stdout.split())
+
+
 def import_images(images: Iterable[LocalImage], *, ctr: Path | str, address: str, namespace: str = "k8s.io") -> None:
     """Import ``images`` into containerd (and unpack them), skipping those it already has.
 
@@ -903,13 +990,17 @@ def import_images(images: Iterable[LocalImage], *, ctr: Path | str, address: str
     missing = [image for image in images if present.get(image.ref) != image.digest]
     if not missing:
         return
+    # Blobs containerd already stores (a shared base or torch layer) are not sent again: its
+    # importer takes them from its content store, as it does when unpacking.
+    stored = _containerd_blobs(ctr, address, namespace)
     blobs: dict[str, Path] = {}
     manifests = []
     for image in missing:
         index = json.loads((image.archive / "index.json").read_text())
         manifests += index["manifests"]
         for path in (image.archive / "blobs" / "sha256").iterdir():
-            blobs.setdefault(path.name, path)
+            if f"sha256:{path.name}" not in stored:
+                blobs.setdefault(path.name, path)
     index = {"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": manifests}
     command = _ctr(ctr, address, namespace, "images", "import", "-")
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
