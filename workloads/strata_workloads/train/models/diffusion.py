@@ -96,7 +96,10 @@ class NoiseSchedule:
         # Scale the DDPM endpoints so short schedules (tests use few steps) still reach noise.
         scale = 1000.0 / steps
         self.steps = steps
-        self.betas = torch.linspace(beta_start * scale, min(beta_end * scale, 0.999), steps, dtype=torch.float64)
+        # Kept on the host in float64 (the sampler reads single values); alpha_bars_on() copies
+        # what the training step indexes to the step's device.
+        self.betas = torch.linspace(beta_start * scale, min(beta_end * scale, 0.999), steps, dtype=torch.float64,
+                                    device="cpu")
         self.alphas = 1.0 - self.betas
         self.alpha_bars = torch.cumprod(self.alphas, 0)
         self._alpha_bars_on: dict[torch.device, torch.Tensor] = {}
