@@ -44,7 +44,7 @@ fi
 if [ "$part" = all ] || [ "$part" = bench ]; then
   timeout "${BENCH_TIMEOUT:-240}" python3 tests/benchmarks/bench_trainer.py --gpu-only --gpu-steps "${GPU_STEPS:-25}" \
     > "$OUT/benchmark.log" 2>&1 || { echo "benchmark failed (status $?)" >> "$OUT/summary.txt"; status=1; }
-  sed -n '/^GPU:/,$p' "$OUT/benchmark.log" >> "$OUT/summary.txt"
+  sed -n '/^GPU:/,$p; /NOT measured/p' "$OUT/benchmark.log" >> "$OUT/summary.txt"
 fi
 if [ "$part" = all ] || [ "$part" = tests ]; then
   timeout "${TESTS_TIMEOUT:-420}" python3 -m pytest tests/workloads/test_trainer_gpu.py -m gpu -p no:cacheprovider \
