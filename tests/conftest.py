@@ -18,11 +18,43 @@ def _uses_dev_cluster(item: pytest.Item) -> bool:
     return "dev_cluster" in getattr(item, "fixturenames", ())
 
 
+# Set when gpu-marked tests were collected but no CUDA device is visible: (count, reason).
+_gpu_not_run: tuple[int, str] | None = None
+
+
+def _cuda_visible() -> tuple[bool, str]:
+    try:
+        import torch  # only imported when gpu tests were collected: operator-only runs stay light
+    except ImportError:
+        return False, "torch is not installed"
+    if not torch.cuda.is_available():
+        return False, "no CUDA device visible"
+    return True, ""
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselection sees the items
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    global _gpu_not_run
     for item in items:
         if _uses_dev_cluster(item):
             item.add_marker(pytest.mark.cluster)
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    visible, reason = _cuda_visible()
+    if not visible:
+        # Not skipped one by one: taken out, and said once in the summary.
+        items[:] = [item for item in items if not item.get_closest_marker("gpu")]
+        config.hook.pytest_deselected(items=gpu_items)
+        _gpu_not_run = (len(gpu_items), reason)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _gpu_not_run is not None:
+        count, reason = _gpu_not_run
+        terminalreporter.write_line(
+            f"gpu: {count} tests NOT RUN ({reason}); on a GPU machine run tests/benchmarks/gpu_check.sh",
+            yellow=True, bold=True)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -46,6 +46,27 @@ BAD_CONFIGS = [
                  id="misspelt setting is rejected"),
     pytest.param(with_changes(export={"quantization": "int4"}), "export.quantization:",
                  id="unknown quantization is rejected"),
+    pytest.param(with_changes(data={"path": "/d", "documentAttention": True}),
+                 "data: documentAttention: needs packing: true", id="document attention without packing is rejected"),
+    pytest.param(with_changes(model={"family": "vae"}, data={"path": "/d", "packing": True}),
+                 "data.packing: packs text documents; the vae family trains on images",
+                 id="packing an image family is rejected"),
+    pytest.param(with_changes(model={"family": "gan"}, performance={"activationCheckpointing": True}),
+                 "performance.activationCheckpointing: the gan family has no blocks to recompute",
+                 id="activation checkpointing without blocks is rejected"),
+    pytest.param(with_changes(model={"family": "vae"}, performance={"compile": True}),
+                 "performance.compile: compiles blocks, which the vae family has none of",
+                 id="compiling a family without blocks is rejected"),
+    pytest.param(with_changes(deepspeed={"zeroStage": 3}, performance={"compile": True}),
+                 "performance.compile: not supported with deepspeed.zeroStage 3", id="compile under ZeRO-3 is rejected"),
+    pytest.param(with_changes(data={"path": "/d", "packing": True, "documentAttention": True},
+                              performance={"attention": "flash"}),
+                 "performance.attention: flash takes no attention mask", id="flash with document attention is rejected"),
+    pytest.param(with_changes(model={"family": "diffusion"}, performance={"attention": "math"}),
+                 "performance.attention: selects the transformer's attention kernel",
+                 id="an attention kernel for a family without attention is rejected"),
+    pytest.param(with_changes(performance={"fusedOptimizer": "yes"}), "performance.fusedOptimizer:",
+                 id="unknown fused optimizer setting is rejected"),
 ]
 
 
@@ -90,6 +111,8 @@ CLI_FAILURES = [
     pytest.param({"validation": {"earlyStopping": {"metric": "accuracy"}}},
                  "validation.earlyStopping.metric: the transformer family reports loss, perplexity",
                  id="early stopping on an unreported metric exits 2"),
+    pytest.param({"data": {"packing": True}}, "data.packing: a packed window holds several documents, so it cannot "
+                 "be conditioned on one label", id="packing a label-conditioned transformer exits 2"),
 ]
 
 

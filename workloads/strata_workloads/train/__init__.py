@@ -12,8 +12,15 @@ the file named by ``$STRATA_TRAIN_CONFIG`` is read. The file is YAML or JSON wit
 camelCase sections of :mod:`strata_workloads.train.config`: ``model`` (family
 transformer|vae|gan|diffusion, size, numClasses), ``deepspeed`` (zeroStage 0..3, precision
 fp32|bf16|fp16, microBatchSize, gradientAccumulation, offload none|cpu, gradientClipping),
-``hyperparameters``, ``checkpoints``, ``validation`` (earlyStopping), ``data`` (path),
-``export``, ``tracking`` (mlflowUri), ``observability`` (metricsPort).
+``hyperparameters``, ``checkpoints``, ``validation`` (earlyStopping), ``data`` (path;
+``packing`` joins text documents into full windows, ``documentAttention`` keeps attention
+within each), ``performance`` (``fusedOptimizer`` auto|on|off, ``attention`` auto|flash|math,
+``activationCheckpointing``, ``compile``), ``export``, ``tracking`` (mlflowUri),
+``observability`` (metricsPort).
+
+Devices: each process trains on ``cuda:$LOCAL_RANK`` where GPUs are visible (NCCL), else on
+the CPU (gloo); batches, noise, validation, the step's all-reduces and sample generation all
+run there, and export traces on the CPU.
 
 Invalid configuration fails before DeepSpeed starts, exit code 2, with one line per bad
 setting naming it by dotted path, e.g. ``deepspeed.zeroStage: must be 0..3, got 4``.
@@ -30,7 +37,9 @@ Progress contract (what the operator may rely on)
                    ``worldSize``, ``zeroStage``, ``precision``, ``dataset``
    ``resumed``     ``step``, ``tag``, ``path``, ``configChanged``
    ``step``        ``step``, ``totalSteps``, ``losses`` {name: value, averaged over ranks},
-                   ``learningRate``, ``samplesPerSecond``, ``tokensPerSecond`` (whole group), ``epoch``
+                   ``learningRate``, ``samplesPerSecond``, ``tokensPerSecond`` (whole group, real
+                   tokens: padding is not counted), ``epoch``; on GPUs ``peakMemoryBytes`` (rank 0's
+                   peak allocated GPU memory so far)
    ``validation``  ``step``, ``metrics`` {loss, perplexity (text), ...}
    ``checkpoint``  ``step``, ``tag``, ``path``
    ``early_stopped`` ``step``, ``metric``, ``best``, ``patience``

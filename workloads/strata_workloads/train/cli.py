@@ -43,6 +43,12 @@ def _check_against_family(config: TrainConfig, family) -> None:
         )
     if family.num_classes > 0 and family.info.num_classes == 0:
         raise ConfigError(f"model.numClasses: {family.num_classes} but the data has no labels")
+    if config.data.packing and family.num_classes > 0:
+        raise ConfigError(
+            f"data.packing: a packed window holds several documents, so it cannot be conditioned on one label "
+            f"(model.numClasses is {config.model.num_classes}, the data has {family.info.num_classes} classes); "
+            f"set model.numClasses: 0 or packing: false"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,11 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     from strata_workloads.train.data import load_training_data
+    from strata_workloads.train.device import local_device
     from strata_workloads.train.models import make_family
 
     try:
         if config.deepspeed.precision == "fp16" and not torch.cuda.is_available():
             raise ConfigError("deepspeed.precision: fp16 needs a GPU; DeepSpeed on CPU supports fp32 and bf16")
+        device = local_device()
         data = load_training_data(config)
         family = make_family(config, data.info)
         _check_against_family(config, family)
@@ -81,13 +89,16 @@ def main(argv: list[str] | None = None) -> int:
 
     backend = config.deepspeed.backend
     if backend == "auto":
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        # Before the process group: NCCL binds each rank's communicator to the current device.
+        torch.cuda.set_device(device)
     deepspeed.init_distributed(dist_backend=backend)
     events.emit("process", all_ranks=True, pid=os.getpid(), worldSize=dist.get_world_size())
     trainer = None
     result: dict[str, Any] | None = None
     try:
-        trainer = Trainer(config, family, data, events)
+        trainer = Trainer(config, family, data, events, device)
         trainer.build_engines()
         trainer.maybe_resume()
         outcome = trainer.train()
@@ -133,33 +144,37 @@ def _export(config, family, data, modules, outcome, events, trainer) -> dict[str
     import torch
 
     from strata_workloads.train.data import validation_batches
+    from strata_workloads.train.device import make_generator, module_device
     from strata_workloads.train.export import export_triton_repository
 
     def evaluate(candidate: dict[str, torch.nn.Module], compute_dtype: torch.dtype) -> dict[str, float]:
-        # Single process (rank 0) over the first validation batches, fixed noise.
+        # Single process (rank 0) over the first validation batches, fixed noise, on the
+        # device the candidate modules are on.
         saved, family.compute_dtype = family.compute_dtype, compute_dtype
         try:
             batches = validation_batches(data.validation, config.deepspeed.micro_batch_size, 0, 1,
                                          config.validation.max_batches)
-            sums = family.evaluate_split(candidate, data.validation, batches, 0, config.hyperparameters.seed)
+            device = module_device(next(iter(candidate.values())))
+            sums = family.evaluate_split(candidate, data.validation, batches, 0, config.hyperparameters.seed, device)
             return family.finalize_metrics({k: total / max(count, 1.0) for k, (total, count) in sums.items()})
         finally:
             family.compute_dtype = saved
 
-    samples = None
-    if config.export.samples:
-        generator = torch.Generator().manual_seed(config.hyperparameters.seed)
-        samples = family.generate(modules, config.export.samples, generator)
+    def generate(candidate: dict[str, torch.nn.Module], count: int) -> dict[str, Any]:
+        device = module_device(next(iter(candidate.values())))
+        samples = family.generate(candidate, count, make_generator(config.hyperparameters.seed, device))
         if "text" in samples:
             events.emit("samples", text=[s["text"] for s in samples["text"]])
         else:
             events.emit("samples", images=len(samples["images"]), shape=list(samples["images"].shape[1:]))
+        return samples
+
     family.compute_dtype = torch.float32
     summary = export_triton_repository(
         config, family, modules, evaluate,
         training={"metrics": outcome.metrics, "step": outcome.step,
                   "dataset": {"name": data.info.dataset_name, "version": data.info.dataset_version}},
-        samples=samples,
+        generate=generate, device=trainer.device,
     )
     events.emit("exported", **summary)
     trainer.tracker.log_artifacts(summary["models"]["torchscript"], "export/torchscript")

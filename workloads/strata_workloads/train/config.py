@@ -26,6 +26,9 @@ CONFIG_ENV = "STRATA_TRAIN_CONFIG"
 Family = Literal["transformer", "vae", "gan", "diffusion"]
 FAMILIES: tuple[str, ...] = ("transformer", "vae", "gan", "diffusion")
 IMAGE_FAMILIES = ("vae", "gan", "diffusion")
+# Families built from repeated blocks (transformer layers, U-Net residual blocks): what
+# activation checkpointing and regional compilation work on.
+BLOCK_FAMILIES = ("transformer", "diffusion")
 
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -144,6 +147,38 @@ class DataConfig(_Section):
     validation_split: str = "validation"
     # For plain files (no validation split): the fraction held out for validation.
     validation_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    # Text: join documents (BOS text EOS BOS text EOS ...) and cut the stream into full windows
+    # of contextLength + 1 tokens, instead of one padded example per document. Short documents
+    # then cost no compute on padding.
+    packing: bool = False
+    # With packing: attention and positions stay within each document (a block-diagonal causal
+    # mask), so a window trains as its documents would alone. Off: attention crosses the
+    # separators, which lets the flash kernel run (it takes no mask).
+    document_attention: bool = False
+
+    @model_validator(mode="after")
+    def _document_attention_needs_packing(self) -> "DataConfig":
+        if self.document_attention and not self.packing:
+            raise ValueError("documentAttention: needs packing: true (unpacked examples hold one document each)")
+        return self
+
+
+class PerformanceConfig(_Section):
+    """Speed and memory knobs; none changes what is computed beyond floating-point rounding."""
+
+    # AdamW's fused (single-kernel) step: "auto" uses it where the parameters' device has it
+    # (CUDA; CPU in recent torch), "on" fails if it is missing, "off" uses the foreach step.
+    fused_optimizer: Literal["auto", "on", "off"] = "auto"
+    # Scaled-dot-product attention kernel (transformer). "auto": torch picks (flash or cuDNN
+    # on GPUs); "flash": require the flash kernel, fail instead of falling back; "math": the
+    # unfused reference kernel, for checking numerics.
+    attention: Literal["auto", "flash", "math"] = "auto"
+    # Recompute each block's activations in the backward pass instead of keeping them:
+    # less memory (bigger micro-batches or models) for about a third more compute.
+    activation_checkpointing: bool = False
+    # torch.compile each block (regional compilation: short compile, same parameter names,
+    # so checkpoints and export are unaffected).
+    compile: bool = False
 
 
 class ExportConfig(_Section):
@@ -182,6 +217,7 @@ class TrainConfig(_Section):
     checkpoints: CheckpointConfig = CheckpointConfig()
     validation: ValidationConfig = ValidationConfig()
     data: DataConfig
+    performance: PerformanceConfig = PerformanceConfig()
     export: ExportConfig = ExportConfig()
     tracking: TrackingConfig = TrackingConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
@@ -191,6 +227,25 @@ class TrainConfig(_Section):
         if self.deepspeed.precision == "fp16" and self.model.family == "gan":
             # Two engines with independent dynamic loss scalers skip steps at different times.
             raise ValueError("deepspeed.precision: fp16 is not supported for the gan family; use bf16 or fp32")
+        family, performance = self.model.family, self.performance
+        if self.data.packing and family != "transformer":
+            raise ValueError(f"data.packing: packs text documents; the {family} family trains on images")
+        if performance.activation_checkpointing and family not in BLOCK_FAMILIES:
+            raise ValueError(f"performance.activationCheckpointing: the {family} family has no blocks to "
+                             f"recompute; supported for {', '.join(BLOCK_FAMILIES)}")
+        if performance.compile and family not in BLOCK_FAMILIES:
+            raise ValueError(f"performance.compile: compiles blocks, which the {family} family has none of; "
+                             f"supported for {', '.join(BLOCK_FAMILIES)}")
+        if performance.compile and self.deepspeed.zero_stage == 3:
+            # ZeRO-3 gathers parameters in hooks around every module call; a compiled block would
+            # break its graph at each of them and run slower than eager.
+            raise ValueError("performance.compile: not supported with deepspeed.zeroStage 3; use zeroStage 0-2")
+        if performance.attention != "auto" and family != "transformer":
+            raise ValueError(f"performance.attention: selects the transformer's attention kernel; "
+                             f"the {family} family has no attention")
+        if performance.attention == "flash" and self.data.document_attention:
+            raise ValueError("performance.attention: flash takes no attention mask, which data.documentAttention "
+                             "needs; use attention: auto")
         return self
 
     def config_hash(self) -> str:

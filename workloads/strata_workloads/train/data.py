@@ -83,6 +83,42 @@ def text_examples(texts: list[str], context_length: int) -> dict[str, torch.Tens
     return {"tokens": tokens, "mask": tokens != PAD_ID}
 
 
+def packed_examples(texts: list[str], context_length: int) -> dict[str, torch.Tensor]:
+    """Documents joined as BOS text EOS BOS text EOS ... and cut into full windows.
+
+    Every token is real (no padding), so no compute goes to padding; the tail that does not
+    fill a window is dropped. ``segments`` numbers the documents within each window from 0
+    (a window that starts mid-document starts with that document's remainder as segment 0):
+    what document-masked attention and per-document positions need.
+    """
+    width = context_length + 1
+    pieces, lengths = [], []
+    for text in texts:
+        ids = [BOS_ID] + encode(text) + [EOS_ID]
+        pieces.append(torch.as_tensor(ids, dtype=torch.long))
+        lengths.append(len(ids))
+    total = sum(lengths)
+    count = total // width
+    if count == 0:
+        raise ConfigError(f"data.packing: the documents hold {total} tokens, fewer than one window of {width}")
+    stream = torch.cat(pieces)[: count * width]
+    tokens = stream.view(count, width)
+    starts = tokens == BOS_ID
+    # A document starts at each BOS except at a window's first position, where the count is 0 anyway.
+    segments = torch.cumsum(starts.long(), dim=1) - starts[:, :1].long()
+    return {"tokens": tokens, "mask": torch.ones_like(tokens, dtype=torch.bool), "segments": segments}
+
+
+def document_positions(segments: torch.Tensor) -> torch.Tensor:
+    """Position of each token within its document's part of the window: 0 at every document start."""
+    length = segments.shape[1]
+    index = torch.arange(length, device=segments.device).expand_as(segments)
+    starts = torch.ones_like(segments, dtype=torch.bool)
+    starts[:, 1:] = segments[:, 1:] != segments[:, :-1]
+    start_index = torch.where(starts, index, torch.zeros_like(index))
+    return index - torch.cummax(start_index, dim=1).values
+
+
 def stream_examples(text: str, context_length: int) -> dict[str, torch.Tensor]:
     """Plain text: consecutive non-overlapping windows of the byte stream."""
     ids = torch.as_tensor(encode(text), dtype=torch.long)
@@ -107,6 +143,15 @@ def _split_off(tensors: dict[str, torch.Tensor], fraction: float, seed: int) -> 
     return train, validation
 
 
+def _split_documents(texts: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(seed)).tolist()
+    held_out = max(1, int(round(len(texts) * fraction))) if fraction > 0 else 0
+    if len(texts) - held_out < 1:
+        raise ConfigError(f"data.path: {len(texts)} documents are too few to hold out a validation split")
+    train = [texts[i] for i in order[held_out:]]
+    return train, ([texts[i] for i in order[:held_out]] if held_out else train)
+
+
 def _load_dataset_directory(config: TrainConfig, root: Path) -> TrainingData:
     manifest = layout.read_manifest(root)
     wants_images = config.model.family in IMAGE_FAMILIES
@@ -115,13 +160,17 @@ def _load_dataset_directory(config: TrainConfig, root: Path) -> TrainingData:
             f"data.path: the {config.model.family} family needs "
             f"{'an image' if wants_images else 'a text'} dataset, {root} is {manifest.modality}"
         )
-    splits = {}
+    splits: dict[str, Split] = {}
+    texts: dict[str, list[str]] = {}
     for role, split_name in (("train", config.data.train_split), ("validation", config.data.validation_split)):
         if split_name not in manifest.splits:
             if role == "validation":
                 continue
             raise ConfigError(f"data.trainSplit: {root} has no split {split_name!r} (has {sorted(manifest.splits)})")
         table = layout.read_split(root, split_name, manifest=manifest)
+        if manifest.modality == "text" and config.data.packing:
+            texts[role] = table.column("text").to_pylist()
+            continue  # packed below, once the validation documents are known
         if manifest.modality == "text":
             tensors = text_examples(table.column("text").to_pylist(), config.model.size.context_length)
         else:
@@ -130,6 +179,13 @@ def _load_dataset_directory(config: TrainConfig, root: Path) -> TrainingData:
         if "label" in table.column_names:
             tensors["label"] = torch.as_tensor(table.column("label").to_numpy().copy(), dtype=torch.long)
         splits[role] = Split(tensors)
+    if texts:
+        # Hold out whole documents (not windows), so no document is in both splits.
+        if "validation" not in texts:
+            texts["train"], texts["validation"] = _split_documents(
+                texts["train"], config.data.validation_fraction, config.hyperparameters.seed)
+        for role, documents in texts.items():
+            splits[role] = Split(packed_examples(documents, config.model.size.context_length))
     if "validation" not in splits:
         splits["train"], splits["validation"] = _split_off(
             splits["train"].tensors, config.data.validation_fraction, config.hyperparameters.seed
@@ -163,7 +219,12 @@ def _load_plain_files(config: TrainConfig, path: Path) -> TrainingData:
         texts = [f.read_text(encoding="utf-8") for f in files if f.suffix == ".txt"]
         if not texts:
             raise ConfigError(f"data.path: {path} has no .txt file for the transformer family")
-        tensors = stream_examples("\n".join(texts), config.model.size.context_length)
+        if config.data.packing:
+            # Each file is a document: separators between files, and document attention can
+            # keep them apart.
+            tensors = packed_examples(texts, config.model.size.context_length)
+        else:
+            tensors = stream_examples("\n".join(texts), config.model.size.context_length)
         image_shape = None
     num_classes = int(tensors["label"].max()) + 1 if "label" in tensors else 0
     train, validation = _split_off(tensors, config.data.validation_fraction, config.hyperparameters.seed)

@@ -136,11 +136,28 @@ def trace(spec: ServingSpec) -> torch.jit.ScriptModule:
     return traced
 
 
+def quantization_device(kind: str, training_device: torch.device) -> torch.device:
+    """Where a quantized variant is evaluated: dynamic int8 kernels exist only for the CPU;
+    fp16/bf16 weights run where training ran."""
+    return torch.device("cpu") if kind == "int8" else training_device
+
+
+def place(modules: dict[str, nn.Module], device: torch.device) -> dict[str, nn.Module]:
+    """Move ``modules`` (in place) to ``device``; returns them for chaining."""
+    for module in modules.values():
+        module.to(device)
+    return modules
+
+
 def quantize_modules(modules: dict[str, nn.Module], kind: str) -> dict[str, nn.Module]:
-    """Post-training quantization: dynamic int8 Linear layers (CPU serving) or fp16/bf16 weights (GPU)."""
+    """Post-training quantization: dynamic int8 Linear layers (CPU serving) or fp16/bf16 weights (GPU).
+
+    Copies are made on the CPU: dynamic quantization only has CPU kernels, and the copies do
+    not take GPU memory until they are placed there for evaluation.
+    """
     quantized = {}
     for name, module in modules.items():
-        module = copy.deepcopy(module).eval()
+        module = copy.deepcopy(module).cpu().eval()
         if kind == "int8":
             from torch.ao.quantization import quantize_dynamic
 
@@ -181,21 +198,32 @@ def export_triton_repository(
     modules: dict[str, nn.Module],
     evaluate: Callable[[dict[str, nn.Module], torch.dtype], dict[str, float]],
     training: dict[str, Any],
-    samples: dict[str, Any] | None = None,
+    generate: Callable[[dict[str, nn.Module], int], dict[str, Any]] | None = None,
+    device: torch.device | None = None,
 ) -> dict[str, Any]:
     """Write all variants; return a summary (paths, version, quantization result) for the result file.
 
-    ``evaluate(modules, compute_dtype)`` returns validation metrics for the given modules; it
-    measures what quantization changes.
+    ``evaluate(modules, compute_dtype)`` returns validation metrics for the given modules
+    (wherever they are); it measures what quantization changes. ``generate(modules, count)``
+    makes the samples written next to the export. Both run on ``device`` (where training ran;
+    int8 variants on the CPU, the only place their kernels exist); the TorchScript files are
+    traced on the CPU so they load anywhere. ``modules`` end up on the CPU.
     """
     export = config.export
+    device = device if device is not None else torch.device("cpu")
     root = Path(export.dir)
     root.mkdir(parents=True, exist_ok=True)
     name = export.model_name
     version = export.version or next_version(root / name)
+    place(modules, device)
+    samples = generate(modules, export.samples) if generate is not None and export.samples else None
+    baseline_metrics = training.get("metrics") or evaluate(modules, torch.float32)
+    # Measured on the same batches and noise as the quantized variant below, so the
+    # difference is due to quantization only.
+    reference = evaluate(modules, torch.float32) if export.quantization != "none" else None
+    place(modules, torch.device("cpu"))
     spec = family.serving(modules)
     traced = trace(spec)
-    baseline_metrics = training.get("metrics") or evaluate(modules, torch.float32)
     common = {
         "modelName": name,
         "version": version,
@@ -222,9 +250,8 @@ def export_triton_repository(
         kind = export.quantization
         quantized = quantize_modules(modules, kind)
         compute_dtype = {"int8": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[kind]
-        # Measure both on the same batches and noise so the difference is due to quantization only.
-        reference = evaluate(modules, torch.float32)
-        after = evaluate(quantized, compute_dtype)
+        after = evaluate(place(quantized, quantization_device(kind, device)), compute_dtype)
+        place(quantized, torch.device("cpu"))
         quantization = {"kind": kind, "baseline": reference, "quantized": after, "change": metric_change(reference, after)}
         quantized_spec = family.serving(quantized)
         quantized_traced = trace(quantized_spec)

@@ -15,8 +15,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from strata_workloads.train.config import TrainConfig
+from strata_workloads.train.config import ConfigError, TrainConfig
 from strata_workloads.train.data import ShardedSampler, TrainingData, validation_batches
+from strata_workloads.train.device import local_device, make_generator, to_device
 from strata_workloads.train.models import ModelFamily
 from strata_workloads.train.reporting import EventLog, Metrics
 from strata_workloads.train.schedule import lr_multiplier
@@ -47,6 +48,52 @@ def deepspeed_config(config: TrainConfig) -> dict[str, Any]:
         "steps_per_print": 1 << 30,  # progress is reported by our own JSON lines
         "wall_clock_breakdown": False,
     }
+
+
+def fused_adamw_supported(device: torch.device) -> bool:
+    """Whether torch has the single-kernel AdamW step for parameters on ``device``."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+    except ImportError:  # a torch without the helper: only CUDA had fused kernels then
+        return device.type == "cuda"
+    return device.type in _get_fused_kernels_supported_devices()
+
+
+def make_optimizer(module: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """torch's AdamW on ``module``'s parameters; fused where ``performance.fusedOptimizer`` asks.
+
+    DeepSpeed's ZeRO optimizers run this optimizer's step on their fp32 partitions, which
+    live on ``device`` (or on the CPU with offload).
+    """
+    hp, setting = config.hyperparameters, config.performance.fused_optimizer
+    step_device = torch.device("cpu") if config.deepspeed.offload == "cpu" else device
+    supported = fused_adamw_supported(step_device)
+    if setting == "on" and not supported:
+        raise ConfigError(f"performance.fusedOptimizer: torch {torch.__version__} has no fused AdamW for "
+                          f"{step_device.type} parameters; use fusedOptimizer: auto or off")
+    fused = setting == "on" or (setting == "auto" and supported)
+    # fused=False would still let torch pick its foreach step; None leaves that choice to torch.
+    return torch.optim.AdamW(module.parameters(), lr=hp.learning_rate, betas=(hp.beta1, hp.beta2),
+                             weight_decay=hp.weight_decay, fused=True if fused else None)
+
+
+def parameter_count(modules) -> int:
+    """Parameters of the full model, also under ZeRO-3, where each rank holds only a slice
+    (``numel()`` is 0 for a partitioned parameter; ``ds_numel`` is its full size)."""
+    return sum(getattr(p, "ds_numel", p.numel()) for module in modules for p in module.parameters())
+
+
+def compile_blocks(family: ModelFamily, module: torch.nn.Module, backend: str = "inductor") -> int:
+    """torch.compile each of the module's blocks in place; returns how many.
+
+    Regional compilation: the blocks repeat, so one compilation serves them all (short
+    compile times), and parameter names, checkpoints and the exported (uncompiled) model
+    are unchanged.
+    """
+    blocks = family.blocks(module)
+    for block in blocks:
+        block.compile(backend=backend)
+    return len(blocks)
 
 
 def step_seed(seed: int, rank: int, step: int, micro: int) -> int:
@@ -116,8 +163,11 @@ class TrainingResult:
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, family: ModelFamily, data: TrainingData, events: EventLog):
+    def __init__(self, config: TrainConfig, family: ModelFamily, data: TrainingData, events: EventLog,
+                 device: torch.device | None = None):
         self.config = config
+        # This rank's device (cuda:LOCAL_RANK, or the CPU); every tensor of a step goes there.
+        self.device = device if device is not None else local_device()
         self.family = family
         self.data = data
         self.events = events
@@ -156,17 +206,22 @@ class Trainer:
         hp = self.config.hyperparameters
         self.engines = {}
         for name in self.family.engine_names:
-            module = modules[name]
-            optimizer = torch.optim.AdamW(
-                module.parameters(), lr=hp.learning_rate, betas=(hp.beta1, hp.beta2), weight_decay=hp.weight_decay
-            )
+            # On the device before the optimizer sees the parameters (DeepSpeed would move the
+            # module anyway; the fused step is chosen for where the parameters live).
+            module = modules[name].to(self.device)
+            if self.config.performance.compile:
+                compile_blocks(self.family, module)
+            optimizer = make_optimizer(module, self.config, self.device)
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(hp))
             engine, _, _, _ = deepspeed.initialize(
                 model=module, optimizer=optimizer, lr_scheduler=scheduler,
                 config=deepspeed_config(self.config), dist_init_required=False,
             )
+            if engine.device != self.device:
+                raise RuntimeError(f"DeepSpeed placed the {name} engine on {engine.device}, the trainer expected "
+                                   f"{self.device} (LOCAL_RANK={os.environ.get('LOCAL_RANK')})")
             self.engines[name] = engine
-        self.parameter_count = sum(p.numel() for m in modules.values() for p in m.parameters())
+        self.parameter_count = parameter_count(modules.values())
 
     @property
     def primary_engine(self):
@@ -248,10 +303,13 @@ class Trainer:
             engine.eval()
         modules = {name: engine.module for name, engine in self.engines.items()}
         metric_sums = self.family.evaluate_split(modules, self.data.validation, self.validation_index, self.rank,
-                                                 self.config.hyperparameters.seed)
+                                                 self.config.hyperparameters.seed, self.device)
         names = sorted(metric_sums)
-        totals = torch.tensor([[metric_sums[n][0], metric_sums[n][1]] for n in names], dtype=torch.float64)
+        # On the engine's device: NCCL reduces only GPU tensors.
+        totals = torch.tensor([[metric_sums[n][0], metric_sums[n][1]] for n in names], dtype=torch.float64,
+                              device=self.device)
         dist.all_reduce(totals)
+        totals = totals.cpu()
         means = {n: float(totals[i, 0] / max(totals[i, 1], 1.0)) for i, n in enumerate(names)}
         metrics = self.family.finalize_metrics(means)
         for engine in self.engines.values():
@@ -264,18 +322,21 @@ class Trainer:
 
     # Loop ----------------------------------------------------------------------------------
 
-    def _reduce_step(self, losses: dict[str, float], tokens: int) -> tuple[dict[str, float], int, bool]:
+    def _reduce_step(self, losses: dict[str, torch.Tensor], tokens: int) -> tuple[dict[str, float], int, bool]:
         """Average losses over ranks, sum tokens, and learn whether any rank was asked to stop.
 
         Folding the stop request into this per-step collective makes every rank see it at the
-        same step, so they all take the same checkpoint-and-exit path.
+        same step, so they all take the same checkpoint-and-exit path. The losses stay on the
+        device until here: this is the step's one wait for the device.
         """
         names = sorted(losses)
-        values = torch.tensor([losses[n] for n in names] + [float(tokens), float(self.termination_requested)],
-                              dtype=torch.float64)
+        counters = torch.tensor([float(tokens), float(self.termination_requested)], dtype=torch.float64,
+                                device=self.device)
+        values = torch.cat([torch.stack([losses[n].to(torch.float64) for n in names]), counters])
         dist.all_reduce(values)
-        averaged = {n: float(values[i]) / self.world_size for i, n in enumerate(names)}
-        return averaged, int(values[-2]), bool(values[-1] > 0)
+        values = values.tolist()
+        averaged = {n: values[i] / self.world_size for i, n in enumerate(names)}
+        return averaged, int(values[-2]), values[-1] > 0
 
     def _request_termination(self, signum, _frame) -> None:
         # Kubernetes sends SIGTERM before killing a pod (eviction, preemption, deletion); the
@@ -302,24 +363,28 @@ class Trainer:
             started = time.perf_counter()
             # The rate this step applies (the scheduler advances inside engine.step()).
             learning_rate = self.primary_engine.get_lr()[0]
-            micro_losses: list[dict[str, float]] = []
+            micro_losses: list[dict[str, torch.Tensor]] = []
             tokens = 0
             for micro in range(ds.gradient_accumulation):
-                batch = self.data.train.batch(next(batches))
-                generator = torch.Generator().manual_seed(step_seed(hp.seed, self.rank, self.step, micro))
+                host_batch = self.data.train.batch(next(batches))
+                tokens += self.family.tokens_in(host_batch)  # counted on the host: no device sync
+                batch = to_device(host_batch, self.device)
+                generator = make_generator(step_seed(hp.seed, self.rank, self.step, micro), self.device)
                 micro_losses.append(self.family.train_micro_step(self.engines, batch, generator))
-                tokens += self.family.tokens_in(batch)
             self.step += 1
-            elapsed = time.perf_counter() - started
-            local = {k: sum(m[k] for m in micro_losses) / len(micro_losses) for k in micro_losses[0]}
+            local = {k: torch.stack([m[k] for m in micro_losses]).mean() for k in micro_losses[0]}
             losses, group_tokens, stop_requested = self._reduce_step(local, tokens)
+            # After the reduce, which waits for the device: the time the step really took.
+            elapsed = time.perf_counter() - started
             samples_per_second = ds.micro_batch_size * ds.gradient_accumulation * self.world_size / elapsed
             tokens_per_second = group_tokens / elapsed
             self.metrics.record_step(self.step, hp.max_steps, losses, samples_per_second, tokens_per_second, learning_rate)
             if self.step % self.config.observability.log_every_steps == 0 or self.step == hp.max_steps:
+                memory = ({"peakMemoryBytes": torch.cuda.max_memory_allocated(self.device)}
+                          if self.device.type == "cuda" else {})
                 self.events.emit("step", step=self.step, totalSteps=hp.max_steps, losses=losses,
                                  learningRate=learning_rate, samplesPerSecond=round(samples_per_second, 3),
-                                 tokensPerSecond=round(tokens_per_second, 3), epoch=self.sampler.epoch)
+                                 tokensPerSecond=round(tokens_per_second, 3), epoch=self.sampler.epoch, **memory)
                 self.tracker.log_metrics({f"train/{k}": v for k, v in losses.items()}
                                          | {"train/samplesPerSecond": samples_per_second,
                                             "train/tokensPerSecond": tokens_per_second,

@@ -8,8 +8,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
-from strata_workloads.train.models.base import ModelFamily, ServingSpec, TensorSpec, parameter_dtype, sample_labels
+from strata_workloads.train.device import module_device
+from strata_workloads.train.models.base import (
+    ModelFamily,
+    ServingSpec,
+    TensorSpec,
+    parameter_dtype,
+    randn,
+    sample_labels,
+)
 
 
 def timestep_embedding(timesteps: torch.Tensor, dim: int) -> torch.Tensor:
@@ -46,8 +55,10 @@ class ResidualBlock(nn.Module):
 class SmallUNet(nn.Module):
     """Two resolutions: down (stride-2 conv), middle, up (nearest + conv) with a concatenated skip."""
 
-    def __init__(self, channels: int, base_channels: int, num_classes: int):
+    def __init__(self, channels: int, base_channels: int, num_classes: int, checkpoint_blocks: bool = False):
         super().__init__()
+        # Recompute the residual blocks in the backward pass instead of keeping their activations.
+        self.checkpoint_blocks = checkpoint_blocks
         c = base_channels
         self.embedding_dim = 4 * c
         self.time_mlp = nn.Sequential(nn.Linear(c, self.embedding_dim), nn.SiLU(), nn.Linear(self.embedding_dim, self.embedding_dim))
@@ -66,11 +77,16 @@ class SmallUNet(nn.Module):
         if self.label_embedding is not None:
             embedding = embedding + self.label_embedding(labels.view(-1)).to(embedding.dtype)
         h = self.stem(noisy)
-        skip = self.down_block(h, embedding)
-        h = self.middle_block(self.downsample(skip), embedding)
+        skip = self._block(self.down_block, h, embedding)
+        h = self._block(self.middle_block, self.downsample(skip), embedding)
         h = self.upsample(F.interpolate(h, size=skip.shape[-2:], mode="nearest"))
-        h = self.up_block(torch.cat([h, skip], dim=1), embedding)
+        h = self._block(self.up_block, torch.cat([h, skip], dim=1), embedding)
         return self.out(h)
+
+    def _block(self, block: nn.Module, x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        if self.checkpoint_blocks and self.training and torch.is_grad_enabled():
+            return checkpoint(block, x, embedding, use_reentrant=False)
+        return block(x, embedding)
 
 
 class NoiseSchedule:
@@ -80,12 +96,22 @@ class NoiseSchedule:
         # Scale the DDPM endpoints so short schedules (tests use few steps) still reach noise.
         scale = 1000.0 / steps
         self.steps = steps
-        self.betas = torch.linspace(beta_start * scale, min(beta_end * scale, 0.999), steps, dtype=torch.float64)
+        # Kept on the host in float64 (the sampler reads single values); alpha_bars_on() copies
+        # what the training step indexes to the step's device.
+        self.betas = torch.linspace(beta_start * scale, min(beta_end * scale, 0.999), steps, dtype=torch.float64,
+                                    device="cpu")
         self.alphas = 1.0 - self.betas
         self.alpha_bars = torch.cumprod(self.alphas, 0)
+        self._alpha_bars_on: dict[torch.device, torch.Tensor] = {}
+
+    def alpha_bars_on(self, device: torch.device) -> torch.Tensor:
+        """The schedule where the timesteps are (indexing needs both on one device), copied once."""
+        if device not in self._alpha_bars_on:
+            self._alpha_bars_on[device] = self.alpha_bars.float().to(device)
+        return self._alpha_bars_on[device]
 
     def add_noise(self, images: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        alpha_bar = self.alpha_bars[timesteps].float().view(-1, 1, 1, 1)
+        alpha_bar = self.alpha_bars_on(timesteps.device)[timesteps].view(-1, 1, 1, 1)
         return alpha_bar.sqrt() * images + (1 - alpha_bar).sqrt() * noise
 
 
@@ -118,13 +144,14 @@ class DiffusionFamily(ModelFamily):
         self.schedule = NoiseSchedule(self.size.diffusion_steps)
 
     def build(self):
-        return {"model": SmallUNet(self.info.image_shape[0], self.size.base_channels, self.num_classes)}
+        return {"model": SmallUNet(self.info.image_shape[0], self.size.base_channels, self.num_classes,
+                                   checkpoint_blocks=self.config.performance.activation_checkpointing)}
 
     def _loss_per_example(self, model, batch, generator) -> torch.Tensor:
         images = batch["image"]
         count = images.shape[0]
-        timesteps = torch.randint(0, self.schedule.steps, (count,), generator=generator)
-        noise = torch.randn(images.shape, generator=generator)
+        timesteps = torch.randint(0, self.schedule.steps, (count,), generator=generator, device=generator.device)
+        noise = randn(tuple(images.shape), generator)
         noisy = self.schedule.add_noise(images, noise, timesteps)
         predicted = model(self.to_compute(noisy), timesteps, self.labels_of(batch)).float()
         return (predicted - noise).pow(2).flatten(1).mean(1)
@@ -134,43 +161,48 @@ class DiffusionFamily(ModelFamily):
         loss = self._loss_per_example(engine, batch, generator).mean()
         engine.backward(loss)
         engine.step()
-        return {"loss": loss.item()}
+        return {"loss": loss.detach()}
 
     @torch.no_grad()
     def evaluate(self, modules, batch, generator):
         losses = self._loss_per_example(modules["model"], batch, generator)
-        return {"loss": (losses.sum().item(), float(losses.shape[0]))}
+        return {"loss": (losses.sum(), float(losses.shape[0]))}
+
+    def blocks(self, module):
+        return [module.down_block, module.middle_block, module.up_block]
 
     def serving(self, modules) -> ServingSpec:
         unet = modules["model"]
         shape = tuple(self.info.image_shape)
         inputs = [TensorSpec("noisy_image", "TYPE_FP32", shape), TensorSpec("timestep", "TYPE_INT64", (1,))]
         outputs = [TensorSpec("predicted_noise", "TYPE_FP32", shape)]
-        generator = torch.Generator().manual_seed(0)
-        example = (torch.randn((2, *shape), generator=generator), torch.tensor([[3], [7]], dtype=torch.long))
+        device = module_device(unet)
+        generator = torch.Generator(device).manual_seed(0)
+        example = (torch.randn((2, *shape), generator=generator, device=device),
+                   torch.tensor([[3], [7]], dtype=torch.long, device=device))
         # Clients run the reverse process themselves; they need the schedule.
         notes = {"noiseSchedule": {"kind": "linear", "steps": self.schedule.steps,
                                    "betaStart": float(self.schedule.betas[0]), "betaEnd": float(self.schedule.betas[-1])}}
         if self.num_classes > 0:
             return ServingSpec(_DenoiserServing(unet), inputs + [TensorSpec("label", "TYPE_INT64", (1,))], outputs,
-                               example + (torch.zeros((2, 1), dtype=torch.long),), notes)
+                               example + (torch.zeros((2, 1), dtype=torch.long, device=device),), notes)
         return ServingSpec(_UnconditionalDenoiserServing(unet), inputs, outputs, example, notes)
 
     @torch.no_grad()
     def sample(self, unet: nn.Module, count: int, generator: torch.Generator, labels: torch.Tensor | None) -> torch.Tensor:
         """Ancestral DDPM sampling from pure noise over all T steps."""
         dtype = parameter_dtype(unet)
-        x = torch.randn((count, *self.info.image_shape), generator=generator)
+        x = randn((count, *self.info.image_shape), generator)
         for t in reversed(range(self.schedule.steps)):
-            timesteps = torch.full((count,), t, dtype=torch.long)
+            timesteps = torch.full((count,), t, dtype=torch.long, device=x.device)
             predicted = unet(x.to(dtype), timesteps, labels).float()
             alpha, alpha_bar, beta = (float(v[t]) for v in (self.schedule.alphas, self.schedule.alpha_bars, self.schedule.betas))
             x = (x - beta / math.sqrt(1 - alpha_bar) * predicted) / math.sqrt(alpha)
             if t > 0:
-                x = x + math.sqrt(beta) * torch.randn(x.shape, generator=generator)
+                x = x + math.sqrt(beta) * randn(tuple(x.shape), generator)
         return x.clamp(-1, 1)
 
     @torch.no_grad()
     def generate(self, modules, count, generator) -> dict[str, Any]:
-        labels = sample_labels(self.num_classes, count, generator)
+        labels = sample_labels(self.num_classes, count, generator.device)
         return {"images": self.sample(modules["model"], count, generator, labels), "labels": labels}

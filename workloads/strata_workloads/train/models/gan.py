@@ -9,7 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from strata_workloads.train.models.base import ModelFamily, ServingSpec, TensorSpec, parameter_dtype, sample_labels
+from strata_workloads.train.device import module_device
+from strata_workloads.train.models.base import (
+    ModelFamily,
+    ServingSpec,
+    TensorSpec,
+    parameter_dtype,
+    randn,
+    sample_labels,
+)
 
 
 class Generator(nn.Module):
@@ -93,7 +101,7 @@ class GANFamily(ModelFamily):
         }
 
     def _noise(self, count: int, generator: torch.Generator) -> torch.Tensor:
-        return self.to_compute(torch.randn((count, self.size.latent_dim), generator=generator))
+        return self.to_compute(randn((count, self.size.latent_dim), generator))
 
     def train_micro_step(self, engines, batch, generator):
         g_engine, d_engine = engines["generator"], engines["discriminator"]
@@ -105,7 +113,7 @@ class GANFamily(ModelFamily):
         with torch.no_grad():
             fake = g_engine(self._noise(count, generator), labels)
         d_logits = torch.cat([d_engine(real, labels), d_engine(fake, labels)]).float()
-        d_targets = torch.cat([torch.ones(count), torch.zeros(count)])
+        d_targets = torch.cat([torch.ones_like(d_logits[:count]), torch.zeros_like(d_logits[count:])])
         d_loss = F.binary_cross_entropy_with_logits(d_logits, d_targets)
         d_engine.backward(d_loss)
         d_engine.step()
@@ -118,13 +126,15 @@ class GANFamily(ModelFamily):
             parameter.requires_grad_(False)
         try:
             fake = g_engine(self._noise(count, generator), labels)
-            g_loss = F.binary_cross_entropy_with_logits(d_engine(fake, labels).float(), torch.ones(count))
+            g_logits = d_engine(fake, labels).float()
+            g_loss = F.binary_cross_entropy_with_logits(g_logits, torch.ones_like(g_logits))
             g_engine.backward(g_loss)
             g_engine.step()
         finally:
             for parameter in d_parameters:
                 parameter.requires_grad_(True)
-        return {"loss": (g_loss + d_loss).item(), "generatorLoss": g_loss.item(), "discriminatorLoss": d_loss.item()}
+        g_loss, d_loss = g_loss.detach(), d_loss.detach()
+        return {"loss": g_loss + d_loss, "generatorLoss": g_loss, "discriminatorLoss": d_loss}
 
     @torch.no_grad()
     def evaluate(self, modules, batch, generator):
@@ -134,16 +144,17 @@ class GANFamily(ModelFamily):
         count = real.shape[0]
         fake = g(self._noise(count, generator), labels)
         real_logits, fake_logits = d(real, labels).float(), d(fake, labels).float()
-        d_loss = 0.5 * (F.binary_cross_entropy_with_logits(real_logits, torch.ones(count), reduction="sum")
-                        + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros(count), reduction="sum"))
-        g_loss = F.binary_cross_entropy_with_logits(fake_logits, torch.ones(count), reduction="sum")
+        ones, zeros = torch.ones_like(real_logits), torch.zeros_like(fake_logits)
+        d_loss = 0.5 * (F.binary_cross_entropy_with_logits(real_logits, ones, reduction="sum")
+                        + F.binary_cross_entropy_with_logits(fake_logits, zeros, reduction="sum"))
+        g_loss = F.binary_cross_entropy_with_logits(fake_logits, ones, reduction="sum")
         n = float(count)
         # Batch statistic: weighted by batch size, so the aggregate is a mean over batches.
-        distance = moment_distance(batch["image"], fake).item()
+        distance = moment_distance(batch["image"], fake)
         return {
-            "loss": ((g_loss + d_loss).item(), n),
-            "generatorLoss": (g_loss.item(), n),
-            "discriminatorLoss": (d_loss.item(), n),
+            "loss": (g_loss + d_loss, n),
+            "generatorLoss": (g_loss, n),
+            "discriminatorLoss": (d_loss, n),
             "momentDistance": (distance * n, n),
         }
 
@@ -151,15 +162,16 @@ class GANFamily(ModelFamily):
         g = modules["generator"]
         noise = TensorSpec("noise", "TYPE_FP32", (self.size.latent_dim,))
         image = TensorSpec("image", "TYPE_FP32", tuple(self.info.image_shape))
-        example = torch.randn(2, self.size.latent_dim, generator=torch.Generator().manual_seed(0))
+        device = module_device(g)
+        example = torch.randn((2, self.size.latent_dim), generator=torch.Generator(device).manual_seed(0), device=device)
         if self.num_classes > 0:
             return ServingSpec(_GeneratorServing(g), [noise, TensorSpec("label", "TYPE_INT64", (1,))], [image],
-                               (example, torch.zeros((2, 1), dtype=torch.long)))
+                               (example, torch.zeros((2, 1), dtype=torch.long, device=device)))
         return ServingSpec(_UnconditionalGeneratorServing(g), [noise], [image], (example,))
 
     @torch.no_grad()
     def generate(self, modules, count, generator) -> dict[str, Any]:
         g = modules["generator"]
-        labels = sample_labels(self.num_classes, count, generator)
-        noise = torch.randn((count, self.size.latent_dim), generator=generator)
+        labels = sample_labels(self.num_classes, count, generator.device)
+        noise = randn((count, self.size.latent_dim), generator)
         return {"images": g(noise.to(parameter_dtype(g)), labels).float(), "labels": labels}

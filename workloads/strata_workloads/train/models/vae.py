@@ -8,7 +8,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from strata_workloads.train.models.base import ModelFamily, ServingSpec, TensorSpec, parameter_dtype, sample_labels
+from strata_workloads.train.device import module_device
+from strata_workloads.train.models.base import (
+    ModelFamily,
+    ServingSpec,
+    TensorSpec,
+    parameter_dtype,
+    randn,
+    sample_labels,
+)
 
 
 class ConditionalVAE(nn.Module):
@@ -77,7 +85,7 @@ class VAEFamily(ModelFamily):
 
     def _terms(self, model, batch, generator):
         images = self.to_compute(batch["image"])
-        noise = self.to_compute(torch.randn((images.shape[0], self.size.latent_dim), generator=generator))
+        noise = self.to_compute(randn((images.shape[0], self.size.latent_dim), generator))
         reconstruction, mean, log_variance = model(images, self.labels_of(batch), noise)
         # Per-example sums (Gaussian likelihood with unit variance up to constants, and the
         # closed-form KL to N(0, I)); the loss is their batch mean: the negative ELBO.
@@ -92,32 +100,34 @@ class VAEFamily(ModelFamily):
         loss = (reconstruction_error + kl).mean()
         engine.backward(loss)
         engine.step()
-        return {"loss": loss.item(), "reconstruction": reconstruction_error.mean().item(), "kl": kl.mean().item()}
+        return {"loss": loss.detach(), "reconstruction": reconstruction_error.detach().mean(), "kl": kl.detach().mean()}
 
     @torch.no_grad()
     def evaluate(self, modules, batch, generator):
         reconstruction_error, kl = self._terms(modules["model"], batch, generator)
         n = float(reconstruction_error.shape[0])
         return {
-            "loss": ((reconstruction_error + kl).sum().item(), n),
-            "reconstruction": (reconstruction_error.sum().item(), n),
-            "kl": (kl.sum().item(), n),
+            "loss": ((reconstruction_error + kl).sum(), n),
+            "reconstruction": (reconstruction_error.sum(), n),
+            "kl": (kl.sum(), n),
         }
 
     def serving(self, modules) -> ServingSpec:
         vae = modules["model"]
         latent = TensorSpec("latent", "TYPE_FP32", (self.size.latent_dim,))
         image = TensorSpec("image", "TYPE_FP32", tuple(self.info.image_shape))
-        example_latent = torch.randn(2, self.size.latent_dim, generator=torch.Generator().manual_seed(0))
+        device = module_device(vae)
+        example_latent = torch.randn((2, self.size.latent_dim), generator=torch.Generator(device).manual_seed(0),
+                                     device=device)
         if self.num_classes > 0:
             return ServingSpec(_DecoderServing(vae, True), [latent, TensorSpec("label", "TYPE_INT64", (1,))], [image],
-                               (example_latent, torch.zeros((2, 1), dtype=torch.long)))
+                               (example_latent, torch.zeros((2, 1), dtype=torch.long, device=device)))
         return ServingSpec(_UnconditionalDecoderServing(vae), [latent], [image], (example_latent,))
 
     @torch.no_grad()
     def generate(self, modules, count, generator) -> dict[str, Any]:
         vae = modules["model"]
-        latent = torch.randn((count, self.size.latent_dim), generator=generator)  # sample from the prior
-        labels = sample_labels(self.num_classes, count, generator)
+        latent = randn((count, self.size.latent_dim), generator)  # sample from the prior
+        labels = sample_labels(self.num_classes, count, generator.device)
         images = vae.decode(latent.to(parameter_dtype(vae)), labels).float()
         return {"images": images, "labels": labels}
