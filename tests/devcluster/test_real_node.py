@@ -256,9 +256,16 @@ def test_metrics_server_measures_cpu_and_an_hpa_scales_on_it(real_cluster: DevCl
                     what="metrics-server to report the burner's CPU")
     wait_for(lambda: _get(real_cluster, namespace, "deployment", "burner")["spec"]["replicas"] == 2,
              timeout=180, what="the HPA to scale the Deployment up to 2")
-    for pod in _get(real_cluster, namespace, "pods", "-l", "app=burner")["items"]:
-        real_cluster.kubectl("exec", "-n", namespace, pod["metadata"]["name"], "--",
-                             "python", "-c", "import os; os.remove('/tmp/busy')", check=False)
+    running = wait_for(lambda: (pods := [
+        p["metadata"]["name"] for p in _get(real_cluster, namespace, "pods", "-l",
+                                            "app=burner")["items"]
+        if p["status"].get("phase") == "Running"]) and len(pods) == 2 and pods,
+        timeout=120, what="both burner pods to run")
+    for pod in running:  # the load ends in every pod: each one stops burning
+        wait_for(lambda: real_cluster.kubectl(
+            "exec", "-n", namespace, pod, "--", "python", "-c",
+            "import os; os.path.exists('/tmp/busy') and os.remove('/tmp/busy')",
+            check=False).returncode == 0, what=f"the load to stop in {pod}")
     wait_for(lambda: _get(real_cluster, namespace, "deployment", "burner")["spec"]["replicas"] == 1,
              timeout=180, what="the HPA to scale back down to 1 once the load stopped")
 
