@@ -69,5 +69,7 @@ def test_gomod_dirs_pin_each_component():
         assert (component.module_dir / "go.sum").is_file()
         module = {"kubernetes": "k8s.io/kubernetes", "etcd": "go.etcd.io/etcd/server/v3",
                   "kwok": "sigs.k8s.io/kwok", "helm": "helm.sh/helm/v3",
-                  "prometheus": "github.com/prometheus/prometheus"}[component.name]
+                  "prometheus": "github.com/prometheus/prometheus",
+                  "coredns": "github.com/coredns/coredns",
+                  "metrics-server": "sigs.k8s.io/metrics-server"}[component.name]
         assert f"{module} {component.version}" in go_mod
