@@ -59,3 +59,20 @@ def test_rollback_is_an_action_definition_with_its_discovery_script():
     assert [d["name"] for d in actions["definitions"]] == ["rollback"]
     assert "status.modelVersion.previous" in actions["definitions"][0]["action.lua"]
     assert "rollback" in actions["discovery.lua"]
+
+
+WAVE_ORDER = ["Dataset", "TrainingJob", "ModelDeployment", "FeedbackPolicy"]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "examples").glob("*.yaml")), ids=lambda path: path.name)
+def test_examples_sync_in_lifecycle_order(path):
+    """Each kind's sync wave comes after the kinds it depends on."""
+    documents = [doc for doc in yaml.safe_load_all(path.read_text()) if doc and doc.get("apiVersion") == "strata.dev/v1alpha1"]
+    waves = {}
+    for doc in documents:
+        wave = (doc["metadata"].get("annotations") or {}).get("argocd.argoproj.io/sync-wave")
+        assert wave is not None, f"{doc['kind']}/{doc['metadata']['name']} has no argocd.argoproj.io/sync-wave"
+        waves.setdefault(doc["kind"], set()).add(int(wave))
+    present = [kind for kind in WAVE_ORDER if kind in waves]
+    for earlier, later in zip(present, present[1:]):
+        assert max(waves[earlier]) < min(waves[later]), f"{earlier} must sync before {later}: {waves}"
