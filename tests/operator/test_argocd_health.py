@@ -335,4 +335,4 @@ def test_rollback_pins_the_previous_version_and_the_operator_reconciles_it(argoc
                      timeout=RESYNC_SECONDS * 10, what="the operator to reconcile the rollback")
     assert after["spec"]["model"]["repository"]["version"] == 3
     serving = get_json(dev_cluster, "configmap", f"{name}-serving", "-n", namespace)
-    assert "version: 3" in serving["data"]["serving.yaml"]
+    assert yaml.safe_load(serving["data"]["serving.yaml"])["model"]["repository"]["version"] == 3

@@ -76,3 +76,16 @@ def test_examples_sync_in_lifecycle_order(path):
     present = [kind for kind in WAVE_ORDER if kind in waves]
     for earlier, later in zip(present, present[1:]):
         assert max(waves[earlier]) < min(waves[later]), f"{earlier} must sync before {later}: {waves}"
+
+
+def test_the_health_scripts_read_the_condition_types_and_phases_the_operator_writes():
+    """The Lua's spelling of conditions and phases is the operator's (strata.constants)."""
+    import re
+
+    from strata.constants import ConditionType, Phase
+
+    common = (SOURCES / "health" / "common.lua").read_text()
+    types = set(re.findall(r'findCondition\(status, "(\w+)"\)', common))
+    phases = set(re.findall(r'status\.phase == "(\w+)"', common))
+    assert types == {ConditionType.READY, ConditionType.PROGRESSING, ConditionType.DEGRADED}
+    assert phases and phases <= {value for name, value in vars(Phase).items() if name.isupper()}
