@@ -4,6 +4,7 @@ by Argo CD's own Lua runtime in tests/operator/test_argocd_health.py.)"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import yaml
 
 from strata.api import KINDS
 from strata.argocd import PATCH_FILE, REGENERATE_COMMAND, VALUES_FILE, customizations, drift, health_script, render_files
+from strata.constants import ConditionType, Phase
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = REPO / "helm" / "strata" / "argocd"
@@ -80,10 +82,6 @@ def test_examples_sync_in_lifecycle_order(path):
 
 def test_the_health_scripts_read_the_condition_types_and_phases_the_operator_writes():
     """The Lua's spelling of conditions and phases is the operator's (strata.constants)."""
-    import re
-
-    from strata.constants import ConditionType, Phase
-
     common = (SOURCES / "health" / "common.lua").read_text()
     types = set(re.findall(r'findCondition\(status, "(\w+)"\)', common))
     phases = set(re.findall(r'status\.phase == "(\w+)"', common))
