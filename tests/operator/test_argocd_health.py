@@ -23,7 +23,7 @@ from strata.api import KINDS_BY_NAME
 from strata.argocd import PATCH_FILE
 from strata.conditions import status_is_current
 from strata.devcluster import BuildError
-from strata.devcluster.binaries import ARGOCD_LUA, ensure_tool
+from strata.devcluster.binaries import ARGOCD_LUA, build_component
 
 PATCH = REPO / "helm" / "strata" / "argocd" / PATCH_FILE
 KINDS = ["Dataset", "TrainingJob", "ModelDeployment", "FeedbackPolicy"]
@@ -33,9 +33,10 @@ ARGOCD_NAMESPACE = "argocd"
 @pytest.fixture(scope="session")
 def argocd_lua() -> Path:
     try:
-        return ensure_tool(ARGOCD_LUA, "argocd-lua")
+        build_component(ARGOCD_LUA, ["argocd-lua"])  # a no-op once cached
     except BuildError as error:
         pytest.fail(f"argocd-lua could not be built:\n{error}", pytrace=False)
+    return ARGOCD_LUA.cache_dir() / "argocd-lua"
 
 
 @pytest.fixture(scope="session")
