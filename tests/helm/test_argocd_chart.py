@@ -30,6 +30,7 @@ def test_enabled_the_chart_carries_exactly_the_generated_patch_for_argo_cds_name
     # Argo CD only reads ConfigMaps labelled as its own; uninstalling Strata must not delete it.
     assert config_map["metadata"]["labels"]["app.kubernetes.io/part-of"] == "argocd"
     assert config_map["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert config_map["metadata"]["annotations"]["argocd.argoproj.io/sync-options"] == "Delete=false"
 
 
 def test_enabled_chart_lints_strictly(helm):
