@@ -329,7 +329,10 @@ class DevCluster:
 
     def _ensure_images(self) -> dict[str, str]:
         from . import images  # builds from the installed environment; only the real node needs it
-        built = images.ensure_images(self.images)
+        try:
+            built = images.ensure_images(self.images, log=lambda line: print(line, file=sys.stderr))
+        except images.ImageBuildError as error:
+            raise DevClusterError(f"the real node's images could not be built: {error}") from error
         self._local_images = list(built.values())
         return {name: image.ref for name, image in built.items()}
 
@@ -588,9 +591,12 @@ class DevCluster:
         self._launch("containerd", binaries, arguments)
         self._wait_until("containerd to serve its socket", self._containerd_is_up, ["containerd"])
         from . import images
-        images.import_images(self._local_images, ctr=_ctr(),
-                             address=str(self.layout.containerd_socket),
-                             namespace=node_module.CONTAINERD_NAMESPACE)
+        try:
+            images.import_images(self._local_images, ctr=_ctr(),
+                                 address=str(self.layout.containerd_socket),
+                                 namespace=node_module.CONTAINERD_NAMESPACE)
+        except images.ImageBuildError as error:
+            raise DevClusterError(f"importing images into containerd failed: {error}") from error
         self._launch("kubelet", binaries, arguments)
         self._wait_until(f"the real node {REAL_NODE_NAME} to be Ready",
                          lambda: self._node_is_ready(REAL_NODE_NAME), ["kubelet", "containerd"])
