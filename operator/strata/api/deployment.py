@@ -10,6 +10,7 @@ from strata.api.base import (
     Fraction,
     KindInfo,
     LocalObjectRef,
+    ObjectReference,
     PrinterColumn,
     Quantity,
     SecretRef,
@@ -132,6 +133,10 @@ class ModelDeploymentSpec(StrataModel):
     rollout: Rollout = Field(default_factory=Rollout)
     access: Access | None = None
     monitoring: Monitoring = Field(default_factory=Monitoring)
+
+    def references(self) -> list[ObjectReference]:
+        job = self.model.training_job
+        return [ObjectReference("TrainingJob", job.name, "spec.model.trainingJob.name")] if job else []
 
 
 class Endpoints(StrataModel):

@@ -13,6 +13,7 @@ from strata.api.base import (
     Fraction,
     KindInfo,
     LocalObjectRef,
+    ObjectReference,
     PrinterColumn,
     StatusBase,
     StrataModel,
@@ -114,6 +115,13 @@ class FeedbackPolicySpec(StrataModel):
     retrain: Retrain | None = None
     promotion: Promotion = Field(default_factory=Promotion)
     review: Review = Field(default_factory=Review)
+
+    def references(self) -> list[ObjectReference]:
+        found = [ObjectReference("ModelDeployment", self.target.model_deployment, "spec.target.modelDeployment")]
+        if self.retrain is not None:
+            job = self.retrain.template.from_training_job.name
+            found.append(ObjectReference("TrainingJob", job, "spec.retrain.template.fromTrainingJob.name"))
+        return found
 
 
 class MonitorReading(StrataModel):

@@ -9,6 +9,7 @@ from pydantic import ConfigDict, Field
 from strata.api.base import (
     DNS1123Name,
     KindInfo,
+    ObjectReference,
     PrinterColumn,
     Quantity,
     StatusBase,
@@ -28,20 +29,71 @@ class DatasetRef(StrataModel):
     )
 
 
-class ModelSize(StrataModel):
-    """Size knobs; each family reads the ones that apply to it."""
+# Which families read each size setting, and its default there. A setting given to a family
+# that does not read it is refused (it would have no effect); an unset one is filled in when
+# the trainer's config is rendered, so an object does not carry other families' defaults.
+# The image shape of vae, gan and diffusion models is the Dataset's (preprocessing.image).
+SIZE_SETTINGS: dict[str, tuple[tuple[str, ...], int]] = {
+    "layers": (("transformer",), 6),
+    "hidden": (("transformer", "vae", "gan"), 512),
+    "heads": (("transformer",), 8),
+    "contextLength": (("transformer",), 512),
+    "latentDim": (("vae", "gan"), 64),
+    "diffusionSteps": (("diffusion",), 1000),
+}
 
-    model_config = ConfigDict(
-        json_schema_extra=cel(("self.hidden % self.heads == 0", "hidden must be a multiple of heads", ".heads"))
+
+def _families(setting: str) -> str:
+    families = SIZE_SETTINGS[setting][0]
+    return f"{' and '.join(families)} famil{'ies' if len(families) > 1 else 'y'}"
+
+
+def _size_description(setting: str, what: str) -> str:
+    return f"{what} Read by the {_families(setting)} only; default {SIZE_SETTINGS[setting][1]}."
+
+
+def _size_or_default(setting: str) -> str:
+    return f"(has(self.size.{setting}) ? self.size.{setting} : {SIZE_SETTINGS[setting][1]})"
+
+
+def _applies_only_to(setting: str) -> tuple[str, str, str]:
+    listed = ", ".join(f"'{family}'" for family in SIZE_SETTINGS[setting][0])
+    return (
+        f"!has(self.size.{setting}) || self.family in [{listed}]",
+        f"{setting} applies only to the {_families(setting)}",
+        f".size.{setting}",
     )
 
-    layers: int = Field(default=6, ge=1, le=256)
-    hidden: int = Field(default=512, ge=8, le=65536)
-    heads: int = Field(default=8, ge=1, le=256)
-    context_length: int = Field(default=512, ge=8, le=1_048_576, description="Tokens per sequence (transformer).")
-    latent_dim: int = Field(default=64, ge=2, le=8192, description="Latent size (vae, gan).")
-    image_size: int = Field(default=32, ge=8, le=1024, description="Square image side in pixels (vae, gan, diffusion).")
-    diffusion_steps: int = Field(default=1000, ge=10, le=10000, description="Noise schedule length (diffusion).")
+
+class ModelSize(StrataModel):
+    """Size settings; each family reads its own, and the others are refused for it."""
+
+    layers: int | None = Field(default=None, ge=1, le=256, description=_size_description("layers", "Transformer blocks."))
+    hidden: int | None = Field(
+        default=None, ge=8, le=65536,
+        description=_size_description("hidden", "Width of the hidden layers (the transformer's embedding size)."),
+    )
+    heads: int | None = Field(
+        default=None, ge=1, le=256, description=_size_description("heads", "Attention heads; must divide hidden.")
+    )
+    context_length: int | None = Field(
+        default=None, ge=8, le=1_048_576, description=_size_description("contextLength", "Tokens per sequence.")
+    )
+    latent_dim: int | None = Field(
+        default=None, ge=2, le=8192, description=_size_description("latentDim", "Length of the latent (noise) vector.")
+    )
+    diffusion_steps: int | None = Field(
+        default=None, ge=10, le=10000, description=_size_description("diffusionSteps", "Steps of the noise schedule.")
+    )
+
+    def resolved(self, family: str) -> dict[str, int]:
+        """The settings `family` reads, camelCase, each as given or its default."""
+        given = self.to_wire()
+        return {
+            setting: given.get(setting, default)
+            for setting, (families, default) in SIZE_SETTINGS.items()
+            if family in families
+        }
 
 
 class ModelSpec(StrataModel):
@@ -52,13 +104,25 @@ class ModelSpec(StrataModel):
                 "prompt conditioning is only for the transformer family",
                 ".conditioning",
             ),
+            (
+                f"self.family != 'transformer' || {_size_or_default('hidden')} % {_size_or_default('heads')} == 0",
+                "hidden must be a multiple of heads",
+                ".size.heads",
+            ),
+            *(_applies_only_to(setting) for setting in SIZE_SETTINGS),
         )
     )
 
-    family: ModelFamily
-    size: ModelSize = Field(default_factory=ModelSize)
+    family: ModelFamily = Field(
+        description="What to train: transformer (text), or vae, gan or diffusion (images, shaped by the Dataset)."
+    )
+    size: ModelSize = Field(
+        default_factory=ModelSize,
+        description="Size settings. The image shape comes from the Dataset (preprocessing.image width and height).",
+    )
     conditioning: Literal["none", "label", "prompt"] = Field(
-        default="none", description="Condition generation on the dataset's label field or a prompt prefix."
+        default="none",
+        description="none: unconditional; label: condition on the Dataset's labelField; prompt: a text prefix (transformer).",
     )
 
 
@@ -163,6 +227,9 @@ class TrainingJobSpec(StrataModel):
     resources: WorkerResources = Field(default_factory=WorkerResources)
     retries: int = Field(default=3, ge=0, le=100, description="Restarts of the worker group, each resuming from a checkpoint.")
     image: str | None = Field(default=None, max_length=512, description="Trainer image; the operator's default when unset.")
+
+    def references(self) -> list[ObjectReference]:
+        return [ObjectReference("Dataset", self.dataset.name, "spec.dataset.name")]
 
 
 class Progress(StrataModel):
