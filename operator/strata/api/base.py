@@ -241,15 +241,15 @@ class StorageLocation(StrataModel):
 
     model_config = ConfigDict(json_schema_extra=cel((exactly_one_of("pvc", "s3"), "set exactly one of pvc or s3")))
 
-    pvc: PVCLocation | None = None
-    s3: S3Location | None = None
+    pvc: PVCLocation | None = Field(default=None, description="A directory on a PersistentVolumeClaim in the same namespace.")
+    s3: S3Location | None = Field(default=None, description="An S3 (or S3-compatible) prefix.")
 
 
 class Toleration(StrataModel):
-    key: str | None = Field(default=None, max_length=253)
-    operator: Literal["Exists", "Equal"] = "Equal"
-    value: str | None = Field(default=None, max_length=63)
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    key: str | None = Field(default=None, max_length=253, description="Taint key the toleration matches; empty with operator Exists matches every taint.")
+    operator: Literal["Exists", "Equal"] = Field(default="Equal", description="Exists matches any value of the key; Equal matches only value.")
+    value: str | None = Field(default=None, max_length=63, description="Taint value to match when operator is Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(default=None, description="Taint effect to match (NoSchedule, PreferNoSchedule or NoExecute); every effect when unset.")
 
 
 # ---------------------------------------------------------------------------------------
