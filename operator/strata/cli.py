@@ -78,7 +78,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     if args.down:
         return stop_demo(Path(args.state_dir))
-    return run_demo(Path(args.state_dir), Path(args.examples))
+    return run_demo(Path(args.state_dir), args.examples)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="start the dev cluster, install CRDs, run the operator, apply examples/, show kubectl get strata"
     )
     demo.add_argument("--state-dir", default=".strata/dev")
-    demo.add_argument("--examples", default="examples")
+    demo.add_argument("--examples", type=Path,
+                      help="manifests to apply, a file or a directory (default: the examples/ shipped with Strata)")
     demo.add_argument("--down", action="store_true", help="stop the operator and the dev cluster")
     demo.set_defaults(func=_demo)
     return parser
