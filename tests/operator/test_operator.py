@@ -183,9 +183,11 @@ def test_a_failing_apply_is_reported_as_degraded_and_recovers(dev_cluster, names
     def recovered():
         obj = resource(dev_cluster, namespace, "FeedbackPolicy", name)
         conditions = {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
-        return conditions.get("Degraded", {}).get("status") == "False"
+        return conditions.get("Degraded", {}).get("reason") not in (None, "ApplyFailed") and conditions
 
-    wait_for(recovered, timeout=60, what="Degraded=False after the quota is gone")
+    # The apply succeeds now; what is left is the truth: the policy's ModelDeployment is not there.
+    conditions = wait_for(recovered, timeout=60, what="the ApplyFailed condition to clear after the quota is gone")
+    assert conditions["Degraded"]["reason"] == "ModelDeploymentNotFound"
     assert get_json(dev_cluster, "configmap", "support-lm-monitor", "-n", namespace) is not None
     metrics = urllib.request.urlopen(operator.metrics_url, timeout=5).read().decode()
     assert 'strata_reconcile_errors_total{kind="FeedbackPolicy",reason="ApplyFailed"}' in metrics

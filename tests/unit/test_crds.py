@@ -78,7 +78,10 @@ def _explained_fields(info):
 
 @pytest.mark.parametrize("info", KINDS, ids=lambda k: k.kind)
 def test_every_field_kubectl_explains_has_a_description(info):
-    undocumented = [path for path, node in _explained_fields(info) if not node.get("description", "").strip()]
+    # metadata is the one exception: the API server refuses a CRD that describes it, and
+    # explains it as ObjectMeta itself.
+    undocumented = [path for path, node in _explained_fields(info)
+                    if path != ".metadata" and not node.get("description", "").strip()]
     assert not undocumented, f"{info.kind} fields without a description (add one in operator/strata/api): {undocumented}"
 
 
@@ -94,7 +97,7 @@ def test_quantities_are_int_or_string_checked_by_the_cel_quantity_library():
     cpu = openapi_schema(TRAINING_JOB.spec_model)["properties"]["resources"]["properties"]["cpu"]
     assert cpu["x-kubernetes-int-or-string"] is True
     rules = " ".join(rule["rule"] for rule in cpu["x-kubernetes-validations"])
-    assert "isQuantity(self)" in rules and "quantity(self).sign() >= 0" in rules
+    assert "isQuantity(self)" in rules and "!quantity(self).isLessThan(quantity('0'))" in rules
     assert "quantity" in cpu["description"]
 
 

@@ -50,7 +50,7 @@ CronSchedule = Annotated[
 QUANTITY_RULES = [
     {"rule": "type(self) == int || isQuantity(self)",
      "message": "must be a Kubernetes quantity such as 500m, 8Gi or 2"},
-    {"rule": "type(self) == int ? self >= 0 : !isQuantity(self) || quantity(self).sign() >= 0",
+    {"rule": "type(self) == int ? self >= 0 : !isQuantity(self) || !quantity(self).isLessThan(quantity('0'))",
      "message": "must not be negative"},
 ]
 

@@ -147,7 +147,8 @@ def render_crd(info: KindInfo) -> dict[str, Any]:
                             "properties": {
                                 "apiVersion": {"type": "string", "description": f"{API_VERSION}, the version of the Strata API this object is written in."},
                                 "kind": {"type": "string", "description": f"{info.kind}."},
-                                "metadata": {"type": "object", "description": "Standard object metadata: name, namespace, labels, annotations."},
+                                # Only the API server may describe metadata (it publishes ObjectMeta).
+                                "metadata": {"type": "object"},
                                 "spec": spec_schema,
                                 "status": status_schema,
                             },
