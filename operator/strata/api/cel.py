@@ -37,12 +37,12 @@ def _compare(left: Quantity, right: Quantity) -> int:
     return (left.value > right.value) - (left.value < right.value)
 
 
-# The functions of the Kubernetes quantity library used by the models' rules; methods
-# (`quantity(x).sign()`) are called with the receiver as the first argument.
+# Functions of the Kubernetes quantity library, as the API server's CEL offers them to CRD
+# rules (it has no sign() there); methods (`quantity(x).isLessThan(y)`) are called with the
+# receiver as the first argument.
 KUBERNETES_FUNCTIONS = {
     "isQuantity": lambda text: celtypes.BoolType(isinstance(text, str) and parse_quantity(str(text)) is not None),
     "quantity": _quantity,
-    "sign": lambda q: celtypes.IntType(_compare(q, Quantity(Decimal(0)))),
     "compareTo": lambda q, other: celtypes.IntType(_compare(q, other)),
     "isGreaterThan": lambda q, other: celtypes.BoolType(_compare(q, other) > 0),
     "isLessThan": lambda q, other: celtypes.BoolType(_compare(q, other) < 0),
