@@ -57,9 +57,19 @@ def _crds(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from strata.validate import validate_files
 
-    problems = validate_files(args.files)
-    for problem in problems:
-        print(problem)
+    reports = validate_files(args.files)
+    for report in reports:
+        if report.problems:
+            print("\n".join(report.problems))
+        else:
+            print(f"{report.path}: {report.checked} Strata object{'' if report.checked == 1 else 's'} valid")
+    objects = sum(report.checked for report in reports)
+    problems = sum(len(report.problems) for report in reports)
+    if not reports:
+        print("No YAML files found.")
+        return 1
+    print(f"Checked {len(reports)} file{'' if len(reports) == 1 else 's'}, {objects} Strata object{'' if objects == 1 else 's'}: "
+          + (f"{problems} problem{'' if problems == 1 else 's'}." if problems else "all valid."))
     return 1 if problems else 0
 
 
@@ -68,7 +78,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     if args.down:
         return stop_demo(Path(args.state_dir))
-    return run_demo(Path(args.state_dir), Path(args.examples))
+    return run_demo(Path(args.state_dir), args.examples)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="start the dev cluster, install CRDs, run the operator, apply examples/, show kubectl get strata"
     )
     demo.add_argument("--state-dir", default=".strata/dev")
-    demo.add_argument("--examples", default="examples")
+    demo.add_argument("--examples", type=Path,
+                      help="manifests to apply, a file or a directory (default: the examples/ shipped with Strata)")
     demo.add_argument("--down", action="store_true", help="stop the operator and the dev cluster")
     demo.set_defaults(func=_demo)
     return parser

@@ -46,12 +46,37 @@ class Reason:
     APPLY_FAILED = "ApplyFailed"
     AS_EXPECTED = "AsExpected"
     CHILDREN_APPLIED = "ChildrenApplied"
+    # An object named in the spec does not exist (yet); cleared when it appears.
+    DATASET_NOT_FOUND = "DatasetNotFound"
+    TRAINING_JOB_NOT_FOUND = "TrainingJobNotFound"
+    MODEL_DEPLOYMENT_NOT_FOUND = "ModelDeploymentNotFound"
+
+
+# The reason given when a referenced object of this kind is missing.
+NOT_FOUND_REASONS = {
+    "Dataset": Reason.DATASET_NOT_FOUND,
+    "TrainingJob": Reason.TRAINING_JOB_NOT_FOUND,
+    "ModelDeployment": Reason.MODEL_DEPLOYMENT_NOT_FOUND,
+}
 
 
 class Phase:
-    PENDING = "Pending"
-    RUNNING = "Running"
-    READY = "Ready"
-    SUCCEEDED = "Succeeded"
-    FAILED = "Failed"
+    """status.phase: one word for where an object stands. Each value promises only what it says."""
+
+    # Validated, its configuration published; this version of Strata runs no workload for it,
+    # so nothing further will happen (Ready=False, reason NotImplemented).
+    ACCEPTED = "Accepted"
+    # An object it names does not exist; it carries on by itself when that object appears.
+    WAITING = "Waiting"
+    # The spec breaks a rule; nothing happens until the spec is fixed.
     INVALID = "Invalid"
+    # Applying its children failed; the operator retries (Degraded=True says why).
+    RETRYING = "Retrying"
+
+
+PHASE_DESCRIPTIONS = {
+    Phase.ACCEPTED: "validated and its configuration published, but this version of Strata runs no workload for it",
+    Phase.WAITING: "an object it references does not exist yet, and it continues when that object appears",
+    Phase.INVALID: "the spec breaks a rule (the Ready condition says which), and nothing happens until it is fixed",
+    Phase.RETRYING: "applying its children failed and is retried (the Degraded condition says why)",
+}

@@ -88,3 +88,19 @@ def patch_status(info: KindInfo, namespace: str, name: str, status: dict[str, An
         GROUP, VERSION, namespace, info.plural, name,
         {"metadata": {"resourceVersion": resource_version}, "status": status},
     )
+
+
+def list_objects(info: KindInfo, namespace: str, name: str | None = None) -> list[dict[str, Any]]:
+    """Objects of a Strata kind in a namespace; only the one called `name` when given.
+
+    A field selector rather than a GET, so the operator needs no verb beyond list and watch.
+    """
+    selector = f"metadata.name={name}" if name else None
+    result = kubernetes.client.CustomObjectsApi(api_client()).list_namespaced_custom_object(
+        GROUP, VERSION, namespace, info.plural, field_selector=selector
+    )
+    return result["items"]
+
+
+def exists(info: KindInfo, namespace: str, name: str) -> bool:
+    return bool(list_objects(info, namespace, name))

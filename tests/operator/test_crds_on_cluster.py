@@ -57,3 +57,13 @@ def test_invalid_objects_are_rejected_with_the_field_named(dev_cluster, namespac
     assert result.returncode != 0, f"accepted: {yaml.safe_dump(obj)}"
     for fragment in expected:
         assert fragment in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("path", ["trainingjob.spec", "trainingjob.spec.model.size", "trainingjob.spec.resources",
+                                  "dataset.spec", "modeldeployment.spec.resources", "feedbackpolicy.spec",
+                                  "trainingjob.status"])
+def test_kubectl_explain_describes_every_field(dev_cluster, path):
+    text = dev_cluster.kubectl("explain", path).stdout
+    assert "<no description>" not in text, text
+    if path.endswith("resources"):
+        assert "quantity" in text and "Default:" in text, text

@@ -50,7 +50,8 @@ def test_status_reports_honestly_that_the_workload_is_not_implemented(dev_cluste
     assert kind in conditions["Ready"]["message"]
     assert conditions["Degraded"]["status"] == "False"
     assert all(c["observedGeneration"] == obj["metadata"]["generation"] for c in conditions.values())
-    assert obj["status"]["phase"] == "Pending"
+    # Not "Pending": nothing further will happen to it in this version.
+    assert obj["status"]["phase"] == "Accepted"
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -77,7 +78,10 @@ def test_the_resolved_config_is_applied_as_an_owned_child_and_announced(dev_clus
         events = get_json(dev_cluster, "events", "-n", namespace, "--field-selector", f"involvedObject.name={lifecycle[kind]}")
         return [e for e in events["items"] if e["message"] == f"Created ConfigMap {name}"]
 
-    wait_for(created_event, what=f"a 'Created ConfigMap {name}' event")
+    event = wait_for(created_event, what=f"a 'Created ConfigMap {name}' event")[0]
+    # kubectl describe's "From" column: the Strata operator, not kopf.
+    assert event["source"]["component"] == "strata-operator"
+    assert event["reportingComponent"] == "strata-operator"
 
 
 def test_a_spec_change_is_reconciled_into_the_child_and_the_observed_generation(dev_cluster, namespace, lifecycle):
@@ -179,9 +183,52 @@ def test_a_failing_apply_is_reported_as_degraded_and_recovers(dev_cluster, names
     def recovered():
         obj = resource(dev_cluster, namespace, "FeedbackPolicy", name)
         conditions = {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
-        return conditions.get("Degraded", {}).get("status") == "False"
+        return conditions.get("Degraded", {}).get("reason") not in (None, "ApplyFailed") and conditions
 
-    wait_for(recovered, timeout=60, what="Degraded=False after the quota is gone")
+    # The apply succeeds now; what is left is the truth: the policy's ModelDeployment is not there.
+    conditions = wait_for(recovered, timeout=60, what="the ApplyFailed condition to clear after the quota is gone")
+    assert conditions["Degraded"]["reason"] == "ModelDeploymentNotFound"
     assert get_json(dev_cluster, "configmap", "support-lm-monitor", "-n", namespace) is not None
     metrics = urllib.request.urlopen(operator.metrics_url, timeout=5).read().decode()
     assert 'strata_reconcile_errors_total{kind="FeedbackPolicy",reason="ApplyFailed"}' in metrics
+
+
+def conditions_of(obj):
+    return {c["type"]: c for c in ((obj or {}).get("status") or {}).get("conditions", [])}
+
+
+@pytest.mark.parametrize(
+    "kind, missing_kind, reason",
+    [
+        pytest.param("TrainingJob", "Dataset", "DatasetNotFound", id="a training job waits for its dataset"),
+        pytest.param("ModelDeployment", "TrainingJob", "TrainingJobNotFound", id="a deployment waits for its training job"),
+    ],
+)
+def test_a_missing_reference_is_reported_and_clears_when_the_object_appears(dev_cluster, namespace, operator,
+                                                                               kind, missing_kind, reason):
+    doc = next(d for d in example_documents() if d["kind"] == kind)
+    missing = next(d for d in example_documents() if d["kind"] == missing_kind)
+    name = doc["metadata"]["name"]
+    dev_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
+
+    def waiting():
+        obj = observed(dev_cluster, namespace, kind, name)
+        return obj if conditions_of(obj).get("Ready", {}).get("reason") == reason else None
+
+    obj = wait_for(waiting, what=f"{kind} Ready=False/{reason}")
+    ready = conditions_of(obj)["Ready"]
+    assert ready["status"] == "False"
+    assert f'{missing_kind} "{missing["metadata"]["name"]}"' in ready["message"]
+    assert f'namespace "{namespace}"' in ready["message"]
+    assert conditions_of(obj)["Degraded"]["status"] == "True"
+    assert obj["status"]["phase"] == "Waiting"
+
+    dev_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(missing))
+
+    def recovered():
+        obj = resource(dev_cluster, namespace, kind, name)
+        return obj if conditions_of(obj).get("Ready", {}).get("reason") == "NotImplemented" else None
+
+    obj = wait_for(recovered, timeout=30, what=f"{kind} to stop waiting once the {missing_kind} exists")
+    assert obj["status"]["phase"] == "Accepted"
+    assert conditions_of(obj)["Degraded"]["status"] == "False"

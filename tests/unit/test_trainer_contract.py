@@ -33,6 +33,8 @@ SPECS = [
     pytest.param(variant(model={"family": "vae"}), id="a vae"),
     pytest.param(variant(model={"family": "gan", "conditioning": "label"}), id="a label-conditioned gan"),
     pytest.param(variant(model={"family": "diffusion", "size": {"diffusionSteps": 50}}), id="a diffusion model"),
+    pytest.param(variant(model={"family": "vae", "size": {"hidden": 102, "latentDim": 16}}),
+                 id="a vae whose hidden size no head count divides"),
     pytest.param(variant(model__conditioning="prompt"), id="a prompt-conditioned transformer"),
     pytest.param(variant(deepspeed={"zeroStage": 1, "offload": "cpu", "precision": "fp32"}), id="zero-1 with cpu offload"),
     pytest.param(variant(validation={"everySteps": 10, "earlyStopping": {"metric": "perplexity"}}), id="early stopping on perplexity"),
@@ -69,3 +71,22 @@ def test_early_stopping_on_validation_loss_uses_the_trainers_metric_name():
 def test_the_export_is_named_after_the_job():
     spec = TRAINING_JOB.spec_model.model_validate(BASE)
     assert parse_config(render_trainer_config(spec, "support-lm")).export.model_name == "support-lm"
+
+
+@pytest.mark.parametrize(
+    "model, expected",
+    [
+        pytest.param({"family": "transformer", "size": {"layers": 2}},
+                     {"layers": 2, "hidden": 512, "heads": 8, "contextLength": 512}, id="a transformer gets its own defaults"),
+        pytest.param({"family": "gan"}, {"hidden": 512, "latentDim": 64}, id="a gan gets hidden and latent size only"),
+        pytest.param({"family": "diffusion", "size": {"diffusionSteps": 50}}, {"diffusionSteps": 50},
+                     id="a diffusion model gets its schedule length only"),
+    ],
+)
+def test_each_family_is_rendered_only_the_size_settings_it_reads(model, expected):
+    spec = TRAINING_JOB.spec_model.model_validate(variant(model=model))
+    assert spec.to_wire()["model"]["size"] == model.get("size", {})  # no other family's defaults in the object
+    rendered = render_trainer_config(spec, "j")["model"]["size"]
+    assert rendered == expected
+    trainer_size = parse_config(render_trainer_config(spec, "j")).model.size.model_dump(by_alias=True)
+    assert {name: trainer_size[name] for name in expected} == expected  # the trainer reads what was rendered

@@ -8,16 +8,24 @@ before the operator ever sees an object.
 from __future__ import annotations
 
 from datetime import datetime
-import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError, to_jsonable_python
 from pydantic.alias_generators import to_camel
 
 from strata.api.cel import failed_rules
-from strata.constants import GROUP, ConditionStatus
+from strata.constants import GROUP, PHASE_DESCRIPTIONS, ConditionStatus
 
 # The pydantic error type of a violated CEL rule; its context carries the rule's fieldPath.
 CEL_RULE_ERROR = "cel_rule"
@@ -37,12 +45,20 @@ CronSchedule = Annotated[
     StringConstraints(max_length=128, pattern=r"^(@(hourly|daily|weekly|monthly|yearly)|(\S+\s+){4}\S+)$"),
     Field(description='A cron schedule in the five-field form ("0 3 * * *") or a macro such as @daily.'),
 ]
-QUANTITY_PATTERN = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+# A resource request or limit, checked as the API server checks it: the quantity grammar
+# (resource.ParseQuantity, through the CEL quantity library) and never negative.
+QUANTITY_RULES = [
+    {"rule": "type(self) == int || isQuantity(self)",
+     "message": "must be a Kubernetes quantity such as 500m, 8Gi or 2"},
+    {"rule": "type(self) == int ? self >= 0 : !isQuantity(self) || !quantity(self).isLessThan(quantity('0'))",
+     "message": "must not be negative"},
+]
 
 
 def _check_quantity(value: int | str) -> int | str:
-    if isinstance(value, str) and not re.fullmatch(QUANTITY_PATTERN, value):
-        raise ValueError(f"{value!r} is not a Kubernetes quantity (such as 500m, 8Gi or 2)")
+    failures = failed_rules(QUANTITY_RULES, value)
+    if failures:
+        raise PydanticCustomError(CEL_RULE_ERROR, "{message}", {"message": failures[0]["message"], "field_path": ""})
     return value
 
 
@@ -53,11 +69,10 @@ Quantity = Annotated[
     WithJsonSchema(
         {
             "anyOf": [{"type": "integer"}, {"type": "string"}],
-            "pattern": QUANTITY_PATTERN,
             "x-kubernetes-int-or-string": True,
+            "x-kubernetes-validations": QUANTITY_RULES,
         }
     ),
-    Field(description="A Kubernetes resource quantity such as 500m, 8Gi or 2."),
 ]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -79,6 +94,15 @@ def exactly_one_of(*fields: str) -> str:
     return f"[{present}].filter(x, x).size() == 1"
 
 
+@dataclass(frozen=True)
+class ObjectReference:
+    """Another Strata object, in the same namespace, that a spec names."""
+
+    kind: str
+    name: str
+    field: str  # where the spec names it, as kubectl writes paths ("spec.dataset.name")
+
+
 class StrataModel(BaseModel):
     """Base for every spec and status model: camelCase on the wire, unknown fields refused,
     and the model's CEL rules checked here exactly as the API server checks them."""
@@ -94,21 +118,94 @@ class StrataModel(BaseModel):
         """The object as Kubernetes stores it: camelCase keys, unset optionals left out."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
-    @model_validator(mode="after")
-    def _satisfy_cel_rules(self) -> StrataModel:
-        rules = (type(self).model_config.get("json_schema_extra") or {}).get("x-kubernetes-validations")
-        if rules:
-            failures = failed_rules(rules, self.to_wire())
-            if failures:
-                raise PydanticCustomError(
-                    CEL_RULE_ERROR,
-                    "{message}",
-                    {
-                        "message": "; ".join(rule["message"] for rule in failures),
-                        "field_path": failures[0].get("fieldPath", ""),
-                    },
-                )
-        return self
+    def references(self) -> list[ObjectReference]:
+        """The objects this spec names, which must exist for it to be acted on."""
+        return []
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _satisfy_cel_rules(cls, data: Any, handler: Any) -> StrataModel:
+        """The model's CEL rules, each failure its own error, as the API server reports them.
+
+        Like the API server, the rules are also checked when a nested field broke only a
+        value constraint (a bound, a pattern, a nested rule), against the object with its
+        defaults applied; a wrong type, a missing field or a value outside an enum skips them.
+        """
+        rules = (cls.model_config.get("json_schema_extra") or {}).get("x-kubernetes-validations")
+        if not rules:
+            return handler(data)
+        try:
+            model = handler(data)
+        except ValidationError as error:
+            problems = error.errors()
+            if not isinstance(data, dict) or any(_blocks_rules(problem["type"]) for problem in problems):
+                raise
+            failures = failed_rules(rules, _with_defaults(cls, data))
+            if not failures:
+                raise
+            raise ValidationError.from_exception_data(
+                cls.__name__, [*map(_error_details, problems), *(_rule_error(rule, data) for rule in failures)]
+            ) from None
+        failures = failed_rules(rules, model.to_wire())
+        if failures:
+            raise ValidationError.from_exception_data(cls.__name__, [_rule_error(rule, data) for rule in failures])
+        return model
+
+
+# pydantic error types after which the API server does not evaluate CEL rules (its
+# hasBlockingErr): a wrong type, a missing field, a value outside an enum, an over-long
+# string or list. Unknown fields are refused before validation even starts.
+_BLOCKING_ERRORS = {"missing", "literal_error", "enum", "string_too_long", "too_long", "extra_forbidden"}
+
+
+def _blocks_rules(error_type: str) -> bool:
+    return error_type in _BLOCKING_ERRORS or error_type.endswith(("_type", "_parsing"))
+
+
+def _rule_error(rule: dict[str, str], data: Any) -> InitErrorDetails:
+    context = {"message": rule["message"], "field_path": rule.get("fieldPath", "")}
+    return InitErrorDetails(type=PydanticCustomError(CEL_RULE_ERROR, "{message}", context), loc=(), input=data)
+
+
+def _error_details(problem: Any) -> InitErrorDetails:
+    """An error from errors(), fit to be raised again."""
+    context = problem.get("ctx") or {}
+    if problem["type"] == CEL_RULE_ERROR:
+        error_type: Any = PydanticCustomError(CEL_RULE_ERROR, "{message}", context)
+    else:
+        error_type = problem["type"]
+    return InitErrorDetails(type=error_type, loc=problem["loc"], input=problem["input"], ctx=context)
+
+
+def _model_in(annotation: Any) -> type[StrataModel] | None:
+    """The StrataModel in X, X | None or list[X], if any."""
+    if isinstance(annotation, type) and issubclass(annotation, StrataModel):
+        return annotation
+    for argument in get_args(annotation):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
+
+
+def _with_defaults(model: type[StrataModel], data: dict[str, Any]) -> dict[str, Any]:
+    """Wire-form `data` with every unset field defaulted, recursively, as the API server
+    defaults an object (from the CRD's schema) before it evaluates the rules."""
+    defaulted = dict(data)
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        nested = _model_in(field.annotation)
+        if key in defaulted:
+            value = defaulted[key]
+            if nested is not None and isinstance(value, dict):
+                defaulted[key] = _with_defaults(nested, value)
+            elif nested is not None and isinstance(value, list):
+                defaulted[key] = [_with_defaults(nested, v) if isinstance(v, dict) else v for v in value]
+        elif not field.is_required():
+            default = field.get_default(call_default_factory=True)
+            if default is not None:
+                defaulted[key] = to_jsonable_python(default, by_alias=True, exclude_none=True)
+    return defaulted
 
 
 # ---------------------------------------------------------------------------------------
@@ -144,15 +241,15 @@ class StorageLocation(StrataModel):
 
     model_config = ConfigDict(json_schema_extra=cel((exactly_one_of("pvc", "s3"), "set exactly one of pvc or s3")))
 
-    pvc: PVCLocation | None = None
-    s3: S3Location | None = None
+    pvc: PVCLocation | None = Field(default=None, description="A directory on a PersistentVolumeClaim in the same namespace.")
+    s3: S3Location | None = Field(default=None, description="An S3 (or S3-compatible) prefix.")
 
 
 class Toleration(StrataModel):
-    key: str | None = Field(default=None, max_length=253)
-    operator: Literal["Exists", "Equal"] = "Equal"
-    value: str | None = Field(default=None, max_length=63)
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    key: str | None = Field(default=None, max_length=253, description="Taint key the toleration matches; empty with operator Exists matches every taint.")
+    operator: Literal["Exists", "Equal"] = Field(default="Equal", description="Exists matches any value of the key; Equal matches only value.")
+    value: str | None = Field(default=None, max_length=63, description="Taint value to match when operator is Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(default=None, description="Taint effect to match (NoSchedule, PreferNoSchedule or NoExecute); every effect when unset.")
 
 
 # ---------------------------------------------------------------------------------------
@@ -163,22 +260,34 @@ class Toleration(StrataModel):
 class Condition(StrataModel):
     """A metav1.Condition: what Argo CD, kubectl wait and alert rules read."""
 
-    type: str = Field(max_length=316)
-    status: Literal["True", "False", "Unknown"] = ConditionStatus.UNKNOWN
-    reason: str = Field(default="", max_length=1024)
-    message: str = Field(default="", max_length=32768)
-    last_transition_time: datetime | None = None
-    observed_generation: int | None = Field(default=None, ge=0)
+    type: str = Field(max_length=316, description="Ready, Progressing or Degraded.")
+    status: Literal["True", "False", "Unknown"] = Field(
+        default=ConditionStatus.UNKNOWN, description="Whether the condition holds: True, False or Unknown."
+    )
+    reason: str = Field(
+        default="", max_length=1024, description="Why, as one CamelCase word (such as NotImplemented or DatasetNotFound)."
+    )
+    message: str = Field(default="", max_length=32768, description="Why, in a sentence for people.")
+    last_transition_time: datetime | None = Field(
+        default=None, description="When status last changed (RFC 3339, UTC)."
+    )
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The metadata.generation the condition was computed from."
+    )
 
 
 class StatusBase(StrataModel):
     observed_generation: int | None = Field(
         default=None, ge=0, description="The metadata.generation this status describes."
     )
-    phase: str | None = Field(default=None, max_length=32, description="One-word summary of the lifecycle.")
+    phase: Literal[tuple(PHASE_DESCRIPTIONS)] | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description="One-word summary: " + "; ".join(f"{phase}: {meaning}" for phase, meaning in PHASE_DESCRIPTIONS.items()) + ".",
+    )
     conditions: list[Condition] = Field(
         default_factory=list,
         max_length=16,
+        description="Ready, Progressing and Degraded, each with a reason and a message.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
 

@@ -8,16 +8,50 @@ rejects, with the same message.
 from __future__ import annotations
 
 import functools
+from decimal import Decimal
 from typing import Any
 
 import celpy
+from celpy import celtypes
+
+from strata.api.quantity import parse_quantity
 
 _environment = celpy.Environment()
 
 
+class Quantity:
+    """A value of the Kubernetes CEL quantity library's type (from `quantity("8Gi")`)."""
+
+    def __init__(self, value: Decimal):
+        self.value = value
+
+
+def _quantity(text: Any) -> Quantity:
+    value = parse_quantity(str(text)) if isinstance(text, str) else None
+    if value is None:
+        raise ValueError(f"invalid quantity {text!r}")
+    return Quantity(value)
+
+
+def _compare(left: Quantity, right: Quantity) -> int:
+    return (left.value > right.value) - (left.value < right.value)
+
+
+# Functions of the Kubernetes quantity library, as the API server's CEL offers them to CRD
+# rules (it has no sign() there); methods (`quantity(x).isLessThan(y)`) are called with the
+# receiver as the first argument.
+KUBERNETES_FUNCTIONS = {
+    "isQuantity": lambda text: celtypes.BoolType(isinstance(text, str) and parse_quantity(str(text)) is not None),
+    "quantity": _quantity,
+    "compareTo": lambda q, other: celtypes.IntType(_compare(q, other)),
+    "isGreaterThan": lambda q, other: celtypes.BoolType(_compare(q, other) > 0),
+    "isLessThan": lambda q, other: celtypes.BoolType(_compare(q, other) < 0),
+}
+
+
 @functools.cache
 def _program(rule: str) -> Any:
-    return _environment.program(_environment.compile(rule))
+    return _environment.program(_environment.compile(rule), functions=KUBERNETES_FUNCTIONS)
 
 
 def failed_rules(rules: list[dict[str, str]], obj: dict[str, Any]) -> list[dict[str, str]]:

@@ -28,7 +28,7 @@ SourceFormat = Literal["jsonl", "json", "csv", "parquet", "text", "imagefolder",
 class HTTPPagination(StrataModel):
     cursor_field: str = Field(max_length=128, description="Response field holding the next page's cursor.")
     cursor_param: str = Field(default="cursor", max_length=128, description="Query parameter the cursor is sent in.")
-    max_pages: int = Field(default=1000, ge=1, le=1_000_000)
+    max_pages: int = Field(default=1000, ge=1, le=1_000_000, description="Most pages fetched per ingestion, a guard against endless cursors.")
 
 
 class HTTPSource(StrataModel):
@@ -36,7 +36,7 @@ class HTTPSource(StrataModel):
     headers_secret_ref: SecretRef | None = Field(
         default=None, description="Secret whose keys are sent as request headers (e.g. Authorization)."
     )
-    pagination: HTTPPagination | None = None
+    pagination: HTTPPagination | None = Field(default=None, description="Follow a cursor from page to page; a single request when unset.")
 
 
 class DataSource(StrataModel):
@@ -44,19 +44,19 @@ class DataSource(StrataModel):
         json_schema_extra=cel((exactly_one_of("s3", "pvc", "http"), "set exactly one of s3, pvc or http"))
     )
 
-    s3: S3Location | None = None
-    pvc: PVCLocation | None = None
-    http: HTTPSource | None = None
+    s3: S3Location | None = Field(default=None, description="Read objects under an S3 prefix.")
+    pvc: PVCLocation | None = Field(default=None, description="Read files under a directory of a PersistentVolumeClaim.")
+    http: HTTPSource | None = Field(default=None, description="Fetch records from an http(s) endpoint.")
     format: SourceFormat = Field(description="How records are encoded at the source.")
 
 
 class RecordSchema(StrataModel):
     """Which source fields hold what: the pipeline reads these, and drops the rest."""
 
-    text_field: str | None = Field(default=None, max_length=128)
-    image_field: str | None = Field(default=None, max_length=128)
-    audio_field: str | None = Field(default=None, max_length=128)
-    label_field: str | None = Field(default=None, max_length=128)
+    text_field: str | None = Field(default=None, max_length=128, description="Field holding the text (required for text datasets).")
+    image_field: str | None = Field(default=None, max_length=128, description="Field holding the image bytes or path (image datasets, unless imagefolder).")
+    audio_field: str | None = Field(default=None, max_length=128, description="Field holding the audio bytes or path (audio datasets, unless audiofolder).")
+    label_field: str | None = Field(default=None, max_length=128, description="Field holding a class label, used for label-conditioned training.")
 
 
 class NearDuplicate(StrataModel):
@@ -76,8 +76,8 @@ class MissingValueRule(StrataModel):
         )
     )
 
-    field: str = Field(max_length=128)
-    action: Literal["drop", "impute"] = "drop"
+    field: str = Field(max_length=128, description="Record field the rule applies to.")
+    action: Literal["drop", "impute"] = Field(default="drop", description="drop: remove records missing the field; impute: fill it with value.")
     value: str | None = Field(default=None, max_length=1024, description="Replacement when action is impute.")
 
 
@@ -96,46 +96,46 @@ class NoiseFilters(StrataModel):
     max_length: int | None = Field(default=None, ge=1, description="Drop text records longer than this (characters).")
     max_non_alpha_ratio: Fraction | None = Field(default=None, description="Drop text that is mostly symbols.")
     min_image_side: int | None = Field(default=None, ge=1, description="Drop images smaller than this (pixels).")
-    min_audio_seconds: float | None = Field(default=None, ge=0)
+    min_audio_seconds: float | None = Field(default=None, ge=0, description="Drop audio clips shorter than this (seconds).")
 
 
 class Cleaning(StrataModel):
-    dedup: Dedup = Field(default_factory=Dedup)
-    missing_values: list[MissingValueRule] = Field(default_factory=list, max_length=64)
-    filters: NoiseFilters = Field(default_factory=NoiseFilters)
+    dedup: Dedup = Field(default_factory=Dedup, description="Exact and near-duplicate removal.")
+    missing_values: list[MissingValueRule] = Field(default_factory=list, max_length=64, description="What to do with records missing a field, one rule per field.")
+    filters: NoiseFilters = Field(default_factory=NoiseFilters, description="Drop noisy records: too short, too long, mostly symbols, too small.")
 
 
 class Tokenizer(StrataModel):
-    vocab_size: int = Field(default=32000, ge=256, le=1_048_576)
+    vocab_size: int = Field(default=32000, ge=256, le=1_048_576, description="Vocabulary size of the trained BPE tokenizer (tokens); ignored for kind byte.")
     kind: Literal["bpe", "byte"] = Field(default="bpe", description="Train a BPE vocabulary, or use raw bytes.")
 
 
 class TextPreprocessing(StrataModel):
-    normalize: Literal["none", "NFC", "NFKC"] = "NFKC"
-    lowercase: bool = False
-    strip_stopwords: bool = False
-    tokenizer: Tokenizer = Field(default_factory=Tokenizer)
+    normalize: Literal["none", "NFC", "NFKC"] = Field(default="NFKC", description="Unicode normalization form applied to text (none, NFC or NFKC).")
+    lowercase: bool = Field(default=False, description="Lower-case all text.")
+    strip_stopwords: bool = Field(default=False, description="Remove common stop words.")
+    tokenizer: Tokenizer = Field(default_factory=Tokenizer, description="How text becomes tokens.")
 
 
 class ImagePreprocessing(StrataModel):
-    width: int = Field(default=64, ge=8, le=4096)
-    height: int = Field(default=64, ge=8, le=4096)
-    resize: Literal["stretch", "centerCrop", "pad"] = "centerCrop"
-    color_space: Literal["RGB", "L"] = "RGB"
+    width: int = Field(default=64, ge=8, le=4096, description="Width images are brought to (pixels); also the width models are trained at.")
+    height: int = Field(default=64, ge=8, le=4096, description="Height images are brought to (pixels); also the height models are trained at.")
+    resize: Literal["stretch", "centerCrop", "pad"] = Field(default="centerCrop", description="How images reach width x height: stretch, centerCrop, or pad (letterbox).")
+    color_space: Literal["RGB", "L"] = Field(default="RGB", description="RGB (3 channels) or L (grayscale, 1 channel).")
     normalize: bool = Field(default=True, description="Scale pixels to [-1, 1].")
 
 
 class AudioPreprocessing(StrataModel):
-    sample_rate: int = Field(default=16000, ge=1000, le=192000)
-    representation: Literal["waveform", "melSpectrogram"] = "melSpectrogram"
-    n_mels: int = Field(default=80, ge=8, le=512)
-    max_seconds: float = Field(default=30.0, gt=0)
+    sample_rate: int = Field(default=16000, ge=1000, le=192000, description="Rate audio is resampled to (Hz).")
+    representation: Literal["waveform", "melSpectrogram"] = Field(default="melSpectrogram", description="Keep the waveform, or compute a mel spectrogram.")
+    n_mels: int = Field(default=80, ge=8, le=512, description="Mel bands of the spectrogram.")
+    max_seconds: float = Field(default=30.0, gt=0, description="Clips are cut to this length (seconds).")
 
 
 class Preprocessing(StrataModel):
-    text: TextPreprocessing | None = None
-    image: ImagePreprocessing | None = None
-    audio: AudioPreprocessing | None = None
+    text: TextPreprocessing | None = Field(default=None, description="Normalization and tokenization of text.")
+    image: ImagePreprocessing | None = Field(default=None, description="Resizing and color handling of images.")
+    audio: AudioPreprocessing | None = Field(default=None, description="Resampling and features of audio.")
 
 
 class TextAugmentation(StrataModel):
@@ -144,22 +144,22 @@ class TextAugmentation(StrataModel):
 
 
 class ImageAugmentation(StrataModel):
-    horizontal_flip: bool = False
-    rotation_degrees: float = Field(default=0.0, ge=0, le=180)
-    color_jitter: Fraction = 0.0
+    horizontal_flip: bool = Field(default=False, description="Add mirrored copies of images.")
+    rotation_degrees: float = Field(default=0.0, ge=0, le=180, description="Largest random rotation either way (degrees).")
+    color_jitter: Fraction = Field(default=0.0, description="Strength of random brightness, contrast and saturation changes (0 to 1).")
     random_crop: Fraction = Field(default=0.0, description="Largest share of each side cut away.")
 
 
 class AudioAugmentation(StrataModel):
     time_stretch: Fraction = Field(default=0.0, description="Largest relative speed change.")
-    pitch_shift_semitones: float = Field(default=0.0, ge=0, le=12)
-    background_noise_snr_db: float | None = Field(default=None, ge=0, le=60)
+    pitch_shift_semitones: float = Field(default=0.0, ge=0, le=12, description="Largest random pitch shift either way (semitones).")
+    background_noise_snr_db: float | None = Field(default=None, ge=0, le=60, description="Mix in background noise at this signal-to-noise ratio (dB); none when unset.")
 
 
 class Augmentation(StrataModel):
-    text: TextAugmentation | None = None
-    image: ImageAugmentation | None = None
-    audio: AudioAugmentation | None = None
+    text: TextAugmentation | None = Field(default=None, description="Synthetic variants of text records.")
+    image: ImageAugmentation | None = Field(default=None, description="Synthetic variants of images.")
+    audio: AudioAugmentation | None = Field(default=None, description="Synthetic variants of audio clips.")
     max_synthetic_fraction: Fraction = Field(
         default=0.2, description="Cap on augmented records as a share of the output, so real data dominates."
     )
@@ -173,10 +173,10 @@ class Refresh(StrataModel):
 class QualityGates(StrataModel):
     """A version that breaks a gate is recorded but not promoted to current."""
 
-    max_duplicate_ratio: Fraction | None = None
-    max_missing_ratio: Fraction | None = None
+    max_duplicate_ratio: Fraction | None = Field(default=None, description="Largest share of input records removed as duplicates (0 to 1).")
+    max_missing_ratio: Fraction | None = Field(default=None, description="Largest share of input records dropped for missing values (0 to 1).")
     max_drift: float | None = Field(default=None, ge=0, description="Population stability index vs the previous version.")
-    min_records: int | None = Field(default=None, ge=0)
+    min_records: int | None = Field(default=None, ge=0, description="Fewest records a version must hold.")
 
 
 class DatasetSpec(StrataModel):
@@ -202,41 +202,41 @@ class DatasetSpec(StrataModel):
         )
     )
 
-    modality: Modality
-    sources: list[DataSource] = Field(min_length=1, max_length=16)
+    modality: Modality = Field(description="What the records are: text, image or audio.")
+    sources: list[DataSource] = Field(min_length=1, max_length=16, description="Where records come from; all sources are merged into one version.")
     record_schema: RecordSchema = Field(
         alias="schema", default_factory=RecordSchema, description="Which source fields hold content and labels."
     )
-    cleaning: Cleaning = Field(default_factory=Cleaning)
-    preprocessing: Preprocessing | None = None
-    augmentation: Augmentation | None = None
+    cleaning: Cleaning = Field(default_factory=Cleaning, description="Deduplication, missing-value rules and noise filters.")
+    preprocessing: Preprocessing | None = Field(default=None, description="Per-modality normalization; only the section matching modality applies.")
+    augmentation: Augmentation | None = Field(default=None, description="Synthetic records added to the version; none when unset.")
     storage: StorageLocation = Field(description="Where versions are written; each version is a sub-directory.")
     refresh: Refresh | None = Field(default=None, description="Re-ingest on a schedule; unchanged input keeps the version.")
-    quality_gates: QualityGates | None = None
+    quality_gates: QualityGates | None = Field(default=None, description="Limits a new version must meet to become current.")
 
 
 class RecordCounts(StrataModel):
-    input: int = Field(default=0, ge=0, alias="in")
-    output: int = Field(default=0, ge=0, alias="out")
-    duplicates: int = Field(default=0, ge=0)
-    near_duplicates: int = Field(default=0, ge=0)
+    input: int = Field(default=0, ge=0, alias="in", description="Records read from the sources.")
+    output: int = Field(default=0, ge=0, alias="out", description="Records in the version.")
+    duplicates: int = Field(default=0, ge=0, description="Records dropped as exact duplicates.")
+    near_duplicates: int = Field(default=0, ge=0, description="Records dropped as near duplicates.")
     quarantined: int = Field(default=0, ge=0, description="Records dropped by missing-value rules and filters.")
-    synthetic: int = Field(default=0, ge=0)
+    synthetic: int = Field(default=0, ge=0, description="Records added by augmentation.")
 
 
 class DatasetVersion(StrataModel):
-    version: str = Field(max_length=64)
-    path: str = Field(max_length=1024)
-    created: str | None = Field(default=None, max_length=64)
-    records: int = Field(default=0, ge=0)
+    version: str = Field(max_length=64, description="Content-addressed version id.")
+    path: str = Field(max_length=1024, description="Where the version lives.")
+    created: str | None = Field(default=None, max_length=64, description="When the version was written (RFC 3339).")
+    records: int = Field(default=0, ge=0, description="Records in the version.")
 
 
 class DatasetStatus(StatusBase):
     version: str | None = Field(default=None, max_length=64, description="Current content-addressed version.")
     path: str | None = Field(default=None, max_length=1024, description="Where the current version lives.")
-    records: RecordCounts | None = None
-    history: list[DatasetVersion] = Field(default_factory=list, max_length=32)
-    last_refresh_time: str | None = Field(default=None, max_length=64)
+    records: RecordCounts | None = Field(default=None, description="Record counts of the current version.")
+    history: list[DatasetVersion] = Field(default_factory=list, max_length=32, description="Recent versions, newest last.")
+    last_refresh_time: str | None = Field(default=None, max_length=64, description="When the sources were last read (RFC 3339).")
 
 
 DATASET = KindInfo(

@@ -10,6 +10,7 @@ from strata.api.base import (
     Fraction,
     KindInfo,
     LocalObjectRef,
+    ObjectReference,
     PrinterColumn,
     Quantity,
     SecretRef,
@@ -33,31 +34,31 @@ class ModelSource(StrataModel):
     )
 
     training_job: LocalObjectRef | None = Field(default=None, description="Serve what this TrainingJob exported.")
-    repository: RepositoryModel | None = None
+    repository: RepositoryModel | None = Field(default=None, description="Serve a model already in a Triton model repository.")
 
 
 class DynamicBatching(StrataModel):
-    preferred_batch_sizes: list[int] = Field(default_factory=list, max_length=16)
-    max_queue_delay_microseconds: int = Field(default=100, ge=0, le=10_000_000)
+    preferred_batch_sizes: list[int] = Field(default_factory=list, max_length=16, description="Batch sizes Triton tries to form; any size up to maxBatchSize when empty.")
+    max_queue_delay_microseconds: int = Field(default=100, ge=0, le=10_000_000, description="Longest a request waits for a batch to fill (microseconds).")
 
 
 class InstanceGroup(StrataModel):
-    kind: Literal["GPU", "CPU"] = "GPU"
-    count: int = Field(default=1, ge=1, le=64)
+    kind: Literal["GPU", "CPU"] = Field(default="GPU", description="Run these model instances on GPU or CPU.")
+    count: int = Field(default=1, ge=1, le=64, description="Model instances of this kind per replica.")
 
 
 class Triton(StrataModel):
-    image: str = Field(default="nvcr.io/nvidia/tritonserver:25.10-py3", max_length=512)
+    image: str = Field(default="nvcr.io/nvidia/tritonserver:25.10-py3", max_length=512, description="Triton Inference Server image.")
     max_batch_size: int = Field(default=8, ge=0, le=4096, description="0 disables batching.")
-    dynamic_batching: DynamicBatching | None = None
-    instance_groups: list[InstanceGroup] = Field(default_factory=lambda: [InstanceGroup()], max_length=8)
+    dynamic_batching: DynamicBatching | None = Field(default=None, description="Let Triton batch concurrent requests; no batching across requests when unset.")
+    instance_groups: list[InstanceGroup] = Field(default_factory=lambda: [InstanceGroup()], max_length=8, description="Model instances per replica; one GPU instance when unset.")
 
 
 class ServingResources(StrataModel):
-    gpus: int = Field(default=1, ge=0, le=16)
-    gpu_resource: str = Field(default="nvidia.com/gpu", max_length=253)
-    cpu: Quantity = "2"
-    memory: Quantity = "16Gi"
+    gpus: int = Field(default=1, ge=0, le=16, description="GPUs per replica.")
+    gpu_resource: str = Field(default="nvidia.com/gpu", max_length=253, description="Extended resource name of the GPUs to request.")
+    cpu: Quantity = Field(default="2", description="CPU request and limit per replica, as a quantity (cores: 2, 500m).")
+    memory: Quantity = Field(default="16Gi", description="Memory request and limit per replica, as a quantity (bytes: 16Gi, 512Mi).")
 
 
 class Autoscaling(StrataModel):
@@ -67,8 +68,8 @@ class Autoscaling(StrataModel):
         )
     )
 
-    min_replicas: int = Field(default=1, ge=1, le=1000)
-    max_replicas: int = Field(default=4, ge=1, le=1000)
+    min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest replicas.")
+    max_replicas: int = Field(default=4, ge=1, le=1000, description="Most replicas.")
     queue_compute_ratio: float = Field(
         default=1.0,
         gt=0,
@@ -78,9 +79,9 @@ class Autoscaling(StrataModel):
 
 
 class Rollout(StrataModel):
-    progress_deadline_seconds: int = Field(default=600, ge=30, le=86400)
+    progress_deadline_seconds: int = Field(default=600, ge=30, le=86400, description="Time a new model version has to become ready (seconds).")
     auto_rollback: bool = Field(default=True, description="Return to the previous model version if the new one fails.")
-    revision_history: int = Field(default=5, ge=1, le=100)
+    revision_history: int = Field(default=5, ge=1, le=100, description="Previous model versions kept for rollback.")
 
 
 class APIKeys(StrataModel):
@@ -88,7 +89,7 @@ class APIKeys(StrataModel):
 
 
 class Auth(StrataModel):
-    api_keys: APIKeys | None = None
+    api_keys: APIKeys | None = Field(default=None, description="Require one of these API keys on every request.")
 
 
 class RateLimit(StrataModel):
@@ -96,21 +97,21 @@ class RateLimit(StrataModel):
         json_schema_extra=cel(("double(self.burst) >= self.requestsPerSecond", "burst must be at least requestsPerSecond", ".burst"))
     )
 
-    requests_per_second: float = Field(gt=0, le=1_000_000)
-    burst: int = Field(ge=1, le=10_000_000)
-    per: Literal["apiKey", "clientIP", "global"] = "apiKey"
+    requests_per_second: float = Field(gt=0, le=1_000_000, description="Sustained requests allowed per second.")
+    burst: int = Field(ge=1, le=10_000_000, description="Requests allowed at once above the sustained rate.")
+    per: Literal["apiKey", "clientIP", "global"] = Field(default="apiKey", description="Limit each API key, each client IP, or all traffic together.")
 
 
 class Access(StrataModel):
-    auth: Auth | None = None
-    rate_limit: RateLimit | None = None
+    auth: Auth | None = Field(default=None, description="Who may call the model; anyone in the cluster when unset.")
+    rate_limit: RateLimit | None = Field(default=None, description="Requests allowed per second; unlimited when unset.")
 
 
 class Monitoring(StrataModel):
     audit_sample_rate: Fraction = Field(default=0.05, description="Share of requests written to the audit log.")
-    redact: list[Literal["pii", "secrets"]] = Field(default_factory=list, max_length=4)
-    drift: bool = True
-    toxicity: bool = False
+    redact: list[Literal["pii", "secrets"]] = Field(default_factory=list, max_length=4, description="Remove PII and/or secrets from audited requests and responses.")
+    drift: bool = Field(default=True, description="Compare request inputs to the training data (for FeedbackPolicy drift monitors).")
+    toxicity: bool = Field(default=False, description="Score responses for toxicity (for FeedbackPolicy toxicity monitors).")
 
 
 class ModelDeploymentSpec(StrataModel):
@@ -124,36 +125,40 @@ class ModelDeploymentSpec(StrataModel):
         )
     )
 
-    model: ModelSource
-    triton: Triton = Field(default_factory=Triton)
-    resources: ServingResources = Field(default_factory=ServingResources)
+    model: ModelSource = Field(description="What to serve: a TrainingJob's export or a model in a repository.")
+    triton: Triton = Field(default_factory=Triton, description="Triton server image, batching and model instances.")
+    resources: ServingResources = Field(default_factory=ServingResources, description="GPUs, CPU and memory of each replica.")
     replicas: int | None = Field(default=None, ge=0, le=1000, description="Fixed replica count when not autoscaling.")
-    autoscaling: Autoscaling | None = None
-    rollout: Rollout = Field(default_factory=Rollout)
-    access: Access | None = None
-    monitoring: Monitoring = Field(default_factory=Monitoring)
+    autoscaling: Autoscaling | None = Field(default=None, description="Scale replicas on Triton's queue time; fixed replicas when unset.")
+    rollout: Rollout = Field(default_factory=Rollout, description="How a new model version replaces the old one.")
+    access: Access | None = Field(default=None, description="Authentication and rate limits; open within the cluster when unset.")
+    monitoring: Monitoring = Field(default_factory=Monitoring, description="Auditing, redaction, drift and toxicity scoring of traffic.")
+
+    def references(self) -> list[ObjectReference]:
+        job = self.model.training_job
+        return [ObjectReference("TrainingJob", job.name, "spec.model.trainingJob.name")] if job else []
 
 
 class Endpoints(StrataModel):
-    grpc: str | None = Field(default=None, max_length=512)
-    http: str | None = Field(default=None, max_length=512)
-    metrics: str | None = Field(default=None, max_length=512)
+    grpc: str | None = Field(default=None, max_length=512, description="Triton's gRPC endpoint (host:port).")
+    http: str | None = Field(default=None, max_length=512, description="Triton's HTTP endpoint (URL).")
+    metrics: str | None = Field(default=None, max_length=512, description="Triton's Prometheus metrics (URL).")
 
 
 class Replicas(StrataModel):
-    ready: int = Field(default=0, ge=0)
-    desired: int = Field(default=0, ge=0)
+    ready: int = Field(default=0, ge=0, description="Replicas ready to serve.")
+    desired: int = Field(default=0, ge=0, description="Replicas wanted now.")
 
 
 class ModelVersions(StrataModel):
-    current: int | None = Field(default=None, ge=1)
-    previous: int | None = Field(default=None, ge=1)
+    current: int | None = Field(default=None, ge=1, description="Model version served now.")
+    previous: int | None = Field(default=None, ge=1, description="Model version served before, the rollback target.")
 
 
 class ModelDeploymentStatus(StatusBase):
-    endpoints: Endpoints | None = None
-    replicas: Replicas | None = None
-    model_version: ModelVersions | None = None
+    endpoints: Endpoints | None = Field(default=None, description="Where to reach the model.")
+    replicas: Replicas | None = Field(default=None, description="Ready and desired replicas.")
+    model_version: ModelVersions | None = Field(default=None, description="Current and previous model versions.")
     ready_replicas: str | None = Field(default=None, max_length=32, description='"ready/desired", for kubectl get.')
 
 

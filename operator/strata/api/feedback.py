@@ -13,6 +13,7 @@ from strata.api.base import (
     Fraction,
     KindInfo,
     LocalObjectRef,
+    ObjectReference,
     PrinterColumn,
     StatusBase,
     StrataModel,
@@ -41,7 +42,7 @@ class BiasGroup(StrataModel):
 
 
 class BiasMonitor(StrataModel):
-    groups: list[BiasGroup] = Field(min_length=1, max_length=8)
+    groups: list[BiasGroup] = Field(min_length=1, max_length=8, description="Request attributes whose groups are compared.")
     max_disparity: Fraction = Field(description="Largest allowed gap in approval rate between groups.")
 
 
@@ -53,10 +54,10 @@ class DriftMonitor(StrataModel):
 
 
 class Monitors(StrataModel):
-    approval: ApprovalMonitor | None = None
-    toxicity: ToxicityMonitor | None = None
-    bias: BiasMonitor | None = None
-    drift: DriftMonitor | None = None
+    approval: ApprovalMonitor | None = Field(default=None, description="Watch the share of positive user feedback.")
+    toxicity: ToxicityMonitor | None = Field(default=None, description="Watch the share of toxic outputs.")
+    bias: BiasMonitor | None = Field(default=None, description="Watch the gap in approval between groups of requests.")
+    drift: DriftMonitor | None = Field(default=None, description="Watch how far inputs move from the reference.")
 
 
 class RetrainTrigger(StrataModel):
@@ -64,8 +65,8 @@ class RetrainTrigger(StrataModel):
         json_schema_extra=cel((exactly_one_of("schedule", "monitorBreached"), "set exactly one of schedule or monitorBreached"))
     )
 
-    schedule: CronSchedule | None = None
-    monitor_breached: Literal["any", "approval", "toxicity", "bias", "drift"] | None = None
+    schedule: CronSchedule | None = Field(default=None, description="Retrain on this cron schedule.")
+    monitor_breached: Literal["any", "approval", "toxicity", "bias", "drift"] | None = Field(default=None, description="Retrain when this monitor (or any) is breached.")
 
 
 class RefreshDataset(StrataModel):
@@ -77,19 +78,19 @@ class RetrainTemplate(StrataModel):
 
 
 class Retrain(StrataModel):
-    triggers: list[RetrainTrigger] = Field(min_length=1, max_length=8)
+    triggers: list[RetrainTrigger] = Field(min_length=1, max_length=8, description="When to retrain; any trigger starts a retraining.")
     cooldown: Duration = Field(default="24h", description="Least time between two retrainings.")
-    max_concurrent: int = Field(default=1, ge=1, le=16)
-    refresh_dataset: RefreshDataset | None = None
-    template: RetrainTemplate
+    max_concurrent: int = Field(default=1, ge=1, le=16, description="Most retraining TrainingJobs running at once.")
+    refresh_dataset: RefreshDataset | None = Field(default=None, description="Build a new Dataset version first; train on the current one when unset.")
+    template: RetrainTemplate = Field(description="Which TrainingJob the retraining copies.")
 
 
 class Promotion(StrataModel):
-    mode: Literal["automatic", "manual"] = "manual"
+    mode: Literal["automatic", "manual"] = Field(default="manual", description="automatic: a retrained model replaces the served one if it passes requireNoWorse; manual: a person promotes it.")
     require_no_worse: list[Literal["valLoss", "perplexity", "approval", "toxicity"]] = Field(
         default_factory=list, max_length=4
-    )
-    rollback_on_breach: bool = False
+    , description="Metrics a retrained model must not be worse on to be promoted.")
+    rollback_on_breach: bool = Field(default=False, description="Return to the previous model version when a monitor is breached after a promotion.")
 
 
 class Review(StrataModel):
@@ -108,25 +109,32 @@ class FeedbackPolicySpec(StrataModel):
         )
     )
 
-    target: Target
+    target: Target = Field(description="The ModelDeployment to watch.")
     window: Duration = Field(default="1h", description="Sliding window the monitors evaluate.")
-    monitors: Monitors
-    retrain: Retrain | None = None
-    promotion: Promotion = Field(default_factory=Promotion)
-    review: Review = Field(default_factory=Review)
+    monitors: Monitors = Field(description="What to watch; at least one monitor.")
+    retrain: Retrain | None = Field(default=None, description="When and how to retrain; monitoring only when unset.")
+    promotion: Promotion = Field(default_factory=Promotion, description="Whether and when retrained models are served.")
+    review: Review = Field(default_factory=Review, description="Human review of flagged outputs.")
+
+    def references(self) -> list[ObjectReference]:
+        found = [ObjectReference("ModelDeployment", self.target.model_deployment, "spec.target.modelDeployment")]
+        if self.retrain is not None:
+            job = self.retrain.template.from_training_job.name
+            found.append(ObjectReference("TrainingJob", job, "spec.retrain.template.fromTrainingJob.name"))
+        return found
 
 
 class MonitorReading(StrataModel):
-    name: MonitorName
-    value: float | None = None
-    verdict: Literal["OK", "Breached", "InsufficientData"] = "InsufficientData"
-    samples: int = Field(default=0, ge=0)
+    name: MonitorName = Field(description="Which monitor.")
+    value: float | None = Field(default=None, description="The monitored value over the window (a rate, a gap or a PSI).")
+    verdict: Literal["OK", "Breached", "InsufficientData"] = Field(default="InsufficientData", description="OK, Breached, or InsufficientData when the window holds too few samples.")
+    samples: int = Field(default=0, ge=0, description="Samples in the window.")
 
 
 class RetrainRecord(StrataModel):
-    training_job: str = Field(max_length=253)
-    reason: str = Field(max_length=1024)
-    at: str = Field(max_length=64)
+    training_job: str = Field(max_length=253, description="The TrainingJob the retraining created.")
+    reason: str = Field(max_length=1024, description="What triggered it.")
+    at: str = Field(max_length=64, description="When (RFC 3339).")
 
 
 class FeedbackPolicyStatus(StatusBase):
@@ -134,10 +142,10 @@ class FeedbackPolicyStatus(StatusBase):
         default_factory=list,
         max_length=8,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
-    )
+    description="The latest reading of each monitor.", )
     breached: int | None = Field(default=None, ge=0, description="Monitors currently breached.")
-    last_retrain: RetrainRecord | None = None
-    retrain_count: int | None = Field(default=None, ge=0)
+    last_retrain: RetrainRecord | None = Field(default=None, description="The most recent retraining.")
+    retrain_count: int | None = Field(default=None, ge=0, description="Retrainings so far.")
 
 
 FEEDBACK_POLICY = KindInfo(

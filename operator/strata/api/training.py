@@ -9,6 +9,7 @@ from pydantic import ConfigDict, Field
 from strata.api.base import (
     DNS1123Name,
     KindInfo,
+    ObjectReference,
     PrinterColumn,
     Quantity,
     StatusBase,
@@ -28,20 +29,71 @@ class DatasetRef(StrataModel):
     )
 
 
-class ModelSize(StrataModel):
-    """Size knobs; each family reads the ones that apply to it."""
+# Which families read each size setting, and its default there. A setting given to a family
+# that does not read it is refused (it would have no effect); an unset one is filled in when
+# the trainer's config is rendered, so an object does not carry other families' defaults.
+# The image shape of vae, gan and diffusion models is the Dataset's (preprocessing.image).
+SIZE_SETTINGS: dict[str, tuple[tuple[str, ...], int]] = {
+    "layers": (("transformer",), 6),
+    "hidden": (("transformer", "vae", "gan"), 512),
+    "heads": (("transformer",), 8),
+    "contextLength": (("transformer",), 512),
+    "latentDim": (("vae", "gan"), 64),
+    "diffusionSteps": (("diffusion",), 1000),
+}
 
-    model_config = ConfigDict(
-        json_schema_extra=cel(("self.hidden % self.heads == 0", "hidden must be a multiple of heads", ".heads"))
+
+def _families(setting: str) -> str:
+    *others, last = SIZE_SETTINGS[setting][0]
+    return f"{', '.join(others)} and {last} families" if others else f"{last} family"
+
+
+def _size_description(setting: str, what: str) -> str:
+    return f"{what} Read by the {_families(setting)} only; default {SIZE_SETTINGS[setting][1]}."
+
+
+def _size_or_default(setting: str) -> str:
+    return f"(has(self.size.{setting}) ? self.size.{setting} : {SIZE_SETTINGS[setting][1]})"
+
+
+def _applies_only_to(setting: str) -> tuple[str, str, str]:
+    listed = ", ".join(f"'{family}'" for family in SIZE_SETTINGS[setting][0])
+    return (
+        f"!has(self.size.{setting}) || self.family in [{listed}]",
+        f"{setting} applies only to the {_families(setting)}",
+        f".size.{setting}",
     )
 
-    layers: int = Field(default=6, ge=1, le=256)
-    hidden: int = Field(default=512, ge=8, le=65536)
-    heads: int = Field(default=8, ge=1, le=256)
-    context_length: int = Field(default=512, ge=8, le=1_048_576, description="Tokens per sequence (transformer).")
-    latent_dim: int = Field(default=64, ge=2, le=8192, description="Latent size (vae, gan).")
-    image_size: int = Field(default=32, ge=8, le=1024, description="Square image side in pixels (vae, gan, diffusion).")
-    diffusion_steps: int = Field(default=1000, ge=10, le=10000, description="Noise schedule length (diffusion).")
+
+class ModelSize(StrataModel):
+    """Size settings; each family reads its own, and the others are refused for it."""
+
+    layers: int | None = Field(default=None, ge=1, le=256, description=_size_description("layers", "Transformer blocks."))
+    hidden: int | None = Field(
+        default=None, ge=8, le=65536,
+        description=_size_description("hidden", "Width of the hidden layers (the transformer's embedding size)."),
+    )
+    heads: int | None = Field(
+        default=None, ge=1, le=256, description=_size_description("heads", "Attention heads; must divide hidden.")
+    )
+    context_length: int | None = Field(
+        default=None, ge=8, le=1_048_576, description=_size_description("contextLength", "Tokens per sequence.")
+    )
+    latent_dim: int | None = Field(
+        default=None, ge=2, le=8192, description=_size_description("latentDim", "Length of the latent (noise) vector.")
+    )
+    diffusion_steps: int | None = Field(
+        default=None, ge=10, le=10000, description=_size_description("diffusionSteps", "Steps of the noise schedule.")
+    )
+
+    def resolved(self, family: str) -> dict[str, int]:
+        """The settings `family` reads, camelCase, each as given or its default."""
+        given = self.to_wire()
+        return {
+            setting: given.get(setting, default)
+            for setting, (families, default) in SIZE_SETTINGS.items()
+            if family in families
+        }
 
 
 class ModelSpec(StrataModel):
@@ -52,13 +104,25 @@ class ModelSpec(StrataModel):
                 "prompt conditioning is only for the transformer family",
                 ".conditioning",
             ),
+            (
+                f"self.family != 'transformer' || {_size_or_default('hidden')} % {_size_or_default('heads')} == 0",
+                "hidden must be a multiple of heads",
+                ".size.heads",
+            ),
+            *(_applies_only_to(setting) for setting in SIZE_SETTINGS),
         )
     )
 
-    family: ModelFamily
-    size: ModelSize = Field(default_factory=ModelSize)
+    family: ModelFamily = Field(
+        description="What to train: transformer (text), or vae, gan or diffusion (images, shaped by the Dataset)."
+    )
+    size: ModelSize = Field(
+        default_factory=ModelSize,
+        description="Size settings. The image shape comes from the Dataset (preprocessing.image width and height).",
+    )
     conditioning: Literal["none", "label", "prompt"] = Field(
-        default="none", description="Condition generation on the dataset's label field or a prompt prefix."
+        default="none",
+        description="none: unconditional; label: condition on the Dataset's labelField; prompt: a text prefix (transformer).",
     )
 
 
@@ -74,19 +138,19 @@ class DeepSpeedConfig(StrataModel):
     )
 
     zero_stage: int = Field(default=2, ge=0, le=3, description="ZeRO stage: 0 off, 1 optimizer, 2 +gradients, 3 +parameters.")
-    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    precision: Literal["bf16", "fp16", "fp32"] = Field(default="bf16", description="Numeric format of training: bf16, fp16 (GPU only) or fp32.")
     micro_batch_size: int = Field(default=8, ge=1, le=65536, description="Samples per GPU per step.")
-    gradient_accumulation: int = Field(default=1, ge=1, le=4096)
+    gradient_accumulation: int = Field(default=1, ge=1, le=4096, description="Micro-batches summed before each optimizer step.")
     gradient_clipping: float = Field(default=1.0, ge=0, description="Max gradient norm; 0 disables clipping.")
     offload: Literal["none", "cpu"] = Field(default="none", description="Offload optimizer state to CPU memory.")
 
 
 class Topology(StrataModel):
-    nodes: int = Field(default=1, ge=1, le=1024)
+    nodes: int = Field(default=1, ge=1, le=1024, description="Worker pods (one per node).")
     gpus_per_node: int = Field(default=1, ge=0, le=16, description="0 trains on CPU (gloo).")
     gpu_resource: str = Field(default="nvidia.com/gpu", max_length=253, description="Extended resource to request.")
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Labels a node must have to run a worker.")
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32, description="Taints the workers tolerate (for example on GPU nodes).")
     queue_name: str | None = Field(default=None, max_length=63, description="Kueue LocalQueue to admit the job through.")
 
 
@@ -97,29 +161,29 @@ class Hyperparameters(StrataModel):
         )
     )
 
-    learning_rate: float = Field(default=3.0e-4, gt=0, le=10)
-    warmup_steps: int = Field(default=0, ge=0)
-    max_steps: int = Field(default=1000, ge=1, le=100_000_000)
-    lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    weight_decay: float = Field(default=0.0, ge=0, le=1)
-    seed: int = Field(default=0, ge=0)
+    learning_rate: float = Field(default=3.0e-4, gt=0, le=10, description="Peak learning rate of AdamW, reached after warmupSteps.")
+    warmup_steps: int = Field(default=0, ge=0, description="Optimizer steps of linear warmup from 0 to learningRate.")
+    max_steps: int = Field(default=1000, ge=1, le=100_000_000, description="Optimizer steps to train for.")
+    lr_schedule: Literal["cosine", "linear", "constant"] = Field(default="cosine", description="Decay of the learning rate after warmup: cosine, linear or constant.")
+    weight_decay: float = Field(default=0.0, ge=0, le=1, description="AdamW weight decay (0 to 1).")
+    seed: int = Field(default=0, ge=0, description="Seed of weights, data order and noise; the same seed replays the same run.")
 
 
 class Checkpoints(StrataModel):
-    every_steps: int = Field(default=1000, ge=1)
+    every_steps: int = Field(default=1000, ge=1, description="Optimizer steps between checkpoints; one is also taken at the end and on SIGTERM.")
     keep: int = Field(default=3, ge=1, le=100, description="Newest checkpoints kept; older ones are deleted.")
     storage: StorageLocation | None = Field(default=None, description="Where checkpoints go; a scratch PVC when unset.")
 
 
 class EarlyStopping(StrataModel):
     patience: int = Field(default=5, ge=1, le=1000, description="Validations without improvement before stopping.")
-    metric: Literal["valLoss", "perplexity"] = "valLoss"
+    metric: Literal["valLoss", "perplexity"] = Field(default="valLoss", description="Validation metric watched: valLoss, or perplexity (transformer only).")
 
 
 class Validation(StrataModel):
-    every_steps: int = Field(default=500, ge=1)
+    every_steps: int = Field(default=500, ge=1, description="Optimizer steps between validations.")
     fraction: float = Field(default=0.05, gt=0, lt=1, description="Share of the dataset held out for validation.")
-    early_stopping: EarlyStopping | None = None
+    early_stopping: EarlyStopping | None = Field(default=None, description="Stop when the metric stops improving; train for maxSteps when unset.")
 
 
 class Export(StrataModel):
@@ -131,12 +195,12 @@ class Export(StrataModel):
 
 class Tracking(StrataModel):
     mlflow_uri: str = Field(max_length=1024, pattern=r"^https?://", description="MLflow tracking server URL.")
-    experiment: str | None = Field(default=None, max_length=256)
+    experiment: str | None = Field(default=None, max_length=256, description="MLflow experiment name; \"strata\" when unset.")
 
 
 class WorkerResources(StrataModel):
-    cpu: Quantity = Field(default="4", description="CPU request and limit per worker.")
-    memory: Quantity = Field(default="32Gi", description="Memory request and limit per worker.")
+    cpu: Quantity = Field(default="4", description="CPU request and limit per worker, as a quantity (cores: 4, 500m).")
+    memory: Quantity = Field(default="32Gi", description="Memory request and limit per worker, as a quantity (bytes: 32Gi, 512Mi).")
 
 
 class TrainingJobSpec(StrataModel):
@@ -151,54 +215,57 @@ class TrainingJobSpec(StrataModel):
         )
     )
 
-    dataset: DatasetRef
-    model: ModelSpec
-    deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
-    topology: Topology = Field(default_factory=Topology)
-    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
-    checkpoints: Checkpoints = Field(default_factory=Checkpoints)
-    validation: Validation = Field(default_factory=Validation)
-    export: Export | None = None
-    tracking: Tracking | None = None
-    resources: WorkerResources = Field(default_factory=WorkerResources)
+    dataset: DatasetRef = Field(description="The Dataset to train on.")
+    model: ModelSpec = Field(description="The model family and its size.")
+    deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig, description="DeepSpeed settings: ZeRO stage, precision, batch size, offload.")
+    topology: Topology = Field(default_factory=Topology, description="How many workers, GPUs per worker, and where they run.")
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters, description="Optimizer and learning-rate schedule.")
+    checkpoints: Checkpoints = Field(default_factory=Checkpoints, description="How often checkpoints are taken, how many kept, and where.")
+    validation: Validation = Field(default_factory=Validation, description="How often the held-out split is evaluated, and early stopping.")
+    export: Export | None = Field(default=None, description="Write the trained model to a Triton model repository; no export when unset.")
+    tracking: Tracking | None = Field(default=None, description="Log parameters, metrics and artifacts to MLflow; none when unset.")
+    resources: WorkerResources = Field(default_factory=WorkerResources, description="CPU and memory of each worker pod.")
     retries: int = Field(default=3, ge=0, le=100, description="Restarts of the worker group, each resuming from a checkpoint.")
     image: str | None = Field(default=None, max_length=512, description="Trainer image; the operator's default when unset.")
 
+    def references(self) -> list[ObjectReference]:
+        return [ObjectReference("Dataset", self.dataset.name, "spec.dataset.name")]
+
 
 class Progress(StrataModel):
-    step: int = Field(default=0, ge=0)
-    total_steps: int = Field(default=0, ge=0)
-    samples_per_second: float | None = None
+    step: int = Field(default=0, ge=0, description="Optimizer steps done.")
+    total_steps: int = Field(default=0, ge=0, description="Optimizer steps planned (maxSteps).")
+    samples_per_second: float | None = Field(default=None, description="Training throughput over all workers (samples per second).")
 
 
 class Losses(StrataModel):
-    train: float | None = None
-    validation: float | None = None
+    train: float | None = Field(default=None, description="Training loss of the latest step.")
+    validation: float | None = Field(default=None, description="Loss of the latest validation.")
 
 
 class CheckpointRef(StrataModel):
-    step: int = Field(ge=0)
-    path: str = Field(max_length=1024)
+    step: int = Field(ge=0, description="Optimizer step the checkpoint was taken at.")
+    path: str = Field(max_length=1024, description="Where the checkpoint lives.")
 
 
 class ExportedModel(StrataModel):
-    path: str = Field(max_length=1024)
-    model_name: str = Field(max_length=253)
-    version: int = Field(ge=1)
-    quantization: str | None = Field(default=None, max_length=16)
+    path: str = Field(max_length=1024, description="Triton model repository the model was written to.")
+    model_name: str = Field(max_length=253, description="Model name in the repository (the TrainingJob's name).")
+    version: int = Field(ge=1, description="Model version directory in the repository.")
+    quantization: str | None = Field(default=None, max_length=16, description="Quantization applied on export (none, int8, fp16 or bf16).")
     validation_change: float | None = Field(default=None, description="Quantized minus full-precision validation metric.")
 
 
 class TrainingJobStatus(StatusBase):
-    dataset_version: str | None = Field(default=None, max_length=64)
-    progress: Progress | None = None
-    loss: Losses | None = None
-    last_checkpoint: CheckpointRef | None = None
-    attempt: int | None = Field(default=None, ge=0)
-    resumed_from_step: int | None = Field(default=None, ge=0)
-    exported_model: ExportedModel | None = None
-    start_time: str | None = Field(default=None, max_length=64)
-    completion_time: str | None = Field(default=None, max_length=64)
+    dataset_version: str | None = Field(default=None, max_length=64, description="Dataset version the job trains on.")
+    progress: Progress | None = Field(default=None, description="Steps done and throughput.")
+    loss: Losses | None = Field(default=None, description="Latest training and validation loss.")
+    last_checkpoint: CheckpointRef | None = Field(default=None, description="The newest complete checkpoint.")
+    attempt: int | None = Field(default=None, ge=0, description="Starts of the worker group so far; above 1 after a restart.")
+    resumed_from_step: int | None = Field(default=None, ge=0, description="Step the current attempt resumed from.")
+    exported_model: ExportedModel | None = Field(default=None, description="Where the trained model was exported.")
+    start_time: str | None = Field(default=None, max_length=64, description="When training started (RFC 3339).")
+    completion_time: str | None = Field(default=None, max_length=64, description="When training finished (RFC 3339).")
 
 
 TRAINING_JOB = KindInfo(

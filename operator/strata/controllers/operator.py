@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from typing import Any
 
 import kopf
 import prometheus_client
 
 from strata import k8s
+from strata.constants import MANAGED_BY
 from strata.metrics import RECONCILES
 
 METRICS_PORT_ENV = "STRATA_METRICS_PORT"
@@ -26,6 +28,11 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
     )
     settings.persistence.finalizer = "strata.dev/finalizer"
     settings.posting.level = logging.INFO
+    # Events name the Strata operator as their source ("From" in kubectl describe), and the
+    # pod (or host) that posted them, not kopf's defaults.
+    settings.posting.reporting_component = MANAGED_BY
+    settings.posting.reporting_instance = socket.gethostname()
+    settings.posting.event_name_prefix = f"{MANAGED_BY}-"
     # One replica by design (the Deployment uses Recreate), so no peering objects are needed.
     settings.peering.standalone = True
     settings.execution.max_workers = 8

@@ -17,11 +17,11 @@ from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from strata import k8s
-from strata.api import KindInfo
-from strata.api.base import StrataModel
+from strata.api import KINDS_BY_NAME, KindInfo
+from strata.api.base import ObjectReference, StrataModel
 from strata.api.errors import describe_validation_error
 from strata.conditions import is_ready, now_rfc3339, set_condition
-from strata.constants import ConditionStatus, ConditionType, Phase, Reason
+from strata.constants import NOT_FOUND_REASONS, ConditionStatus, ConditionType, Phase, Reason
 from strata.metrics import RECONCILE_DURATION, RECONCILE_ERRORS, RECONCILES, RESOURCES_READY
 from strata.render.common import owner_labels
 
@@ -138,12 +138,31 @@ def invalid_outcome(message: str) -> Outcome:
     )
 
 
-def apply_failed_outcome(body: dict[str, Any], message: str) -> Outcome:
+def apply_failed_outcome(message: str) -> Outcome:
     return Outcome(
-        phase=(body.get("status") or {}).get("phase") or Phase.PENDING,
+        phase=Phase.RETRYING,
         ready=(ConditionStatus.FALSE, Reason.APPLY_FAILED, message),
         progressing=(ConditionStatus.FALSE, Reason.APPLY_FAILED, message),
         degraded=(ConditionStatus.TRUE, Reason.APPLY_FAILED, message),
+    )
+
+
+def missing_references(spec: StrataModel, namespace: str) -> list[ObjectReference]:
+    """The objects the spec names that do not exist."""
+    return [ref for ref in spec.references() if not k8s.exists(KINDS_BY_NAME[ref.kind], namespace, ref.name)]
+
+
+def missing_reference_outcome(missing: list[ObjectReference], namespace: str) -> Outcome:
+    """Waiting for named objects; the reason is the first missing object's kind + NotFound."""
+    message = "; ".join(
+        f'{ref.kind} "{ref.name}" (named by {ref.field}) does not exist in namespace "{namespace}"' for ref in missing
+    ) + f"; waiting for {'it' if len(missing) == 1 else 'them'} to be created."
+    reason = NOT_FOUND_REASONS[missing[0].kind]
+    return Outcome(
+        phase=Phase.WAITING,
+        ready=(ConditionStatus.FALSE, reason, message),
+        progressing=(ConditionStatus.FALSE, reason, message),
+        degraded=(ConditionStatus.TRUE, reason, message),
     )
 
 
@@ -215,12 +234,16 @@ def _reconcile_once(
             RECONCILES.labels(info.kind, "error").inc()
             ready_gauge.set(0)
             try:
-                write_status(info, body, build_status(body, apply_failed_outcome(body, message)))
+                write_status(info, body, build_status(body, apply_failed_outcome(message)))
             except Exception as status_error:  # the API may be what is failing
                 logger.warning(f"Could not record the failure in status: {status_error}")
             raise kopf.TemporaryError(message, delay=15) from error
 
-        status = build_status(body, observe(info, body, spec))
+        # Checked on every pass (the periodic resync included), and again whenever an object
+        # of a referenced kind appears or goes (see registration.recheck_dependents).
+        missing = missing_references(spec, meta["namespace"])
+        outcome = missing_reference_outcome(missing, meta["namespace"]) if missing else observe(info, body, spec)
+        status = build_status(body, outcome)
         write_status(info, body, status)
         ready_gauge.set(int(is_ready(status["conditions"])))
         RECONCILES.labels(info.kind, "success").inc()

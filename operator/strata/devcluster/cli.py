@@ -65,7 +65,10 @@ def _cmd_down(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from strata.demo import running_operator  # the operator `strata demo` runs against this cluster
+
     report = status(args.state_dir)
+    report["operator"] = running_operator(args.state_dir)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -73,6 +76,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
             print(f"{name:<24} running (pid {pid})")
         for name in report["stopped"]:
             print(f"{name:<24} stopped")
+        if report["operator"] is not None:
+            print(f"{'operator (strata demo)':<24} running (pid {report['operator']})")
         if report["server"]:
             print(f"server: {report['server']}\nkubeconfig: {report['kubeconfig']}")
     # Like `systemctl is-active`: non-zero unless everything runs.

@@ -30,14 +30,8 @@ def render_trainer_config(spec: TrainingJobSpec, job_name: str) -> dict[str, Any
     config: dict[str, Any] = {
         "model": {
             "family": model.family,
-            "size": {
-                "layers": model.size.layers,
-                "hidden": model.size.hidden,
-                "heads": model.size.heads,
-                "contextLength": model.size.context_length,
-                "latentDim": model.size.latent_dim,
-                "diffusionSteps": model.size.diffusion_steps,
-            },
+            # Only the settings this family reads, defaults filled in (see SIZE_SETTINGS).
+            "size": model.size.resolved(model.family),
             # -1: the number of classes comes from the dataset manifest; 0: unconditional
             # (a prompt prefix needs no classes: it is part of the text).
             "numClasses": -1 if model.conditioning == "label" else 0,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 CONFIG_ENV = "STRATA_TRAIN_CONFIG"
@@ -54,12 +54,6 @@ class ModelSize(_Section):
     diffusion_steps: PositiveInt = 100  # diffusion: T of the noise schedule
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
 
-    @model_validator(mode="after")
-    def _heads_divide_hidden(self) -> "ModelSize":
-        if self.hidden % self.heads:
-            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
-        return self
-
 
 class ModelConfig(_Section):
     family: Family
@@ -74,6 +68,14 @@ class ModelConfig(_Section):
         if value not in FAMILIES:
             raise ValueError(f"unknown model family {value!r}; expected one of {', '.join(FAMILIES)}")
         return value
+
+    @field_validator("size")
+    @classmethod
+    def _heads_divide_hidden(cls, size: ModelSize, info: ValidationInfo) -> ModelSize:
+        # Only the transformer has attention heads; other families read hidden alone.
+        if info.data.get("family") == "transformer" and size.hidden % size.heads:
+            raise ValueError(f"hidden ({size.hidden}) must be divisible by heads ({size.heads})")
+        return size
 
 
 class DeepSpeedConfig(_Section):
