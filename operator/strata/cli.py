@@ -78,7 +78,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     if args.down:
         return stop_demo(Path(args.state_dir))
-    return run_demo(Path(args.state_dir), args.examples)
+    return run_demo(Path(args.state_dir), args.examples, real_node=args.real_node)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--examples", type=Path,
                       help="manifests to apply, a file or a directory (default: the examples/ shipped with Strata)")
     demo.add_argument("--down", action="store_true", help="stop the operator and the dev cluster")
+    demo.add_argument("--no-real-node", dest="real_node", action="store_false",
+                      help="start the dev cluster with kwok's simulated nodes only (no kubelet, "
+                           "nothing changed on the host)")
     demo.set_defaults(func=_demo)
     return parser
 

@@ -115,7 +115,13 @@ def _missing_binaries() -> list[str]:
     return [name for name, path in find_binaries().items() if path is None]
 
 
-def run_demo(state_dir: Path, examples: Path | None = None, timeout: float = 120) -> int:
+# Images the demo imports into the real node: the pod sandbox, and the operator's (a small
+# Python image to try pods with). Workload images come with the kinds that run pods.
+DEMO_IMAGES = ("pause", "operator")
+
+
+def run_demo(state_dir: Path, examples: Path | None = None, timeout: float = 120,
+             real_node: bool = True) -> int:
     state_dir = state_dir.resolve()
     examples = (examples or default_examples()).resolve()
     if not examples.exists():
@@ -136,7 +142,7 @@ def run_demo(state_dir: Path, examples: Path | None = None, timeout: float = 120
                       f"then starting the dev cluster in {state_dir}...")
             else:
                 print(f"Starting the dev cluster in {state_dir}...")
-            up(state_dir)
+            up(state_dir, real_node=real_node, images=DEMO_IMAGES)
         kubeconfig = state_dir / "kubeconfig"
 
         print("Installing the Strata CRDs...")
@@ -163,6 +169,8 @@ def run_demo(state_dir: Path, examples: Path | None = None, timeout: float = 120
         _give_up(state_dir, error, cluster_was_running)
         return 130 if isinstance(error, KeyboardInterrupt) else 1
 
+    print()
+    print(_kubectl(kubeconfig, "get", "nodes"), end="")
     print()
     print(_kubectl(kubeconfig, "get", "strata", "-A"), end="")
     print()
