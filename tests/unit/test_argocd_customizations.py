@@ -12,7 +12,10 @@ import yaml
 
 from strata.api import KINDS
 from strata.argocd import PATCH_FILE, REGENERATE_COMMAND, VALUES_FILE, customizations, drift, health_script, render_files
-from strata.constants import ConditionType, Phase
+from strata.api.base import ObjectReference
+from strata.constants import ConditionStatus, ConditionType, Phase
+from strata.controllers.reconcile import apply_failed_outcome, invalid_outcome, missing_reference_outcome
+from strata.controllers.registration import not_implemented
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = REPO / "helm" / "strata" / "argocd"
@@ -87,3 +90,17 @@ def test_the_health_scripts_read_the_condition_types_and_phases_the_operator_wri
     phases = set(re.findall(r'status\.phase == "(\w+)"', common))
     assert types == {ConditionType.READY, ConditionType.PROGRESSING, ConditionType.DEGRADED}
     assert phases and phases <= {value for name, value in vars(Phase).items() if name.isupper()}
+
+
+def test_the_phases_the_health_scripts_degrade_are_those_the_operator_writes_with_degraded_true():
+    """The Lua's phase fallback agrees with the operator's outcomes, one for every phase."""
+    common = (SOURCES / "health" / "common.lua").read_text()
+    degraded_phases = set(re.findall(r'status\.phase == "(\w+)"', common))
+    outcomes = [
+        not_implemented(KINDS[0], "its workload"),
+        invalid_outcome("spec.sources: at least one source is required"),
+        apply_failed_outcome("Applying children failed: 403 Forbidden"),
+        missing_reference_outcome([ObjectReference("Dataset", "support-data", "spec.dataset.name")], "default"),
+    ]
+    assert {outcome.phase for outcome in outcomes} == {value for name, value in vars(Phase).items() if name.isupper()}
+    assert degraded_phases == {outcome.phase for outcome in outcomes if outcome.degraded[0] == ConditionStatus.TRUE}

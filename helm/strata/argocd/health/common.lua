@@ -80,10 +80,19 @@ local function strataHealth(obj, details)
     return {status = healthStatus, message = join(extra, conditionText)}
   end
 
+  -- Degraded=True is the operator's own verdict: an invalid spec (phase Invalid), children it
+  -- cannot apply (Retrying), or an object the spec names that does not exist (Waiting, reason
+  -- DatasetNotFound, TrainingJobNotFound or ModelDeploymentNotFound). Waiting reads Degraded,
+  -- not Progressing: synced in waves, a referenced object exists before its dependent is
+  -- applied, so a dependent still waiting names something missing from Git or misspelt, which
+  -- only a commit fixes. Degraded stops the sync at that wave, naming the missing object (and
+  -- fires on-health-degraded notifications); Progressing would hold the sync open with nothing
+  -- to end it. It clears by itself: the operator re-checks when the object appears.
   if degraded ~= nil and degraded.status == "True" then
     return verdict("Degraded", describe(degraded, "Degraded"), details.degraded)
   end
-  if status.phase == "Failed" or status.phase == "Invalid" then
+  -- The same phases without the Degraded condition (a status not written by the operator).
+  if status.phase == "Invalid" or status.phase == "Retrying" or status.phase == "Waiting" then
     return verdict("Degraded", describe(ready, "Phase " .. status.phase), details.degraded)
   end
   if ready ~= nil and ready.status == "True" then
