@@ -41,3 +41,12 @@ def get_json(cluster, *args: str) -> dict[str, Any] | None:
     """`kubectl get ... -o json`, or None when it does not exist."""
     result = cluster.kubectl("get", *args, "-o", "json", check=False)
     return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def temporary_namespace(cluster, prefix: str):
+    """A fixture body: a fresh namespace on `cluster`, deleted (without waiting) afterwards."""
+    import uuid
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false")

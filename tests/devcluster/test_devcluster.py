@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import socket
-import uuid
 
 import pytest
 
 from strata.devcluster import DevCluster, FakeNode, processes_using
+from tests_support import temporary_namespace
 from strata.devcluster.binaries import KUBERNETES_VERSION
 
 WAIT = "--timeout=60s"
@@ -25,10 +25,7 @@ def _get(cluster: DevCluster, *args: str) -> dict:
 
 @pytest.fixture
 def namespace(dev_cluster: DevCluster):
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    dev_cluster.kubectl("create", "namespace", name)
-    yield name
-    dev_cluster.kubectl("delete", "namespace", name, "--wait=false")
+    yield from temporary_namespace(dev_cluster, "t")
 
 
 def _pod_template(name: str, resources: dict | None = None, restart_policy: str = "Always") -> dict:

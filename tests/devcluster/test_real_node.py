@@ -9,7 +9,6 @@ when the real node cannot start: every test fails with the reason.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import pytest
@@ -18,7 +17,7 @@ from strata.devcluster import DevCluster, DevClusterError, BuildError, processes
 from strata.devcluster import host
 from strata.devcluster.network import REAL_NODE_NAME
 from strata.devcluster.node import NODE_LABEL
-from tests_support import wait_for
+from tests_support import temporary_namespace, wait_for
 
 # The smallest image with Python (and the project) in it.
 PYTHON_IMAGE = "operator"
@@ -46,10 +45,7 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory, host_before: dict):
 
 @pytest.fixture
 def namespace(real_cluster: DevCluster):
-    name = f"rn-{uuid.uuid4().hex[:8]}"
-    real_cluster.kubectl("create", "namespace", name)
-    yield name
-    real_cluster.kubectl("delete", "namespace", name, "--wait=false")
+    yield from temporary_namespace(real_cluster, "rn")
 
 
 def _apply(cluster: DevCluster, namespace: str, *manifests: dict) -> None:
