@@ -207,7 +207,7 @@ def test_batch_minhash_equals_datasketch_minhash():
     assert counts.tolist() == [4, 1, 0, 4]
     signatures = BatchMinHasher(64, seed=3).signatures(hashes, counts)
     for row, (lo, hi) in enumerate([(0, 4), (4, 5), (5, 9)]):
-        reference = MinHash(num_perm=64, seed=3, scheme="legacy", hashfunc=int)
+        reference = MinHash(num_perm=64, seed=3, scheme="affine32", hashfunc=int)
         reference.update_batch([int(h) for h in hashes[lo:hi]])
         assert np.array_equal(reference.hashvalues, signatures[row if row < 2 else 3])
 

@@ -3,9 +3,10 @@
 datasketch's ``MinHash.update_batch`` hashes every shingle in Python and handles one record per
 call; for millions of short records that per-record overhead dominates. Here the shingles of a
 batch are hashed with numpy (n-grams of token ids combined arithmetically) and the permutation +
-minimum runs once per batch. The permutations and the formula are datasketch's ``legacy``
-scheme, so a signature equals ``MinHash(num_perm, seed, scheme="legacy")`` fed the same shingle
-hashes (a test checks it), and the signatures go into datasketch's ``MinHashLSH`` unchanged.
+minimum runs once per batch. The permutations and the formula are datasketch's default
+``affine32`` scheme (MurmurHash3 finalizer, then ``a*h + b mod 2^32``: no 61-bit modulo), so a
+signature equals ``MinHash(num_perm, seed, scheme="affine32")`` fed the same shingle hashes (a
+test checks it), and the signatures go into datasketch's ``MinHashLSH`` unchanged.
 """
 
 from __future__ import annotations
@@ -13,11 +14,21 @@ from __future__ import annotations
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
-_MERSENNE_PRIME = np.uint64((1 << 61) - 1)
+SCHEME = "affine32"
 _MAX_HASH = np.uint64((1 << 32) - 1)
+_MAX_HASH32 = np.uint32((1 << 32) - 1)
 _SHINGLE_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
-# Cap on shingles x permutations per numpy step (~32 MiB of uint64), so memory stays bounded.
-_MAX_CELLS = 4_000_000
+# Cap on shingles x permutations per numpy step (~32 MiB of uint32), so memory stays bounded.
+_MAX_CELLS = 8_000_000
+
+
+def _fmix32(values: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finalizer (what datasketch applies before its affine32 permutations)."""
+    values = values ^ (values >> np.uint32(16))
+    values = values * np.uint32(0x85EBCA6B)
+    values = values ^ (values >> np.uint32(13))
+    values = values * np.uint32(0xC2B2AE35)
+    return values ^ (values >> np.uint32(16))
 
 
 def shingle_hashes(token_ids: list[list[int]], size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -52,14 +63,15 @@ class BatchMinHasher:
     def __init__(self, num_perm: int, seed: int = 1):
         self.num_perm = num_perm
         self.seed = seed
-        # datasketch's own permutation parameters (legacy scheme: a*h + b mod 2^61-1, low 32 bits).
-        a, b = MinHash(num_perm=num_perm, seed=seed, scheme="legacy").permutations
-        self.a = np.asarray(a, dtype=np.uint64)
-        self.b = np.asarray(b, dtype=np.uint64)
+        # datasketch's own permutation parameters for the scheme.
+        a, b = MinHash(num_perm=num_perm, seed=seed, scheme=SCHEME).permutations
+        self.a = np.asarray(a, dtype=np.uint32)
+        self.b = np.asarray(b, dtype=np.uint32)
 
     def signatures(self, hashes: np.ndarray, counts: np.ndarray) -> np.ndarray:
         """``[records, num_perm]`` signatures; records without shingles get all-max (never similar)."""
-        result = np.full((counts.size, self.num_perm), _MAX_HASH, dtype=np.uint64)
+        result = np.full((counts.size, self.num_perm), _MAX_HASH32, dtype=np.uint32)
+        mixed = _fmix32(hashes.astype(np.uint32))
         bounds = np.concatenate(([0], np.cumsum(counts)))
         step = max(1, _MAX_CELLS // self.num_perm)
         record = 0
@@ -71,7 +83,7 @@ class BatchMinHasher:
             if hi > lo:
                 # [num_perm, shingles]: reduceat along the contiguous axis is far faster.
                 with np.errstate(over="ignore"):
-                    permuted = (self.a[:, None] * hashes[None, lo:hi] + self.b[:, None]) % _MERSENNE_PRIME & _MAX_HASH
+                    permuted = self.a[:, None] * mixed[None, lo:hi] + self.b[:, None]
                 chunk_counts = counts[record:last]
                 nonempty = np.flatnonzero(chunk_counts)
                 offsets = (bounds[record:last] - lo)[nonempty]
@@ -88,6 +100,9 @@ class NearDuplicateIndex:
         self.hasher = BatchMinHasher(num_perm, seed)
         self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
         self.kept = 0
+        # One MinHash whose hashvalues are swapped per record: the LSH keeps only band hashes, and
+        # building a validated MinHash per record would cost more than the query itself.
+        self._probe = MinHash(num_perm=num_perm, seed=seed, scheme=SCHEME)
 
     def filter(self, hashes: np.ndarray, counts: np.ndarray) -> np.ndarray:
         """Boolean mask of the records to keep, in order; kept records join the index."""
@@ -96,11 +111,10 @@ class NearDuplicateIndex:
         for row in range(counts.size):
             if counts[row] == 0:
                 continue  # nothing to compare; exact dedup handles empty text
-            minhash = MinHash(num_perm=self.hasher.num_perm, seed=self.hasher.seed, scheme="legacy",
-                              hashvalues=signatures[row], permutations=(self.hasher.a, self.hasher.b))
-            if self.lsh.query(minhash):
+            self._probe.hashvalues = signatures[row]
+            if self.lsh.query(self._probe):
                 keep[row] = False
             else:
-                self.lsh.insert(self.kept, minhash, check_duplication=False)
+                self.lsh.insert(self.kept, self._probe, check_duplication=False)
                 self.kept += 1
         return keep

@@ -212,15 +212,16 @@ def run_pipeline(config: PipelineConfig, out: str | Path) -> PipelineResult:
                 keep = np.ones(len(texts), dtype=bool)
             rows: dict[str, dict[str, list]] = {}
             synthetic_texts: list[tuple[str, Any]] = []
-            for i in np.flatnonzero(keep):
+            kept_rows = np.flatnonzero(keep)
+            length_histogram.add([len(texts[i]) for i in kept_rows])
+            token_histogram.add([len(token_ids[i]) for i in kept_rows])
+            for i in kept_rows:
                 after_near += 1
                 split = "validation" if int.from_bytes(keys[i][:4], "little") < split_threshold else "train"
                 target = rows.setdefault(split, {"text": [], "tokens": [], "synthetic": []} | ({"label": []} if has_label else {}))
                 target["text"].append(texts[i])
                 target["tokens"].append(token_ids[i])
                 target["synthetic"].append(False)
-                length_histogram.add([len(texts[i])])
-                token_histogram.add([len(token_ids[i])])
                 if has_label:
                     target["label"].append(labels[i])
                     label_counts[labels[i]] = label_counts.get(labels[i], 0) + 1
