@@ -22,6 +22,7 @@ from workload_harness import base_config, launch
 from strata_workloads.data.config import PipelineConfig, TextAugmentation
 from strata_workloads.data.layout import read_manifest, read_split
 from strata_workloads.data.minhash import BatchMinHasher, shingle_hashes
+from strata_workloads.data import pipeline
 from strata_workloads.data.pipeline import run_pipeline
 from strata_workloads.data.text import augment, record_rng
 
@@ -133,9 +134,12 @@ def test_output_is_the_trainers_layout_with_tokens_and_lineage(built, sources):
     assert tokenizer.encode(first["text"], add_special_tokens=False).ids == first["tokens"]
 
 
-def test_rerun_gives_the_same_version_and_changes_give_new_ones(built, sources, tmp_path):
+def test_rerun_gives_the_same_version_and_changes_give_new_ones(built, sources, tmp_path, monkeypatch):
     result, out = built
-    again = run_pipeline(_config(sources), out)
+    with monkeypatch.context() as patch:
+        # Unchanged local input: the version is found from the input bytes alone, before any processing.
+        patch.setattr(pipeline, "_first_pass", lambda *args: pytest.fail("the unchanged input was processed again"))
+        again = run_pipeline(_config(sources), out)
     assert (again.version, again.created) == (result.version, False)
     assert sorted(p.name for p in out.iterdir()) == [result.version]  # no new data, no leftovers
     changed_spec = run_pipeline(_config(sources, validationFraction=0.3), tmp_path)

@@ -33,7 +33,9 @@ Layout of one dataset version::
 
 Columns by modality: ``text`` datasets have a ``text`` string column, ``image`` datasets an
 ``image`` column holding the flattened C*H*W float32 pixels scaled to [-1, 1]. Either may have
-an int64 ``label`` column in ``[0, numClasses)`` used for conditioning.
+an int64 ``label`` column in ``[0, numClasses)`` used for conditioning. Text versions made by the
+Dataset pipeline also have ``tokens`` (list<int32>: ids from the version's ``tokenizer.json``,
+or UTF-8 bytes for a byte tokenizer) and ``synthetic`` (bool: made by augmentation).
 
 Per-split statistics: ``text`` -> rows, totalBytes, meanBytes, maxBytes; ``image`` -> rows,
 pixelMean, pixelStd; with labels also labelCounts. They let consumers size things (context

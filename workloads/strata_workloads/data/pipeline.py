@@ -38,7 +38,7 @@ from strata_workloads.data.layout import (
     read_manifest,
 )
 from strata_workloads.data.minhash import NearDuplicateIndex, shingle_hashes
-from strata_workloads.data.sources import Quarantine, SourceDigest, read_source
+from strata_workloads.data.sources import Quarantine, SourceDigest, local_files, read_source
 from strata_workloads.data.text import (
     LENGTH_EDGES,
     TOKEN_EDGES,
@@ -163,10 +163,31 @@ def _version_id(spec_hash: str, input_hash: str) -> str:
     return hashlib.sha256(f"{spec_hash}\n{input_hash}".encode()).hexdigest()[:20]
 
 
+def _local_input_hash(config: PipelineConfig) -> str | None:
+    """The input hash computed by reading the bytes only, when every source is local (else None)."""
+    if any(source.path is None for source in config.sources):
+        return None
+    digests = []
+    for source in config.sources:
+        digest = SourceDigest(source.describe())
+        for path in local_files(source.path):
+            digest.start_part(path.name if Path(source.path).is_file() else str(path.relative_to(source.path)))
+            with path.open("rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+        digests.append(digest.hexdigest())
+    return hashlib.sha256("".join(digests).encode()).hexdigest()
+
+
 def run_pipeline(config: PipelineConfig, out: str | Path) -> PipelineResult:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     spec_hash = config.spec_hash()
+    # Unchanged local input and spec: the version exists, so skip all the work.
+    local_hash = _local_input_hash(config)
+    if local_hash is not None and (out / _version_id(spec_hash, local_hash) / MANIFEST_FILENAME).exists():
+        root = out / _version_id(spec_hash, local_hash)
+        return PipelineResult(root.name, root, read_manifest(root), created=False)
     digests = [SourceDigest(source.describe()) for source in config.sources]
     counts = _Counts()
     # The version id is known only after reading; the writer stages under a placeholder name.
