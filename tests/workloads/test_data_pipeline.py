@@ -253,3 +253,18 @@ def test_the_trainer_trains_on_a_pipeline_version(built, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     steps = run.step_losses()
     assert sorted(steps) == [1, 2, 3, 4] and all(np.isfinite(list(steps.values())))
+
+
+def test_a_tokenizer_loaded_from_a_path_is_used_and_its_content_is_part_of_the_spec(built, sources, tmp_path):
+    result, _ = built
+    tokenizer_path = tmp_path / "tokenizer.json"
+    tokenizer_path.write_bytes((result.path / "tokenizer.json").read_bytes())
+    config = _config(sources, preprocessing={"text": {"tokenizer": {"path": str(tokenizer_path)}}})
+    loaded = run_pipeline(config, tmp_path / "versions")
+    assert loaded.version != result.version
+    by_text = {row["text"]: row["tokens"] for row in read_split(result.path, "train").to_pylist()}
+    rows = read_split(loaded.path, "train").to_pylist()
+    assert rows and all(row["tokens"] == by_text[row["text"]] for row in rows if row["text"] in by_text)
+    before = config.spec_hash()
+    tokenizer_path.write_text(tokenizer_path.read_text().replace('"[MASK]"', '"[HIDE]"'))
+    assert config.spec_hash() != before

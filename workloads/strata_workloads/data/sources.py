@@ -137,8 +137,6 @@ def _read_text(chunks, name, text_field, quarantine) -> Iterator[tuple[dict, str
             yield {text_field: line}, f"line {number}"
 
 
-_MISSING_CELL = object()
-
 
 def _read_csv(chunks, name, text_field, quarantine) -> Iterator[tuple[dict, str]]:
     lines = (line + "\n" for _, line in _decoded_lines(_lines(chunks), name, quarantine))
