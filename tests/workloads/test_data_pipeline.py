@@ -16,12 +16,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from datasketch import MinHash
+from datasketch import MinHash, MinHashLSH
 from workload_harness import base_config, launch
 
 from strata_workloads.data.config import PipelineConfig, TextAugmentation
 from strata_workloads.data.layout import read_manifest, read_split
-from strata_workloads.data.minhash import BatchMinHasher, shingle_hashes
+from strata_workloads.data.minhash import BatchMinHasher, NearDuplicateIndex, shingle_hashes
 from strata_workloads.data import pipeline
 from strata_workloads.data.pipeline import run_pipeline
 from strata_workloads.data.text import augment, record_rng
@@ -214,6 +214,26 @@ def test_batch_minhash_equals_datasketch_minhash():
         reference = MinHash(num_perm=64, seed=3, scheme="affine32", hashfunc=int)
         reference.update_batch([int(h) for h in hashes[lo:hi]])
         assert np.array_equal(reference.hashvalues, signatures[row if row < 2 else 3])
+
+
+def test_near_duplicate_decisions_equal_datasketch_minhash_lsh():
+    rng = random.Random(5)
+    base = [[rng.randrange(500) for _ in range(30)] for _ in range(300)]
+    records = base + [ids[:10] + [999] + ids[11:] for ids in base[:100]] + [ids[:15] for ids in base[100:150]]
+    rng.shuffle(records)
+    hashes, counts = shingle_hashes(records, 3)
+    index = NearDuplicateIndex(threshold=0.6, num_perm=64)
+    keep = index.filter(hashes, counts)
+    lsh = MinHashLSH(threshold=0.6, num_perm=64)
+    expected = []
+    for row, signature in enumerate(index.hasher.signatures(hashes, counts)):
+        minhash = MinHash(num_perm=64, seed=1, scheme="affine32", hashvalues=signature)
+        duplicate = bool(lsh.query(minhash))
+        if not duplicate:
+            lsh.insert(row, minhash)
+        expected.append(not duplicate)
+    assert keep.tolist() == expected
+    assert 100 <= keep.size - keep.sum() <= 150  # the planted near copies (the halves may or may not reach 0.6)
 
 
 def test_augmentation_is_seeded_and_the_synthetic_share_capped(sources, tmp_path):
