@@ -276,6 +276,11 @@ class DatasetWriter:
         if kind is not None:
             self.abort()
 
+    @property
+    def splits(self) -> list[str]:
+        """Splits that have received rows so far."""
+        return list(self._schemas)
+
     def abort(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
 

@@ -95,6 +95,8 @@ def _first_pass(config: PipelineConfig, spill: Path, quarantine: Quarantine, dig
     rules = {rule.field: rule for rule in config.cleaning.missing_values}
     seen: set[bytes] = set()
     label = schema.label_field
+    # Ordered (not a set), so the field a record is counted missing under is the same every run.
+    checked_fields = list(dict.fromkeys([schema.text_field, *([label] if label else []), *rules]))
     columns: dict[str, list] = {"text": [], "key": []} | ({"label": []} if label else {})
     spill_schema = pa.schema([("text", pa.string()), ("key", pa.binary(16))] + ([("label", pa.int64())] if label else []))
     with pq.ParquetWriter(spill, spill_schema) as writer:
@@ -108,7 +110,7 @@ def _first_pass(config: PipelineConfig, spill: Path, quarantine: Quarantine, dig
             for record, location in read_source(source, schema.text_field, quarantine, digest, config.batch_size):
                 counts.read += 1
                 dropped = False
-                for name in {schema.text_field, *([label] if label else []), *rules}:
+                for name in checked_fields:
                     if not _is_missing(record.get(name)):
                         continue
                     rule = rules.get(name)
@@ -266,7 +268,7 @@ def run_pipeline(config: PipelineConfig, out: str | Path) -> PipelineResult:
             for split, columns in rows.items():
                 writer.add(split, pa.table({**columns, "tokens": pa.array(columns["tokens"], pa.list_(pa.int32()))}))
         for split in ("train", "validation"):
-            if split not in writer._schemas and (split == "train" or config.validation_fraction > 0):
+            if split not in writer.splits and (split == "train" or config.validation_fraction > 0):
                 writer.add(split, pa.table({"text": pa.array([], pa.string()), "tokens": pa.array([], pa.list_(pa.int32())),
                                             "synthetic": pa.array([], pa.bool_())}
                                            | ({"label": pa.array([], pa.int64())} if has_label else {})))
