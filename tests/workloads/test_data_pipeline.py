@@ -288,3 +288,22 @@ def test_a_tokenizer_loaded_from_a_path_is_used_and_its_content_is_part_of_the_s
     before = config.spec_hash()
     tokenizer_path.write_text(tokenizer_path.read_text().replace('"[MASK]"', '"[HIDE]"'))
     assert config.spec_hash() != before
+
+
+def test_cli_builds_a_version_reruns_unchanged_and_exits_1_on_an_unreadable_source(sources, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps(_config(sources).model_dump(mode="json", by_alias=True, exclude_none=True)))
+
+    def cli(config_path):
+        return subprocess.run([sys.executable, "-m", "strata_workloads.data", "--config", str(config_path),
+                               "--out", str(tmp_path / "out")], capture_output=True, text=True)
+
+    first, second = cli(config), cli(config)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr
+    first_line, second_line = json.loads(first.stdout), json.loads(second.stdout)
+    assert (first_line["created"], second_line["created"]) == (True, False)
+    assert first_line["version"] == second_line["version"] and first_line["records"] == 62
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(json.dumps({"sources": [{"path": str(tmp_path / "absent"), "format": "jsonl"}]}))
+    done = cli(broken)
+    assert done.returncode == 1 and "absent does not exist" in done.stderr
