@@ -307,3 +307,41 @@ def test_cli_builds_a_version_reruns_unchanged_and_exits_1_on_an_unreadable_sour
     broken.write_text(json.dumps({"sources": [{"path": str(tmp_path / "absent"), "format": "jsonl"}]}))
     done = cli(broken)
     assert done.returncode == 1 and "absent does not exist" in done.stderr
+
+
+def _model_of(annotation):
+    from typing import get_args
+
+    from pydantic import BaseModel
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in get_args(annotation):
+        found = _model_of(argument)
+        if found is not None:
+            return found
+    return None
+
+
+def _shared_paths(model, operator_model, prefix=""):
+    """(path, present in the operator's model) for each pipeline field not marked pipeline-only."""
+    operator_fields = {field.alias or name: field for name, field in operator_model.model_fields.items()}
+    for name, field in model.model_fields.items():
+        if (field.description or "").startswith("(pipeline only)"):
+            continue
+        alias = field.alias or name
+        yield prefix + alias, alias in operator_fields
+        nested, operator_nested = _model_of(field.annotation), None
+        if alias in operator_fields:
+            operator_nested = _model_of(operator_fields[alias].annotation)
+        if nested is not None and operator_nested is not None:
+            yield from _shared_paths(nested, operator_nested, prefix + alias + ".")
+
+
+def test_pipeline_config_uses_the_dataset_apis_field_names():
+    """Every setting not marked pipeline-only has the same name and place as in the Dataset spec."""
+    from strata.api.dataset import DatasetSpec
+
+    paths = dict(_shared_paths(PipelineConfig, DatasetSpec))
+    assert "cleaning.dedup.nearDuplicate.threshold" in paths and "preprocessing.text.tokenizer.vocabSize" in paths
+    assert [path for path, shared in paths.items() if not shared] == []
