@@ -25,12 +25,17 @@ Layout of one dataset version::
                                             "rows": 64, "bytes": 2048, "sha256": "..."}],
                   "statistics": {...}},
         "validation": {...}
-      }
+      },
+      "pipeline": {...}                   # written by the Dataset pipeline (PipelineReport): lineage,
+                                          # counts per step, statistics, reference statistics,
+                                          # tokenizer.json and quarantine.jsonl paths
     }
 
 Columns by modality: ``text`` datasets have a ``text`` string column, ``image`` datasets an
 ``image`` column holding the flattened C*H*W float32 pixels scaled to [-1, 1]. Either may have
-an int64 ``label`` column in ``[0, numClasses)`` used for conditioning.
+an int64 ``label`` column in ``[0, numClasses)`` used for conditioning. Text versions made by the
+Dataset pipeline also have ``tokens`` (list<int32>: ids from the version's ``tokenizer.json``,
+or UTF-8 bytes for a byte tokenizer) and ``synthetic`` (bool: made by augmentation).
 
 Per-split statistics: ``text`` -> rows, totalBytes, meanBytes, maxBytes; ``image`` -> rows,
 pixelMean, pixelStd; with labels also labelCounts. They let consumers size things (context
@@ -96,6 +101,40 @@ class SplitInfo(_CamelModel):
     statistics: dict[str, Any] = Field(default_factory=dict)
 
 
+class StepCounts(_CamelModel):
+    """Records entering and leaving one pipeline step (``records_in - records_out`` were removed)."""
+
+    step: str
+    records_in: int = Field(ge=0)
+    records_out: int = Field(ge=0)
+
+
+class SourceLineage(_CamelModel):
+    source: str  # the path or URL as configured
+    sha256: str  # of the bytes read, in order
+    bytes: int = Field(ge=0)
+    records: int = Field(ge=0)
+
+
+class Lineage(_CamelModel):
+    sources: list[SourceLineage]
+    spec_hash: str
+    input_hash: str
+    parent_version: str | None = None
+
+
+class PipelineReport(_CamelModel):
+    """What the Dataset pipeline did to make this version; absent in hand-written datasets."""
+
+    lineage: Lineage
+    steps: list[StepCounts]
+    statistics: dict[str, Any] = Field(default_factory=dict)
+    reference_statistics: dict[str, Any] = Field(default_factory=dict)
+    tokenizer: str | None = None  # path of tokenizer.json relative to the version root
+    quarantine: str | None = None  # path of the quarantined records (JSON lines) relative to the root
+    quarantined: int = Field(default=0, ge=0)
+
+
 class DatasetManifest(_CamelModel):
     format_version: int = FORMAT_VERSION
     name: str
@@ -106,6 +145,7 @@ class DatasetManifest(_CamelModel):
     image_shape: list[int] | None = None
     num_classes: int = Field(default=0, ge=0)
     splits: dict[str, SplitInfo]
+    pipeline: PipelineReport | None = None
 
     @model_validator(mode="after")
     def _check_consistency(self) -> "DatasetManifest":
@@ -155,25 +195,167 @@ def _as_table(rows: pa.Table | Mapping[str, Sequence[Any]] | Iterable[Mapping[st
     return table.cast(pa.schema(fields))
 
 
-def _split_statistics(table: pa.Table, modality: Modality) -> dict[str, Any]:
-    stats: dict[str, Any] = {"rows": table.num_rows}
-    if modality == "text":
-        lengths = [len(text.encode("utf-8")) for text in table.column("text").to_pylist()]
-        stats["totalBytes"] = sum(lengths)
-        stats["meanBytes"] = (sum(lengths) / len(lengths)) if lengths else 0.0
-        stats["maxBytes"] = max(lengths, default=0)
-    else:
-        import numpy as np
+class _SplitStatistics:
+    """Per-split statistics accumulated shard by shard, so a writer never holds a whole split."""
 
-        pixels = np.asarray(table.column("image").combine_chunks().flatten(), dtype=np.float64)
-        stats["pixelMean"] = float(pixels.mean()) if pixels.size else 0.0
-        stats["pixelStd"] = float(pixels.std()) if pixels.size else 0.0
-    if "label" in table.column_names:
-        counts: dict[str, int] = {}
-        for label in table.column("label").to_pylist():
-            counts[str(label)] = counts.get(str(label), 0) + 1
-        stats["labelCounts"] = dict(sorted(counts.items(), key=lambda item: int(item[0])))
-    return stats
+    def __init__(self, modality: Modality):
+        self.modality = modality
+        self.rows = 0
+        self.total_bytes = 0
+        self.max_bytes = 0
+        self.pixel_count = 0
+        self.pixel_sum = 0.0
+        self.pixel_sum_squares = 0.0
+        self.label_counts: dict[int, int] | None = None
+
+    def add(self, table: pa.Table) -> None:
+        self.rows += table.num_rows
+        if self.modality == "text":
+            lengths = pc.binary_length(table.column("text").cast(pa.binary()))
+            self.total_bytes += int(pc.sum(lengths).as_py() or 0)
+            self.max_bytes = max(self.max_bytes, int(pc.max(lengths).as_py() or 0))
+        else:
+            import numpy as np
+
+            pixels = np.asarray(table.column("image").combine_chunks().flatten(), dtype=np.float64)
+            self.pixel_count += pixels.size
+            self.pixel_sum += float(pixels.sum())
+            self.pixel_sum_squares += float((pixels * pixels).sum())
+        if "label" in table.column_names:
+            self.label_counts = self.label_counts or {}
+            for label in table.column("label").to_pylist():
+                self.label_counts[label] = self.label_counts.get(label, 0) + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        stats: dict[str, Any] = {"rows": self.rows}
+        if self.modality == "text":
+            stats["totalBytes"] = self.total_bytes
+            stats["meanBytes"] = self.total_bytes / self.rows if self.rows else 0.0
+            stats["maxBytes"] = self.max_bytes
+        else:
+            mean = self.pixel_sum / self.pixel_count if self.pixel_count else 0.0
+            variance = self.pixel_sum_squares / self.pixel_count - mean * mean if self.pixel_count else 0.0
+            stats["pixelMean"] = mean
+            stats["pixelStd"] = math.sqrt(max(variance, 0.0))
+        if self.label_counts is not None:
+            stats["labelCounts"] = {str(label): count for label, count in sorted(self.label_counts.items())}
+        return stats
+
+
+class DatasetWriter:
+    """Write one dataset version shard by shard: ``add`` tables as they come, then ``commit``.
+
+    Everything goes into a temporary sibling directory (``staging``, where callers may also put
+    extra files such as a tokenizer) that is renamed into place only by ``commit``, so a reader
+    never sees a half-written version. ``abort`` (or leaving the ``with`` block by an exception)
+    removes it.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, modality: Modality, rows_per_shard: int = 10_000,
+                 image_shape: Sequence[int] | None = None):
+        if rows_per_shard < 1:
+            raise ValueError(f"rows_per_shard must be >= 1, got {rows_per_shard}")
+        self.root = Path(root)
+        if (self.root / MANIFEST_FILENAME).exists():
+            raise DatasetLayoutError(f"{self.root}: a dataset version already exists here; versions are immutable")
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        self.staging = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.", dir=self.root.parent))
+        self.modality: Modality = modality
+        self.rows_per_shard = rows_per_shard
+        self.image_shape = list(image_shape) if image_shape is not None else None
+        self._pending: dict[str, list[pa.Table]] = {}
+        self._pending_rows: dict[str, int] = {}
+        self._schemas: dict[str, pa.Schema] = {}
+        self._shards: dict[str, list[ShardInfo]] = {}
+        self._statistics: dict[str, _SplitStatistics] = {}
+
+    def __enter__(self) -> "DatasetWriter":
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is not None:
+            self.abort()
+
+    @property
+    def splits(self) -> list[str]:
+        """Splits that have received rows so far."""
+        return list(self._schemas)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def add(self, split: str, rows: pa.Table | Mapping[str, Sequence[Any]] | Iterable[Mapping[str, Any]]) -> None:
+        table = _as_table(rows)
+        if self.modality == "image" and self.image_shape is not None and table.num_rows:
+            lengths = set(pc.list_value_length(table.column("image")).to_pylist())
+            if lengths != {math.prod(self.image_shape)}:
+                raise DatasetLayoutError(
+                    f"split {split}: image rows must have {math.prod(self.image_shape)} values, got lengths {sorted(lengths)}"
+                )
+        if split not in self._schemas:
+            self._schemas[split] = table.schema
+            self._pending[split], self._pending_rows[split], self._shards[split] = [], 0, []
+            self._statistics[split] = _SplitStatistics(self.modality)
+            (self.staging / split).mkdir(parents=True)
+        elif table.schema != self._schemas[split]:
+            raise DatasetLayoutError(f"split {split}: columns {table.schema.names} differ from earlier rows")
+        self._pending[split].append(table)
+        self._pending_rows[split] += table.num_rows
+        while self._pending_rows[split] >= self.rows_per_shard:
+            self._flush(split, final=False)
+
+    def _flush(self, split: str, *, final: bool) -> None:
+        pending = pa.concat_tables(self._pending[split]) if self._pending[split] else self._schemas[split].empty_table()
+        count = min(self.rows_per_shard, pending.num_rows)
+        if count == 0 and (self._shards[split] or not final):
+            return
+        shard_table = pending.slice(0, count)
+        rest = pending.slice(count)
+        self._pending[split] = [rest] if rest.num_rows else []
+        self._pending_rows[split] = rest.num_rows
+        relative = f"{split}/part-{len(self._shards[split]):05d}.parquet"
+        shard_path = self.staging / relative
+        pq.write_table(shard_table, shard_path)
+        self._statistics[split].add(shard_table)
+        self._shards[split].append(
+            ShardInfo(path=relative, rows=count, bytes=shard_path.stat().st_size, sha256=_sha256(shard_path))
+        )
+
+    def commit(self, *, name: str, version: str, num_classes: int = 0,
+               pipeline: PipelineReport | None = None) -> DatasetManifest:
+        """Write the last shards and the manifest, then move the version into place."""
+        try:
+            columns: list[ColumnSpec] | None = None
+            split_infos: dict[str, SplitInfo] = {}
+            for split in self._schemas:
+                while self._pending_rows[split] or not self._shards[split]:
+                    self._flush(split, final=True)
+                split_columns = [ColumnSpec(name=f.name, type=str(f.type)) for f in self._schemas[split]]
+                if columns is None:
+                    columns = split_columns
+                elif split_columns != columns:
+                    raise DatasetLayoutError(f"split {split}: columns differ from the first split")
+                stats = self._statistics[split]
+                split_infos[split] = SplitInfo(rows=stats.rows, shards=self._shards[split], statistics=stats.to_dict())
+            manifest = DatasetManifest(
+                name=name,
+                version=version,
+                created_at=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                modality=self.modality,
+                columns=columns or [],
+                image_shape=self.image_shape,
+                num_classes=num_classes,
+                splits=split_infos,
+                pipeline=pipeline,
+            )
+            (self.staging / MANIFEST_FILENAME).write_text(manifest.to_json())
+            if self.root.exists():
+                self.root.rmdir()  # only an empty placeholder may be replaced
+            self.staging.rename(self.root)
+            return manifest
+        except BaseException:
+            self.abort()
+            raise
 
 
 def write_dataset(
@@ -187,69 +369,11 @@ def write_dataset(
     image_shape: Sequence[int] | None = None,
     num_classes: int = 0,
 ) -> DatasetManifest:
-    """Write one dataset version under ``root`` and return its manifest.
-
-    Shards are written into a temporary sibling directory which is renamed into place only
-    when complete, so a reader never sees a half-written version.
-    """
-    if rows_per_shard < 1:
-        raise ValueError(f"rows_per_shard must be >= 1, got {rows_per_shard}")
-    root = Path(root)
-    if (root / MANIFEST_FILENAME).exists():
-        raise DatasetLayoutError(f"{root}: a dataset version already exists here; versions are immutable")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
-        split_infos: dict[str, SplitInfo] = {}
-        columns: list[ColumnSpec] | None = None
+    """Write one dataset version under ``root`` from in-memory splits and return its manifest."""
+    with DatasetWriter(root, modality=modality, rows_per_shard=rows_per_shard, image_shape=image_shape) as writer:
         for split_name, rows in splits.items():
-            table = _as_table(rows)
-            if modality == "image" and image_shape is not None and table.num_rows:
-                lengths = set(pc.list_value_length(table.column("image")).to_pylist())
-                if lengths != {math.prod(image_shape)}:
-                    raise DatasetLayoutError(
-                        f"split {split_name}: image rows must have {math.prod(image_shape)} values, got lengths {sorted(lengths)}"
-                    )
-            split_columns = [ColumnSpec(name=f.name, type=str(f.type)) for f in table.schema]
-            if columns is None:
-                columns = split_columns
-            elif split_columns != columns:
-                raise DatasetLayoutError(f"split {split_name}: columns differ from the first split")
-            (staging / split_name).mkdir(parents=True)
-            shards = []
-            for index, start in enumerate(range(0, max(table.num_rows, 1), rows_per_shard)):
-                relative = f"{split_name}/part-{index:05d}.parquet"
-                shard_path = staging / relative
-                pq.write_table(table.slice(start, rows_per_shard), shard_path)
-                shards.append(
-                    ShardInfo(
-                        path=relative,
-                        rows=min(rows_per_shard, table.num_rows - start),
-                        bytes=shard_path.stat().st_size,
-                        sha256=_sha256(shard_path),
-                    )
-                )
-            split_infos[split_name] = SplitInfo(
-                rows=table.num_rows, shards=shards, statistics=_split_statistics(table, modality)
-            )
-        manifest = DatasetManifest(
-            name=name,
-            version=version,
-            created_at=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            modality=modality,
-            columns=columns or [],
-            image_shape=list(image_shape) if image_shape is not None else None,
-            num_classes=num_classes,
-            splits=split_infos,
-        )
-        (staging / MANIFEST_FILENAME).write_text(manifest.to_json())
-        if root.exists():
-            root.rmdir()  # only an empty placeholder may be replaced
-        staging.rename(root)
-        return manifest
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            writer.add(split_name, rows)
+        return writer.commit(name=name, version=version, num_classes=num_classes)
 
 
 def is_dataset_directory(path: str | os.PathLike[str]) -> bool:

@@ -1,0 +1,347 @@
+"""The text Dataset pipeline on real files made here, local and over a local HTTP server."""
+
+from __future__ import annotations
+
+import csv
+import http.server
+import json
+import random
+import subprocess
+import sys
+import threading
+import urllib.parse
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from datasketch import MinHash, MinHashLSH
+from workload_harness import base_config, launch
+
+from strata_workloads.data.config import PipelineConfig, TextAugmentation
+from strata_workloads.data.layout import read_manifest, read_split
+from strata_workloads.data.minhash import BatchMinHasher, NearDuplicateIndex, shingle_hashes
+from strata_workloads.data import pipeline
+from strata_workloads.data.pipeline import run_pipeline
+from strata_workloads.data.text import augment, record_rng
+
+_WORDS = ("river stone window garden silver morning candle harbor meadow lantern orbit pepper canyon "
+          "velvet thunder marble ginger falcon willow copper").split()
+
+
+def _texts(count: int, seed: int, words: int = 40) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(_WORDS) + str(rng.randrange(50)) for _ in range(words)) for _ in range(count)]
+
+
+def _near_copy(text: str) -> str:
+    words = text.split()
+    words[len(words) // 2] = "zzzchanged"
+    return " ".join(words)
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> Path:
+    """Four files with planted problems; the counts expected from them are in EXPECTED."""
+    root = tmp_path_factory.mktemp("sources")
+    base = _texts(62, seed=7)
+    jsonl = [{"text": t, "label": i % 2} for i, t in enumerate(base[:40])]
+    jsonl += [{"text": "  " + base[i].upper() + "  ", "label": 0} for i in range(5)]  # exact (case, spaces)
+    jsonl += [{"text": _near_copy(base[i]), "label": 1} for i in range(5, 9)]  # near duplicates
+    jsonl += [{"text": None, "label": 1}, {"label": 0}]  # missing text: dropped
+    jsonl += [{"text": base[40]}, {"text": base[41], "label": ""}]  # missing label: imputed
+    jsonl += [{"text": "hi", "label": 0}, {"text": "BUY NOW " + base[0][:50], "label": 0}]  # filtered
+    jsonl += [{"text": base[42] + " x", "label": "abc"}]  # schema: label not an integer
+    lines = [json.dumps(record) for record in jsonl]
+    lines[3:3] = ["{not json", "[1, 2]"]  # malformed
+    (root / "a.jsonl").write_text("\n".join(lines) + "\n")
+    with (root / "b.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        for i in range(42, 52):
+            writer.writerow([base[i], i % 2])
+        writer.writerow([base[9], 1])  # exact duplicate across sources
+        writer.writerow(["too", "many", "fields"])  # malformed
+    (root / "c.txt").write_bytes("\n".join(base[52:57]).encode() + b"\n\xff\xfe broken utf-8\n")
+    pq.write_table(pa.table({"text": base[57:62], "label": [1] * 5}), root / "d.parquet")
+    return root
+
+
+EXPECTED = {"read": 77, "malformed": 4, "schema": 1, "missingDropped": {"text": 2}, "imputed": {"label": 7},
+            "filtered": {"tooShort": 1, "pattern": 1}, "duplicates": 6, "nearDuplicates": 4, "out": 62}
+
+
+def _config(sources: Path, **overrides) -> PipelineConfig:
+    raw = {
+        "name": "planted",
+        "sources": [{"path": str(sources / name), "format": fmt}
+                    for name, fmt in (("a.jsonl", "jsonl"), ("b.csv", "csv"), ("c.txt", "text"), ("d.parquet", "parquet"))],
+        "schema": {"textField": "text", "labelField": "label"},
+        "cleaning": {"dedup": {"exact": True, "nearDuplicate": {"threshold": 0.7, "numPerm": 128}},
+                     "missingValues": [{"field": "label", "action": "impute", "value": "0"}],
+                     "filters": {"minLength": 10, "dropPatterns": ["BUY NOW"]}},
+        "preprocessing": {"text": {"normalize": "NFKC", "tokenizer": {"kind": "bpe", "vocabSize": 400}}},
+        "validationFraction": 0.2,
+        "rowsPerShard": 20,
+        "batchSize": 16,
+    }
+    raw.update(overrides)
+    return PipelineConfig.model_validate(raw)
+
+
+@pytest.fixture(scope="module")
+def built(sources, tmp_path_factory):
+    out = tmp_path_factory.mktemp("versions")
+    return run_pipeline(_config(sources), out), out
+
+
+def test_planted_duplicates_missing_values_and_malformed_records_are_counted(built):
+    result, _ = built
+    stats = result.manifest.pipeline.statistics
+    assert stats["recordsIn"] == EXPECTED["read"] + EXPECTED["malformed"]
+    assert stats["quarantined"] == EXPECTED["malformed"] + EXPECTED["schema"]
+    assert stats["quarantineReasons"] == {"json": 2, "csv": 1, "encoding": 1, "schema": 1}
+    assert stats["missing"] == {"dropped": EXPECTED["missingDropped"], "imputed": EXPECTED["imputed"]}
+    assert stats["filtered"] == EXPECTED["filtered"]
+    assert stats["duplicates"] == EXPECTED["duplicates"]
+    assert stats["nearDuplicates"] == EXPECTED["nearDuplicates"]
+    assert stats["recordsOut"] == EXPECTED["out"]
+    steps = {step.step: step for step in result.manifest.pipeline.steps}
+    assert steps["read"].records_in == 81 and steps["nearDedup"].records_out == 62
+    quarantined = [json.loads(line) for line in (result.path / "quarantine.jsonl").read_text().splitlines()]
+    assert len(quarantined) == 5 and all(item["reason"] and item["source"] for item in quarantined)
+
+
+def test_output_is_the_trainers_layout_with_tokens_and_lineage(built, sources):
+    result, _ = built
+    manifest = read_manifest(result.path)
+    texts = []
+    for split in manifest.splits:
+        table = read_split(result.path, split, verify_checksums=True)
+        texts += table.column("text").to_pylist()
+        assert table.column("tokens").type == pa.list_(pa.int32())
+    assert len(texts) == 62 == len(set(texts))
+    assert sum(int(v) for v in manifest.pipeline.statistics["classCounts"].values()) == 62
+    assert manifest.num_classes == 2 and sum(manifest.splits["train"].statistics["labelCounts"].values()) == manifest.splits["train"].rows
+    assert [s.source for s in manifest.pipeline.lineage.sources][0] == str(sources / "a.jsonl")
+    assert manifest.pipeline.lineage.sources[3].records == 5
+    assert sum(manifest.pipeline.statistics["tokenHistogram"].values()) == 62
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(result.path / manifest.pipeline.tokenizer))
+    first = read_split(result.path, "train").slice(0, 1).to_pylist()[0]
+    assert tokenizer.encode(first["text"], add_special_tokens=False).ids == first["tokens"]
+
+
+def test_rerun_gives_the_same_version_and_changes_give_new_ones(built, sources, tmp_path, monkeypatch):
+    result, out = built
+    with monkeypatch.context() as patch:
+        # Unchanged local input: the version is found from the input bytes alone, before any processing.
+        patch.setattr(pipeline, "_first_pass", lambda *args: pytest.fail("the unchanged input was processed again"))
+        again = run_pipeline(_config(sources), out)
+    assert (again.version, again.created) == (result.version, False)
+    assert sorted(p.name for p in out.iterdir()) == [result.version]  # no new data, no leftovers
+    changed_spec = run_pipeline(_config(sources, validationFraction=0.3), tmp_path)
+    assert changed_spec.version != result.version
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for path in sources.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    with (copy / "c.txt").open("a") as handle:
+        handle.write(_texts(1, seed=99)[0] + "\n")
+    changed_input = run_pipeline(_config(copy), tmp_path)
+    assert changed_input.version not in (result.version, changed_spec.version)
+    assert changed_input.manifest.pipeline.statistics["recordsOut"] == 63
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    pages = [[{"text": t, "label": 0} for t in _texts(3, seed=11)], [{"text": t, "label": 1} for t in _texts(2, seed=12)]]
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        url = urllib.parse.urlsplit(self.path)
+        if url.path != "/api/records":
+            return super().do_GET()
+        page = int(dict(urllib.parse.parse_qsl(url.query)).get("after", "0"))
+        body = {"items": self.pages[page], "next": page + 1 if page + 1 < len(self.pages) else None}
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_server(sources):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: _Handler(*a, directory=str(sources)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_http_files_and_a_paginated_json_api(http_server, tmp_path):
+    config = PipelineConfig.model_validate({
+        "sources": [{"http": {"url": f"{http_server}/b.csv"}, "format": "csv"},
+                    {"http": {"url": f"{http_server}/d.parquet"}, "format": "parquet"},
+                    {"http": {"url": f"{http_server}/api/records", "recordsField": "items",
+                              "pagination": {"cursorField": "next", "cursorParam": "after"}}, "format": "json"}],
+        "schema": {"labelField": "label"},
+        "preprocessing": {"text": {"tokenizer": {"kind": "byte"}}},
+    })
+    result = run_pipeline(config, tmp_path)
+    lineage = result.manifest.pipeline.lineage.sources
+    assert [source.records for source in lineage] == [11, 5, 5]
+    assert result.manifest.pipeline.statistics["quarantineReasons"] == {"csv": 1}
+    assert result.manifest.pipeline.statistics["recordsOut"] == 11 + 5 + 5
+    missing = PipelineConfig.model_validate({**config.model_dump(by_alias=True, exclude_none=True),
+                                             "sources": [{"http": {"url": f"{http_server}/nope.csv"}, "format": "csv"}]})
+    from strata_workloads.data.sources import SourceError
+
+    with pytest.raises(SourceError, match="nope.csv answered HTTP 404"):
+        run_pipeline(missing, tmp_path)
+
+
+def test_batch_minhash_equals_datasketch_minhash():
+    ids = [[5, 9, 2, 7, 7, 1], [3], [], [5, 9, 2, 7, 7, 2]]
+    hashes, counts = shingle_hashes(ids, 3)
+    assert counts.tolist() == [4, 1, 0, 4]
+    signatures = BatchMinHasher(64, seed=3).signatures(hashes, counts)
+    for row, (lo, hi) in enumerate([(0, 4), (4, 5), (5, 9)]):
+        reference = MinHash(num_perm=64, seed=3, scheme="affine32", hashfunc=int)
+        reference.update_batch([int(h) for h in hashes[lo:hi]])
+        assert np.array_equal(reference.hashvalues, signatures[row if row < 2 else 3])
+
+
+def test_near_duplicate_decisions_equal_datasketch_minhash_lsh():
+    rng = random.Random(5)
+    base = [[rng.randrange(500) for _ in range(30)] for _ in range(300)]
+    records = base + [ids[:10] + [999] + ids[11:] for ids in base[:100]] + [ids[:15] for ids in base[100:150]]
+    rng.shuffle(records)
+    hashes, counts = shingle_hashes(records, 3)
+    index = NearDuplicateIndex(threshold=0.6, num_perm=64)
+    keep = index.filter(hashes, counts)
+    lsh = MinHashLSH(threshold=0.6, num_perm=64)
+    expected = []
+    for row, signature in enumerate(index.hasher.signatures(hashes, counts)):
+        minhash = MinHash(num_perm=64, seed=1, scheme="affine32", hashvalues=signature)
+        duplicate = bool(lsh.query(minhash))
+        if not duplicate:
+            lsh.insert(row, minhash)
+        expected.append(not duplicate)
+    assert keep.tolist() == expected
+    assert 100 <= keep.size - keep.sum() <= 150  # the planted near copies (the halves may or may not reach 0.6)
+
+
+def test_augmentation_is_seeded_and_the_synthetic_share_capped(sources, tmp_path):
+    augmentation = TextAugmentation(synonymReplacement=0.5, masking=0.2, randomDeletion=0.1)
+    text = "The big dog ran to the house and the small cat sat on the mat."
+    assert augment(text, augmentation, record_rng(1, b"k")) == augment(text, augmentation, record_rng(1, b"k"))
+    assert augment(text, augmentation, record_rng(1, b"k")) != text
+    result = run_pipeline(_config(sources, augmentation={"text": {"masking": 0.3}, "maxSyntheticFraction": 0.25,
+                                                       "seed": 4}), tmp_path)
+    train = read_split(result.path, "train")
+    synthetic = sum(train.column("synthetic").to_pylist())
+    assert synthetic > 0 and synthetic / train.num_rows <= 0.25
+    assert all("[MASK]" in row["text"] for row in train.to_pylist() if row["synthetic"])
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("cleaning", {"dedup": {"nearDuplicate": {"threshold": 1.5}}}, "cleaning.dedup.nearDuplicate.threshold"),
+    ("cleaning", {"filters": {"dropPatterns": ["(unclosed"]}}, "cleaning.filters.dropPatterns"),
+    ("cleaning", {"missingValues": [{"field": "label", "action": "impute"}]}, "action impute needs a value"),
+    ("sources", [{"format": "jsonl"}], "set exactly one of path or http"),
+], ids=["threshold above one", "a regex that does not compile", "impute without a value", "a source without a location"])
+def test_cli_refuses_a_bad_config_with_exit_2_naming_the_setting(tmp_path, setting, value, message):
+    raw = {"sources": [{"path": str(tmp_path), "format": "jsonl"}], setting: value}
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(raw))
+    done = subprocess.run([sys.executable, "-m", "strata_workloads.data", "--config", str(config), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+def test_the_trainer_trains_on_a_pipeline_version(built, tmp_path):
+    result, _ = built
+    config = base_config("transformer", result.path, tmp_path, zero_stage=1,
+                         hyperparameters={"maxSteps": 4}, validation={"everySteps": 2, "maxBatches": 1},
+                         deepspeed={"zeroStage": 1, "microBatchSize": 4, "gradientAccumulation": 1})
+    run = launch(config, tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    steps = run.step_losses()
+    assert sorted(steps) == [1, 2, 3, 4] and all(np.isfinite(list(steps.values())))
+
+
+def test_a_tokenizer_loaded_from_a_path_is_used_and_its_content_is_part_of_the_spec(built, sources, tmp_path):
+    result, _ = built
+    tokenizer_path = tmp_path / "tokenizer.json"
+    tokenizer_path.write_bytes((result.path / "tokenizer.json").read_bytes())
+    config = _config(sources, preprocessing={"text": {"tokenizer": {"path": str(tokenizer_path)}}})
+    loaded = run_pipeline(config, tmp_path / "versions")
+    assert loaded.version != result.version
+    by_text = {row["text"]: row["tokens"] for row in read_split(result.path, "train").to_pylist()}
+    rows = read_split(loaded.path, "train").to_pylist()
+    assert rows and all(row["tokens"] == by_text[row["text"]] for row in rows if row["text"] in by_text)
+    before = config.spec_hash()
+    tokenizer_path.write_text(tokenizer_path.read_text().replace('"[MASK]"', '"[HIDE]"'))
+    assert config.spec_hash() != before
+
+
+def test_cli_builds_a_version_reruns_unchanged_and_exits_1_on_an_unreadable_source(sources, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps(_config(sources).model_dump(mode="json", by_alias=True, exclude_none=True)))
+
+    def cli(config_path):
+        return subprocess.run([sys.executable, "-m", "strata_workloads.data", "--config", str(config_path),
+                               "--out", str(tmp_path / "out")], capture_output=True, text=True)
+
+    first, second = cli(config), cli(config)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr
+    first_line, second_line = json.loads(first.stdout), json.loads(second.stdout)
+    assert (first_line["created"], second_line["created"]) == (True, False)
+    assert first_line["version"] == second_line["version"] and first_line["records"] == 62
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(json.dumps({"sources": [{"path": str(tmp_path / "absent"), "format": "jsonl"}]}))
+    done = cli(broken)
+    assert done.returncode == 1 and "absent does not exist" in done.stderr
+
+
+def _model_of(annotation):
+    from typing import get_args
+
+    from pydantic import BaseModel
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in get_args(annotation):
+        found = _model_of(argument)
+        if found is not None:
+            return found
+    return None
+
+
+def _shared_paths(model, operator_model, prefix=""):
+    """(path, present in the operator's model) for each pipeline field not marked pipeline-only."""
+    operator_fields = {field.alias or name: field for name, field in operator_model.model_fields.items()}
+    for name, field in model.model_fields.items():
+        if (field.description or "").startswith("(pipeline only)"):
+            continue
+        alias = field.alias or name
+        yield prefix + alias, alias in operator_fields
+        nested, operator_nested = _model_of(field.annotation), None
+        if alias in operator_fields:
+            operator_nested = _model_of(operator_fields[alias].annotation)
+        if nested is not None and operator_nested is not None:
+            yield from _shared_paths(nested, operator_nested, prefix + alias + ".")
+
+
+def test_pipeline_config_uses_the_dataset_apis_field_names():
+    """Every setting not marked pipeline-only has the same name and place as in the Dataset spec."""
+    from strata.api.dataset import DatasetSpec
+
+    paths = dict(_shared_paths(PipelineConfig, DatasetSpec))
+    assert "cleaning.dedup.nearDuplicate.threshold" in paths and "preprocessing.text.tokenizer.vocabSize" in paths
+    assert [path for path, shared in paths.items() if not shared] == []

@@ -1,0 +1,204 @@
+"""The Dataset pipeline's configuration: one pydantic model, :class:`PipelineConfig`.
+
+Field names mirror ``operator/strata/api/dataset.py`` (DatasetSpec) where the two overlap, so the
+operator can hand a Dataset's spec to the pod with only the storage resolved: a PVC becomes the
+``path`` it is mounted at. Fields that exist only here say so in their description.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+class ConfigError(ValueError):
+    """A bad pipeline configuration; the message names the setting and what is wrong."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class HTTPPagination(_Model):
+    cursor_field: str = Field(max_length=128, description="Response field holding the next page's cursor.")
+    cursor_param: str = Field(default="cursor", max_length=128, description="Query parameter the cursor is sent in.")
+    max_pages: int = Field(default=1000, ge=1, le=1_000_000, description="Most pages fetched, a guard against endless cursors.")
+
+
+class HTTPSource(_Model):
+    url: str = Field(max_length=2048, pattern=r"^https?://", description="http(s) URL to fetch.")
+    pagination: HTTPPagination | None = Field(default=None, description="Follow a cursor from page to page (format json).")
+    records_field: str | None = Field(
+        default=None, max_length=128,
+        description="(pipeline only) Response field holding the list of records (format json); the response itself when unset.")
+
+
+class DataSource(_Model):
+    path: str | None = Field(default=None, description="(pipeline only) A local file or directory; a PVC's mounted path.")
+    http: HTTPSource | None = Field(default=None, description="Fetch records from an http(s) endpoint.")
+    format: Literal["jsonl", "json", "csv", "parquet", "text"] = Field(description="How records are encoded at the source.")
+
+    @model_validator(mode="after")
+    def _one_location(self) -> "DataSource":
+        if (self.path is None) == (self.http is None):
+            raise ValueError("set exactly one of path or http")
+        return self
+
+    def describe(self) -> str:
+        return self.path if self.path is not None else self.http.url  # type: ignore[union-attr]
+
+
+FieldType = Literal["string", "int", "float", "bool"]
+
+
+class RecordSchema(_Model):
+    text_field: str = Field(default="text", max_length=128, description="Field holding the text.")
+    label_field: str | None = Field(default=None, max_length=128, description="Field holding an integer class label.")
+    fields: dict[str, FieldType] = Field(
+        default_factory=dict,
+        description="(pipeline only) Declared types of further fields; a record whose value does not convert is quarantined.")
+
+
+class NearDuplicate(_Model):
+    threshold: float = Field(default=0.85, ge=0.0, le=1.0, description="Jaccard similarity above which records are duplicates.")
+    num_perm: int = Field(default=128, ge=16, le=1024, description="MinHash permutations (accuracy vs speed).")
+    shingle_size: int = Field(default=3, ge=1, le=16, description="(pipeline only) Tokens per shingle.")
+
+
+class Dedup(_Model):
+    exact: bool = Field(default=True, description="Drop records whose normalized content is equal.")
+    near_duplicate: NearDuplicate | None = Field(default=None, description="MinHash-LSH near-duplicate removal.")
+
+
+class MissingValueRule(_Model):
+    field: str = Field(max_length=128, description="Record field the rule applies to.")
+    action: Literal["drop", "impute"] = Field(default="drop", description="drop the record, or impute the value.")
+    value: str | None = Field(default=None, max_length=1024, description="Replacement when action is impute.")
+
+    @model_validator(mode="after")
+    def _impute_needs_value(self) -> "MissingValueRule":
+        if self.action == "impute" and self.value is None:
+            raise ValueError("action impute needs a value")
+        return self
+
+
+class NoiseFilters(_Model):
+    min_length: int | None = Field(default=None, ge=0, description="Drop text shorter than this (characters).")
+    max_length: int | None = Field(default=None, ge=1, description="Drop text longer than this (characters).")
+    max_non_alpha_ratio: float | None = Field(default=None, ge=0.0, le=1.0, description="Drop text that is mostly symbols.")
+    drop_patterns: list[str] = Field(default_factory=list, max_length=64,
+                                     description="(pipeline only) Drop text matching any of these regular expressions.")
+
+    @field_validator("drop_patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        for index, pattern in enumerate(patterns):
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"item {index} {pattern!r} is not a regular expression: {error}") from None
+        return patterns
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "NoiseFilters":
+        if self.min_length is not None and self.max_length is not None and self.min_length > self.max_length:
+            raise ValueError("minLength must not exceed maxLength")
+        return self
+
+
+class Cleaning(_Model):
+    dedup: Dedup = Field(default_factory=Dedup)
+    missing_values: list[MissingValueRule] = Field(default_factory=list, max_length=64)
+    filters: NoiseFilters = Field(default_factory=NoiseFilters)
+
+
+class Tokenizer(_Model):
+    kind: Literal["bpe", "byte"] = Field(default="bpe", description="Train (or load) a BPE vocabulary, or use raw bytes.")
+    vocab_size: int = Field(default=32000, ge=256, le=1_048_576, description="Vocabulary size of the trained BPE tokenizer.")
+    path: str | None = Field(default=None, description="(pipeline only) Load this tokenizer.json instead of training one.")
+    min_frequency: int = Field(default=2, ge=1, description="(pipeline only) Fewest occurrences of a merged pair.")
+
+
+class TextPreprocessing(_Model):
+    normalize: Literal["none", "NFC", "NFKC"] = Field(default="NFKC", description="Unicode normalization form.")
+    lowercase: bool = Field(default=False, description="Lower-case all text.")
+    tokenizer: Tokenizer = Field(default_factory=Tokenizer)
+
+
+class Preprocessing(_Model):
+    # Image and audio sections are extension points: the operator's API has them, this pipeline
+    # refuses them (extra="forbid") until it implements them.
+    text: TextPreprocessing = Field(default_factory=TextPreprocessing)
+
+
+class TextAugmentation(_Model):
+    synonym_replacement: float = Field(default=0.0, ge=0.0, le=1.0, description="Share of words replaced by a synonym.")
+    masking: float = Field(default=0.0, ge=0.0, le=1.0, description="Share of words masked.")
+    random_deletion: float = Field(default=0.0, ge=0.0, le=1.0, description="(pipeline only) Share of words deleted.")
+
+
+class Augmentation(_Model):
+    text: TextAugmentation = Field(default_factory=TextAugmentation)
+    max_synthetic_fraction: float = Field(default=0.2, ge=0.0, lt=1.0,
+                                          description="Cap on augmented records as a share of the training split.")
+    seed: int = Field(default=0, ge=0, description="Makes augmentation reproducible.")
+
+
+class PipelineConfig(_Model):
+    name: str = Field(default="dataset", max_length=253, description="(pipeline only) Dataset name in the manifest.")
+    modality: Literal["text"] = Field(default="text", description="Only text is implemented by this pipeline so far.")
+    sources: list[DataSource] = Field(min_length=1, max_length=16)
+    record_schema: RecordSchema = Field(alias="schema", default_factory=RecordSchema)
+    cleaning: Cleaning = Field(default_factory=Cleaning)
+    preprocessing: Preprocessing = Field(default_factory=Preprocessing)
+    augmentation: Augmentation | None = None
+    validation_fraction: float = Field(default=0.1, ge=0.0, lt=1.0,
+                                       description="(pipeline only) Share of records in the validation split, chosen by content hash.")
+    rows_per_shard: int = Field(default=100_000, ge=1, description="(pipeline only) Rows per Parquet shard.")
+    # Neither changes the output, so neither is part of the version's spec hash.
+    batch_size: int = Field(default=8192, ge=1, le=1_000_000, description="(pipeline only) Records processed together; bounds memory.")
+    parent_version: str | None = Field(default=None, description="(pipeline only) Current version, recorded in the lineage.")
+
+    def spec_hash(self) -> str:
+        """Hash of everything that shapes the output (a loaded tokenizer by its content)."""
+        spec: dict[str, Any] = self.model_dump(mode="json", by_alias=True, exclude={"batch_size", "parent_version"})
+        tokenizer_path = self.preprocessing.text.tokenizer.path
+        if tokenizer_path is not None:
+            spec["tokenizerSha256"] = hashlib.sha256(Path(tokenizer_path).read_bytes()).hexdigest()
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "<root>"
+        problems.append(f"{where}: {item['msg']}")
+    return "; ".join(problems)
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read a YAML or JSON file; raise :class:`ConfigError` naming the setting that is wrong."""
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read ({error.strerror})") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML/JSON ({error})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: must hold a mapping of settings, got {type(raw).__name__}")
+    try:
+        config = PipelineConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(f"{path}: {describe_validation_error(error)}") from None
+    tokenizer_path = config.preprocessing.text.tokenizer.path
+    if tokenizer_path is not None and not Path(tokenizer_path).is_file():
+        raise ConfigError(f"{path}: preprocessing.text.tokenizer.path: {tokenizer_path} is not a file")
+    return config
