@@ -153,7 +153,7 @@ def slow_resync_operator(crds_installed, tmp_path):
         crds_installed.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
-def test_a_deleted_child_is_repaired_at_once_not_at_the_resync(dev_cluster, slow_resync_operator):
+def test_a_deleted_or_changed_child_is_repaired_at_once_not_at_the_resync(dev_cluster, slow_resync_operator):
     namespace, process, log = slow_resync_operator
     doc = next(d for d in example_documents() if d["kind"] == "ModelDeployment")
     dev_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
@@ -170,6 +170,13 @@ def test_a_deleted_child_is_repaired_at_once_not_at_the_resync(dev_cluster, slow
                      timeout=20, what="the deleted ConfigMap to be recreated")
     assert after["metadata"]["name"] == before["metadata"]["name"]
     assert f"ConfigMap {before['metadata']['name']} changed; reconciling its owner" in log.read_text()
+
+    # Its content is immutable; its labels are not, and they are the operator's to keep.
+    component = after["metadata"]["labels"]["app.kubernetes.io/component"]
+    dev_cluster.kubectl("label", "configmap", after["metadata"]["name"], "-n", namespace, "--overwrite",
+                        "app.kubernetes.io/component=edited-by-hand")
+    wait_for(lambda: (live := config_map()) and live["metadata"]["labels"]["app.kubernetes.io/component"] == component,
+             timeout=20, what="the edited label to be restored")
 
 
 def test_deleting_a_resource_deletes_its_children(dev_cluster, namespace, lifecycle):

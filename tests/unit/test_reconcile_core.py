@@ -6,7 +6,7 @@ from pydantic import ValidationError
 from strata.api import DATASET, FEEDBACK_POLICY, MODEL_DEPLOYMENT, TRAINING_JOB
 from strata.api.base import ObjectReference
 from strata.constants import ANNOTATION_CHILD_POLICY, ChildPolicy
-from strata.controllers.reconcile import Inputs, Outcome, build_status, plan_children
+from strata.controllers.reconcile import Inputs, Outcome, build_status, metadata_differs, plan_children
 from strata.controllers.registration import observe_config_only
 
 OWNER = {"metadata": {"name": "support-lm", "namespace": "ml", "uid": "1234", "generation": 2}}
@@ -34,8 +34,8 @@ def verbs(actions):
                      id="a child without a policy is declarative"),
         pytest.param([child("a", ChildPolicy.CREATE_ONCE)], [], [("create", "a")],
                      id="a missing create-once child is created"),
-        pytest.param([child("a", ChildPolicy.CREATE_ONCE)], [child("a", ChildPolicy.CREATE_ONCE)], [("keep", "a")],
-                     id="an existing create-once child is kept, never re-applied"),
+        pytest.param([child("a", ChildPolicy.CREATE_ONCE)], [child("a", ChildPolicy.CREATE_ONCE)], [("apply-metadata", "a")],
+                     id="an existing create-once child gets only its metadata re-applied"),
         pytest.param([child("a", ChildPolicy.FOREIGN)], [child("a", ChildPolicy.FOREIGN)], [("apply-unforced", "a")],
                      id="someone else's child is applied without force"),
         pytest.param([], [child("old", ChildPolicy.FOREIGN)], [],
@@ -55,10 +55,29 @@ def test_plan_children(desired, existing, expected):
     assert verbs(plan_children(desired, existing)) == expected
 
 
-def test_a_kept_child_is_the_live_one_not_the_rendered_one():
-    live = child("a", ChildPolicy.CREATE_ONCE, resource_version="7")
-    (action,) = plan_children([child("a", ChildPolicy.CREATE_ONCE)], [live])
-    assert action.manifest is live
+def test_an_existing_create_once_child_gets_its_metadata_and_never_its_content_re_applied():
+    rendered = {**child("a", ChildPolicy.CREATE_ONCE), "immutable": True, "data": {"train.yaml": "new"}}
+    rendered["metadata"]["labels"] = {"app.kubernetes.io/component": "trainer"}
+    (action,) = plan_children([rendered], [child("a", ChildPolicy.CREATE_ONCE)])
+    assert action.manifest == {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+        "name": "a", "namespace": "ml", "labels": {"app.kubernetes.io/component": "trainer"},
+        "annotations": {ANNOTATION_CHILD_POLICY: ChildPolicy.CREATE_ONCE}}}
+
+
+@pytest.mark.parametrize(
+    "live_metadata, differs",
+    [
+        pytest.param({"labels": {"a": "1", "extra": "x"}, "annotations": {"p": "q"}, "ownerReferences": [{"uid": "u"}]},
+                     False, id="labels and annotations others added are no difference"),
+        pytest.param({"labels": {"a": "2"}, "annotations": {"p": "q"}, "ownerReferences": [{"uid": "u"}]},
+                     True, id="a changed label is"),
+        pytest.param({"labels": {"a": "1"}, "ownerReferences": [{"uid": "u"}]}, True, id="a removed annotation is"),
+        pytest.param({"labels": {"a": "1"}, "annotations": {"p": "q"}}, True, id="a removed owner reference is"),
+    ],
+)
+def test_metadata_differs(live_metadata, differs):
+    manifest = {"metadata": {"labels": {"a": "1"}, "annotations": {"p": "q"}, "ownerReferences": [{"uid": "u"}]}}
+    assert metadata_differs({"metadata": live_metadata}, manifest) is differs
 
 
 def accepted(extra=None):

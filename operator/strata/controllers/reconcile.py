@@ -82,11 +82,29 @@ class ChildAction:
     """One step of applying children: what to do to which object.
 
     verb: "apply" (forced server-side apply), "apply-unforced" (server-side apply that leaves
-    fields other managers own to them), "create", "keep" (exists, leave it) or "delete".
+    fields other managers own to them), "create", "apply-metadata" (exists: only its labels,
+    annotations and owner references are re-applied, its content stays as created) or "delete".
     """
 
     verb: str
     manifest: dict[str, Any]
+
+
+def metadata_only(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The part of a child that can be re-applied whatever its policy: who it belongs to."""
+    meta = manifest["metadata"]
+    keys = ("name", "namespace", "labels", "annotations", "ownerReferences")
+    return {"apiVersion": manifest["apiVersion"], "kind": manifest["kind"],
+            "metadata": {key: meta[key] for key in keys if key in meta}}
+
+
+def metadata_differs(live: dict[str, Any], manifest: dict[str, Any]) -> bool:
+    """True when a label, annotation or owner reference the manifest sets differs on `live`."""
+    have, want = live["metadata"], manifest["metadata"]
+    for key in ("labels", "annotations"):
+        if any((have.get(key) or {}).get(name) != value for name, value in (want.get(key) or {}).items()):
+            return True
+    return any(ref not in (have.get("ownerReferences") or []) for ref in want.get("ownerReferences") or [])
 
 
 def plan_children(desired: list[dict[str, Any]], existing: list[dict[str, Any]]) -> list[ChildAction]:
@@ -101,7 +119,11 @@ def plan_children(desired: list[dict[str, Any]], existing: list[dict[str, Any]])
         before = remaining.pop((manifest["kind"], manifest["metadata"]["name"]), None)
         policy = child_policy(manifest)
         if policy == ChildPolicy.CREATE_ONCE:
-            actions.append(ChildAction("keep", before) if before is not None else ChildAction("create", manifest))
+            if before is None:
+                actions.append(ChildAction("create", manifest))
+            else:
+                # Metadata stays declarative even where the content cannot change.
+                actions.append(ChildAction("apply-metadata", metadata_only(manifest)))
         elif policy == ChildPolicy.FOREIGN:
             actions.append(ChildAction("apply-unforced", manifest))
         else:
@@ -131,27 +153,29 @@ def apply_children(
     live_children = []
     for action in plan_children(desired, list(existing.values())):
         kind, name = action.manifest["kind"], action.manifest["metadata"]["name"]
-        if action.verb == "keep":
-            live_children.append(action.manifest)
-        elif action.verb == "create":
+        if action.verb == "create":
             live = k8s.create(action.manifest)
             if live is None:
                 raise ChildConflict(f"{kind} {name} exists and is not controlled by {info.kind} {meta['name']}; "
                                     f"delete or rename it so the operator can create its own.")
             _announce(body, "Created", f"Created {kind} {name}", logger)
             live_children.append(live)
-        elif action.verb in ("apply", "apply-unforced"):
+        elif action.verb in ("apply", "apply-unforced", "apply-metadata"):
             before = existing.get((kind, name))
             try:
-                live = k8s.apply(action.manifest, force=action.verb == "apply")
+                live = k8s.apply(action.manifest, force=action.verb != "apply-unforced")
             except ApiException as error:
-                if error.status != 409 or action.verb == "apply":
+                if error.status != 409 or action.verb != "apply-unforced":
                     raise
                 # Its user changed fields the operator set: theirs now, by this child's policy.
                 logger.info(f"Left {kind} {name} as its user changed it: {error.reason}")
                 continue
             if before is None:
                 _announce(body, "Created", f"Created {kind} {name}", logger)
+            elif action.verb == "apply-metadata":
+                # The first such apply only records field ownership; announce real repairs.
+                if metadata_differs(before, action.manifest):
+                    _announce(body, "Updated", f"Updated the metadata of {kind} {name}", logger)
             elif live["metadata"]["resourceVersion"] != before["metadata"]["resourceVersion"]:
                 _announce(body, "Updated", f"Updated {kind} {name}", logger)
             live_children.append(live)
