@@ -23,6 +23,7 @@ from strata.controllers.reconcile import (
     Outcome,
     Renderer,
     Resolver,
+    StaleObject,
     forget_object,
     missing_reference_outcome,
     parse_spec,
@@ -104,6 +105,10 @@ def reconcile_owner(controller: Controller, namespace: str, name: str, uid: str,
     logger.info(f"{child} changed; reconciling its owner {controller.info.kind} {name}")
     try:
         reconcile(controller, owners[0], logger)
+    except StaleObject:
+        # The children were applied already; only the status write lost to a newer version of
+        # the owner (often another pass's status), and the next event or resync reports.
+        logger.debug(f"{controller.info.kind} {name} changed while reconciling after {child} changed")
     except Exception as error:  # the owner's own handlers and the resync retry it
         logger.warning(f"Reconciling {controller.info.kind} {name} after {child} changed failed: {error}")
 
