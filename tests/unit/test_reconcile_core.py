@@ -7,7 +7,8 @@ from strata.api import DATASET, FEEDBACK_POLICY, MODEL_DEPLOYMENT, TRAINING_JOB
 from strata.api.base import ObjectReference
 from strata.constants import ANNOTATION_CHILD_POLICY, ChildPolicy
 from strata.controllers.reconcile import Inputs, Outcome, build_status, metadata_differs, plan_children
-from strata.controllers.registration import observe_config_only
+import strata.controllers  # noqa: F401 - registers every kind, as the operator does
+from strata.controllers.registration import observe_config_only, owner_of
 
 OWNER = {"metadata": {"name": "support-lm", "namespace": "ml", "uid": "1234", "generation": 2}}
 
@@ -133,3 +134,26 @@ def test_observe_reports_the_references_and_records_the_live_config(inputs, phas
     assert outcome.extra_status == {"configMap": "p-monitor-0123456789"}
     if inputs.missing:
         assert 'ModelDeployment "lm" (named by spec.target) does not exist in namespace "ml"' in outcome.ready[2]
+
+
+OWNER_REF = {"apiVersion": "strata.dev/v1alpha1", "kind": "TrainingJob", "name": "lm", "uid": "u1", "controller": True}
+OWNER_LABELS = {"strata.dev/owner-kind": "trainingjob", "strata.dev/owner-name": "lm"}
+
+
+@pytest.mark.parametrize(
+    "metadata, owners",
+    [
+        pytest.param({"ownerReferences": [OWNER_REF], "labels": OWNER_LABELS}, [("TrainingJob", "lm", "u1")],
+                     id="a child controlled by a Strata object belongs to it"),
+        pytest.param({"ownerReferences": [{**OWNER_REF, "apiVersion": "batch/v1", "kind": "Job", "name": "lm-0"}],
+                      "labels": OWNER_LABELS}, [("TrainingJob", "lm", None)],
+                     id="a child of a child belongs to the Strata object its labels name"),
+        pytest.param({"ownerReferences": [{**OWNER_REF, "controller": False}]}, [],
+                     id="a plain owner reference is not control"),
+        pytest.param({"labels": {**OWNER_LABELS, "strata.dev/owner-kind": "widget"}}, [],
+                     id="labels naming no Strata kind name no owner"),
+        pytest.param({}, [], id="an unlabelled object belongs to no one"),
+    ],
+)
+def test_owner_of(metadata, owners):
+    assert owner_of({"metadata": {"name": "c", **metadata}}) == owners

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from strata import k8s
 from strata.api import KindInfo
 from strata.api.base import StrataModel
-from strata.constants import API_VERSION, GROUP, LABEL_OWNER_KIND, VERSION, ConditionStatus, Phase, Reason
+from strata.constants import API_VERSION, GROUP, LABEL_OWNER_KIND, LABEL_OWNER_NAME, VERSION, ConditionStatus, Phase, Reason
 from strata.controllers.reconcile import (
     ChildKinds,
     Controller,
@@ -88,17 +88,35 @@ def watch_children(api_version: str, kind: str) -> None:
         # The initial listing (type None) is covered by the owners' own resume handlers.
         if event.get("type") not in ("ADDED", "MODIFIED", "DELETED"):
             return
-        for ref in body["metadata"].get("ownerReferences") or []:
-            controller = CONTROLLERS.get(ref.get("kind"))
-            if ref.get("controller") and ref.get("apiVersion") == API_VERSION and controller:
-                reconcile_owner(controller, namespace, ref["name"], ref["uid"], f"{kind} {body['metadata']['name']}", logger)
+        for owner_kind, owner_name, owner_uid in owner_of(body):
+            controller = CONTROLLERS.get(owner_kind)
+            if controller:
+                reconcile_owner(controller, namespace, owner_name, owner_uid, f"{kind} {body['metadata']['name']}", logger)
 
     kopf.on.event(api_version, _CHILD_PLURALS[(api_version, kind)], id=f"owner-of-{kind.lower()}",
                   labels={LABEL_OWNER_KIND: kopf.PRESENT})(child_changed)
 
 
-def reconcile_owner(controller: Controller, namespace: str, name: str, uid: str, child: str, logger: logging.Logger) -> None:
-    owners = [body for body in k8s.list_objects(controller.info, namespace, name) if body["metadata"]["uid"] == uid]
+def owner_of(child: dict[str, Any]) -> list[tuple[str, str, str | None]]:
+    """Pure: the Strata object a child belongs to, as (kind, name, uid or None).
+
+    Its controller reference when it has one; else its owner labels, which the children of a
+    child carry too (a Job's Pods are controlled by the Job, labelled for the TrainingJob).
+    """
+    meta = child["metadata"]
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("apiVersion") == API_VERSION:
+            return [(ref["kind"], ref["name"], ref["uid"])]
+    labels = meta.get("labels") or {}
+    kinds = {controller.info.singular: kind for kind, controller in CONTROLLERS.items()}
+    if labels.get(LABEL_OWNER_KIND) in kinds and labels.get(LABEL_OWNER_NAME):
+        return [(kinds[labels[LABEL_OWNER_KIND]], labels[LABEL_OWNER_NAME], None)]
+    return []
+
+
+def reconcile_owner(controller: Controller, namespace: str, name: str, uid: str | None, child: str,
+                    logger: logging.Logger) -> None:
+    owners = [body for body in k8s.list_objects(controller.info, namespace, name) if uid in (None, body["metadata"]["uid"])]
     # Gone or going: the garbage collector is removing its children, nothing to repair.
     if not owners or owners[0]["metadata"].get("deletionTimestamp"):
         return
