@@ -144,8 +144,11 @@ def apply_children(
     meta = body["metadata"]
     selector = owner_labels(info, meta["name"])
     existing: dict[tuple[str, str], dict[str, Any]] = {}
+    # Also those it labels but does not control (someone else's), so as not to re-announce them.
+    labelled: dict[tuple[str, str], dict[str, Any]] = {}
     for api_version, kind in child_kinds:
         for child in k8s.list_children(api_version, kind, meta["namespace"], selector):
+            labelled[(kind, child["metadata"]["name"])] = child
             # Labels can be copied; only the controller reference says a child is ours.
             if is_controlled_by(child, meta["uid"]):
                 existing[(kind, child["metadata"]["name"])] = child
@@ -161,7 +164,7 @@ def apply_children(
             _announce(body, "Created", f"Created {kind} {name}", logger)
             live_children.append(live)
         elif action.verb in ("apply", "apply-unforced", "apply-metadata"):
-            before = existing.get((kind, name))
+            before = labelled.get((kind, name))
             try:
                 live = k8s.apply(action.manifest, force=action.verb != "apply-unforced")
             except ApiException as error:
