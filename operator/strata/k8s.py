@@ -100,7 +100,7 @@ def delete(api_version: str, kind: str, namespace: str, name: str) -> None:
 
 
 def patch_status(info: KindInfo, namespace: str, name: str, status: dict[str, Any], resource_version: str) -> None:
-    """Merge-patch the status subresource (conditions are written whole, so merge is exact).
+    """Merge-patch the status subresource with `status`, a JSON merge patch (null deletes).
 
     The resourceVersion makes the patch conditional: 409 Conflict if the object changed.
     """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -306,3 +307,18 @@ def test_a_missing_reference_is_reported_and_clears_when_the_object_appears(dev_
     obj = wait_for(recovered, timeout=30, what=f"{kind} to stop waiting once the {missing_kind} exists")
     assert obj["status"]["phase"] == "Accepted"
     assert conditions_of(obj)["Degraded"]["status"] == "False"
+
+
+def test_a_status_field_no_pass_sets_disappears_from_the_live_status(dev_cluster, namespace, lifecycle):
+    name = lifecycle["ModelDeployment"]
+    settled = wait_for(lambda: observed(dev_cluster, namespace, "ModelDeployment", name), what="first reconcile")
+    stale = {"modelVersion": {"current": 4, "previous": 3}, "configMap": "support-lm-serving-stale"}
+    dev_cluster.kubectl("patch", KINDS_BY_NAME["ModelDeployment"].crd_name, name, "-n", namespace,
+                        "--subresource=status", "--type=merge", "-p", json.dumps({"status": stale}))
+
+    def rebuilt():
+        status = resource(dev_cluster, namespace, "ModelDeployment", name)["status"]
+        return status if "modelVersion" not in status and status.get("configMap") == settled["status"]["configMap"] else None
+
+    status = wait_for(rebuilt, timeout=30, what="the next pass to drop modelVersion and restore configMap")
+    assert status["conditions"] == settled["status"]["conditions"]

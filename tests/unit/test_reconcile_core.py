@@ -6,7 +6,7 @@ from pydantic import ValidationError
 from strata.api import DATASET, FEEDBACK_POLICY, MODEL_DEPLOYMENT, TRAINING_JOB
 from strata.api.base import ObjectReference
 from strata.constants import ANNOTATION_CHILD_POLICY, ChildPolicy
-from strata.controllers.reconcile import Inputs, Outcome, build_status, metadata_differs, plan_children
+from strata.controllers.reconcile import Inputs, Outcome, build_status, merge_patch, metadata_differs, plan_children
 import strata.controllers  # noqa: F401 - registers every kind, as the operator does
 from strata.controllers.registration import observe_config_only, owner_of
 
@@ -157,3 +157,35 @@ OWNER_LABELS = {"strata.dev/owner-kind": "trainingjob", "strata.dev/owner-name":
 )
 def test_owner_of(metadata, owners):
     assert owner_of({"metadata": {"name": "c", **metadata}}) == owners
+
+
+def apply_merge_patch(target, patch):
+    """RFC 7386, as the API server applies it, to check the patches below against."""
+    result = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, dict):
+            result[key] = apply_merge_patch(result.get(key) if isinstance(result.get(key), dict) else {}, value)
+        else:
+            result[key] = value
+    return result
+
+
+@pytest.mark.parametrize(
+    "current, desired, patch",
+    [
+        pytest.param({"phase": "Waiting"}, {"phase": "Accepted"}, {"phase": "Accepted"}, id="a changed field is set"),
+        pytest.param({"phase": "Accepted", "configMap": "old"}, {"phase": "Accepted"}, {"configMap": None},
+                     id="a field that is gone is deleted"),
+        pytest.param({"progress": {"step": 4, "totalSteps": 10}}, {"progress": {"step": 5}},
+                     {"progress": {"step": 5, "totalSteps": None}}, id="a nested field that is gone is deleted"),
+        pytest.param({"conditions": [{"type": "A"}, {"type": "B"}]}, {"conditions": [{"type": "A"}]},
+                     {"conditions": [{"type": "A"}]}, id="lists are replaced whole"),
+        pytest.param({}, {"progress": {"step": 1}}, {"progress": {"step": 1}}, id="a new object is set whole"),
+        pytest.param({"progress": {"step": 1}}, {"progress": {"step": 1}}, {}, id="nothing changed, nothing sent"),
+    ],
+)
+def test_merge_patch(current, desired, patch):
+    assert merge_patch(current, desired) == patch
+    assert apply_merge_patch(current, patch) == desired

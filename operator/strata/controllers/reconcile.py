@@ -222,17 +222,36 @@ class StaleObject(kopf.TemporaryError):
     """The object changed while this pass ran; a fresh pass follows shortly."""
 
 
+def merge_patch(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    """Pure: the JSON merge patch (RFC 7386) that turns `current` into `desired`.
+
+    A merge patch keeps every key it does not mention, so each key that is gone is sent as
+    null, at any depth: that is how a stale status field disappears. Lists are replaced whole.
+    """
+    patch: dict[str, Any] = {key: None for key in current if key not in desired}
+    for key, value in desired.items():
+        before = current.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            nested = merge_patch(before, value)
+            if nested:
+                patch[key] = nested
+        elif value != before or key not in current:
+            patch[key] = value
+    return patch
+
+
 def write_status(info: KindInfo, body: dict[str, Any], status: dict[str, Any]) -> bool:
     """Patch status only if it changed, so an idle resource causes no writes. True if written.
 
     The patch is conditional on the resourceVersion this pass read, so a pass that worked
     from an older spec can never overwrite what a newer pass concluded.
     """
-    if status == (body.get("status") or {}):
+    current = body.get("status") or {}
+    if status == current:
         return False
     meta = body["metadata"]
     try:
-        k8s.patch_status(info, meta["namespace"], meta["name"], status, meta["resourceVersion"])
+        k8s.patch_status(info, meta["namespace"], meta["name"], merge_patch(current, status), meta["resourceVersion"])
     except ApiException as error:
         if error.status == 409:
             raise StaleObject("The object changed during reconciliation; retrying with the new version.", delay=1) from error
