@@ -311,7 +311,9 @@ def test_a_missing_reference_is_reported_and_clears_when_the_object_appears(dev_
 
 def test_a_status_field_no_pass_sets_disappears_from_the_live_status(dev_cluster, namespace, lifecycle):
     name = lifecycle["ModelDeployment"]
-    settled = wait_for(lambda: observed(dev_cluster, namespace, "ModelDeployment", name), what="first reconcile")
+    # Accepted: its TrainingJob exists, so nothing but the stale fields changes from here on.
+    settled = wait_for(lambda: (obj := observed(dev_cluster, namespace, "ModelDeployment", name))
+                       and obj["status"]["phase"] == "Accepted" and obj, what="the ModelDeployment to be Accepted")
     stale = {"modelVersion": {"current": 4, "previous": 3}, "configMap": "support-lm-serving-stale"}
     dev_cluster.kubectl("patch", KINDS_BY_NAME["ModelDeployment"].crd_name, name, "-n", namespace,
                         "--subresource=status", "--type=merge", "-p", json.dumps({"status": stale}))
