@@ -7,14 +7,23 @@ import os
 import sys
 from pathlib import Path
 
-from strata.devcluster.cli import add_subcommands as add_dev_subcommands
-from strata.devcluster.cli import run as run_dev
-
 # The CRDs are written twice: for kubectl users, and inside the Helm chart.
 DEFAULT_CRD_DIRS = [Path("crds"), Path("helm/strata/crds")]
 
 
+def _keep_out_of_the_operator() -> None:
+    """The operator process loads no credential plugins it never uses.
+
+    The kubernetes client imports google-auth only to support the legacy `gcp` auth-provider
+    in kubeconfigs (removed from kubectl in 1.26 for the exec plugin, which still works), and
+    google-auth imports `cryptography`. Marked absent here, the client carries on without it.
+    """
+    for module in ("google.auth", "google.auth.transport.requests"):
+        sys.modules.setdefault(module, None)  # type: ignore[arg-type]
+
+
 def _run(args: argparse.Namespace) -> int:
+    _keep_out_of_the_operator()
     import kopf
 
     if args.kubeconfig:
@@ -25,12 +34,17 @@ def _run(args: argparse.Namespace) -> int:
     import strata.controllers  # noqa: F401 - importing registers the handlers
 
     kopf.configure(verbose=args.verbose)
+    _start_operator(kopf, args)
+    return 0
+
+
+def _start_operator(kopf, args: argparse.Namespace) -> None:
+    """Runs until stopped. Its own function so a test can see what `strata run` imported."""
     kopf.run(
         clusterwide=not args.namespace,
         namespaces=args.namespace or (),
         liveness_endpoint=args.liveness,
     )
-    return 0
 
 
 def _crds(args: argparse.Namespace) -> int:
@@ -81,7 +95,7 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.state_dir), args.examples, real_node=args.real_node)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="strata", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -107,8 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=_validate)
 
     dev = commands.add_parser("dev", help="the local control plane: build | up | down | status | kubeconfig")
-    add_dev_subcommands(dev.add_subparsers(dest="dev_command", required=True, metavar="COMMAND"))
-    dev.set_defaults(func=run_dev)
+    dev_commands = dev.add_subparsers(dest="dev_command", required=True, metavar="COMMAND")
+    if (sys.argv[1:] if argv is None else argv)[:1] != ["run"]:
+        # The dev cluster's code (and its certificate library) stays out of `strata run`.
+        from strata.devcluster.cli import add_subcommands, run as run_dev
+
+        add_subcommands(dev_commands)
+        dev.set_defaults(func=run_dev)
 
     demo = commands.add_parser(
         "demo", help="start the dev cluster, install CRDs, run the operator, apply examples/, show kubectl get strata"
@@ -125,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     return args.func(args)
 
 

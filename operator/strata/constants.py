@@ -23,6 +23,22 @@ MANAGED_BY = "strata-operator"
 # Which custom resource a child belongs to, so children can be listed by owner.
 LABEL_OWNER_KIND = "strata.dev/owner-kind"
 LABEL_OWNER_NAME = "strata.dev/owner-name"
+# How the operator treats a child it renders (one of ChildPolicy), carried on the child itself.
+ANNOTATION_CHILD_POLICY = "strata.dev/child-policy"
+
+
+class ChildPolicy:
+    """Per child: what the operator may do to it after rendering it."""
+
+    # Re-applied every pass (server-side apply, forced): the spec is the only truth.
+    DECLARATIVE = "Declarative"
+    # Created when absent and never updated: a Job's pod template or an immutable config.
+    # A change makes a new child under a new name (a new attempt, a new content hash).
+    CREATE_ONCE = "CreateOnce"
+    # Its user's: applied without force (fields someone else changed stay theirs), never pruned.
+    FOREIGN = "Foreign"
+
+    ALL = (DECLARATIVE, CREATE_ONCE, FOREIGN)
 
 
 class ConditionType:

@@ -1,4 +1,5 @@
-"""All of the operator's Kubernetes API I/O: server-side apply, listing children, status patches.
+"""All of the operator's Kubernetes API I/O: server-side apply, creating, listing and deleting
+children, status patches and events. No other operator module talks to the API server.
 
 Handlers run in kopf's thread pool, so the synchronous official client is fine here.
 """
@@ -10,6 +11,7 @@ import os
 import threading
 from typing import Any
 
+import kopf
 import kubernetes
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
@@ -52,16 +54,34 @@ def _resource(api_version: str, kind: str):
         return dynamic_client().resources.get(api_version=api_version, kind=kind)
 
 
-def apply(manifest: dict[str, Any]) -> dict[str, Any]:
-    """Server-side apply with the operator's one field manager; returns the live object."""
+def apply(manifest: dict[str, Any], force: bool = True) -> dict[str, Any]:
+    """Server-side apply with the operator's one field manager; returns the live object.
+
+    Without `force`, fields another manager owns are not taken over: the API server answers
+    409 Conflict instead (an ApiException with status 409).
+    """
     meta = manifest["metadata"]
     live = _resource(manifest["apiVersion"], manifest["kind"]).server_side_apply(
         body=manifest,
         name=meta["name"],
         namespace=meta.get("namespace"),
         field_manager=FIELD_MANAGER,
-        force_conflicts=True,
+        force_conflicts=force,
     )
+    return live.to_dict()
+
+
+def create(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """Create the object; None if one of that name exists already (it is left as it is)."""
+    meta = manifest["metadata"]
+    try:
+        live = _resource(manifest["apiVersion"], manifest["kind"]).create(
+            body=manifest, namespace=meta.get("namespace"), field_manager=FIELD_MANAGER
+        )
+    except ApiException as error:
+        if error.status == 409:
+            return None
+        raise
     return live.to_dict()
 
 
@@ -80,7 +100,7 @@ def delete(api_version: str, kind: str, namespace: str, name: str) -> None:
 
 
 def patch_status(info: KindInfo, namespace: str, name: str, status: dict[str, Any], resource_version: str) -> None:
-    """Merge-patch the status subresource (conditions are written whole, so merge is exact).
+    """Merge-patch the status subresource with `status`, a JSON merge patch (null deletes).
 
     The resourceVersion makes the patch conditional: 409 Conflict if the object changed.
     """
@@ -104,3 +124,9 @@ def list_objects(info: KindInfo, namespace: str, name: str | None = None) -> lis
 
 def exists(info: KindInfo, namespace: str, name: str) -> bool:
     return bool(list_objects(info, namespace, name))
+
+
+def post_event(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    """An event on the object: kopf's poster batches them in the background, as the
+    operator's reporting component (see controllers/operator.py)."""
+    kopf.event(body, type=type_, reason=reason, message=message)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 import urllib.request
+import uuid
 
 import pytest
 import yaml
@@ -15,11 +20,12 @@ from strata.render.config import CONFIG_FILES
 from strata_workloads.train.config import parse_config
 
 KINDS = ["Dataset", "TrainingJob", "ModelDeployment", "FeedbackPolicy"]
+# The name each kind's config ConfigMap starts with (a content hash follows), and its file.
 CONFIG_MAPS = {
-    "Dataset": ("support-chats-pipeline", "pipeline.yaml"),
-    "TrainingJob": ("support-lm-trainer", "train.yaml"),
-    "ModelDeployment": ("support-lm-serving", "serving.yaml"),
-    "FeedbackPolicy": ("support-lm-monitor", "policy.yaml"),
+    "Dataset": ("support-chats-pipeline-", "pipeline.yaml"),
+    "TrainingJob": ("support-lm-trainer-", "train.yaml"),
+    "ModelDeployment": ("support-lm-serving-", "serving.yaml"),
+    "FeedbackPolicy": ("support-lm-monitor-", "policy.yaml"),
 }
 
 
@@ -40,6 +46,17 @@ def observed(cluster, namespace, kind, name):
     return obj if obj and status_is_current(obj) else None
 
 
+def config_map_in_status(cluster, namespace, kind, name):
+    """The live config ConfigMap the object's status names, once both exist."""
+    config_name = ((resource(cluster, namespace, kind, name) or {}).get("status") or {}).get("configMap")
+    return config_name and get_json(cluster, "configmap", config_name, "-n", namespace, "--show-managed-fields")
+
+
+def owned_config_maps(cluster, namespace, kind, name):
+    selector = f"strata.dev/owner-kind={kind.lower()},strata.dev/owner-name={name}"
+    return sorted(item["metadata"]["name"] for item in get_json(cluster, "configmaps", "-n", namespace, "-l", selector)["items"])
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_status_reports_honestly_that_the_workload_is_not_implemented(dev_cluster, namespace, lifecycle, kind):
     obj = wait_for(lambda: observed(dev_cluster, namespace, kind, lifecycle[kind]), what=f"{kind} status")
@@ -56,11 +73,12 @@ def test_status_reports_honestly_that_the_workload_is_not_implemented(dev_cluste
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_the_resolved_config_is_applied_as_an_owned_child_and_announced(dev_cluster, namespace, lifecycle, kind):
-    name, key = CONFIG_MAPS[kind]
-    config_map = wait_for(
-        lambda: get_json(dev_cluster, "configmap", name, "-n", namespace, "--show-managed-fields"),
-        what=f"ConfigMap {name}",
-    )
+    prefix, key = CONFIG_MAPS[kind]
+    config_map = wait_for(lambda: config_map_in_status(dev_cluster, namespace, kind, lifecycle[kind]),
+                          what=f"the ConfigMap named in the {kind}'s status")
+    name = config_map["metadata"]["name"]
+    assert name.startswith(prefix) and len(name) == len(prefix) + 10
+    assert config_map["immutable"] is True
     owner = resource(dev_cluster, namespace, kind, lifecycle[kind])
     assert config_map["metadata"]["ownerReferences"][0]["uid"] == owner["metadata"]["uid"]
     managers = {entry["manager"] for entry in config_map["metadata"]["managedFields"]}
@@ -86,36 +104,87 @@ def test_the_resolved_config_is_applied_as_an_owned_child_and_announced(dev_clus
 
 def test_a_spec_change_is_reconciled_into_the_child_and_the_observed_generation(dev_cluster, namespace, lifecycle):
     name = lifecycle["TrainingJob"]
-    wait_for(lambda: observed(dev_cluster, namespace, "TrainingJob", name), what="first reconcile")
+    first = wait_for(lambda: observed(dev_cluster, namespace, "TrainingJob", name), what="first reconcile")
+    old_config = first["status"]["configMap"]
     dev_cluster.kubectl("patch", "trainingjob", name, "-n", namespace, "--type=merge",
                         "-p", '{"spec": {"deepspeed": {"zeroStage": 3}}}')
     obj = wait_for(lambda: observed(dev_cluster, namespace, "TrainingJob", name), what="status of generation 2")
     assert obj["metadata"]["generation"] == 2
 
-    def trainer_config():
-        config_map = get_json(dev_cluster, "configmap", "support-lm-trainer", "-n", namespace)
-        return yaml.safe_load(config_map["data"]["train.yaml"])["deepspeed"]["zeroStage"] == 3
+    # A new configuration is a new ConfigMap; the old one is pruned once the new one exists.
+    config_map = get_json(dev_cluster, "configmap", obj["status"]["configMap"], "-n", namespace)
+    assert config_map["metadata"]["name"] != old_config
+    assert yaml.safe_load(config_map["data"]["train.yaml"])["deepspeed"]["zeroStage"] == 3
+    wait_for(lambda: owned_config_maps(dev_cluster, namespace, "TrainingJob", name) == [config_map["metadata"]["name"]],
+             timeout=30, what=f"only {config_map['metadata']['name']} to be left")
 
-    wait_for(trainer_config, what="train.yaml to say zeroStage 3")
 
-
-def test_a_deleted_child_is_recreated_by_the_periodic_resync(dev_cluster, namespace, lifecycle):
-    wait_for(lambda: get_json(dev_cluster, "configmap", "support-lm-serving", "-n", namespace), what="the child")
-    before = get_json(dev_cluster, "configmap", "support-lm-serving", "-n", namespace)["metadata"]["uid"]
-    dev_cluster.kubectl("delete", "configmap", "support-lm-serving", "-n", namespace)
+def test_a_deleted_child_is_recreated(dev_cluster, namespace, lifecycle):
+    config_map = wait_for(lambda: config_map_in_status(dev_cluster, namespace, "ModelDeployment", lifecycle["ModelDeployment"]),
+                          what="the child")
+    name, before = config_map["metadata"]["name"], config_map["metadata"]["uid"]
+    dev_cluster.kubectl("delete", "configmap", name, "-n", namespace)
 
     def recreated():
-        config_map = get_json(dev_cluster, "configmap", "support-lm-serving", "-n", namespace)
+        config_map = get_json(dev_cluster, "configmap", name, "-n", namespace)
         return config_map and config_map["metadata"]["uid"] != before
 
     wait_for(recreated, timeout=30, what="the ConfigMap to be recreated")
 
 
+@pytest.fixture
+def slow_resync_operator(crds_installed, tmp_path):
+    """`strata run` in its own namespace with a resync far longer than any test: whatever it
+    repairs within a test, it repaired because it watches the children."""
+    namespace = f"w-{uuid.uuid4().hex[:8]}"
+    crds_installed.kubectl("create", "namespace", namespace)
+    log = tmp_path / "operator.log"
+    with open(log, "w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "strata.cli", "run", "--namespace", namespace, "--metrics-port", "0",
+             "--liveness", "http://127.0.0.1:0/healthz"],
+            stdout=log_file, stderr=subprocess.STDOUT,
+            env={**crds_installed.env(), "STRATA_RESYNC_SECONDS": "3600"},
+        )
+    try:
+        yield namespace, process, log
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        crds_installed.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_a_deleted_or_changed_child_is_repaired_at_once_not_at_the_resync(dev_cluster, slow_resync_operator):
+    namespace, process, log = slow_resync_operator
+    doc = next(d for d in example_documents() if d["kind"] == "ModelDeployment")
+    dev_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
+    name = doc["metadata"]["name"]
+
+    def config_map():
+        assert process.poll() is None, f"operator exited:\n{log.read_text()[-3000:]}"
+        return config_map_in_status(dev_cluster, namespace, "ModelDeployment", name)
+
+    before = wait_for(config_map, what="the first reconcile")
+    dev_cluster.kubectl("delete", "configmap", before["metadata"]["name"], "-n", namespace)
+    # The resync is an hour away: only the watch on the ConfigMap can bring it back.
+    after = wait_for(lambda: (live := config_map()) and live["metadata"]["uid"] != before["metadata"]["uid"] and live,
+                     timeout=20, what="the deleted ConfigMap to be recreated")
+    assert after["metadata"]["name"] == before["metadata"]["name"]
+    assert f"ConfigMap {before['metadata']['name']} changed; reconciling its owner" in log.read_text()
+
+    # Its content is immutable; its labels are not, and they are the operator's to keep.
+    component = after["metadata"]["labels"]["app.kubernetes.io/component"]
+    dev_cluster.kubectl("label", "configmap", after["metadata"]["name"], "-n", namespace, "--overwrite",
+                        "app.kubernetes.io/component=edited-by-hand")
+    wait_for(lambda: (live := config_map()) and live["metadata"]["labels"]["app.kubernetes.io/component"] == component,
+             timeout=20, what="the edited label to be restored")
+
+
 def test_deleting_a_resource_deletes_its_children(dev_cluster, namespace, lifecycle):
     name = lifecycle["Dataset"]
-    wait_for(lambda: get_json(dev_cluster, "configmap", "support-chats-pipeline", "-n", namespace), what="the child")
+    wait_for(lambda: config_map_in_status(dev_cluster, namespace, "Dataset", name), what="the child")
     dev_cluster.kubectl("delete", "dataset", name, "-n", namespace, "--wait=true", "--timeout=30s")
-    wait_for(lambda: get_json(dev_cluster, "configmap", "support-chats-pipeline", "-n", namespace) is None,
+    wait_for(lambda: owned_config_maps(dev_cluster, namespace, "Dataset", name) == [],
              timeout=60, what="the garbage collector to delete the ConfigMap")
 
 
@@ -141,22 +210,28 @@ def test_an_idle_resource_is_not_rewritten_by_the_resync(dev_cluster, namespace,
     assert after["status"]["conditions"] == settled["status"]["conditions"]
 
 
-def test_a_child_lookalike_is_left_alone_and_a_stale_owned_child_is_pruned(dev_cluster, namespace, lifecycle):
+def test_a_child_lookalike_and_someone_elses_child_are_left_alone_and_a_stale_owned_child_is_pruned(
+        dev_cluster, namespace, lifecycle):
     name = lifecycle["TrainingJob"]
     owner = wait_for(lambda: observed(dev_cluster, namespace, "TrainingJob", name), what="first reconcile")
     labels = {"strata.dev/owner-kind": "trainingjob", "strata.dev/owner-name": name}
+    controller_ref = [{"apiVersion": "strata.dev/v1alpha1", "kind": "TrainingJob", "name": name,
+                       "uid": owner["metadata"]["uid"], "controller": True}]
     lookalike = {"apiVersion": "v1", "kind": "ConfigMap",
                  "metadata": {"name": "users-own-copy", "labels": labels}, "data": {"k": "v"}}
     stale = {"apiVersion": "v1", "kind": "ConfigMap",
-             "metadata": {"name": f"{name}-leftover", "labels": labels, "ownerReferences": [{
-                 "apiVersion": "strata.dev/v1alpha1", "kind": "TrainingJob", "name": name,
-                 "uid": owner["metadata"]["uid"], "controller": True}]}}
-    dev_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all([lookalike, stale]))
+             "metadata": {"name": f"{name}-leftover", "labels": labels, "ownerReferences": controller_ref}}
+    # Owned, but marked as its user's (ChildPolicy Foreign): never pruned, spec or no spec.
+    foreign = {"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": f"{name}-users", "labels": labels, "ownerReferences": controller_ref,
+                            "annotations": {"strata.dev/child-policy": "Foreign"}}}
+    dev_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all([lookalike, stale, foreign]))
 
     wait_for(lambda: get_json(dev_cluster, "configmap", f"{name}-leftover", "-n", namespace) is None,
              timeout=30, what="the stale child to be pruned")
     assert get_json(dev_cluster, "configmap", "users-own-copy", "-n", namespace) is not None
-    assert get_json(dev_cluster, "configmap", "support-lm-trainer", "-n", namespace) is not None
+    assert get_json(dev_cluster, "configmap", f"{name}-users", "-n", namespace) is not None
+    assert get_json(dev_cluster, "configmap", owner["status"]["configMap"], "-n", namespace) is not None
 
 
 def test_a_failing_apply_is_reported_as_degraded_and_recovers(dev_cluster, namespace, operator):
@@ -188,7 +263,7 @@ def test_a_failing_apply_is_reported_as_degraded_and_recovers(dev_cluster, names
     # The apply succeeds now; what is left is the truth: the policy's ModelDeployment is not there.
     conditions = wait_for(recovered, timeout=60, what="the ApplyFailed condition to clear after the quota is gone")
     assert conditions["Degraded"]["reason"] == "ModelDeploymentNotFound"
-    assert get_json(dev_cluster, "configmap", "support-lm-monitor", "-n", namespace) is not None
+    assert config_map_in_status(dev_cluster, namespace, "FeedbackPolicy", name)
     metrics = urllib.request.urlopen(operator.metrics_url, timeout=5).read().decode()
     assert 'strata_reconcile_errors_total{kind="FeedbackPolicy",reason="ApplyFailed"}' in metrics
 
@@ -232,3 +307,22 @@ def test_a_missing_reference_is_reported_and_clears_when_the_object_appears(dev_
     obj = wait_for(recovered, timeout=30, what=f"{kind} to stop waiting once the {missing_kind} exists")
     assert obj["status"]["phase"] == "Accepted"
     assert conditions_of(obj)["Degraded"]["status"] == "False"
+
+
+def test_a_status_field_no_pass_sets_disappears_from_the_live_status(dev_cluster, namespace, lifecycle):
+    name = lifecycle["ModelDeployment"]
+    # Accepted: its TrainingJob exists, so nothing but the stale fields changes from here on.
+    settled = wait_for(lambda: (obj := observed(dev_cluster, namespace, "ModelDeployment", name))
+                       and obj["status"]["phase"] == "Accepted" and obj, what="the ModelDeployment to be Accepted")
+    stale = {"modelVersion": {"current": 4, "previous": 3}, "configMap": "support-lm-serving-stale"}
+    dev_cluster.kubectl("patch", KINDS_BY_NAME["ModelDeployment"].crd_name, name, "-n", namespace,
+                        "--subresource=status", "--type=merge", "-p", json.dumps({"status": stale}))
+
+    def rebuilt():
+        status = resource(dev_cluster, namespace, "ModelDeployment", name)["status"]
+        return status if "modelVersion" not in status and status.get("configMap") == settled["status"]["configMap"] else None
+
+    # Any pass does it: the resync's, or this one that an annotation (a change kopf reacts to) starts.
+    dev_cluster.kubectl("annotate", KINDS_BY_NAME["ModelDeployment"].crd_name, name, "-n", namespace, "example.com/touched=1")
+    status = wait_for(rebuilt, timeout=60, what="the next pass to drop modelVersion and restore configMap")
+    assert status["conditions"] == settled["status"]["conditions"]

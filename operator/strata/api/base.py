@@ -290,6 +290,11 @@ class StatusBase(StrataModel):
         description="Ready, Progressing and Degraded, each with a reason and a message.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
+    config_map: str | None = Field(
+        default=None,
+        max_length=253,
+        description="The ConfigMap holding the configuration in effect. Its name carries a hash of its content, so it changes whenever the configuration does.",
+    )
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,11 +1,11 @@
-"""Wires a kind's render and observe functions into kopf: events, a periodic resync, and a
-re-check of the objects that name another when that object appears or goes."""
+"""Wires a kind's resolve, render and observe steps into kopf: its own events, a periodic
+resync, its children's events, and a re-check of the objects that name another when that
+object appears or goes."""
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -14,15 +14,21 @@ from pydantic import ValidationError
 from strata import k8s
 from strata.api import KindInfo
 from strata.api.base import StrataModel
-from strata.constants import GROUP, VERSION, ConditionStatus, Phase, Reason
+from strata.constants import API_VERSION, GROUP, LABEL_OWNER_KIND, LABEL_OWNER_NAME, VERSION, ConditionStatus, Phase, Reason
 from strata.controllers.reconcile import (
     ChildKinds,
+    Controller,
+    Inputs,
     Observer,
     Outcome,
     Renderer,
+    Resolver,
+    StaleObject,
     forget_object,
+    missing_reference_outcome,
     parse_spec,
     reconcile,
+    resolve_references,
 )
 from strata.metrics import RESOURCES_READY
 from strata.render.config import render_config_map
@@ -30,24 +36,18 @@ from strata.render.config import render_config_map
 # Level-based safety net: every object is reconciled at least this often, events or not.
 RESYNC_SECONDS = float(os.environ.get("STRATA_RESYNC_SECONDS", "60"))
 
-
-@dataclass(frozen=True)
-class Controller:
-    info: KindInfo
-    render: Renderer
-    observe: Observer
-    child_kinds: ChildKinds
-
-
 # Every registered kind, so an event of one kind can reconcile objects of another.
 CONTROLLERS: dict[str, Controller] = {}
+# Child kinds (apiVersion, kind) -> plural whose events are watched; see watch_children.
+_WATCHED_CHILDREN: set[tuple[str, str]] = set()
+_CHILD_PLURALS = {("v1", "ConfigMap"): "configmaps"}
 
 
-def register_kind(info: KindInfo, render: Renderer, observe: Observer, child_kinds: ChildKinds) -> None:
-    CONTROLLERS[info.kind] = Controller(info, render, observe, child_kinds)
+def register_kind(info: KindInfo, resolve: Resolver, render: Renderer, observe: Observer, child_kinds: ChildKinds) -> None:
+    controller = CONTROLLERS[info.kind] = Controller(info, resolve, render, observe, child_kinds)
 
     def reconcile_handler(body: kopf.Body, logger, **_: Any) -> None:
-        reconcile(info, body, logger, render, child_kinds, observe)
+        reconcile(controller, body, logger)
 
     def forget_handler(name: str, namespace: str, uid: str, **_: Any) -> None:
         forget_object(uid)
@@ -72,6 +72,63 @@ def register_kind(info: KindInfo, render: Renderer, observe: Observer, child_kin
     # optional=True: cleanup is best-effort and never holds up deletion on its own.
     kopf.on.delete(*resource, id="forget", optional=True)(forget_handler)
     kopf.on.event(*resource, id="recheck-dependents")(appeared_or_gone_handler)
+    for child_kind in child_kinds:
+        watch_children(*child_kind)
+
+
+def watch_children(api_version: str, kind: str) -> None:
+    """Reconcile a child's owner whenever the child changes or goes, so a deleted or edited
+    child is repaired (and a child's progress reaches status) within seconds, not at the
+    next resync. Registered once per child kind, for every owner kind."""
+    if (api_version, kind) in _WATCHED_CHILDREN:
+        return
+    _WATCHED_CHILDREN.add((api_version, kind))
+
+    def child_changed(event: dict[str, Any], body: kopf.Body, namespace: str, logger, **_: Any) -> None:
+        # The initial listing (type None) is covered by the owners' own resume handlers.
+        if event.get("type") not in ("ADDED", "MODIFIED", "DELETED"):
+            return
+        for owner_kind, owner_name, owner_uid in owner_of(body):
+            controller = CONTROLLERS.get(owner_kind)
+            if controller:
+                reconcile_owner(controller, namespace, owner_name, owner_uid, f"{kind} {body['metadata']['name']}", logger)
+
+    kopf.on.event(api_version, _CHILD_PLURALS[(api_version, kind)], id=f"owner-of-{kind.lower()}",
+                  labels={LABEL_OWNER_KIND: kopf.PRESENT})(child_changed)
+
+
+def owner_of(child: dict[str, Any]) -> list[tuple[str, str, str | None]]:
+    """Pure: the Strata object a child belongs to, as (kind, name, uid or None).
+
+    Its controller reference when it has one; else its owner labels, which the children of a
+    child carry too (a Job's Pods are controlled by the Job, labelled for the TrainingJob).
+    """
+    meta = child["metadata"]
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("apiVersion") == API_VERSION:
+            return [(ref["kind"], ref["name"], ref["uid"])]
+    labels = meta.get("labels") or {}
+    kinds = {controller.info.singular: kind for kind, controller in CONTROLLERS.items()}
+    if labels.get(LABEL_OWNER_KIND) in kinds and labels.get(LABEL_OWNER_NAME):
+        return [(kinds[labels[LABEL_OWNER_KIND]], labels[LABEL_OWNER_NAME], None)]
+    return []
+
+
+def reconcile_owner(controller: Controller, namespace: str, name: str, uid: str | None, child: str,
+                    logger: logging.Logger) -> None:
+    owners = [body for body in k8s.list_objects(controller.info, namespace, name) if uid in (None, body["metadata"]["uid"])]
+    # Gone or going: the garbage collector is removing its children, nothing to repair.
+    if not owners or owners[0]["metadata"].get("deletionTimestamp"):
+        return
+    logger.info(f"{child} changed; reconciling its owner {controller.info.kind} {name}")
+    try:
+        reconcile(controller, owners[0], logger)
+    except StaleObject:
+        # The children were applied already; only the status write lost to a newer version of
+        # the owner (often another pass's status), and the next event or resync reports.
+        logger.debug(f"{controller.info.kind} {name} changed while reconciling after {child} changed")
+    except Exception as error:  # the owner's own handlers and the resync retry it
+        logger.warning(f"Reconciling {controller.info.kind} {name} after {child} changed failed: {error}")
 
 
 def recheck_dependents(kind: str, name: str, namespace: str, logger: logging.Logger) -> None:
@@ -86,7 +143,7 @@ def recheck_dependents(kind: str, name: str, namespace: str, logger: logging.Log
                 continue
             logger.info(f"{kind} {name} appeared or went; re-checking {controller.info.kind} {body['metadata']['name']}")
             try:
-                reconcile(controller.info, body, logger, controller.render, controller.child_kinds, controller.observe)
+                reconcile(controller, body, logger)
             except Exception as error:  # the dependent's own handlers and the resync retry it
                 logger.warning(f"Re-checking {controller.info.kind} {body['metadata']['name']} failed: {error}")
 
@@ -102,12 +159,21 @@ def not_implemented(info: KindInfo, what: str) -> Outcome:
     )
 
 
+def observe_config_only(info: KindInfo, inputs: Inputs, children: list[dict[str, Any]], what: str) -> Outcome:
+    """Pure: waiting for what the spec names, else accepted; either way, which config is live."""
+    outcome = missing_reference_outcome(inputs.missing, inputs.namespace) if inputs.missing else not_implemented(info, what)
+    config_maps = [child["metadata"]["name"] for child in children if child["kind"] == "ConfigMap"]
+    if config_maps:
+        outcome.extra_status["configMap"] = config_maps[0]
+    return outcome
+
+
 def config_only_kind(info: KindInfo, what: str) -> None:
     """Register a kind that so far publishes its resolved configuration and nothing else."""
-    def render(kind: KindInfo, body: dict[str, Any], spec: StrataModel) -> list[dict[str, Any]]:
+    def render(kind: KindInfo, body: dict[str, Any], spec: StrataModel, inputs: Inputs) -> list[dict[str, Any]]:
         return [render_config_map(kind, body, spec)]
 
-    def observe(kind: KindInfo, body: dict[str, Any], spec: StrataModel) -> Outcome:
-        return not_implemented(kind, what)
+    def observe(kind: KindInfo, spec: StrataModel, inputs: Inputs, children: list[dict[str, Any]]) -> Outcome:
+        return observe_config_only(kind, inputs, children, what)
 
-    register_kind(info, render, observe, child_kinds=(("v1", "ConfigMap"),))
+    register_kind(info, resolve_references, render, observe, child_kinds=(("v1", "ConfigMap"),))

@@ -6,6 +6,7 @@ from typing import Any
 
 from strata.api import KindInfo
 from strata.constants import (
+    ANNOTATION_CHILD_POLICY,
     API_VERSION,
     LABEL_COMPONENT,
     LABEL_INSTANCE,
@@ -16,6 +17,7 @@ from strata.constants import (
     LABEL_PART_OF,
     MANAGED_BY,
     PART_OF,
+    ChildPolicy,
 )
 
 
@@ -47,11 +49,20 @@ def owner_reference(info: KindInfo, name: str, uid: str) -> dict[str, Any]:
     }
 
 
-def child_metadata(info: KindInfo, owner: dict[str, Any], child_name: str, component: str) -> dict[str, Any]:
+def child_metadata(
+    info: KindInfo, owner: dict[str, Any], child_name: str, component: str, policy: str = ChildPolicy.DECLARATIVE
+) -> dict[str, Any]:
     meta = owner["metadata"]
     return {
         "name": child_name,
         "namespace": meta["namespace"],
         "labels": child_labels(info, meta["name"], component),
+        "annotations": {ANNOTATION_CHILD_POLICY: policy},
         "ownerReferences": [owner_reference(info, meta["name"], meta["uid"])],
     }
+
+
+def child_policy(child: dict[str, Any]) -> str:
+    """The policy a rendered or live child carries; unmarked children are declarative."""
+    annotations = child["metadata"].get("annotations") or {}
+    return annotations.get(ANNOTATION_CHILD_POLICY, ChildPolicy.DECLARATIVE)
