@@ -317,7 +317,7 @@ EDGE_CASES = [
                                                       condition("Degraded", "True", "MonitorBreached", "approval 0.71 < 0.8")]},
                  "Degraded", "1 monitor(s) breached; MonitorBreached: approval 0.71 < 0.8",
                  id="Degraded True wins over Ready True"),
-    pytest.param("Dataset", 1, build_status({"metadata": {"generation": 1}}, invalid_outcome("spec.sources: at least one")),
+    pytest.param("Dataset", 1, build_status(KINDS_BY_NAME["Dataset"], {"metadata": {"generation": 1}}, invalid_outcome("spec.sources: at least one")),
                  "Degraded", "InvalidSpec: spec.sources: at least one",
                  id="an invalid spec, as the operator reports it, is degraded with the field to fix"),
     pytest.param("ModelDeployment", 1, {"observedGeneration": 1, "phase": "Retrying",
