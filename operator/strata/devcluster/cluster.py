@@ -719,10 +719,15 @@ def _kill_containers(socket: Path) -> None:
 
 
 def _kill_shims(state_dir: Path) -> None:
-    for pid, argv in processes_using(state_dir).items():
+    """containerd's shims outlive it; they name the node's socket, not the state directory."""
+    socket_dir = NodeLayout(state_dir).socket_dir
+    for pid, argv in processes_using(socket_dir).items():
         if argv and Path(argv[0]).name.startswith("containerd-shim"):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(socket_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):  # the parent too, once no cluster uses it
+        socket_dir.parent.rmdir()
 
 
 def up(state_dir: str | os.PathLike = DEFAULT_STATE_DIR, **options) -> DevCluster:

@@ -16,6 +16,7 @@ changes on the host is undone by `host.restore`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ from .pki import APISERVER_KUBELET_CLIENT, KUBE_PROXY, KUBELET, Pki
 from .host import NODE_CGROUP_PARENT
 
 CNI_BIN_DIR = Path("/usr/lib/cni")
+# containerd's sockets live here, not in the state directory: a unix socket path has at most
+# 104 usable bytes, which a deep state directory (a test's tmp_path) exceeds.
+SOCKET_ROOT = Path("/run/strata-dev")
 CONTAINERD_NAMESPACE = "k8s.io"
 NODE_LABEL = "strata.dev/node"
 # kwok's fake nodes carry this taint while the real node runs, so pods that don't ask for
@@ -65,8 +69,14 @@ class NodeLayout:
         return self.root / "containerd"
 
     @property
+    def socket_dir(self) -> Path:
+        """A short directory for this cluster's sockets, named by its state directory."""
+        digest = hashlib.sha256(str(self.state_dir.resolve()).encode()).hexdigest()[:12]
+        return SOCKET_ROOT / digest
+
+    @property
     def containerd_socket(self) -> Path:
-        return self.containerd_dir / "containerd.sock"
+        return self.socket_dir / "containerd.sock"
 
     @property
     def containerd_config(self) -> Path:
@@ -114,7 +124,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   address = "{layout.containerd_socket}"
 
 [ttrpc]
-  address = "{base / 'containerd.sock.ttrpc'}"
+  address = "{layout.socket_dir / 'containerd.sock.ttrpc'}"
 
 [{cri}]
   sandbox_image = "{sandbox_image}"
@@ -340,6 +350,7 @@ def storage_class() -> dict:
 def write_node_files(layout: NodeLayout, pki: Pki, ports: NodePorts, sandbox_image: str,
                      admin_kubeconfig: Path) -> None:
     layout.root.mkdir(parents=True, exist_ok=True)
+    layout.socket_dir.mkdir(parents=True, exist_ok=True)
     layout.cni_conf_dir.mkdir(parents=True, exist_ok=True)
     layout.volumes_dir.mkdir(parents=True, exist_ok=True)
     layout.containerd_config.write_text(containerd_config(layout, sandbox_image))
