@@ -736,7 +736,8 @@ def up(state_dir: str | os.PathLike = DEFAULT_STATE_DIR, **options) -> DevCluste
 
 
 def down(state_dir: str | os.PathLike = DEFAULT_STATE_DIR, grace_seconds: float = 10.0) -> list[str]:
-    """Stop the cluster started from `state_dir`; returns the names of what was stopped."""
+    """Stop the cluster started from `state_dir`; returns the names of what was stopped, in
+    the order they were stopped."""
     state_dir = Path(state_dir).resolve()
     running = running_components(state_dir)
     processes = {
@@ -749,7 +750,7 @@ def down(state_dir: str | os.PathLike = DEFAULT_STATE_DIR, grace_seconds: float 
     for name in COMPONENT_ORDER:
         (state_dir / "run" / f"{name}.pid").unlink(missing_ok=True)
     (state_dir / "cluster.json").unlink(missing_ok=True)
-    return list(running)
+    return [name for name in reversed(COMPONENT_ORDER) if name in running]  # as stopped
 
 
 def status(state_dir: str | os.PathLike = DEFAULT_STATE_DIR) -> dict:
