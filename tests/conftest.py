@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from strata.devcluster import BuildError, DevCluster, DevClusterError, ensure_binaries, processes_using
+from strata.devcluster import BuildError, DevCluster, ensure_binaries, processes_using
+from tests_support import running_cluster
 
 _build_error: str | None = None
 
@@ -80,13 +81,8 @@ def dev_cluster(tmp_path_factory: pytest.TempPathFactory):
     state_dir = tmp_path_factory.mktemp("devcluster")
     cluster = DevCluster(state_dir)
     try:
-        cluster.start()
-    except (DevClusterError, BuildError) as error:
-        pytest.fail(f"dev cluster failed to start:\n{error}", pytrace=False)
-    try:
-        yield cluster
+        yield from running_cluster(cluster, "dev cluster")
     finally:
-        cluster.stop()
         leftovers = processes_using(cluster.state_dir)
         if leftovers:
             pytest.fail(f"dev cluster processes survived stop(): {leftovers}", pytrace=False)

@@ -50,3 +50,17 @@ def temporary_namespace(cluster, prefix: str):
     cluster.kubectl("create", "namespace", name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false")
+
+
+def running_cluster(cluster, what: str):
+    """A fixture body: `cluster` started (the test fails, never skips, saying why it could not
+    start) and stopped afterwards."""
+    from strata.devcluster import BuildError, DevClusterError
+    try:
+        cluster.start()
+    except (DevClusterError, BuildError) as error:
+        pytest.fail(f"{what} failed to start:\n{error}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -13,11 +13,11 @@ import uuid
 
 import pytest
 
-from strata.devcluster import DevCluster, DevClusterError, BuildError, processes_using
+from strata.devcluster import DevCluster, processes_using
 from strata.devcluster import host
 from strata.devcluster.network import REAL_NODE_NAME
 from strata.devcluster.node import NODE_LABEL
-from tests_support import temporary_namespace, wait_for
+from tests_support import running_cluster, temporary_namespace, wait_for
 
 # The smallest image with Python (and the project) in it.
 PYTHON_IMAGE = "operator"
@@ -33,14 +33,7 @@ def host_before() -> dict:
 def real_cluster(tmp_path_factory: pytest.TempPathFactory, host_before: dict):
     cluster = DevCluster(tmp_path_factory.mktemp("realnode"), real_node=True,
                          images=("pause", PYTHON_IMAGE), startup_timeout=180)
-    try:
-        cluster.start()
-    except (DevClusterError, BuildError) as error:
-        pytest.fail(f"the real node failed to start:\n{error}", pytrace=False)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from running_cluster(cluster, "the real node")
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ started them, so a crashed test run leaves nothing behind) or detached (`up(path
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -196,7 +197,8 @@ class DevCluster:
         self.real_node = real_node
         # Images to build and import into the real node's containerd (None: all of them).
         self.images = images
-        self.image_refs: dict[str, str] = {}
+        # name -> strata.devcluster.images.LocalImage, built (or found cached) at start
+        self.local_images: dict = {}
         self.node_ports: NodePorts | None = None
         self.layout = NodeLayout(self.state_dir)
         self.startup_timeout = startup_timeout
@@ -210,6 +212,11 @@ class DevCluster:
     @property
     def kubeconfig(self) -> Path:
         return self.state_dir / "kubeconfig"
+
+    @property
+    def image_refs(self) -> dict[str, str]:
+        """Each imported image's reference, as pods name it."""
+        return {name: image.ref for name, image in self.local_images.items()}
 
     @property
     def api_host(self) -> str:
@@ -265,7 +272,7 @@ class DevCluster:
         self._pki = ensure_pki(self.state_dir / "pki")
         if self.real_node:
             self._refuse_second_real_node()
-            self.image_refs = self._ensure_images()
+            self.local_images = self._ensure_images()
         for attempt in range(1, _START_ATTEMPTS + 1):
             try:
                 self._start_once(binaries)
@@ -327,14 +334,13 @@ class DevCluster:
                     "...); stop that cluster first (`strata dev down --state-dir ...`), or start "
                     "this one without a real node (--no-real-node)")
 
-    def _ensure_images(self) -> dict[str, str]:
+    def _ensure_images(self) -> dict:
         from . import images  # builds from the installed environment; only the real node needs it
         try:
             built = images.ensure_images(self.images, log=lambda line: print(line, file=sys.stderr))
         except images.ImageBuildError as error:
             raise DevClusterError(f"the real node's images could not be built: {error}") from error
-        self._local_images = list(built.values())
-        return {name: image.ref for name, image in built.items()}
+        return built
 
     def _write_configs(self) -> None:
         pki = self._require_pki()
@@ -592,7 +598,7 @@ class DevCluster:
         self._wait_until("containerd to serve its socket", self._containerd_is_up, ["containerd"])
         from . import images
         try:
-            images.import_images(self._local_images, ctr=_ctr(),
+            images.import_images(self.local_images.values(), ctr=_ctr(),
                                  address=str(self.layout.containerd_socket),
                                  namespace=node_module.CONTAINERD_NAMESPACE)
         except images.ImageBuildError as error:
@@ -604,7 +610,8 @@ class DevCluster:
             self._launch(name, binaries, arguments)
         api = self.admin_api()
         for manifest in [*node_module.metrics_server_objects(
-                _base64(self._require_pki().ca_cert.read_bytes()), self.node_ports.metrics_server),
+                base64.b64encode(self._require_pki().ca_cert.read_bytes()).decode(),
+                self.node_ports.metrics_server),
                 node_module.storage_class()]:
             api.apply(manifest)
         self._wait_until("the metrics.k8s.io API to be available",
@@ -669,11 +676,6 @@ def _ctr() -> str:
                               "needs containerd: apt-get install containerd runc "
                               "containernetworking-plugins, or start with --no-real-node")
     return path
-
-
-def _base64(data: bytes) -> str:
-    import base64
-    return base64.b64encode(data).decode()
 
 
 def running_components(state_dir: str | os.PathLike) -> dict[str, int]:
