@@ -25,6 +25,9 @@ LABEL_OWNER_KIND = "strata.dev/owner-kind"
 LABEL_OWNER_NAME = "strata.dev/owner-name"
 # How the operator treats a child it renders (one of ChildPolicy), carried on the child itself.
 ANNOTATION_CHILD_POLICY = "strata.dev/child-policy"
+# Why the operator created a child, when that is news (a TrainingJob's next attempt): the
+# creation event says this instead of "Created <kind> <name>".
+ANNOTATION_CREATED_BECAUSE = "strata.dev/created-because"
 
 
 class ChildPolicy:
@@ -66,6 +69,21 @@ class Reason:
     DATASET_NOT_FOUND = "DatasetNotFound"
     TRAINING_JOB_NOT_FOUND = "TrainingJobNotFound"
     MODEL_DEPLOYMENT_NOT_FOUND = "ModelDeploymentNotFound"
+    # A TrainingJob's worker group (see controllers/trainingjob.py).
+    DATASET_NOT_READY = "DatasetNotReady"
+    UNSUPPORTED_STORAGE = "UnsupportedStorage"
+    QUEUED = "Queued"  # created suspended, waiting for Kueue to admit the whole group
+    WORKERS_PENDING = "WorkersPending"
+    TRAINING = "Training"
+    RESTARTING = "Restarting"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "TrainingSucceeded"
+    INVALID_CONFIGURATION = "InvalidConfiguration"  # the trainer refused its configuration (exit 2)
+    RETRIES_EXHAUSTED = "RetriesExhausted"
+    # Why one attempt of a worker group ended (status.attempts[].reason).
+    WORKER_FAILED = "WorkerFailed"
+    INTERRUPTED = "Interrupted"  # SIGTERM: checkpointed and exited (143); not the job's fault
+    COMPLETED = "Completed"
 
 
 # The reason given when a referenced object of this kind is missing.
@@ -88,6 +106,12 @@ class Phase:
     INVALID = "Invalid"
     # Applying its children failed; the operator retries (Degraded=True says why).
     RETRYING = "Retrying"
+    # A TrainingJob's worker group: created, waiting for admission or for its pods to run.
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
 
 
 PHASE_DESCRIPTIONS = {
@@ -95,4 +119,9 @@ PHASE_DESCRIPTIONS = {
     Phase.WAITING: "an object it references does not exist yet, and it continues when that object appears",
     Phase.INVALID: "the spec breaks a rule (the Ready condition says which), and nothing happens until it is fixed",
     Phase.RETRYING: "applying its children failed and is retried (the Degraded condition says why)",
+    Phase.PENDING: "its workload is created and waits to be admitted or for its pods to start",
+    Phase.RUNNING: "its workload runs",
+    Phase.SUCCEEDED: "its workload finished successfully",
+    Phase.FAILED: "its workload failed for good (the Ready condition says why)",
+    Phase.SUSPENDED: "its workload is stopped by spec.suspend and resumes when that is false",
 }

@@ -92,8 +92,10 @@ def list_children(api_version: str, kind: str, namespace: str, labels: dict[str,
 
 
 def delete(api_version: str, kind: str, namespace: str, name: str) -> None:
+    """Delete the object and, in the background, what it owns (a Job's pods: the API's
+    default for Jobs would orphan them)."""
     try:
-        _resource(api_version, kind).delete(name=name, namespace=namespace)
+        _resource(api_version, kind).delete(name=name, namespace=namespace, propagation_policy="Background")
     except ApiException as error:
         if error.status != 404:
             raise

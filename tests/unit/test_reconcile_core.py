@@ -20,6 +20,11 @@ def child(name, policy=None, kind="ConfigMap", resource_version="1"):
     return {"apiVersion": "v1", "kind": kind, "metadata": meta}
 
 
+def labelled(manifest, **labels):
+    manifest["metadata"]["labels"] = labels
+    return manifest
+
+
 def verbs(actions):
     return [(action.verb, action.manifest["metadata"]["name"]) for action in actions]
 
@@ -35,8 +40,11 @@ def verbs(actions):
                      id="a child without a policy is declarative"),
         pytest.param([child("a", ChildPolicy.CREATE_ONCE)], [], [("create", "a")],
                      id="a missing create-once child is created"),
-        pytest.param([child("a", ChildPolicy.CREATE_ONCE)], [child("a", ChildPolicy.CREATE_ONCE)], [("apply-metadata", "a")],
-                     id="an existing create-once child gets only its metadata re-applied"),
+        pytest.param([child("a", ChildPolicy.CREATE_ONCE)], [child("a", ChildPolicy.CREATE_ONCE)], [("keep", "a")],
+                     id="an existing create-once child as it should be is left alone, with no write"),
+        pytest.param([labelled(child("a", ChildPolicy.CREATE_ONCE), attempt="2")], [child("a", ChildPolicy.CREATE_ONCE)],
+                     [("apply-metadata", "a")],
+                     id="an existing create-once child whose labels drifted gets only its metadata re-applied"),
         pytest.param([child("a", ChildPolicy.FOREIGN)], [child("a", ChildPolicy.FOREIGN)], [("apply-unforced", "a")],
                      id="someone else's child is applied without force"),
         pytest.param([], [child("old", ChildPolicy.FOREIGN)], [],

@@ -151,7 +151,11 @@ class Topology(StrataModel):
     gpu_resource: str = Field(default="nvidia.com/gpu", max_length=253, description="Extended resource to request.")
     node_selector: dict[str, str] = Field(default_factory=dict, description="Labels a node must have to run a worker.")
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32, description="Taints the workers tolerate (for example on GPU nodes).")
-    queue_name: str | None = Field(default=None, max_length=63, description="Kueue LocalQueue to admit the job through.")
+    queue_name: str | None = Field(
+        default=None, max_length=63,
+        description="Kueue LocalQueue to admit the job through: the worker group is created suspended and starts when Kueue admits all of it.",
+    )
+    priority_class_name: str | None = Field(default=None, max_length=253, description="PriorityClass of the worker pods.")
 
 
 class Hyperparameters(StrataModel):
@@ -227,6 +231,10 @@ class TrainingJobSpec(StrataModel):
     resources: WorkerResources = Field(default_factory=WorkerResources, description="CPU and memory of each worker pod.")
     retries: int = Field(default=3, ge=0, le=100, description="Restarts of the worker group, each resuming from a checkpoint.")
     image: str | None = Field(default=None, max_length=512, description="Trainer image; the operator's default when unset.")
+    suspend: bool = Field(
+        default=False,
+        description="Stop the workers (each checkpoints on the way out); setting it back to false resumes from the last checkpoint.",
+    )
 
     def references(self) -> list[ObjectReference]:
         return [ObjectReference("Dataset", self.dataset.name, "spec.dataset.name")]
@@ -235,7 +243,11 @@ class TrainingJobSpec(StrataModel):
 class Progress(StrataModel):
     step: int = Field(default=0, ge=0, description="Optimizer steps done.")
     total_steps: int = Field(default=0, ge=0, description="Optimizer steps planned (maxSteps).")
+    percent: int | None = Field(default=None, ge=0, le=100, description="Share of totalSteps done, in percent.")
+    eta: str | None = Field(default=None, max_length=32, description="Estimated time to completion at the current rate (such as 12m30s).")
+    estimated_completion_time: str | None = Field(default=None, max_length=64, description="When training should finish at the current rate (RFC 3339).")
     samples_per_second: float | None = Field(default=None, description="Training throughput over all workers (samples per second).")
+    tokens_per_second: float | None = Field(default=None, description="Training throughput over all workers in tokens per second (text families).")
 
 
 class Losses(StrataModel):
@@ -249,20 +261,38 @@ class CheckpointRef(StrataModel):
 
 
 class ExportedModel(StrataModel):
-    path: str = Field(max_length=1024, description="Triton model repository the model was written to.")
+    repository: StorageLocation = Field(description="Triton model repository the model was written to (the spec's export.tritonRepository).")
+    path: str = Field(max_length=1024, description="The repository as a readable location (pvc://claim/path or s3://bucket/prefix).")
     model_name: str = Field(max_length=253, description="Model name in the repository (the TrainingJob's name).")
     version: int = Field(ge=1, description="Model version directory in the repository.")
     quantization: str | None = Field(default=None, max_length=16, description="Quantization applied on export (none, int8, fp16 or bf16).")
     validation_change: float | None = Field(default=None, description="Quantized minus full-precision validation metric.")
 
 
+class Attempt(StrataModel):
+    """One start of the worker group: an Indexed Job."""
+
+    number: int = Field(ge=1, description="1 for the first start, then one more per group restart.")
+    job: str = Field(max_length=253, description="The attempt's Job.")
+    state: Literal["Pending", "Running", "Succeeded", "Failed", "Interrupted"] = Field(
+        description="Pending (not all workers running), Running, Succeeded, Failed, or Interrupted (stopped from outside after a checkpoint)."
+    )
+    resumed_from_step: int | None = Field(default=None, ge=0, description="Checkpoint step the attempt resumed from; unset for a fresh start.")
+    start_time: str | None = Field(default=None, max_length=64, description="When the attempt's Job was created (RFC 3339).")
+    end_time: str | None = Field(default=None, max_length=64, description="When the attempt ended (RFC 3339).")
+    reason: str | None = Field(default=None, max_length=64, description="Why it ended, as one CamelCase word.")
+    message: str | None = Field(default=None, max_length=2048, description="Why it ended, for people: the worker, its exit code and its last words.")
+
+
 class TrainingJobStatus(StatusBase):
     dataset_version: str | None = Field(default=None, max_length=64, description="Dataset version the job trains on.")
-    progress: Progress | None = Field(default=None, description="Steps done and throughput.")
+    progress: Progress | None = Field(default=None, description="Steps done, percent, time to completion and throughput.")
     loss: Losses | None = Field(default=None, description="Latest training and validation loss.")
     last_checkpoint: CheckpointRef | None = Field(default=None, description="The newest complete checkpoint.")
     attempt: int | None = Field(default=None, ge=0, description="Starts of the worker group so far; above 1 after a restart.")
     resumed_from_step: int | None = Field(default=None, ge=0, description="Step the current attempt resumed from.")
+    attempts: list[Attempt] = Field(default_factory=list, max_length=101, description="Every start of the worker group, oldest first.")
+    metrics: dict[str, float] | None = Field(default=None, description="Final validation metrics of the trained model.")
     exported_model: ExportedModel | None = Field(default=None, description="Where the trained model was exported.")
     start_time: str | None = Field(default=None, max_length=64, description="When training started (RFC 3339).")
     completion_time: str | None = Field(default=None, max_length=64, description="When training finished (RFC 3339).")
@@ -276,10 +306,13 @@ TRAINING_JOB = KindInfo(
     spec_model=TrainingJobSpec,
     status_model=TrainingJobStatus,
     columns=(
-        PrinterColumn(name="Family", type="string", json_path=".spec.model.family"),
         PrinterColumn(name="Step", type="integer", json_path=".status.progress.step"),
-        PrinterColumn(name="Total", type="integer", json_path=".status.progress.totalSteps", priority=1),
+        PrinterColumn(name="Percent", type="integer", json_path=".status.progress.percent", description="Share of the planned steps done."),
+        PrinterColumn(name="ETA", type="string", json_path=".status.progress.eta", description="Estimated time to completion."),
         PrinterColumn(name="Loss", type="number", json_path=".status.loss.train", description="Latest training loss."),
+        PrinterColumn(name="Family", type="string", json_path=".spec.model.family", priority=1),
+        PrinterColumn(name="Total", type="integer", json_path=".status.progress.totalSteps", priority=1),
         PrinterColumn(name="Val-Loss", type="number", json_path=".status.loss.validation", priority=1),
+        PrinterColumn(name="Attempt", type="integer", json_path=".status.attempt", priority=1),
     ),
 )

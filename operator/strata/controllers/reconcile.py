@@ -28,7 +28,7 @@ from strata.api import KINDS_BY_NAME, KindInfo
 from strata.api.base import ObjectReference, StrataModel
 from strata.api.errors import describe_validation_error
 from strata.conditions import get_condition, is_ready, now_rfc3339, set_condition
-from strata.constants import NOT_FOUND_REASONS, ChildPolicy, ConditionStatus, ConditionType, Phase, Reason
+from strata.constants import ANNOTATION_CREATED_BECAUSE, NOT_FOUND_REASONS, ChildPolicy, ConditionStatus, ConditionType, Phase, Reason
 from strata.metrics import RECONCILE_DURATION, RECONCILE_ERRORS, RECONCILES, RESOURCES_READY
 from strata.render.common import child_policy, owner_labels
 
@@ -43,7 +43,8 @@ class Inputs:
     missing: tuple[ObjectReference, ...] = ()
 
 
-Resolver = Callable[[KindInfo, str, StrataModel], Inputs]
+# resolve(kind, the object, its parsed spec)
+Resolver = Callable[[KindInfo, dict[str, Any], StrataModel], Inputs]
 Renderer = Callable[[KindInfo, dict[str, Any], StrataModel, Inputs], list[dict[str, Any]]]
 Observer = Callable[[KindInfo, StrataModel, Inputs, list[dict[str, Any]]], "Outcome"]
 # Child kinds the operator may create, so stale children of any of them can be pruned.
@@ -83,7 +84,8 @@ class ChildAction:
 
     verb: "apply" (forced server-side apply), "apply-unforced" (server-side apply that leaves
     fields other managers own to them), "create", "apply-metadata" (exists: only its labels,
-    annotations and owner references are re-applied, its content stays as created) or "delete".
+    annotations and owner references are re-applied, its content stays as created), "keep"
+    (exists as it should: the live object, nothing to write) or "delete".
     """
 
     verb: str
@@ -121,9 +123,12 @@ def plan_children(desired: list[dict[str, Any]], existing: list[dict[str, Any]])
         if policy == ChildPolicy.CREATE_ONCE:
             if before is None:
                 actions.append(ChildAction("create", manifest))
-            else:
+            elif metadata_differs(before, manifest):
                 # Metadata stays declarative even where the content cannot change.
                 actions.append(ChildAction("apply-metadata", metadata_only(manifest)))
+            else:
+                # As it should be: no write at all (a running job is polled often).
+                actions.append(ChildAction("keep", before))
         elif policy == ChildPolicy.FOREIGN:
             actions.append(ChildAction("apply-unforced", manifest))
         else:
@@ -161,8 +166,14 @@ def apply_children(
             if live is None:
                 raise ChildConflict(f"{kind} {name} exists and is not controlled by {info.kind} {meta['name']}; "
                                     f"delete or rename it so the operator can create its own.")
-            _announce(body, "Created", f"Created {kind} {name}", logger)
+            because = (action.manifest["metadata"].get("annotations") or {}).get(ANNOTATION_CREATED_BECAUSE)
+            if because:
+                _announce(body, "Started", f"{because} ({kind} {name})", logger)
+            else:
+                _announce(body, "Created", f"Created {kind} {name}", logger)
             live_children.append(live)
+        elif action.verb == "keep":
+            live_children.append(action.manifest)
         elif action.verb in ("apply", "apply-unforced", "apply-metadata"):
             before = labelled.get((kind, name))
             try:
@@ -176,9 +187,7 @@ def apply_children(
             if before is None:
                 _announce(body, "Created", f"Created {kind} {name}", logger)
             elif action.verb == "apply-metadata":
-                # The first such apply only records field ownership; announce real repairs.
-                if metadata_differs(before, action.manifest):
-                    _announce(body, "Updated", f"Updated the metadata of {kind} {name}", logger)
+                _announce(body, "Updated", f"Updated the metadata of {kind} {name}", logger)
             elif live["metadata"]["resourceVersion"] != before["metadata"]["resourceVersion"]:
                 _announce(body, "Updated", f"Updated {kind} {name}", logger)
             live_children.append(live)
@@ -277,12 +286,13 @@ def apply_failed_outcome(message: str) -> Outcome:
     )
 
 
-def resolve_references(info: KindInfo, namespace: str, spec: StrataModel) -> Inputs:
+def resolve_references(info: KindInfo, body: dict[str, Any], spec: StrataModel) -> Inputs:
     """The resolve step every kind shares: which of the objects the spec names exist.
 
     Checked on every pass (the periodic resync included), and again whenever an object of a
     referenced kind appears or goes (see registration.recheck_dependents).
     """
+    namespace = body["metadata"]["namespace"]
     missing = [ref for ref in spec.references() if not k8s.exists(KINDS_BY_NAME[ref.kind], namespace, ref.name)]
     return Inputs(namespace=namespace, missing=tuple(missing))
 
@@ -361,7 +371,7 @@ def _reconcile_once(controller: Controller, body: dict[str, Any], logger: loggin
 
         step = "Reading the objects the spec names"
         try:
-            inputs = controller.resolve(info, meta["namespace"], spec)
+            inputs = controller.resolve(info, body, spec)
             step = "Applying children"
             children = apply_children(info, body, controller.render(info, body, spec, inputs), controller.child_kinds, logger)
         except Exception as error:  # any failure becomes status and a retry, never a silent loop

@@ -40,7 +40,13 @@ RESYNC_SECONDS = float(os.environ.get("STRATA_RESYNC_SECONDS", "60"))
 CONTROLLERS: dict[str, Controller] = {}
 # Child kinds (apiVersion, kind) -> plural whose events are watched; see watch_children.
 _WATCHED_CHILDREN: set[tuple[str, str]] = set()
-_CHILD_PLURALS = {("v1", "ConfigMap"): "configmaps"}
+_CHILD_PLURALS = {
+    ("v1", "ConfigMap"): "configmaps",
+    ("v1", "Service"): "services",
+    ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
+    ("v1", "Pod"): "pods",
+    ("batch/v1", "Job"): "jobs",
+}
 
 
 def register_kind(info: KindInfo, resolve: Resolver, render: Renderer, observe: Observer, child_kinds: ChildKinds) -> None:

@@ -93,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         # Before the process group: NCCL binds each rank's communicator to the current device.
         torch.cuda.set_device(device)
+    if device.type == "cpu" and int(os.environ.get("LOCAL_WORLD_SIZE", "1")) == 1:
+        # DeepSpeed's CPU shared-memory all-reduce serves ranks on one host; with one rank per
+        # pod it has no peer, and loading it JIT-compiles C++ for minutes at every start.
+        import deepspeed.ops
+
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     deepspeed.init_distributed(dist_backend=backend)
     events.emit("process", all_ranks=True, pid=os.getpid(), worldSize=dist.get_world_size())
     trainer = None

@@ -70,6 +70,13 @@ class Metrics:
         self.tokens_per_second = Gauge("strata_train_tokens_per_second", "Training tokens/s, all ranks (text)", labels, registry=self.registry)
         self.learning_rate = Gauge("strata_train_learning_rate", "Current learning rate", labels, registry=self.registry)
         self.checkpoint_step = Gauge("strata_train_checkpoint_step", "Step of the last saved checkpoint", labels, registry=self.registry)
+        # Averaged since this process's first step, validation and checkpoints included: what an
+        # estimate of the time to completion needs (the operator computes it from this).
+        self.steps_per_second = Gauge("strata_train_steps_per_second", "Optimizer steps per second since the first step",
+                                      labels, registry=self.registry)
+        self.resumed_from_step = Gauge("strata_train_resumed_from_step", "Checkpoint step this run resumed from (0: fresh)",
+                                       labels, registry=self.registry)
+        self._first_step: tuple[int, float] | None = None
         self.server, _thread = start_http_server(port, addr="0.0.0.0", registry=self.registry)
 
     def record_step(self, step: int, total: int, losses: dict[str, float], samples_per_second: float,
@@ -84,6 +91,15 @@ class Metrics:
         self.samples_per_second.labels(f).set(samples_per_second)
         self.tokens_per_second.labels(f).set(tokens_per_second)
         self.learning_rate.labels(f).set(learning_rate)
+        now = time.monotonic()
+        if self._first_step is None:
+            self._first_step = (step, now)
+        elif now > self._first_step[1]:
+            self.steps_per_second.labels(f).set((step - self._first_step[0]) / (now - self._first_step[1]))
+
+    def record_resumed(self, step: int) -> None:
+        if self.enabled:
+            self.resumed_from_step.labels(self._family).set(step)
 
     def record_validation(self, metrics: dict[str, float]) -> None:
         if self.enabled:

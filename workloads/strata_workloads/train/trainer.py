@@ -288,6 +288,8 @@ class Trainer:
             self.early_stopping.load_state_dict(client_state["earlyStopping"])
         self.validation_history = list(client_state.get("validationHistory") or [])
         self.resumed_from = self.step
+        self.metrics.record_resumed(self.step)
+        self.metrics.record_checkpoint(self.step)
         self.last_checkpoint = str(root)
         self.events.emit("resumed", step=self.step, tag=latest["tag"], path=str(root),
                          configChanged=client_state.get("configHash") != self.config.config_hash())

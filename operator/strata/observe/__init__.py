@@ -1,0 +1,1 @@
+"""Pure observation of children: what live objects say, for status."""
