@@ -177,6 +177,9 @@ def resolve(info: KindInfo, body: dict[str, Any], spec: TrainingJobSpec) -> Trai
             text = podmetrics.fetch_metrics(rank0[0]["status"]["podIP"], METRICS_PORT)
             progress = parse_progress(text) if text else None
 
+    if progress is not None and progress.resumed_from_step and attempts:
+        # The step the trainer itself says it resumed from.
+        attempts[-1] = replace(attempts[-1], resumed_from_step=progress.resumed_from_step)
     checkpoint_steps = [step for step in (
         progress.checkpoint_step if progress else None,
         (previous.get("lastCheckpoint") or {}).get("step"),

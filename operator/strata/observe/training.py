@@ -13,7 +13,8 @@ What the trainer tells the operator (one definition each, checked by tests/unit/
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from strata.constants import Reason
@@ -175,7 +176,19 @@ def _last_words(termination: dict[str, Any]) -> str:
     return text[-400:]
 
 
-def describe_failure(pods: list[dict[str, Any]]) -> tuple[str, str]:
+# The Job controller's words when a podFailurePolicy rule fails a Job (its Failed condition).
+_POLICY_MESSAGE = re.compile(r"pod (?:[^/\s]+/)?(?P<pod>\S+) failed with exit code (?P<code>\d+)")
+
+
+def _reason_for_exit(code: int | None) -> str:
+    if code == EXIT_INVALID_CONFIG:
+        return Reason.INVALID_CONFIGURATION
+    if code == EXIT_INTERRUPTED:
+        return Reason.INTERRUPTED
+    return Reason.WORKER_FAILED
+
+
+def describe_failure(pods: list[dict[str, Any]], condition: dict[str, Any] | None = None) -> tuple[str, str]:
     """(reason, message) for a failed group: the first worker that ended badly explains it.
 
     Exit 2 is the trainer refusing its configuration (final); 143 is SIGTERM after a
@@ -187,10 +200,16 @@ def describe_failure(pods: list[dict[str, Any]]) -> tuple[str, str]:
         if termination and termination.get("exitCode", 0) != 0:
             failed.append((termination.get("finishedAt") or "", _index(pod), pod, termination))
     if not failed:
+        # The pods are gone (deleted, or stopped by the Job controller); their Job remembers.
+        match = _POLICY_MESSAGE.search((condition or {}).get("message") or "")
+        if match:
+            code = int(match["code"])
+            return _reason_for_exit(code), f"pod {match['pod']} exited {code}"
         deleted = [pod for pod in pods if pod["metadata"].get("deletionTimestamp")]
         if deleted:
             return Reason.INTERRUPTED, f"pod {deleted[0]['metadata']['name']} was deleted before its trainer exited"
-        return Reason.WORKER_FAILED, "the Job failed without a worker exit code (see kubectl describe job)"
+        why = (condition or {}).get("message") or "no worker exit code was recorded"
+        return Reason.WORKER_FAILED, f"the Job failed: {why}"
     # The earliest failure caused the rest (peers lose their collective and are stopped).
     _, _, pod, termination = min(failed, key=lambda item: (item[0], item[1]))
     code = termination.get("exitCode")
@@ -200,11 +219,7 @@ def describe_failure(pods: list[dict[str, Any]]) -> tuple[str, str]:
     message = f"pod {name} exited {code}" + (f" ({detail})" if detail and detail != "Error" else "")
     if words:
         message += f": {words}"
-    if code == EXIT_INVALID_CONFIG:
-        return Reason.INVALID_CONFIGURATION, message
-    if code == EXIT_INTERRUPTED:
-        return Reason.INTERRUPTED, message
-    return Reason.WORKER_FAILED, message
+    return _reason_for_exit(code), message
 
 
 def observe_attempt(job: dict[str, Any], pods: list[dict[str, Any]], workers: int) -> AttemptView:
@@ -229,7 +244,7 @@ def observe_attempt(job: dict[str, Any], pods: list[dict[str, Any]], workers: in
                            reason=Reason.COMPLETED, message="every worker finished", result=result)
     failed = _condition(job, "Failed")
     if failed:
-        reason, message = describe_failure(pods)
+        reason, message = describe_failure(pods, failed)
         state = AttemptState.INTERRUPTED if reason == Reason.INTERRUPTED else AttemptState.FAILED
         return AttemptView(**common, state=state, end_time=failed.get("lastTransitionTime"), reason=reason,
                            message=message, result=result)
@@ -256,7 +271,13 @@ def merge_attempts(recorded: list[AttemptView], live: list[AttemptView], now: st
     or deleted by someone: it is Interrupted now, and the next attempt resumes after it.
     """
     by_number = {attempt.number: attempt for attempt in recorded}
-    by_number.update({attempt.number: attempt for attempt in live})
+    for attempt in live:
+        before = by_number.get(attempt.number)
+        if before is not None and before.resumed_from_step is not None:
+            # What the trainer reported it resumed from, once status recorded it, beats the
+            # operator's expectation on the Job.
+            attempt = replace(attempt, resumed_from_step=before.resumed_from_step)
+        by_number[attempt.number] = attempt
     merged = []
     for number in sorted(by_number):
         attempt = by_number[number]

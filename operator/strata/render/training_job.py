@@ -22,6 +22,7 @@ from strata.api.training import TrainingJobSpec
 from strata.constants import ANNOTATION_CREATED_BECAUSE, ChildPolicy
 from strata.observe.training import (
     ANNOTATION_RESUME_FROM,
+    EXIT_INTERRUPTED,
     EXIT_INVALID_CONFIG,
     LABEL_ATTEMPT,
     TRAINER_CONTAINER,
@@ -239,10 +240,18 @@ def render_attempt_job(
             "parallelism": topology.nodes,
             # One failed worker fails the attempt; the operator restarts the whole group.
             "backoffLimit": 0,
+            # Every worker exit but success fails the attempt at once, and the Job's Failed
+            # condition names the pod and its exit code, which outlives the pods themselves:
+            # 2, the trainer refused its configuration (the operator does not retry it); 143,
+            # stopped by SIGTERM after a checkpoint (an outside stop, not counted as a failure);
+            # anything else, a failure that uses up one of spec.retries.
             "podFailurePolicy": {"rules": [
-                # The trainer refused its configuration: no attempt can succeed, so none is retried.
-                {"action": "FailJob",
-                 "onExitCodes": {"containerName": TRAINER_CONTAINER, "operator": "In", "values": [EXIT_INVALID_CONFIG]}},
+                {"action": "FailJob", "onExitCodes": {"containerName": TRAINER_CONTAINER, "operator": "In",
+                                                      "values": [EXIT_INVALID_CONFIG]}},
+                {"action": "FailJob", "onExitCodes": {"containerName": TRAINER_CONTAINER, "operator": "In",
+                                                      "values": [EXIT_INTERRUPTED]}},
+                {"action": "FailJob", "onExitCodes": {"containerName": TRAINER_CONTAINER, "operator": "NotIn",
+                                                      "values": [0]}},
             ]},
             # Kueue admits the whole group at once, or keeps it suspended with no pod at all.
             "suspend": bool(topology.queue_name),
@@ -280,7 +289,8 @@ def plan_attempts(
     if failures > spec.retries:
         return keep, None
     number = newest.number + 1
-    start = f"from step {last_checkpoint_step}" if last_checkpoint_step else "from the start (no checkpoint yet)"
+    start = (f"from the last checkpoint (step {last_checkpoint_step} when last read)" if last_checkpoint_step
+             else "from the last checkpoint, if any")
     because = f"Started attempt {number} {start}: {newest.message or newest.reason}"
     keep = [a for a in keep if a.number >= newest.number]
     return keep, NewAttempt(number, last_checkpoint_step, because)
