@@ -16,7 +16,7 @@ import pytest
 from strata.devcluster import DevCluster, processes_using
 from strata.devcluster import kueue
 from strata.devcluster.processes import pid_is_running
-from tests_support import get_json, temporary_namespace, wait_for
+from tests_support import REPO, example_spec, get_json, temporary_namespace, wait_for
 
 GPU = kueue.GPU_RESOURCE
 QUOTA_GPUS = 8
@@ -126,6 +126,24 @@ def test_only_the_batch_job_and_kueue_webhooks_are_registered_and_by_url(kueue_c
     # A Deployment is not held up by Kueue's deployment webhook (failurePolicy Fail).
     kueue_cluster.kubectl("create", "deployment", "not-kueues", "--image=x", "-n", "default")
     kueue_cluster.kubectl("delete", "deployment", "not-kueues", "-n", "default", "--wait=false")
+
+
+def test_the_example_queues_are_accepted_and_made_active_by_kueue(kueue_cluster: DevCluster, namespace: str):
+    example = REPO / "examples" / "kueue" / "kueue.yaml"
+    kueue_cluster.kubectl("apply", "-n", namespace, "-f", str(example))
+    try:
+        wait_for(lambda: kueue.is_active(get_json(kueue_cluster, "clusterqueue.kueue.x-k8s.io", "strata"))
+                 and kueue.is_active(get_json(kueue_cluster, "localqueue.kueue.x-k8s.io", "strata",
+                                              "-n", namespace)),
+                 what="the example's ClusterQueue and LocalQueue to be Active")
+        # Room for the example TrainingJob's group: 2 nodes x 8 GPUs.
+        quota = get_json(kueue_cluster, "clusterqueue.kueue.x-k8s.io", "strata")["spec"]["resourceGroups"]
+        gpus = next(r for r in quota[0]["flavors"][0]["resources"] if r["name"] == GPU)
+        topology = example_spec("TrainingJob")["topology"]
+        assert int(gpus["nominalQuota"]) >= topology["nodes"] * topology["gpusPerNode"]
+    finally:
+        kueue_cluster.kubectl("delete", "clusterqueue.kueue.x-k8s.io", "strata", "--wait=false",
+                              check=False)
 
 
 def test_stopping_the_cluster_leaves_no_process_and_restores_the_host_path(
