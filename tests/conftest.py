@@ -1,4 +1,5 @@
-"""Session-wide fixtures: the real local Kubernetes control plane (`dev_cluster`).
+"""Session-wide fixtures: the real local Kubernetes control plane (`dev_cluster`), and
+per module a second one that runs Kueue's controller (`kueue_cluster`).
 
 Tests that use `dev_cluster` are marked `cluster` automatically, so `-m "not cluster"`
 skips them. The cluster is never skipped silently: if it can't be built or started,
@@ -10,13 +11,19 @@ from __future__ import annotations
 import pytest
 
 from strata.devcluster import BuildError, DevCluster, ensure_binaries, processes_using
+from strata.devcluster import kueue
 from tests_support import running_cluster
 
 _build_error: str | None = None
+_kueue_build_error: str | None = None
 
 
 def _uses_dev_cluster(item: pytest.Item) -> bool:
-    return "dev_cluster" in getattr(item, "fixturenames", ())
+    return bool({"dev_cluster", "kueue_cluster"} & set(getattr(item, "fixturenames", ())))
+
+
+def _uses_kueue(item: pytest.Item) -> bool:
+    return "kueue_cluster" in getattr(item, "fixturenames", ())
 
 
 # Set when gpu-marked tests were collected but no CUDA device is visible: (count, reason).
@@ -61,13 +68,18 @@ def pytest_terminal_summary(terminalreporter) -> None:
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Build missing binaries before any test runs, so a first-time build (many minutes)
     doesn't count against a test's timeout."""
-    global _build_error
+    global _build_error, _kueue_build_error
     if session.config.option.collectonly or not any(map(_uses_dev_cluster, session.items)):
         return
     try:
         ensure_binaries()
     except BuildError as error:
         _build_error = str(error)
+    if any(map(_uses_kueue, session.items)):
+        try:
+            kueue.ensure_binary()  # built only when a collected test needs it; cached afterwards
+        except BuildError as error:
+            _kueue_build_error = str(error)
 
 
 @pytest.fixture(scope="session")
@@ -86,3 +98,29 @@ def dev_cluster(tmp_path_factory: pytest.TempPathFactory):
         leftovers = processes_using(cluster.state_dir)
         if leftovers:
             pytest.fail(f"dev cluster processes survived stop(): {leftovers}", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def kueue_host_before() -> dict:
+    """What Kueue's hard-coded host path looked like before the module's cluster started."""
+    return kueue.host_snapshot()
+
+
+@pytest.fixture(scope="module")
+def kueue_cluster(tmp_path_factory: pytest.TempPathFactory, kueue_host_before: dict):
+    """A running DevCluster with Kueue's controller (2 CPU + 2 GPU kwok nodes of 8 GPUs), one
+    per module: one Kueue runs per host, so modules never hold two at once. Create queues with
+    `strata.devcluster.kueue.create_queues(kueue_cluster, namespace=..., gpus=...)`."""
+    for error in (_build_error, _kueue_build_error):
+        if error is not None:
+            pytest.fail(f"the dev cluster with Kueue could not be built:\n{error}", pytrace=False)
+    cluster = DevCluster(tmp_path_factory.mktemp("kueue"), kueue=True)
+    try:
+        yield from running_cluster(cluster, "dev cluster with Kueue")
+    finally:
+        leftovers = processes_using(cluster.state_dir)
+        if leftovers:
+            pytest.fail(f"dev cluster processes survived stop(): {leftovers}", pytrace=False)
+        if kueue.host_snapshot() != kueue_host_before:
+            pytest.fail(f"{kueue.METRICS_CERT_DIR} was not restored: {kueue.host_snapshot()} "
+                        f"!= {kueue_host_before}", pytrace=False)

@@ -22,12 +22,13 @@ def test_crds_check_fails_on_drift_and_prints_the_fix(tmp_path, capsys):
 
 def test_validate_passes_the_examples_with_a_line_per_file_and_a_total(capsys):
     assert main(["validate", str(REPO / "examples")]) == 0
-    # The Argo CD Applications beside them are read too, and hold no Strata object.
+    # The Argo CD Applications and Kueue queues beside them are read too, and hold no Strata object.
     assert capsys.readouterr().out.splitlines() == [
         f"{REPO / 'examples' / 'argocd' / 'strata-chart.yaml'}: 0 Strata objects valid",
         f"{REPO / 'examples' / 'argocd' / 'strata-examples.yaml'}: 0 Strata objects valid",
+        f"{REPO / 'examples' / 'kueue' / 'kueue.yaml'}: 0 Strata objects valid",
         f"{REPO / 'examples' / 'support-lm.yaml'}: 4 Strata objects valid",
-        "Checked 3 files, 4 Strata objects: all valid.",
+        "Checked 4 files, 4 Strata objects: all valid.",
     ]
 
 

@@ -36,6 +36,7 @@ PROMETHEUS_RELEASE = "3.16.0"
 COREDNS_VERSION = "v1.15.0"
 METRICS_SERVER_VERSION = "v0.9.0"
 ARGOCD_VERSION = "v3.6.1"
+KUEUE_VERSION = "v0.17.0"
 
 
 def _kubernetes_ldflags(version: str) -> str:
@@ -167,6 +168,18 @@ ARGOCD_LUA = GoComponent(
     version=f"{ARGOCD_VERSION}-{_source_version('argocd-lua')}",
     packages={"argocd-lua": "."},
     toolchain="go1.27.3",
+)
+
+# Kueue's controller for `strata dev up --kueue` (devcluster/kueue.py); built only when a
+# cluster asks for it, so it is not in COMPONENTS. Its own module: Kueue v0.17.0 pins k8s.io
+# v0.35.3 and controller-runtime v0.23.3, the kubernetes module v0.36.3, metrics-server
+# v0.36.2, so no build could share their packages. Kueue has no --version flag (it logs its
+# version on start), so only the cached build is used, never one on PATH.
+KUEUE = GoComponent(
+    name="kueue",
+    version=KUEUE_VERSION,
+    packages={"kueue": "sigs.k8s.io/kueue/cmd/kueue"},
+    ldflags=f"-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion={KUEUE_VERSION}",
 )
 
 # The cluster needs etcd, kubernetes and kwok, and for its real node coredns and

@@ -44,12 +44,15 @@ def _cmd_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     nodes = default_nodes(args.cpu_nodes, args.gpu_nodes, args.gpus_per_node)
     cluster = up(args.state_dir, nodes=nodes, startup_timeout=args.timeout,
-                 real_node=args.real_node, images=args.images or None)
+                 real_node=args.real_node, images=args.images or None, kueue=args.kueue)
     print(f"Dev cluster up in {time.monotonic() - started:.1f}s at {cluster.server}")
     names = [node.name for node in nodes] + ([REAL_NODE_NAME + " (real)"] if args.real_node else [])
     print(f"  nodes: {', '.join(names)}")
     for name, ref in cluster.image_refs.items():
         print(f"  image {name}: {ref}")
+    if cluster.kueue_ports is not None:
+        print(f"  kueue: webhook at https://127.0.0.1:{cluster.kueue_ports.webhook}; queues: "
+              "kubectl apply -n <namespace> -f examples/kueue/kueue.yaml")
     print(f"  logs:  {cluster.state_dir / 'logs'}")
     print(f"  export KUBECONFIG={cluster.kubeconfig}")
     return 0
@@ -122,6 +125,10 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     up_parser.add_argument("--no-real-node", dest="real_node", action="store_false",
                            help="only kwok's simulated nodes: no kubelet, containerd, kube-proxy, "
                                 "DNS or metrics, and nothing changed on the host (starts in seconds)")
+    up_parser.add_argument("--kueue", action="store_true",
+                           help="also run Kueue's controller (built on first use, minutes), which "
+                                "admits suspended Jobs labelled kueue.x-k8s.io/queue-name when "
+                                "their whole group fits the ClusterQueue's quota")
     up_parser.add_argument("--image", dest="images", action="append", metavar="NAME",
                            help="build and import only this image into the real node "
                                 "(repeatable; default: all of Strata's images)")

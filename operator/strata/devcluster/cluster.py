@@ -18,6 +18,7 @@ Everything lives in one state directory:
     <state>/node/               the real node's containerd, kubelet and configs
     <state>/volumes/            PersistentVolumes of the real node
     <state>/host.json           host settings to restore when the real node stops
+    <state>/kueue/              Kueue's config and certs, with `kueue=True` (see `kueue`)
 
 Use it attached (`with DevCluster(path) as cluster:`; processes die with the thread that
 started them, so a crashed test run leaves nothing behind) or detached (`up(path)`,
@@ -44,6 +45,7 @@ from pathlib import Path
 
 from . import binaries as binaries_module
 from . import host
+from . import kueue as kueue_module
 from . import node as node_module
 from .api import ApiClient, ApiError
 from .kubeconfig import write_kubeconfig
@@ -80,7 +82,9 @@ _START_ATTEMPTS = 3
 
 # Start order; stop runs in reverse.
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
-COMPONENT_ORDER = CONTROL_PLANE + NODE_COMPONENTS
+# Add-ons a cluster runs when asked to (DevCluster(kueue=True), `strata dev up --kueue`).
+ADDONS = (kueue_module.NAME,)
+COMPONENT_ORDER = CONTROL_PLANE + NODE_COMPONENTS + ADDONS
 # The executable each component runs as, where it is not the component's own name.
 _EXECUTABLE = {"provisioner": Path(sys.executable).name}
 
@@ -188,6 +192,7 @@ class DevCluster:
         detached: bool = False,
         real_node: bool = False,
         images: tuple[str, ...] | None = None,
+        kueue: bool = False,
         startup_timeout: float = 120.0,
         stop_grace_seconds: float = 10.0,
     ):
@@ -197,6 +202,9 @@ class DevCluster:
         self.real_node = real_node
         # Images to build and import into the real node's containerd (None: all of them).
         self.images = images
+        # Kueue's controller (built on first use) admits suspended Jobs by queue quota.
+        self.kueue = kueue
+        self.kueue_ports: kueue_module.KueuePorts | None = None
         # name -> strata.devcluster.images.LocalImage, built (or found cached) at start
         self.local_images: dict = {}
         self.node_ports: NodePorts | None = None
@@ -267,12 +275,16 @@ class DevCluster:
     def start(self) -> DevCluster:
         """Start every component and wait until nodes are Ready; cleans up on failure."""
         binaries = binaries_module.ensure_binaries()
+        if self.kueue:
+            binaries[kueue_module.NAME] = kueue_module.ensure_binary()
         self._refuse_if_running()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._pki = ensure_pki(self.state_dir / "pki")
         if self.real_node:
             self._refuse_second_real_node()
             self.local_images = self._ensure_images()
+        if self.kueue:
+            self._refuse_second_kueue()
         for attempt in range(1, _START_ATTEMPTS + 1):
             try:
                 self._start_once(binaries)
@@ -298,6 +310,11 @@ class DevCluster:
             self._wait_for_default_service_account()
             if self.real_node:
                 self._start_real_node(binaries)
+            if self.kueue:
+                self._start_kueue(binaries)
+            elif kueue_module.KueueLayout(self.state_dir).dir.is_dir():
+                # Kueue ran from this state dir before: its webhooks must not outlive it.
+                kueue_module.unregister_webhooks(self.kubeconfig)
         except BaseException:
             self.stop()
             raise
@@ -333,6 +350,16 @@ class DevCluster:
                     f"a real node already runs on this host (kubelet pid {pid}: {' '.join(argv[:3])}"
                     "...); stop that cluster first (`strata dev down --state-dir ...`), or start "
                     "this one without a real node (--no-real-node)")
+
+    def _refuse_second_kueue(self) -> None:
+        # Kueue reads its metrics cert from a fixed host path, which two would share.
+        other = kueue_module.other_kueue(self.state_dir)
+        if other is not None:
+            pid, argv = other
+            raise DevClusterError(
+                f"Kueue already runs on this host (pid {pid}: {' '.join(argv[:2])}...), and "
+                f"both would use {kueue_module.METRICS_CERT_DIR}; stop that cluster first "
+                "(`strata dev down --state-dir ...`), or start this one without --kueue")
 
     def _ensure_images(self) -> dict:
         from . import images  # builds from the installed environment; only the real node needs it
@@ -639,6 +666,47 @@ class DevCluster:
         return any(c["type"] == "Available" and c["status"] == "True"
                    for c in item.get("status", {}).get("conditions", []))
 
+    # -- Kueue --------------------------------------------------------------------------
+
+    def _start_kueue(self, binaries: dict[str, Path]) -> None:
+        """CRDs, config and certs, the host process, then its webhooks once it is ready."""
+        pki = self._require_pki()
+        layout = kueue_module.KueueLayout(self.state_dir)
+        self.kueue_ports = kueue_module.KueuePorts(*free_ports(4))
+        try:
+            source = kueue_module.module_source()
+        except binaries_module.BuildError as error:
+            raise DevClusterError(str(error)) from error
+        crds = kueue_module.crd_files(source)
+        self.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=strata-dev",
+                     *[f"--filename={path}" for path in crds], timeout=120)
+        names = kueue_module.crd_names(crds)
+        self._wait_until("Kueue's CRDs to be established",
+                         lambda: all(map(self._crd_is_established, names)), ["kube-apiserver"])
+        api = self.admin_api()
+        api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                          "metadata": {"name": kueue_module.NAMESPACE}})
+        cert, key = kueue_module.write_files(layout, self.kueue_ports, pki)
+        kueue_module.claim_metrics_cert_dir(layout, cert, key)
+        arguments = {kueue_module.NAME: kueue_module.arguments(layout, self.kueue_ports,
+                                                               self.kubeconfig)}
+        self._launch(kueue_module.NAME, binaries, arguments)
+        self._wait_until("Kueue /readyz", lambda: kueue_module.is_ready(self.kueue_ports),
+                         [kueue_module.NAME])
+        for configuration in kueue_module.webhook_configurations(
+                kueue_module.webhook_manifests(source), self.kueue_ports.webhook,
+                pki.ca_cert.read_bytes()):
+            api.apply(configuration)
+
+    def _crd_is_established(self, name: str) -> bool:
+        try:
+            item = self.admin_api().get_json(
+                f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+        except (OSError, ApiError):
+            return False
+        return any(c["type"] == "Established" and c["status"] == "True"
+                   for c in item.get("status", {}).get("conditions", []))
+
     def _write_cluster_record(self) -> None:
         record = {
             "server": self.server,
@@ -648,6 +716,8 @@ class DevCluster:
             "nodes": [node.name for node in self.nodes]
             + ([REAL_NODE_NAME] if self.real_node else []),
             "real_node": self.real_node,
+            "kueue": self.kueue,
+            "kueue_ports": vars(self.kueue_ports) if self.kueue_ports else None,
             "images": self.image_refs,
         }
         (self.state_dir / "cluster.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -700,6 +770,8 @@ def _stop_components(state_dir: Path, processes: dict[str, ManagedProcess],
             _kill_containers(NodeLayout(state_dir).containerd_socket)
         if process is not None:
             terminate([process], grace_seconds)
+        if name == kueue_module.NAME:  # first: the apiserver must still be up
+            kueue_module.stop_cleanup(state_dir)
         if name == "containerd":
             _kill_shims(state_dir)
     if (state_dir / "host.json").exists():
@@ -762,8 +834,11 @@ def status(state_dir: str | os.PathLike = DEFAULT_STATE_DIR) -> dict:
     record_path = state_dir / "cluster.json"
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     # A cluster started without the real node lacks its components by design.
-    expected = COMPONENT_ORDER if record.get("real_node", any(
-        name in running for name in NODE_COMPONENTS)) else CONTROL_PLANE
+    expected = CONTROL_PLANE
+    if record.get("real_node", any(name in running for name in NODE_COMPONENTS)):
+        expected += NODE_COMPONENTS
+    if record.get("kueue", kueue_module.NAME in running):
+        expected += (kueue_module.NAME,)
     return {
         "state_dir": str(state_dir),
         "running": running,

@@ -307,3 +307,20 @@ def ensure_pki(directory: Path) -> Pki:
     _write_private(pki.service_account_key, key_pem(service_account_key))
     pki.service_account_public_key.write_bytes(public_key_pem(service_account_key))
     return pki
+
+
+def ensure_serving_cert(pki: Pki, stem: str, *, dns_names: tuple[str, ...] = ("localhost",),
+                        ip_addresses: tuple[str, ...] = ("127.0.0.1",)) -> tuple[Path, Path]:
+    """A serving cert and key signed by the cluster CA, for an add-on's webhook (the apiserver
+    trusts it through the webhook's caBundle). Made once, next to the rest of the PKI; kept
+    out of `all_files` so clusters without the add-on never regenerate their PKI for it."""
+    cert_path, key_path = pki.dir / f"{stem}.crt", pki.dir / f"{stem}.key"
+    if cert_path.is_file() and key_path.is_file():
+        return cert_path, key_path
+    ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    cert, key = make_leaf(ca_cert, ca_key, dns_names[0], dns_names=dns_names,
+                          ip_addresses=ip_addresses, server=True)
+    _write_private(key_path, key_pem(key))
+    cert_path.write_bytes(cert_pem(cert))
+    return cert_path, key_path
