@@ -64,3 +64,37 @@ def running_cluster(cluster, what: str):
         yield cluster
     finally:
         cluster.stop()
+
+
+def operator_process(cluster, namespaces: list[str], env: dict[str, str] | None = None):
+    """A fixture body: the operator as its own process (`strata run`) against `cluster`,
+    watching `namespaces` (globs allowed), stopped afterwards; its log is shown on failure.
+
+    A process rather than kopf's in-process runner: the API client is per process, so this
+    operator cannot get mixed up with another cluster's operator in the same test session.
+    """
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    log = tempfile.NamedTemporaryFile("w+", prefix="strata-operator-", suffix=".log", delete=False)
+    command = [sys.executable, "-m", "strata.cli", "run", "--kubeconfig", str(cluster.kubeconfig), "--metrics-port", "0"]
+    for namespace in namespaces:
+        command += ["--namespace", namespace]
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                               env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"})
+    process.log_path = log.name  # type: ignore[attr-defined]
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        text = Path(log.name).read_text()
+        tracebacks = [line for line in text.splitlines() if "Traceback" in line]
+        assert not tracebacks, f"the operator logged tracebacks:\n{text[-6000:]}"

@@ -25,6 +25,8 @@ LABEL_OWNER_KIND = "strata.dev/owner-kind"
 LABEL_OWNER_NAME = "strata.dev/owner-name"
 # How the operator treats a child it renders (one of ChildPolicy), carried on the child itself.
 ANNOTATION_CHILD_POLICY = "strata.dev/child-policy"
+# Kueue manages a Job that carries this label (created suspended until Kueue admits it).
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 # Why the operator created a child, when that is news (a TrainingJob's next attempt): the
 # creation event says this instead of "Created <kind> <name>".
 ANNOTATION_CREATED_BECAUSE = "strata.dev/created-because"

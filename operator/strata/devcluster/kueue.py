@@ -27,6 +27,8 @@ also by `strata dev down` after a crash. The path is per host, so one Kueue runs
 
 from __future__ import annotations
 
+from strata.constants import KUEUE_QUEUE_LABEL
+
 import base64
 import contextlib
 import hashlib
@@ -51,7 +53,7 @@ NAME = "kueue"
 MODULE = "sigs.k8s.io/kueue"
 NAMESPACE = "kueue-system"
 API_VERSION = "kueue.x-k8s.io/v1beta2"
-QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+QUEUE_LABEL = KUEUE_QUEUE_LABEL  # the one TrainingJobs carry (render/training_job.py)
 FEATURE_GATES = "VisibilityOnDemand=false"
 HOST = "127.0.0.1"
 # Hard-coded in Kueue's main when internal cert management is off.

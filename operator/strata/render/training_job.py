@@ -19,7 +19,7 @@ from typing import Any
 
 from strata.api import TRAINING_JOB
 from strata.api.training import TrainingJobSpec
-from strata.constants import ANNOTATION_CREATED_BECAUSE, ChildPolicy
+from strata.constants import ANNOTATION_CREATED_BECAUSE, KUEUE_QUEUE_LABEL, ChildPolicy
 from strata.observe.training import (
     ANNOTATION_RESUME_FROM,
     EXIT_INTERRUPTED,
@@ -34,8 +34,6 @@ from strata.render.trainer import CHECKPOINT_DIR, DATA_DIR, EXPORT_DIR, METRICS_
 
 COMPONENT = "trainer"
 RENDEZVOUS_PORT = 29500
-# Kueue manages a Job that carries this label (and creates it suspended until admitted).
-KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 # The checkpoint volume the operator creates when spec.checkpoints.storage is unset.
 CHECKPOINT_VOLUME_SIZE = "20Gi"
 # Long enough for every rank to finish its step and write a checkpoint after SIGTERM.

@@ -1,0 +1,234 @@
+"""TrainingJobs on the dev cluster's real node: real DeepSpeed across two pods (gloo over the pod
+network, rendezvous through the headless Service), checkpoints on the job's PVC, live progress,
+group restart from a checkpoint, an invalid configuration, suspend and resume, deletion, and
+an export that the real tritonserver loads.
+
+The operator runs as its own process (`strata run`) with the locally built trainer image.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+from strata.devcluster import DevCluster
+from tests_support import get_json, operator_process, running_cluster, temporary_namespace, wait_for
+
+pytestmark = [pytest.mark.realnode, pytest.mark.deepspeed]
+
+WORDS = ("the model learns to predict the next token from the context of previous tokens in a sequence "
+         "of text written by people who answer questions about their orders").split()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    cluster = DevCluster(tmp_path_factory.mktemp("training"), real_node=True, images=("pause", "trainer"),
+                         startup_timeout=600)
+    yield from running_cluster(cluster, "the real node with the trainer image")
+
+
+@pytest.fixture(scope="module")
+def namespace(cluster: DevCluster):
+    yield from temporary_namespace(cluster, "tj")
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: DevCluster, namespace: str):
+    cluster.kubectl("apply", "--server-side", "-f", str(Path(__file__).resolve().parents[2] / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    yield from operator_process(cluster, [namespace], {
+        "STRATA_TRAINER_IMAGE": cluster.image_refs["trainer"],
+        # Fast enough that a short test run sees several progress reads.
+        "STRATA_PROGRESS_SECONDS": "3",
+        "STRATA_RESYNC_SECONDS": "10",
+    })
+
+
+def apply(cluster: DevCluster, namespace: str, *manifests: dict) -> None:
+    document = {"apiVersion": "v1", "kind": "List", "items": list(manifests)}
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(document))
+
+
+def claim(name: str) -> dict:
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+            "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}}
+
+
+def volume_dir(cluster: DevCluster, namespace: str, claim_name: str) -> Path:
+    """The host directory behind a bound claim (the real node's local-path volumes)."""
+    bound = wait_for(lambda: (get_json(cluster, "pvc", "-n", namespace, claim_name) or {}).get("spec", {}).get("volumeName"),
+                     timeout=60, what=f"PVC {claim_name} to bind")
+    return Path(get_json(cluster, "pv", bound)["spec"]["hostPath"]["path"])
+
+
+@pytest.fixture(scope="module")
+def corpus(cluster: DevCluster, namespace: str, operator) -> dict:
+    """A PVC of plain text, a Dataset reading it, and a PVC for the model repository."""
+    apply(cluster, namespace, claim("corpus"), claim("models"), {
+        "apiVersion": "strata.dev/v1alpha1", "kind": "Dataset", "metadata": {"name": "chats"},
+        "spec": {"modality": "text", "schema": {"textField": "text"},
+                 "sources": [{"pvc": {"claimName": "corpus", "path": "text"}, "format": "text"}],
+                 "storage": {"pvc": {"claimName": "corpus", "path": "versions"}}},
+    })
+    text = volume_dir(cluster, namespace, "corpus") / "text"
+    text.mkdir(parents=True)
+    generator = random.Random(7)
+    for part in range(4):
+        lines = (" ".join(generator.choice(WORDS) for _ in range(generator.randint(5, 20))) + "." for _ in range(400))
+        (text / f"part{part}.txt").write_text("\n".join(lines) + "\n")
+    return {"models": volume_dir(cluster, namespace, "models")}
+
+
+def training_job(name: str, max_steps: int, **spec_changes) -> dict:
+    spec = {
+        "dataset": {"name": "chats"},
+        "model": {"family": "transformer", "size": {"layers": 2, "hidden": 64, "heads": 4, "contextLength": 64}},
+        "deepspeed": {"zeroStage": 1, "precision": "fp32", "microBatchSize": 4},
+        "topology": {"nodes": 2, "gpusPerNode": 0},
+        "resources": {"cpu": "500m", "memory": "2Gi"},
+        "hyperparameters": {"maxSteps": max_steps, "learningRate": 1.0e-3},
+        "checkpoints": {"everySteps": 50},
+        "validation": {"everySteps": 500},
+        "export": {"tritonRepository": {"pvc": {"claimName": "models", "path": "repository"}}},
+        **spec_changes,
+    }
+    return {"apiVersion": "strata.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": name}, "spec": spec}
+
+
+def status(cluster: DevCluster, namespace: str, name: str) -> dict:
+    return (get_json(cluster, "trainingjob", "-n", namespace, name) or {}).get("status") or {}
+
+
+def pods(cluster: DevCluster, namespace: str, name: str) -> list[dict]:
+    return get_json(cluster, "pods", "-n", namespace, "-l", f"strata.dev/owner-name={name}")["items"]
+
+
+def trainer_events(cluster: DevCluster, namespace: str, pod: str, event: str) -> list[dict]:
+    logs = cluster.kubectl("logs", "-n", namespace, pod, check=False).stdout
+    records = []
+    for line in logs.splitlines():
+        if line.startswith("{"):
+            record = json.loads(line)
+            if record.get("event") == event:
+                records.append(record)
+    return records
+
+
+def events_of(cluster: DevCluster, namespace: str, name: str) -> list[str]:
+    listing = get_json(cluster, "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")
+    return [f"{item['reason']}: {item['message']}" for item in listing["items"]]
+
+
+class TestTwoWorkers:
+    """One job through its whole life: progress, a killed worker, completion, export."""
+
+    NAME = "chat-lm"
+
+    def test_progress_reaches_status_while_the_group_trains(self, cluster, namespace, corpus):
+        apply(cluster, namespace, training_job(self.NAME, max_steps=2500))
+        running = wait_for(lambda: (s := status(cluster, namespace, self.NAME)).get("phase") == "Running"
+                           and (s.get("progress") or {}).get("step", 0) > 0 and s,
+                           timeout=600, interval=1, what="a running job reporting its step")
+        progress = running["progress"]
+        assert progress["totalSteps"] == 2500 and 0 <= progress["percent"] < 100
+        later = wait_for(lambda: (status(cluster, namespace, self.NAME).get("progress") or {}).get("step", 0)
+                         > progress["step"] and status(cluster, namespace, self.NAME), timeout=120, interval=1,
+                         what="the step to advance in status")
+        assert later["progress"].get("eta"), later["progress"]
+        assert later["loss"]["train"] > 0
+        workers = pods(cluster, namespace, self.NAME)
+        assert sorted(p["spec"]["hostname"] for p in workers) == [f"{self.NAME}-1-0", f"{self.NAME}-1-1"]
+        assert {p["spec"]["nodeName"] for p in workers} == {"strata-node"}
+        # Both ranks joined one group over the pod network.
+        rank0 = next(p["metadata"]["name"] for p in workers
+                     if p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"] == "0")
+        started = trainer_events(cluster, namespace, rank0, "process")
+        assert started and started[0]["worldSize"] == 2
+
+    def test_a_killed_worker_restarts_the_group_from_the_last_checkpoint(self, cluster, namespace, corpus):
+        wait_for(lambda: (status(cluster, namespace, self.NAME).get("lastCheckpoint") or {}).get("step"),
+                 timeout=300, interval=1, what="a first checkpoint")
+        worker = next(p["metadata"]["name"] for p in pods(cluster, namespace, self.NAME)
+                      if p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"] == "1")
+        cluster.kubectl("delete", "pod", "-n", namespace, worker, "--wait=false")
+        second = wait_for(lambda: (s := status(cluster, namespace, self.NAME)).get("attempt") == 2
+                          and s.get("phase") == "Running" and s.get("resumedFromStep") and s,
+                          timeout=600, interval=1, what="attempt 2 training after a resume")
+        first = second["attempts"][0]
+        assert first["state"] == "Interrupted" and first["reason"] == "Interrupted", first
+        assert worker in first["message"] and "143" in first["message"], first
+        rank0 = next(p["metadata"]["name"] for p in pods(cluster, namespace, self.NAME)
+                     if p["metadata"]["labels"].get("strata.dev/attempt") == "2"
+                     and p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"] == "0")
+        resumed = trainer_events(cluster, namespace, rank0, "resumed")
+        assert resumed and resumed[0]["step"] == second["resumedFromStep"] > 0
+        assert second["attempts"][1]["resumedFromStep"] == second["resumedFromStep"]
+        assert any(line.startswith("Started: Started attempt 2") for line in events_of(cluster, namespace, self.NAME))
+
+    def test_the_job_completes_and_its_export_is_served_by_tritonserver(self, cluster, namespace, corpus, tmp_path):
+        done = wait_for(lambda: (s := status(cluster, namespace, self.NAME)).get("phase") in ("Succeeded", "Failed") and s,
+                        timeout=900, interval=2, what="the job to finish")
+        assert done["phase"] == "Succeeded", done
+        assert done["progress"]["step"] == 2500 and done["progress"]["percent"] == 100
+        exported = done["exportedModel"]
+        assert exported["modelName"] == self.NAME and exported["version"] == 1
+        assert exported["repository"] == {"pvc": {"claimName": "models", "path": "repository"}}
+        assert done["metrics"]["loss"] > 0 and done["lastCheckpoint"]["step"] == 2500
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workloads"))
+        from workload_harness import start_tritonserver
+
+        server, grpc_url = start_tritonserver(corpus["models"] / "repository", [self.NAME], tmp_path)
+        try:
+            import tritonclient.grpc as grpcclient
+
+            client = grpcclient.InferenceServerClient(grpc_url)
+            assert client.is_model_ready(self.NAME, "1")
+        finally:
+            server.stop()
+
+
+def test_an_invalid_configuration_fails_once_with_the_trainers_message(cluster, namespace, corpus):
+    # Label conditioning on a corpus of plain text, which has no labels: only the trainer,
+    # reading the data, can tell.
+    job = training_job("no-labels", max_steps=50)
+    job["spec"]["model"]["conditioning"] = "label"
+    apply(cluster, namespace, job)
+    failed = wait_for(lambda: (s := status(cluster, namespace, "no-labels")).get("phase") == "Failed" and s,
+                      timeout=600, interval=1, what="the job to fail")
+    ready = next(c for c in failed["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "InvalidConfiguration"
+    assert "numClasses" in ready["message"] and "labels" in ready["message"], ready
+    assert [a["number"] for a in failed["attempts"]] == [1]
+    jobs = get_json(cluster, "jobs", "-n", namespace, "-l", "strata.dev/owner-name=no-labels")["items"]
+    assert [j["metadata"]["name"] for j in jobs] == ["no-labels-1"]
+
+
+def test_suspend_stops_the_workers_and_resume_continues_from_the_checkpoint(cluster, namespace, corpus):
+    apply(cluster, namespace, training_job("pausable", max_steps=100000))
+    wait_for(lambda: (status(cluster, namespace, "pausable").get("lastCheckpoint") or {}).get("step"),
+             timeout=600, interval=1, what="a first checkpoint")
+    cluster.kubectl("patch", "trainingjob", "-n", namespace, "pausable", "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    suspended = wait_for(lambda: (s := status(cluster, namespace, "pausable")).get("phase") == "Suspended"
+                         and not pods(cluster, namespace, "pausable") and s,
+                         timeout=300, interval=1, what="the job suspended with no pod left")
+    stopped_at = suspended["lastCheckpoint"]["step"]
+    assert suspended["attempts"][-1]["reason"] == "Suspended"
+    cluster.kubectl("patch", "trainingjob", "-n", namespace, "pausable", "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    resumed = wait_for(lambda: (s := status(cluster, namespace, "pausable")).get("phase") == "Running"
+                       and s.get("attempt") == 2 and s.get("resumedFromStep") and s,
+                       timeout=600, interval=1, what="the job running again, resumed")
+    assert resumed["resumedFromStep"] >= stopped_at > 0
+
+    cluster.kubectl("delete", "trainingjob", "-n", namespace, "pausable", "--wait=true", "--timeout=120s")
+    # Its pods, Service, config and the checkpoint PVC it created go with it; the user's PVCs stay.
+    wait_for(lambda: not pods(cluster, namespace, "pausable")
+             and not get_json(cluster, "service", "-n", namespace, "pausable")
+             and not get_json(cluster, "pvc", "-n", namespace, "pausable-checkpoints")
+             and not get_json(cluster, "configmaps", "-n", namespace, "-l", "strata.dev/owner-name=pausable")["items"],
+             timeout=120, what="the job's children to be deleted")
+    assert get_json(cluster, "pvc", "-n", namespace, "corpus") and get_json(cluster, "pvc", "-n", namespace, "models")
