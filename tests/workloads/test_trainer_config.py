@@ -146,3 +146,19 @@ def test_missing_config_file_names_the_variable(tmp_path):
                                timeout=60, env=env)
     assert completed.returncode == 2
     assert "STRATA_TRAIN_CONFIG" in completed.stderr
+
+
+def test_the_pod_launcher_exits_with_the_trainers_invalid_configuration_code(tmp_path):
+    """Worker pods run the trainer under torchrun, which alone would exit 1 for any failure; the
+    launcher passes the trainer's 2 on, which the Job's podFailurePolicy fails the job on."""
+    config = {"model": {"family": "transformer"}, "data": {"path": str(tmp_path / "absent")},
+              "observability": {"metricsPort": 0}}
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    completed = subprocess.run(
+        [sys.executable, "-m", "strata_workloads.train.launch", "--nnodes=1", "--nproc-per-node=1",
+         "--master-addr=127.0.0.1", "--master-port=0", "-m", "strata_workloads.train", "--config", str(tmp_path / "train.yaml")],
+        capture_output=True, text=True, timeout=180,
+        env={**os.environ, "STRATA_TERMINATION_LOG": str(tmp_path / "termination-log")},
+    )
+    assert completed.returncode == 2, completed.stderr[-3000:]
+    assert "data.path" in completed.stderr

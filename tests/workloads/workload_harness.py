@@ -68,7 +68,8 @@ def launch(config: dict[str, Any], workdir: Path, nproc: int = 2,
     termination = workdir / "termination-log"
     termination.unlink(missing_ok=True)
     env = {**os.environ, "STRATA_TERMINATION_LOG": str(termination), "PYTHONUNBUFFERED": "1"}
-    command = [PYTHON, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+    # The launcher worker pods run: torchrun, exiting with the trainer's own exit code.
+    command = [PYTHON, "-m", "strata_workloads.train.launch", f"--nproc_per_node={nproc}",
                f"--master_port={free_port()}", "-m", "strata_workloads.train", "--config", str(config_path)]
     started = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,

@@ -181,7 +181,9 @@ def render_attempt_job(
     container = {
         "name": TRAINER_CONTAINER,
         "image": image,
-        "command": ["torchrun"],
+        # torchrun, but the pod exits with the trainer's own code (2, 143, ...), which the
+        # failure policy and the attempt's story read (strata_workloads.train.launch).
+        "command": ["python3", "-m", "strata_workloads.train.launch"],
         "args": [
             f"--nnodes={topology.nodes}",
             f"--nproc-per-node={max(topology.gpus_per_node, 1)}",
