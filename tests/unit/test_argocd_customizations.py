@@ -62,6 +62,8 @@ def test_the_patch_and_the_argo_cd_chart_values_carry_the_same_keys_as_readable_
 def test_rollback_is_an_action_definition_with_its_discovery_script():
     actions = yaml.safe_load(customizations(SOURCES)["resource.customizations.actions.strata.dev_ModelDeployment"])
     assert [d["name"] for d in actions["definitions"]] == ["rollback"]
+    training = yaml.safe_load(customizations(SOURCES)["resource.customizations.actions.strata.dev_TrainingJob"])
+    assert sorted(d["name"] for d in training["definitions"]) == ["resume", "suspend"]
     assert "status.modelVersion.previous" in actions["definitions"][0]["action.lua"]
     assert "rollback" in actions["discovery.lua"]
 
@@ -92,6 +94,29 @@ def test_the_health_scripts_read_the_condition_types_and_phases_the_operator_wri
     assert phases and phases <= {value for name, value in vars(Phase).items() if name.isupper()}
 
 
+def training_outcomes():
+    """A TrainingJob's outcomes in each phase it has (controllers/trainingjob.py)."""
+    from strata.api.training import TrainingJobSpec
+    from strata.controllers.trainingjob import TrainingInputs, _phase
+    from strata.observe.training import AttemptView
+    from tests_support import example_spec
+
+    spec = TrainingJobSpec.model_validate(example_spec("TrainingJob"))
+    suspended = TrainingJobSpec.model_validate({**example_spec("TrainingJob"), "suspend": True})
+    inputs = TrainingInputs(namespace="ml")
+
+    def attempt(state, reason=None, queued=False):
+        return [AttemptView(number=1, job="lm-1", state=state, live=True, reason=reason, queued=queued)]
+
+    return [
+        _phase(spec, inputs, attempt("Pending", queued=True)),
+        _phase(spec, inputs, attempt("Running")),
+        _phase(spec, inputs, attempt("Succeeded", "Completed")),
+        _phase(spec, inputs, attempt("Failed", "InvalidConfiguration")),
+        _phase(suspended, inputs, attempt("Running")),
+    ]
+
+
 def test_the_phases_the_health_scripts_degrade_are_those_the_operator_writes_with_degraded_true():
     """The Lua's phase fallback agrees with the operator's outcomes, one for every phase."""
     common = (SOURCES / "health" / "common.lua").read_text()
@@ -101,6 +126,7 @@ def test_the_phases_the_health_scripts_degrade_are_those_the_operator_writes_wit
         invalid_outcome("spec.sources: at least one source is required"),
         apply_failed_outcome("Applying children failed: 403 Forbidden"),
         missing_reference_outcome([ObjectReference("Dataset", "support-data", "spec.dataset.name")], "default"),
+        *training_outcomes(),
     ]
     assert {outcome.phase for outcome in outcomes} == {value for name, value in vars(Phase).items() if name.isupper()}
     assert degraded_phases == {outcome.phase for outcome in outcomes if outcome.degraded[0] == ConditionStatus.TRUE}

@@ -93,17 +93,17 @@ def resolve_data(spec: TrainingJobSpec, dataset: dict[str, Any]) -> tuple[DataVo
     pinned = spec.dataset.version
     if status.get("version") and status.get("path") and storage:
         if pinned and pinned != status["version"]:
-            return None, (Phase.WAITING, Reason.DATASET_NOT_READY,
+            return None, (Phase.PENDING, Reason.DATASET_NOT_READY,
                           f'spec.dataset.version pins "{pinned}" but Dataset "{name}" serves version '
                           f'"{status["version"]}"; unpin it or wait for that version.')
         return DataVolume(storage["claimName"], status["path"], status["version"]), None
     if pinned:
-        return None, (Phase.WAITING, Reason.DATASET_NOT_READY,
+        return None, (Phase.PENDING, Reason.DATASET_NOT_READY,
                       f'spec.dataset.version pins "{pinned}" but Dataset "{name}" has published no version yet.')
     for source in dataset_spec.get("sources") or []:
         if source.get("pvc"):
             return DataVolume(source["pvc"]["claimName"], source["pvc"].get("path", "")), None
-    return None, (Phase.WAITING, Reason.DATASET_NOT_READY,
+    return None, (Phase.PENDING, Reason.DATASET_NOT_READY,
                   f'Dataset "{name}" has published no version yet and has no PVC source to read directly; '
                   f"training starts when it publishes one.")
 
@@ -358,8 +358,10 @@ def _phase(spec: TrainingJobSpec, inputs: TrainingInputs, attempts: list[Attempt
                             (false, Reason.RETRIES_EXHAUSTED, "Training stopped."), (true, Reason.RETRIES_EXHAUSTED, message))
     if inputs.blocked is not None and (newest is None or newest.ended):
         phase, reason, message = inputs.blocked
-        degraded = (true, reason, message) if phase == Phase.INVALID else None
-        return _outcome(phase, (false, reason, message), (false, reason, message), degraded)
+        if phase == Phase.INVALID:
+            return _outcome(phase, (false, reason, message), (false, reason, message), (true, reason, message))
+        # The Dataset exists and will publish data: progressing, not broken.
+        return _outcome(phase, (false, reason, message), (true, reason, message))
     if spec.suspend:
         stopping = " (its workers are stopping, writing a checkpoint)" if inputs.old_workers_active else ""
         message = f"Suspended by spec.suspend{stopping}; set it to false to resume from the last checkpoint."

@@ -30,4 +30,13 @@ local function failureText(status)
   return text
 end
 
+-- Suspended by spec.suspend (the operator stopped the workers after a checkpoint), once the
+-- operator has acted on it; until then the shared verdict says it is catching up.
+local status = obj.status
+if type(status) == "table" and status.phase == "Suspended" and status.observedGeneration ~= nil
+    and (obj.metadata.generation == nil or status.observedGeneration >= obj.metadata.generation) then
+  local ready = findCondition(status, "Ready")
+  return {status = "Suspended", message = join(stepText(status), describe(ready, "Suspended by spec.suspend"))}
+end
+
 return strataHealth(obj, {healthy = exportText, progressing = stepText, degraded = failureText})
