@@ -200,7 +200,11 @@ def test_the_examples_application_syncs_only_the_examples(argocd_lua):
 # --- Real objects --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", KINDS)
+# Kinds whose workload this version does not run (a TrainingJob runs: see the tests below).
+NOT_RUN_KINDS = [kind for kind in KINDS if kind != "TrainingJob"]
+
+
+@pytest.mark.parametrize("kind", NOT_RUN_KINDS)
 def test_an_accepted_resource_whose_workload_is_not_implemented_is_degraded_saying_so(argocd, captured, kind):
     obj = captured[f"accepted/{kind}"]
     assert obj["status"]["phase"] == Phase.ACCEPTED
@@ -291,7 +295,7 @@ EDGE_CASES = [
                  "Progressing", "Step 1200 of 20000 (6%), training loss 2.5; Training: Workers running.",
                  id="a TrainingJob still training is progressing with its step"),
     pytest.param("TrainingJob", 1, {"observedGeneration": 1,
-                                    "exportedModel": {"path": "/models/support-lm", "modelName": "support-lm", "version": 3},
+                                    "exportedModel": {"repository": {"pvc": {"claimName": "models", "path": "support-lm"}}, "path": "pvc://models/support-lm", "modelName": "support-lm", "version": 3},
                                     "conditions": CONDITIONS_HEALTHY},
                  "Healthy", "Exported support-lm version 3; Reconciled: All good.",
                  id="a trained TrainingJob is healthy naming its exported model"),
@@ -381,3 +385,42 @@ def test_rollback_pins_the_previous_version_and_the_operator_reconciles_it(argoc
     assert after["spec"]["model"]["repository"]["version"] == 3
     serving = get_json(dev_cluster, "configmap", after["status"]["configMap"], "-n", namespace)
     assert yaml.safe_load(serving["data"]["serving.yaml"])["model"]["repository"]["version"] == 3
+
+
+# --- TrainingJob: a workload that runs ------------------------------------------------------
+
+
+def test_a_training_job_waiting_for_its_datasets_data_is_progressing_saying_so(argocd, captured):
+    obj = captured["accepted/TrainingJob"]
+    assert obj["status"]["phase"] == Phase.PENDING
+    verdict = argocd.health(obj)
+    assert verdict["status"] == "Progressing"
+    assert verdict["message"].startswith('DatasetNotReady: Dataset "support-chats" has published no version yet')
+
+
+def test_suspend_and_resume_actions_drive_a_real_training_job(argocd, namespace, operator, dev_cluster):
+    """On kwok's nodes: the operator suspends the job for real (no pods), and Argo CD reads it."""
+    from kwok_training import apply_training_inputs, gpu_training_job
+
+    apply_training_inputs(dev_cluster, namespace)
+    job = gpu_training_job(namespace, "argo-lm", nodes=1, gpus_per_node=1)
+    job["spec"]["suspend"] = True  # created suspended: kwok would otherwise finish it at once
+    dev_cluster.kubectl("apply", "-f", "-", input=json.dumps(job))
+    suspended = wait_for(lambda: (o := live(dev_cluster, namespace, "TrainingJob", "argo-lm")) and status_is_current(o)
+                         and o["status"].get("phase") == Phase.SUSPENDED and o, what="a suspended TrainingJob")
+    assert argocd.health(suspended)["status"] == "Suspended"
+    offered = argocd.actions(suspended)
+    assert offered["suspend"]["disabled"] is True and offered["resume"].get("disabled", False) is False
+    assert "not suspended" in argocd.action_error({**suspended, "spec": {**suspended["spec"], "suspend": False}}, "resume")
+
+    (impact,) = argocd.run_action(suspended, "resume")
+    assert impact == {"operation": "patch", "patch": {"spec": {"suspend": False}}}
+    dev_cluster.kubectl("patch", KINDS_BY_NAME["TrainingJob"].crd_name, "argo-lm", "-n", namespace,
+                        "--type=merge", "-p", json.dumps(impact["patch"]))
+    done = wait_for(lambda: (o := live(dev_cluster, namespace, "TrainingJob", "argo-lm")) and status_is_current(o)
+                    and o["status"].get("phase") == Phase.SUCCEEDED and o, timeout=60,
+                    what="the resumed job to run (kwok completes its pods)")
+    verdict = argocd.health(done)
+    assert verdict["status"] == "Healthy" and verdict["message"].startswith("TrainingSucceeded")
+    assert argocd.actions(done)["suspend"]["disabled"] is True
+    assert "no workers to suspend" in argocd.action_error(done, "suspend")
