@@ -36,7 +36,7 @@ def test_kubectl_get_strata_lists_all_four_kinds_with_their_columns(dev_cluster,
     for kind in ("dataset", "trainingjob", "modeldeployment", "feedbackpolicy"):
         assert f"{kind}.strata.dev/" in table, table
     headers = dev_cluster.kubectl("get", "trainingjobs", "-n", namespace).stdout.splitlines()[0].split()
-    assert headers == ["NAME", "READY", "PHASE", "FAMILY", "STEP", "LOSS", "AGE"]
+    assert headers == ["NAME", "READY", "PHASE", "STEP", "PERCENT", "ETA", "LOSS", "AGE"]
 
 
 def test_short_names_collide_with_no_other_resource(dev_cluster):

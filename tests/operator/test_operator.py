@@ -57,7 +57,11 @@ def owned_config_maps(cluster, namespace, kind, name):
     return sorted(item["metadata"]["name"] for item in get_json(cluster, "configmaps", "-n", namespace, "-l", selector)["items"])
 
 
-@pytest.mark.parametrize("kind", KINDS)
+# Kinds whose workload this version does not run yet (a TrainingJob's runs).
+NOT_RUN_KINDS = [kind for kind in KINDS if kind != "TrainingJob"]
+
+
+@pytest.mark.parametrize("kind", NOT_RUN_KINDS)
 def test_status_reports_honestly_that_the_workload_is_not_implemented(dev_cluster, namespace, lifecycle, kind):
     obj = wait_for(lambda: observed(dev_cluster, namespace, kind, lifecycle[kind]), what=f"{kind} status")
     conditions = {c["type"]: c for c in obj["status"]["conditions"]}
@@ -69,6 +73,17 @@ def test_status_reports_honestly_that_the_workload_is_not_implemented(dev_cluste
     assert all(c["observedGeneration"] == obj["metadata"]["generation"] for c in conditions.values())
     # Not "Pending": nothing further will happen to it in this version.
     assert obj["status"]["phase"] == "Accepted"
+
+
+def test_a_training_job_waits_progressing_until_its_dataset_has_data(dev_cluster, namespace, lifecycle):
+    """The example Dataset reads S3 and HTTP, and publishes no version in this version of Strata."""
+    obj = wait_for(lambda: observed(dev_cluster, namespace, "TrainingJob", lifecycle["TrainingJob"]), what="status")
+    conditions = {c["type"]: c for c in obj["status"]["conditions"]}
+    assert (conditions["Ready"]["status"], conditions["Ready"]["reason"]) == ("False", "DatasetNotReady")
+    assert conditions["Progressing"]["status"] == "True" and conditions["Degraded"]["status"] == "False"
+    assert obj["status"]["phase"] == "Pending"
+    assert 'Dataset "support-chats" has published no version yet' in conditions["Ready"]["message"]
+    assert get_json(dev_cluster, "jobs", "-n", namespace)["items"] == []
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -300,12 +315,15 @@ def test_a_missing_reference_is_reported_and_clears_when_the_object_appears(dev_
 
     dev_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(missing))
 
+    # What it waits for next: its Dataset's data (a TrainingJob), or nothing in this version.
+    next_reason, next_phase = ("DatasetNotReady", "Pending") if kind == "TrainingJob" else ("NotImplemented", "Accepted")
+
     def recovered():
         obj = resource(dev_cluster, namespace, kind, name)
-        return obj if conditions_of(obj).get("Ready", {}).get("reason") == "NotImplemented" else None
+        return obj if conditions_of(obj).get("Ready", {}).get("reason") == next_reason else None
 
     obj = wait_for(recovered, timeout=30, what=f"{kind} to stop waiting once the {missing_kind} exists")
-    assert obj["status"]["phase"] == "Accepted"
+    assert obj["status"]["phase"] == next_phase
     assert conditions_of(obj)["Degraded"]["status"] == "False"
 
 

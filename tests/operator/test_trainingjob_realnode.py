@@ -164,9 +164,12 @@ class TestTwoWorkers:
         rank0 = next(p["metadata"]["name"] for p in pods(cluster, namespace, self.NAME)
                      if p["metadata"]["labels"].get("strata.dev/attempt") == "2"
                      and p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"] == "0")
-        resumed = trainer_events(cluster, namespace, rank0, "resumed")
-        assert resumed and resumed[0]["step"] == second["resumedFromStep"] > 0
-        assert second["attempts"][1]["resumedFromStep"] == second["resumedFromStep"]
+        resumed = wait_for(lambda: trainer_events(cluster, namespace, rank0, "resumed"), timeout=300, interval=1,
+                           what="the trainer to report where it resumed")
+        # Status says what the trainer says (read from its gauges), not only what was expected.
+        agreed = wait_for(lambda: (s := status(cluster, namespace, self.NAME)).get("resumedFromStep") == resumed[0]["step"] and s,
+                          timeout=60, interval=1, what="status to agree with the trainer on the resume step")
+        assert resumed[0]["step"] > 0 and agreed["attempts"][1]["resumedFromStep"] == resumed[0]["step"]
         assert any(line.startswith("Started: Started attempt 2") for line in events_of(cluster, namespace, self.NAME))
 
     def test_the_job_completes_and_its_export_is_served_by_tritonserver(self, cluster, namespace, corpus, tmp_path):
