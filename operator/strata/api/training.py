@@ -333,5 +333,15 @@ TRAINING_JOB = KindInfo(
         PrinterColumn(name="Loss", type="number", json_path=".status.loss.train", description="Latest training loss."),
         PrinterColumn(name="Val-Loss", type="number", json_path=".status.loss.validation", priority=1),
     ),
-    object_rules=_fixed_fields_rules(),
+    object_rules=(
+        {
+            # The export is named after the job, and Triton model names take no dots, which
+            # object names may have. Refused at creation, not on the trainer's first attempt.
+            "rule": "!self.metadata.name.contains('.')",
+            "message": "a TrainingJob's name is its exported Triton model's name, which takes letters, digits, "
+                       "'-' and '_' only: use '-' instead of '.'",
+            "fieldPath": ".metadata.name",
+        },
+        *_fixed_fields_rules(),
+    ),
 )
