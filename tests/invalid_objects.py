@@ -57,7 +57,7 @@ INVALID = [
     pytest.param("TrainingJob", _both(_set(0, "spec", "topology", "gpusPerNode"), _set("fp16", "spec", "deepspeed", "precision")),
                  ["spec.deepspeed.precision", "fp16 needs GPUs", "set topology.gpusPerNode"],
                  id="fp16 training on CPU workers, which the trainer refuses, is rejected by a CEL rule"),
-    pytest.param("TrainingJob", _set("support.lm", "metadata", "name"), ["metadata.name", "use '-' instead of '.'"],
+    pytest.param("TrainingJob", _set("support.lm", "metadata", "name"), ["metadata.name must not contain '.'", "use '-' instead"],
                  id="a training job name with a dot, which its Triton model cannot have, is rejected by a CEL rule"),
     pytest.param("TrainingJob", _set(2**32, "spec", "hyperparameters", "seed"), ["spec.hyperparameters.seed", "less than or equal to 4294967295"],
                  id="a seed above 32 bits, which would overflow the trainer's derived seeds, is rejected"),

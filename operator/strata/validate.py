@@ -83,7 +83,8 @@ def object_problems(doc: dict[str, Any]) -> list[str] | None:
         # The kind's rules on the whole object (its name, say); those that judge an update
         # against the old object are the API server's alone (failed_rules skips them).
         for rule in failed_rules(list(kind.object_rules), doc):
-            problems.append(f"{rule.get('fieldPath', '').removeprefix('.') or '<object>'}: {rule['message']}")
+            field = rule.get("fieldPath", "").removeprefix(".")
+            problems.append(f"{field}: {rule['message']}" if field else rule["message"])
     return problems
 
 

@@ -9,8 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from invalid_objects import INVALID
-from strata.api import KINDS_BY_NAME
-from strata.api.cel import failed_rules
+from strata.api import KINDS_BY_NAME, TRAINING_JOB
+from strata.api.cel import failed_rules, is_transition_rule
+from strata.api.training import CHANGEABLE_WHILE_RUNNING
 from strata.api.errors import describe_validation_error
 from strata.validate import object_problems
 from tests_support import example_documents
@@ -33,3 +34,17 @@ def test_a_rule_that_cannot_be_evaluated_counts_as_failed():
     rules = [{"rule": "self.missing.field == 1", "message": "m"}]
     assert failed_rules(rules, {}) == rules
     assert failed_rules([{"rule": "self.a == 1", "message": "m"}], {"a": 1}) == []
+
+
+def test_transition_rules_are_left_to_the_api_server():
+    # A rule that reads oldSelf judges an update; one object alone (strata validate) never fails it.
+    rule = {"rule": "self.spec.model == oldSelf.spec.model", "message": "m"}
+    assert is_transition_rule(rule)
+    assert failed_rules([rule], {"spec": {"model": {"family": "gan"}}}) == []
+    transition = [rule for rule in TRAINING_JOB.object_rules if is_transition_rule(rule)]
+    assert {rule["fieldPath"] for rule in transition} == {
+        f".spec.{field.alias or name}" for name, field in TRAINING_JOB.spec_model.model_fields.items()
+        if (field.alias or name) not in CHANGEABLE_WHILE_RUNNING
+    }
+    assert [rule for rule in TRAINING_JOB.object_rules if not is_transition_rule(rule)] == [
+        rule for rule in TRAINING_JOB.object_rules if "fieldPath" not in rule]  # the name rule

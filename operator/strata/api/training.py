@@ -337,10 +337,10 @@ TRAINING_JOB = KindInfo(
         {
             # The export is named after the job, and Triton model names take no dots, which
             # object names may have. Refused at creation, not on the trainer's first attempt.
+            # No fieldPath: the schema does not describe metadata, so the message names the field.
             "rule": "!self.metadata.name.contains('.')",
-            "message": "a TrainingJob's name is its exported Triton model's name, which takes letters, digits, "
-                       "'-' and '_' only: use '-' instead of '.'",
-            "fieldPath": ".metadata.name",
+            "message": "metadata.name must not contain '.': it names the exported Triton model, which takes "
+                       "letters, digits, '-' and '_' only; use '-' instead",
         },
         *_fixed_fields_rules(),
     ),
