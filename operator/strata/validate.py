@@ -16,6 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from strata.api import KINDS_BY_NAME
+from strata.api.cel import failed_rules
 from strata.api.errors import validation_problems
 from strata.constants import API_VERSION, GROUP
 
@@ -78,6 +79,12 @@ def object_problems(doc: dict[str, Any]) -> list[str] | None:
         kind.spec_model.model_validate(doc["spec"])
     except ValidationError as error:
         problems.extend(validation_problems(error))
+    if isinstance(doc.get("metadata"), dict) and doc["metadata"].get("name"):
+        # The kind's rules on the whole object (its name, say); those that judge an update
+        # against the old object are the API server's alone (failed_rules skips them).
+        for rule in failed_rules(list(kind.object_rules), doc):
+            field = rule.get("fieldPath", "").removeprefix(".")
+            problems.append(f"{field}: {rule['message']}" if field else rule["message"])
     return problems
 
 

@@ -37,11 +37,11 @@ def test_validate_names_the_file_the_object_and_the_field(tmp_path, capsys):
     manifest.write_text(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ignored}\n---\n"
         "apiVersion: strata.dev/v1alpha1\nkind: TrainingJob\nmetadata: {name: lm}\n"
-        "spec: {dataset: {name: d}, model: {family: gan, conditioning: prompt}}\n"
+        "spec: {dataset: {name: d}, model: {family: vae, size: {layers: 2}}}\n"
     )
     assert main(["validate", str(tmp_path)]) == 1
     assert capsys.readouterr().out.splitlines() == [
-        f"{manifest}: TrainingJob/lm: spec.model.conditioning: prompt conditioning is only for the transformer family",
+        f"{manifest}: TrainingJob/lm: spec.model.size.layers: layers applies only to the transformer family",
         "Checked 1 file, 1 Strata object: 1 problem.",
     ]
 

@@ -35,7 +35,6 @@ SPECS = [
     pytest.param(variant(model={"family": "diffusion", "size": {"diffusionSteps": 50}}), id="a diffusion model"),
     pytest.param(variant(model={"family": "vae", "size": {"hidden": 102, "latentDim": 16}}),
                  id="a vae whose hidden size no head count divides"),
-    pytest.param(variant(model__conditioning="prompt"), id="a prompt-conditioned transformer"),
     pytest.param(variant(deepspeed={"zeroStage": 1, "offload": "cpu", "precision": "fp32"}), id="zero-1 with cpu offload"),
     pytest.param(variant(validation={"everySteps": 10, "earlyStopping": {"metric": "perplexity"}}), id="early stopping on perplexity"),
     pytest.param(variant(export=None, checkpoints=None, validation=None), id="no export and default sections"),

@@ -42,6 +42,8 @@ BAD_CONFIGS = [
                  id="zero learning rate is rejected"),
     pytest.param(with_changes(model={"family": "transformer", "size": {"hidden": 30, "heads": 4}}),
                  "model.size: hidden (30) must be divisible by heads (4)", id="heads must divide hidden"),
+    pytest.param(with_changes(hyperparameters={"seed": 2**32}), "hyperparameters.seed: must be <= 4294967295",
+                 id="a seed above 32 bits, which would overflow the derived seeds, is rejected"),
     pytest.param(with_changes(deepspeed={"zeroStages": 2}), "deepspeed.zeroStages: unknown setting",
                  id="misspelt setting is rejected"),
     pytest.param(with_changes(export={"quantization": "int4"}), "export.quantization:",

@@ -346,6 +346,10 @@ class KindInfo:
     status_model: type[StatusBase]
     # The kind's own columns; every kind also shows Ready, Phase, Reason (-o wide) and Age.
     columns: tuple[PrinterColumn, ...]
+    # CEL rules on the whole object (self.spec, self.status; oldSelf on updates), for rules a
+    # spec model cannot hold because they read the status: which spec changes a running
+    # object refuses. Enforced by the API server only (see cel.is_transition_rule).
+    object_rules: tuple[dict[str, str], ...] = ()
 
     @property
     def printer_columns(self) -> tuple[PrinterColumn, ...]:

@@ -143,6 +143,7 @@ def render_crd(info: KindInfo) -> dict[str, Any]:
                         "openAPIV3Schema": {
                             "type": "object",
                             "description": info.description,
+                            **({"x-kubernetes-validations": list(info.object_rules)} if info.object_rules else {}),
                             "required": ["spec"],
                             "properties": {
                                 "apiVersion": {"type": "string", "description": f"{API_VERSION}, the version of the Strata API this object is written in."},

@@ -20,6 +20,7 @@ from strata.api.base import (
 )
 
 ModelFamily = Literal["transformer", "vae", "gan", "diffusion"]
+MAX_SEED = 2**32 - 1
 
 
 class DatasetRef(StrataModel):
@@ -100,11 +101,6 @@ class ModelSpec(StrataModel):
     model_config = ConfigDict(
         json_schema_extra=cel(
             (
-                "self.conditioning != 'prompt' || self.family == 'transformer'",
-                "prompt conditioning is only for the transformer family",
-                ".conditioning",
-            ),
-            (
                 f"self.family != 'transformer' || {_size_or_default('hidden')} % {_size_or_default('heads')} == 0",
                 "hidden must be a multiple of heads",
                 ".size.heads",
@@ -120,9 +116,11 @@ class ModelSpec(StrataModel):
         default_factory=ModelSize,
         description="Size settings. The image shape comes from the Dataset (preprocessing.image width and height).",
     )
-    conditioning: Literal["none", "label", "prompt"] = Field(
+    # No "prompt" value: every transformer continues a text prompt, so it would train exactly
+    # as "none" does (an accepted value must have an effect).
+    conditioning: Literal["none", "label"] = Field(
         default="none",
-        description="none: unconditional; label: condition on the Dataset's labelField; prompt: a text prefix (transformer).",
+        description="none: unconditional (a transformer still continues any text prompt); label: condition on the Dataset's labelField.",
     )
 
 
@@ -170,7 +168,9 @@ class Hyperparameters(StrataModel):
     max_steps: int = Field(default=1000, ge=1, le=100_000_000, description="Optimizer steps to train for.")
     lr_schedule: Literal["cosine", "linear", "constant"] = Field(default="cosine", description="Decay of the learning rate after warmup: cosine, linear or constant.")
     weight_decay: float = Field(default=0.0, ge=0, le=1, description="AdamW weight decay (0 to 1).")
-    seed: int = Field(default=0, ge=0, description="Seed of weights, data order and noise; the same seed replays the same run.")
+    # Bounded as 32 bits: the trainer derives per-step and per-rank seeds from it by
+    # multiplication, which must stay within torch's 64-bit generator seeds.
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Seed of weights, data order and noise; the same seed replays the same run.")
 
 
 class Checkpoints(StrataModel):
@@ -215,6 +215,20 @@ class TrainingJobSpec(StrataModel):
                 "|| self.model.family == 'transformer'",
                 "early stopping on perplexity is only for the transformer family",
                 ".validation.earlyStopping.metric",
+            ),
+            # What the trainer refuses before it starts (strata_workloads.train.config), refused
+            # here too, so a job cannot be accepted and then fail on its first attempt.
+            (
+                "self.deepspeed.precision != 'fp16' || self.model.family != 'gan'",
+                "fp16 is not supported for the gan family (its two engines' loss scalers would skip "
+                "steps at different times); use bf16 or fp32",
+                ".deepspeed.precision",
+            ),
+            (
+                "self.deepspeed.precision != 'fp16' || self.topology.gpusPerNode > 0",
+                "fp16 needs GPUs (DeepSpeed on CPU trains in bf16 or fp32); set topology.gpusPerNode, "
+                "or use bf16 or fp32",
+                ".deepspeed.precision",
             ),
         )
     )
@@ -294,8 +308,45 @@ class TrainingJobStatus(StatusBase):
     attempts: list[Attempt] = Field(default_factory=list, max_length=101, description="Every start of the worker group, oldest first.")
     metrics: dict[str, float] | None = Field(default=None, description="Final validation metrics of the trained model.")
     exported_model: ExportedModel | None = Field(default=None, description="Where the trained model was exported.")
-    start_time: str | None = Field(default=None, max_length=64, description="When training started (RFC 3339).")
+    start_time: str | None = Field(
+        default=None, max_length=64,
+        description="When training started (RFC 3339): the worker group was first created. From then on only "
+                    "retries and suspend may change in the spec.",
+    )
     completion_time: str | None = Field(default=None, max_length=64, description="When training finished (RFC 3339).")
+
+
+# Spec fields a running job takes up at once (the lead's spec.suspend included). Every other
+# field defines the training, and is fixed once it has started (status.startTime is set): a
+# restarted attempt resumes from this training's checkpoints, which a different model,
+# dataset or batch size could not use. Before the start (waiting for the Dataset, say) every
+# field may change. A field added to the spec is fixed unless it is listed here.
+CHANGEABLE_WHILE_RUNNING = ("retries", "suspend")
+# A root-level rule: only there does CEL see the status (a rule on spec sees spec alone).
+_NOT_STARTED = "!has(oldSelf.status) || !has(oldSelf.status.startTime)"
+
+
+def _fixed_once_started(field: str, optional: bool) -> dict[str, str]:
+    """A transition rule refusing a change of spec.<field> once the job has started."""
+    new, old = f"self.spec.{field}", f"oldSelf.spec.{field}"
+    if optional:  # set, changed, or unset
+        unchanged = f"has({new}) == has({old}) && (!has({new}) || {new} == {old})"
+    else:  # required, or defaulted by the API server: always present
+        unchanged = f"{new} == {old}"
+    return {
+        "rule": f"{_NOT_STARTED} || ({unchanged})",
+        "message": f"{field} cannot change once the TrainingJob has started: create a new TrainingJob with the new "
+                   f"{field} (this one's checkpoints stay where they are), or set {field} back",
+        "fieldPath": f".spec.{field}",
+    }
+
+
+def _fixed_fields_rules() -> tuple[dict[str, str], ...]:
+    return tuple(
+        _fixed_once_started(field.alias or name, optional=not field.is_required() and field.default is None)
+        for name, field in TrainingJobSpec.model_fields.items()
+        if (field.alias or name) not in CHANGEABLE_WHILE_RUNNING
+    )
 
 
 TRAINING_JOB = KindInfo(
@@ -314,5 +365,16 @@ TRAINING_JOB = KindInfo(
         PrinterColumn(name="Total", type="integer", json_path=".status.progress.totalSteps", priority=1),
         PrinterColumn(name="Val-Loss", type="number", json_path=".status.loss.validation", priority=1),
         PrinterColumn(name="Attempt", type="integer", json_path=".status.attempt", priority=1),
+    ),
+    object_rules=(
+        {
+            # The export is named after the job, and Triton model names take no dots, which
+            # object names may have. Refused at creation, not on the trainer's first attempt.
+            # No fieldPath: the schema does not describe metadata, so the message names the field.
+            "rule": "!self.metadata.name.contains('.')",
+            "message": "metadata.name must not contain '.': it names the exported Triton model, which takes "
+                       "letters, digits, '-' and '_' only; use '-' instead",
+        },
+        *_fixed_fields_rules(),
     ),
 )

@@ -8,7 +8,13 @@ import sys
 import traceback
 from typing import Any
 
-from strata_workloads.train.config import ConfigError, TrainConfig, check_runtime_inputs, load_config
+from strata_workloads.train.config import (
+    ConfigError,
+    TrainConfig,
+    check_before_training,
+    check_runtime_inputs,
+    load_config,
+)
 from strata_workloads.train.reporting import EventLog, termination_log_path, write_termination_message
 
 EXIT_TRAINING_FAILED = 1
@@ -34,13 +40,7 @@ def _fail(events: EventLog, rank: int, termination_log: str | None, reason: str,
     return code
 
 
-def _check_against_family(config: TrainConfig, family) -> None:
-    stopping = config.validation.early_stopping
-    if stopping and stopping.metric not in family.metric_names:
-        raise ConfigError(
-            f"validation.earlyStopping.metric: the {family.name} family reports "
-            f"{', '.join(family.metric_names)}; got {stopping.metric!r}"
-        )
+def _check_against_data(config: TrainConfig, family) -> None:
     if family.num_classes > 0 and family.info.num_classes == 0:
         raise ConfigError(f"model.numClasses: {family.num_classes} but the data has no labels")
     if config.data.packing and family.num_classes > 0:
@@ -73,12 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     from strata_workloads.train.models import make_family
 
     try:
-        if config.deepspeed.precision == "fp16" and not torch.cuda.is_available():
-            raise ConfigError("deepspeed.precision: fp16 needs a GPU; DeepSpeed on CPU supports fp32 and bf16")
+        check_before_training(config, cuda_available=torch.cuda.is_available())
         device = local_device()
         data = load_training_data(config)
         family = make_family(config, data.info)
-        _check_against_family(config, family)
+        _check_against_data(config, family)
     except ConfigError as error:
         return _fail(events, rank, termination_log, "InvalidConfiguration", str(error), EXIT_INVALID_CONFIG)
 

@@ -30,6 +30,18 @@ IMAGE_FAMILIES = ("vae", "gan", "diffusion")
 # activation checkpointing and regional compilation work on.
 BLOCK_FAMILIES = ("transformer", "diffusion")
 
+# What each family reports after a validation (the models' metric_names): the metrics early
+# stopping can watch. Here, without torch, so a configuration is judged before the imports.
+FAMILY_METRICS: dict[str, tuple[str, ...]] = {
+    "transformer": ("loss", "perplexity"),
+    "vae": ("loss", "reconstruction", "kl"),
+    "gan": ("loss", "generatorLoss", "discriminatorLoss", "momentDistance"),
+    "diffusion": ("loss",),
+}
+# Per-step and per-rank seeds are derived from the seed by multiplication; 32 bits keep them
+# within torch's 64-bit generator seeds.
+MAX_SEED = 2**32 - 1
+
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 
@@ -111,7 +123,7 @@ class Hyperparameters(_Section):
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
     beta1: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
     beta2: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.999
-    seed: int = 1234
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 1234
 
     @model_validator(mode="after")
     def _schedule_consistent(self) -> "Hyperparameters":
@@ -309,6 +321,19 @@ def load_config(path: str | os.PathLike[str] | None = None) -> TrainConfig:
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML/JSON ({error})") from None
     return parse_config(raw, str(path))
+
+
+def check_before_training(config: TrainConfig, cuda_available: bool) -> None:
+    """What a valid file still cannot train: checks that need to know the pod's devices or
+    the family's metrics (not its data). Run by every rank before DeepSpeed starts."""
+    if config.deepspeed.precision == "fp16" and not cuda_available:
+        raise ConfigError("deepspeed.precision: fp16 needs a GPU; DeepSpeed on CPU supports fp32 and bf16")
+    stopping, family = config.validation.early_stopping, config.model.family
+    if stopping and stopping.metric not in FAMILY_METRICS[family]:
+        raise ConfigError(
+            f"validation.earlyStopping.metric: the {family} family reports "
+            f"{', '.join(FAMILY_METRICS[family])}; got {stopping.metric!r}"
+        )
 
 
 def check_runtime_inputs(config: TrainConfig) -> None:

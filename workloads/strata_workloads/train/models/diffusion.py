@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from strata_workloads.train.config import FAMILY_METRICS
 from strata_workloads.train.device import module_device
 from strata_workloads.train.models.base import (
     ModelFamily,
@@ -138,6 +139,7 @@ class _UnconditionalDenoiserServing(nn.Module):
 class DiffusionFamily(ModelFamily):
     name = "diffusion"
     modality = "image"
+    metric_names = FAMILY_METRICS["diffusion"]
 
     def __init__(self, config, info):
         super().__init__(config, info)

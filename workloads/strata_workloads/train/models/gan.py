@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from strata_workloads.train.config import FAMILY_METRICS
 from strata_workloads.train.device import module_device
 from strata_workloads.train.models.base import (
     ModelFamily,
@@ -90,7 +91,7 @@ class GANFamily(ModelFamily):
     name = "gan"
     modality = "image"
     engine_names = ("generator", "discriminator")
-    metric_names = ("loss", "generatorLoss", "discriminatorLoss", "momentDistance")
+    metric_names = FAMILY_METRICS["gan"]
     primary_metric = "momentDistance"
 
     def build(self):

@@ -12,6 +12,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.checkpoint import checkpoint
 
 from strata_workloads.train.data import BOS_ID, PAD_ID, decode, document_positions, encode
+from strata_workloads.train.config import FAMILY_METRICS
 from strata_workloads.train.device import module_device
 from strata_workloads.train.models.base import ModelFamily, ServingSpec, TensorSpec
 
@@ -156,7 +157,7 @@ class _UnconditionalServingWrapper(nn.Module):
 class TransformerFamily(ModelFamily):
     name = "transformer"
     modality = "text"
-    metric_names = ("loss", "perplexity")
+    metric_names = FAMILY_METRICS["transformer"]
 
     def build(self) -> dict[str, nn.Module]:
         s, performance = self.size, self.config.performance

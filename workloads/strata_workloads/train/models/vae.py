@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from strata_workloads.train.config import FAMILY_METRICS
 from strata_workloads.train.device import module_device
 from strata_workloads.train.models.base import (
     ModelFamily,
@@ -78,7 +79,7 @@ class _UnconditionalDecoderServing(nn.Module):
 class VAEFamily(ModelFamily):
     name = "vae"
     modality = "image"
-    metric_names = ("loss", "reconstruction", "kl")
+    metric_names = FAMILY_METRICS["vae"]
 
     def build(self):
         return {"model": ConditionalVAE(self.info.image_shape, self.size.hidden, self.size.latent_dim, self.num_classes)}
