@@ -22,14 +22,14 @@ from tests_support import example_spec
 # Spec fields (dotted paths; a path covers everything under it) that the operator acts on
 # itself rather than rendering into the trainer's configuration file.
 OPERATOR_CONSUMED = {
-    # The worker group: the Indexed Job the lead is adding (render/trainer_job.py) sets
-    # completions/parallelism from nodes, the GPU request from gpusPerNode and gpuResource,
-    # nodeSelector and tolerations on the pod, and the kueue.x-k8s.io/queue-name label.
-    "topology": "Indexed Job renderer (render/trainer_job.py): parallelism, GPU requests, scheduling",
+    # The worker group: the Indexed Job (render/training_job.py) sets completions/parallelism
+    # from nodes, the GPU request from gpusPerNode and gpuResource, nodeSelector, tolerations
+    # and priorityClassName on the pod, and the kueue.x-k8s.io/queue-name label.
+    "topology": "Indexed Job renderer (render/training_job.py): parallelism, GPU requests, scheduling",
     "resources": "Indexed Job renderer: each worker container's CPU and memory requests and limits",
     "image": "Indexed Job renderer: the worker container's image (the operator's default when unset)",
-    "retries": "Indexed Job renderer and TrainingJob controller: restarts of the worker group (backoffLimit)",
-    "suspend": "Indexed Job renderer: the Job's spec.suspend (field added by the lead)",
+    "retries": "TrainingJob renderer (plan_attempts): how many failed attempts of the worker group are restarted",
+    "suspend": "TrainingJob renderer (plan_attempts): the running attempt's Job is stopped; resume starts the next",
     # The Dataset: the controller resolves it (and its current version when unpinned) and the
     # Job mounts that version at DATA_DIR, which is what the trainer reads.
     "dataset.name": "TrainingJob controller (references) and Indexed Job renderer: the Dataset volume",
@@ -37,8 +37,8 @@ OPERATOR_CONSUMED = {
     "checkpoints.storage": "Indexed Job renderer: the volume mounted at CHECKPOINT_DIR (a scratch PVC when unset)",
     "export.tritonRepository": "Indexed Job renderer: the volume mounted at EXPORT_DIR",
 }
-# Listed above before the field exists on this branch (the lead is adding it).
-FIELDS_BEING_ADDED = {"suspend"}
+# Listed above before the field exists (none now).
+FIELDS_BEING_ADDED: set[str] = set()
 
 SPEC_SCHEMA = openapi_schema(TRAINING_JOB.spec_model)
 
