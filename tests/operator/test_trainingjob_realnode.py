@@ -185,27 +185,28 @@ class TestTwoWorkers:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workloads"))
         from workload_harness import start_tritonserver
 
-        server, grpc_url = start_tritonserver(corpus["models"] / "repository", [self.NAME], tmp_path)
+        # The python-backend variant: the only backend nvidia-pytriton's tritonserver has.
+        served = f"{self.NAME}-python"
+        server, grpc_url = start_tritonserver(corpus["models"] / "repository", [served], tmp_path)
         try:
             import tritonclient.grpc as grpcclient
 
             client = grpcclient.InferenceServerClient(grpc_url)
-            assert client.is_model_ready(self.NAME, "1")
+            assert client.is_model_ready(served, "1")
         finally:
             server.stop()
 
 
 def test_an_invalid_configuration_fails_once_with_the_trainers_message(cluster, namespace, corpus):
-    # Label conditioning on a corpus of plain text, which has no labels: only the trainer,
-    # reading the data, can tell.
-    job = training_job("no-labels", max_steps=50)
-    job["spec"]["model"]["conditioning"] = "label"
+    # An image family on a corpus of plain text: only the trainer, reading the data, can tell.
+    job = training_job("wrong-family", max_steps=50)
+    job["spec"]["model"] = {"family": "vae"}
     apply(cluster, namespace, job)
-    failed = wait_for(lambda: (s := status(cluster, namespace, "no-labels")).get("phase") == "Failed" and s,
+    failed = wait_for(lambda: (s := status(cluster, namespace, "wrong-family")).get("phase") == "Failed" and s,
                       timeout=600, interval=1, what="the job to fail")
     ready = next(c for c in failed["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "InvalidConfiguration"
-    assert "numClasses" in ready["message"] and "labels" in ready["message"], ready
+    assert "no .npy image file for the vae family" in ready["message"], ready
     assert [a["number"] for a in failed["attempts"]] == [1]
     jobs = get_json(cluster, "jobs", "-n", namespace, "-l", "strata.dev/owner-name=no-labels")["items"]
     assert [j["metadata"]["name"] for j in jobs] == ["no-labels-1"]
