@@ -44,7 +44,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     nodes = default_nodes(args.cpu_nodes, args.gpu_nodes, args.gpus_per_node)
     cluster = up(args.state_dir, nodes=nodes, startup_timeout=args.timeout,
-                 real_node=args.real_node, images=args.images or None, kueue=args.kueue)
+                 real_node=args.real_node, kueue=args.kueue,
+                 # The kubelet's sandboxes need pause, whatever else was asked for.
+                 images=tuple(dict.fromkeys(["pause", *args.images])) if args.images else None)
     print(f"Dev cluster up in {time.monotonic() - started:.1f}s at {cluster.server}")
     names = [node.name for node in nodes] + ([REAL_NODE_NAME + " (real)"] if args.real_node else [])
     print(f"  nodes: {', '.join(names)}")
