@@ -120,7 +120,7 @@ def attempt(number, state, reason=None, live=True):
     return AttemptView(number=number, job=f"lm-{number}", state=state, live=live, reason=reason, message=f"why {number}")
 
 
-@pytest.mark.parametrize("attempts, suspend, stopping, retries, expected", [
+@pytest.mark.parametrize("attempts, suspend, hold, retries, expected", [
     pytest.param([], False, False, 3, 1, id="a new job starts attempt 1"),
     pytest.param([attempt(1, "Running")], False, False, 3, None, id="a running attempt is left to run"),
     pytest.param([attempt(1, "Failed", Reason.WORKER_FAILED)], False, False, 3, 2, id="a failed worker restarts the group"),
@@ -137,8 +137,8 @@ def attempt(number, state, reason=None, live=True):
     pytest.param([attempt(1, "Interrupted", Reason.SUSPENDED, live=False)], False, False, 3, 2,
                  id="resuming after suspension starts the next attempt"),
 ])
-def test_plan_attempts(attempts, suspend, stopping, retries, expected):
-    keep, new = plan_attempts(spec(suspend=suspend, retries=retries), attempts, stopping, 400)
+def test_plan_attempts(attempts, suspend, hold, retries, expected):
+    keep, new = plan_attempts(spec(suspend=suspend, retries=retries), attempts, hold, 400)
     assert (new.number if new else None) == expected
     if new and new.number > 1:
         assert new.resume_from_step == 400 and "step 400" in new.because and f"why {new.number - 1}" in new.because
@@ -239,14 +239,12 @@ def test_s3_storage_is_refused_by_name():
 
 def test_the_operator_parses_what_the_trainer_reports():
     """Both sides of the progress contract: the trainer's real Metrics endpoint, parsed."""
-    import socket
     import urllib.request
 
+    from strata.devcluster import free_port
     from strata_workloads.train.reporting import Metrics
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     metrics = Metrics(port=port, enabled=True, family="transformer")
     try:
         metrics.record_resumed(300)

@@ -197,7 +197,7 @@ def render(info: KindInfo, body: dict[str, Any], spec: TrainingJobSpec, inputs: 
     data = inputs.data or DataVolume("", "")
     return render_training_children(
         spec, body, data, inputs.image, list(inputs.attempts),
-        old_workers_active=inputs.old_workers_active or not can_start,
+        hold=inputs.old_workers_active or not can_start,
         last_checkpoint_step=inputs.last_checkpoint_step,
     )
 
@@ -264,7 +264,7 @@ def _exported_model(spec: TrainingJobSpec, result: dict[str, Any]) -> dict[str, 
     return model
 
 
-def _base_status(spec: TrainingJobSpec, body_name: str, inputs: TrainingInputs, attempts: list[AttemptView],
+def _base_status(spec: TrainingJobSpec, inputs: TrainingInputs, attempts: list[AttemptView],
                  children: list[dict[str, Any]]) -> dict[str, Any]:
     newest = attempts[-1] if attempts else None
     status: dict[str, Any] = {}
@@ -297,7 +297,7 @@ def _base_status(spec: TrainingJobSpec, body_name: str, inputs: TrainingInputs, 
     if loss:
         status["loss"] = loss
     claim = spec.checkpoints.storage
-    checkpoint_location = _location(claim) if claim else f"pvc://{body_name}-checkpoints"
+    checkpoint_location = _location(claim) if claim else f"pvc://{inputs.name}-checkpoints"
     if inputs.last_checkpoint_step:
         status["lastCheckpoint"] = {"step": inputs.last_checkpoint_step, "path": checkpoint_location}
     resumed = inputs.progress.resumed_from_step if inputs.progress and inputs.progress.resumed_from_step else None
@@ -313,7 +313,7 @@ def _base_status(spec: TrainingJobSpec, body_name: str, inputs: TrainingInputs, 
 
 def observe(info: KindInfo, spec: TrainingJobSpec, inputs: TrainingInputs, children: list[dict[str, Any]]) -> Outcome:
     attempts = _attempts_after_apply(spec, inputs, children)
-    status = _base_status(spec, inputs.name, inputs, attempts, children)
+    status = _base_status(spec, inputs, attempts, children)
     if inputs.missing:
         outcome = missing_reference_outcome(inputs.missing, inputs.namespace)
         outcome.extra_status.update(status)

@@ -16,6 +16,7 @@ import shlex
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Self
 
 from .network import NODE_BRIDGE, NODE_IP, NODE_POD_CIDR
 
@@ -69,16 +70,12 @@ def write_sysctl(name: str, value: str) -> None:
         Path("/proc/sys", name).write_text(value)
 
 
-@dataclass
-class HostRecord:
-    """What the host looked like before the node changed it."""
-
-    sysctls: dict[str, str] = field(default_factory=dict)
-    netns_before: list[str] = field(default_factory=list)
-    created_dirs: list[str] = field(default_factory=list)
+class JsonRecord:
+    """A dataclass kept as a JSON file in the state directory, so a later `strata dev down`
+    (even after a crash) knows what to undo."""
 
     @classmethod
-    def load(cls, path: Path) -> HostRecord | None:
+    def load(cls, path: Path) -> Self | None:
         try:
             return cls(**json.loads(path.read_text()))
         except (OSError, ValueError, TypeError):
@@ -86,6 +83,15 @@ class HostRecord:
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+
+@dataclass
+class HostRecord(JsonRecord):
+    """What the host looked like before the node changed it."""
+
+    sysctls: dict[str, str] = field(default_factory=dict)
+    netns_before: list[str] = field(default_factory=list)
+    created_dirs: list[str] = field(default_factory=list)
 
 
 def prepare(state_dir: Path) -> None:

@@ -27,8 +27,6 @@ also by `strata dev down` after a crash. The path is per host, so one Kueue runs
 
 from __future__ import annotations
 
-from strata.constants import KUEUE_QUEUE_LABEL
-
 import base64
 import contextlib
 import hashlib
@@ -38,13 +36,16 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from strata.constants import KUEUE_QUEUE_LABEL
+
 from .binaries import KUEUE, BuildError, build_component
+from .host import JsonRecord
 from .kubectl import kubectl_path
 from .pki import Pki, ensure_serving_cert
 from .processes import processes_named
@@ -213,22 +214,12 @@ def write_files(layout: KueueLayout, ports: KueuePorts, pki: Pki) -> tuple[Path,
 
 
 @dataclass
-class HostRecord:
+class CertDirRecord(JsonRecord):
     """What METRICS_CERT_DIR looked like before Kueue's certs were put there."""
 
     target: str
     created_dirs: list[str] = field(default_factory=list)  # outermost first
     backed_up: list[str] = field(default_factory=list)  # file names copied to backup_dir
-
-    @classmethod
-    def load(cls, path: Path) -> HostRecord | None:
-        try:
-            return cls(**json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError):
-            return None
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
 
 
 def claim_metrics_cert_dir(layout: KueueLayout, cert: Path, key: Path,
@@ -236,8 +227,8 @@ def claim_metrics_cert_dir(layout: KueueLayout, cert: Path, key: Path,
     """Record what `target` holds (unless a record from a failed start is kept), then put
     the serving cert and key there."""
     layout.dir.mkdir(parents=True, exist_ok=True)
-    if HostRecord.load(layout.host_record) is None:
-        record = HostRecord(
+    if CertDirRecord.load(layout.host_record) is None:
+        record = CertDirRecord(
             target=str(target),
             created_dirs=[str(d) for d in reversed([target, *target.parents]) if not d.exists()],
         )
@@ -256,7 +247,7 @@ def claim_metrics_cert_dir(layout: KueueLayout, cert: Path, key: Path,
 def release_metrics_cert_dir(state_dir: Path) -> None:
     """Put back what the record says the path held; safe to run more than once."""
     layout = KueueLayout(state_dir)
-    record = HostRecord.load(layout.host_record)
+    record = CertDirRecord.load(layout.host_record)
     if record is None:
         return
     target = Path(record.target)

@@ -268,18 +268,19 @@ def kept_job(owner: dict[str, Any], attempt: AttemptView) -> dict[str, Any]:
 
 
 def plan_attempts(
-    spec: TrainingJobSpec, attempts: list[AttemptView], old_workers_active: bool, last_checkpoint_step: int | None
+    spec: TrainingJobSpec, attempts: list[AttemptView], hold: bool, last_checkpoint_step: int | None
 ) -> tuple[list[AttemptView], NewAttempt | None]:
     """Pure: which live attempts stay, and whether to start a new one (and why).
 
     No new attempt while the spec suspends the job, after success, after the trainer refused
-    its configuration, once failures exceed spec.retries, or while workers of an earlier
-    attempt are still stopping (they may be writing the checkpoint the next one resumes from).
+    its configuration, once failures exceed spec.retries, or while `hold`: workers of an
+    earlier attempt are still stopping (they may be writing the checkpoint the next one
+    resumes from), or something the job needs (its data) is missing.
     """
     newest = attempts[-1] if attempts else None
     keep = [a for a in attempts if a.live and newest is not None and a.number >= newest.number - 1
             and not (spec.suspend and not a.ended)]
-    if spec.suspend or old_workers_active:
+    if spec.suspend or hold:
         return keep, None
     if newest is None:
         return keep, NewAttempt(1, None, "Started attempt 1")
@@ -298,13 +299,13 @@ def plan_attempts(
 
 def render_training_children(
     spec: TrainingJobSpec, owner: dict[str, Any], data: DataVolume, image: str, attempts: list[AttemptView],
-    old_workers_active: bool, last_checkpoint_step: int | None,
+    hold: bool, last_checkpoint_step: int | None,
 ) -> list[dict[str, Any]]:
     config_map = render_config_map(TRAINING_JOB, owner, spec)
     children = [config_map, render_service(owner)]
     if spec.checkpoints.storage is None:
         children.append(render_checkpoint_claim(spec, owner))
-    keep, new = plan_attempts(spec, attempts, old_workers_active, last_checkpoint_step)
+    keep, new = plan_attempts(spec, attempts, hold, last_checkpoint_step)
     children += [kept_job(owner, attempt) for attempt in keep]
     if new is not None:
         children.append(render_attempt_job(spec, owner, new, config_map["metadata"]["name"], data, image))
