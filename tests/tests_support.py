@@ -37,6 +37,18 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60, interval: float 
     pytest.fail(f"timed out after {timeout}s waiting for {what}; last saw: {last!r}")
 
 
+def wait_until_empty(remaining: Callable[[], list[Any]], timeout: float = 60, interval: float = 0.5,
+                     what: str = "nothing to remain") -> None:
+    """Poll until remaining() is empty; fail naming what was still there."""
+    deadline = time.monotonic() + timeout
+    left = remaining()
+    while left and time.monotonic() < deadline:
+        time.sleep(interval)
+        left = remaining()
+    if left:
+        pytest.fail(f"timed out after {timeout}s waiting for {what}; still there: {left!r}")
+
+
 def get_json(cluster, *args: str) -> dict[str, Any] | None:
     """`kubectl get ... -o json`, or None when it does not exist."""
     result = cluster.kubectl("get", *args, "-o", "json", check=False)

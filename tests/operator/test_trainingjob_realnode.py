@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from strata.devcluster import DevCluster
-from tests_support import get_json, operator_process, running_cluster, temporary_namespace, wait_for
+from tests_support import get_json, operator_process, running_cluster, temporary_namespace, wait_for, wait_until_empty
 
 pytestmark = [pytest.mark.realnode, pytest.mark.deepspeed]
 
@@ -194,7 +194,7 @@ class TestTwoWorkers:
             client = grpcclient.InferenceServerClient(grpc_url)
             assert client.is_model_ready(served, "1")
         finally:
-            server.stop()
+            server.close()
 
 
 def test_an_invalid_configuration_fails_once_with_the_trainers_message(cluster, namespace, corpus):
@@ -208,8 +208,8 @@ def test_an_invalid_configuration_fails_once_with_the_trainers_message(cluster, 
     assert ready["reason"] == "InvalidConfiguration"
     assert "no .npy image file for the vae family" in ready["message"], ready
     assert [a["number"] for a in failed["attempts"]] == [1]
-    jobs = get_json(cluster, "jobs", "-n", namespace, "-l", "strata.dev/owner-name=no-labels")["items"]
-    assert [j["metadata"]["name"] for j in jobs] == ["no-labels-1"]
+    jobs = get_json(cluster, "jobs", "-n", namespace, "-l", "strata.dev/owner-name=wrong-family")["items"]
+    assert [j["metadata"]["name"] for j in jobs] == ["wrong-family-1"]
 
 
 def test_suspend_stops_the_workers_and_resume_continues_from_the_checkpoint(cluster, namespace, corpus):
@@ -230,9 +230,11 @@ def test_suspend_stops_the_workers_and_resume_continues_from_the_checkpoint(clus
 
     cluster.kubectl("delete", "trainingjob", "-n", namespace, "pausable", "--wait=true", "--timeout=120s")
     # Its pods, Service, config and the checkpoint PVC it created go with it; the user's PVCs stay.
-    wait_for(lambda: not pods(cluster, namespace, "pausable")
-             and not get_json(cluster, "service", "-n", namespace, "pausable")
-             and not get_json(cluster, "pvc", "-n", namespace, "pausable-checkpoints")
-             and not get_json(cluster, "configmaps", "-n", namespace, "-l", "strata.dev/owner-name=pausable")["items"],
-             timeout=120, what="the job's children to be deleted")
+    def children() -> list[str]:
+        listing = get_json(cluster, "pods,jobs,services,pvc,configmaps", "-n", namespace,
+                           "-l", "strata.dev/owner-name=pausable")
+        return [f'{item["kind"]}/{item["metadata"]["name"]}' for item in listing["items"]]
+
+    # Workers get the pod's grace period to checkpoint on SIGTERM before they are killed.
+    wait_until_empty(children, timeout=240, interval=1, what="the job's children to be deleted")
     assert get_json(cluster, "pvc", "-n", namespace, "corpus") and get_json(cluster, "pvc", "-n", namespace, "models")
