@@ -45,6 +45,9 @@ class ConditionType:
     READY = "Ready"
     PROGRESSING = "Progressing"
     DEGRADED = "Degraded"
+    # ModelDeployment: whether its ServiceMonitor and PrometheusRule exist (the Prometheus
+    # Operator's CRDs may not be installed; nothing else depends on it).
+    PROMETHEUS_MONITORING = "PrometheusMonitoring"
 
 
 class ConditionStatus:
@@ -66,6 +69,15 @@ class Reason:
     DATASET_NOT_FOUND = "DatasetNotFound"
     TRAINING_JOB_NOT_FOUND = "TrainingJobNotFound"
     MODEL_DEPLOYMENT_NOT_FOUND = "ModelDeploymentNotFound"
+    # ModelDeployment serving and rollout.
+    MODEL_NOT_EXPORTED = "ModelNotExported"
+    ROLLING_OUT = "RollingOut"
+    AVAILABLE = "Available"
+    ROLLED_BACK = "RolledBack"
+    ROLLOUT_FAILED = "RolloutFailed"
+    S3_NOT_IMPLEMENTED = "S3RepositoryNotImplemented"
+    MONITORING_CREATED = "ServiceMonitorAndRulesCreated"
+    PROMETHEUS_OPERATOR_MISSING = "PrometheusOperatorNotInstalled"
 
 
 # The reason given when a referenced object of this kind is missing.
@@ -88,6 +100,16 @@ class Phase:
     INVALID = "Invalid"
     # Applying its children failed; the operator retries (Degraded=True says why).
     RETRYING = "Retrying"
+    # ModelDeployment: a model version is being rolled out (no replica ready yet, or an update).
+    ROLLING_OUT = "RollingOut"
+    # ModelDeployment: the model version the spec names is served by every desired replica.
+    SERVING = "Serving"
+    # ModelDeployment: the version the spec names failed to become available and the previous
+    # one is served again; changing the version (or fixing the model) starts a new rollout.
+    ROLLED_BACK = "RolledBack"
+    # ModelDeployment: the version the spec names failed to become available and no previous
+    # version could be restored (none, or rollout.autoRollback is false).
+    FAILED = "Failed"
 
 
 PHASE_DESCRIPTIONS = {
@@ -95,4 +117,8 @@ PHASE_DESCRIPTIONS = {
     Phase.WAITING: "an object it references does not exist yet, and it continues when that object appears",
     Phase.INVALID: "the spec breaks a rule (the Ready condition says which), and nothing happens until it is fixed",
     Phase.RETRYING: "applying its children failed and is retried (the Degraded condition says why)",
+    Phase.ROLLING_OUT: "a model version is being rolled out and not every replica serves it yet",
+    Phase.SERVING: "the model version the spec names is served by every desired replica",
+    Phase.ROLLED_BACK: "the model version the spec names did not become available in time, and the previous one is served again",
+    Phase.FAILED: "the model version the spec names did not become available in time, and there was no previous version to restore",
 }

@@ -40,7 +40,17 @@ RESYNC_SECONDS = float(os.environ.get("STRATA_RESYNC_SECONDS", "60"))
 CONTROLLERS: dict[str, Controller] = {}
 # Child kinds (apiVersion, kind) -> plural whose events are watched; see watch_children.
 _WATCHED_CHILDREN: set[tuple[str, str]] = set()
-_CHILD_PLURALS = {("v1", "ConfigMap"): "configmaps"}
+_CHILD_PLURALS = {
+    ("v1", "ConfigMap"): "configmaps",
+    # ModelDeployment's children.
+    ("apps/v1", "Deployment"): "deployments",
+    ("v1", "Service"): "services",
+    ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
+    # Optional: kopf watches them once the Prometheus Operator's CRDs exist.
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitors",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrules",
+}
 
 
 def register_kind(info: KindInfo, resolve: Resolver, render: Renderer, observe: Observer, child_kinds: ChildKinds) -> None:
