@@ -222,7 +222,10 @@ def render_sidecar_settings(spec: ModelDeploymentSpec, model_name: str) -> dict[
     build = getattr(contract, "render_sidecar_config", None)
     if build is not None:
         return build(spec, model_name)
-    return {"model": model_name, "spec": spec.to_wire()}
+    # Only what the sidecar reads: a rollback then renders the very template of the version it
+    # restores, and the Deployment reuses that version's ReplicaSet (its pods still run).
+    wire = spec.to_wire()
+    return {"model": model_name, "access": wire.get("access"), "monitoring": wire.get("monitoring")}
 
 
 def render_config_map(info: KindInfo, owner: dict[str, Any], spec: ModelDeploymentSpec, model: ServedModel) -> dict[str, Any]:
