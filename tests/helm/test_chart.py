@@ -95,6 +95,15 @@ def test_the_serving_images_reach_the_operator_as_settings(helm, settings, trito
     assert env == {TRITON_IMAGE_ENV: triton, SIDECAR_IMAGE_ENV: sidecar}
 
 
+def test_the_prometheus_operators_kinds_are_granted_for_a_model_deployments_monitoring(helm):
+    """Checked on the rendered rules: `kubectl auth can-i` cannot answer for kinds whose CRDs
+    this cluster lacks."""
+    cluster_role = next(d for d in render(helm) if d["kind"] == "ClusterRole")
+    rule = next(r for r in cluster_role["rules"] if r["apiGroups"] == ["monitoring.coreos.com"])
+    assert set(rule["resources"]) == {"servicemonitors", "prometheusrules"}
+    assert {"create", "patch", "delete", "list", "watch"} <= set(rule["verbs"])
+
+
 def _configmap_rules(doc: dict) -> list[dict]:
     return [rule for rule in doc["rules"] if "configmaps" in rule["resources"]]
 
@@ -157,8 +166,6 @@ def test_installed_chart_rolls_out_the_operator(dev_cluster, installed_chart):
         pytest.param("create", "horizontalpodautoscalers.autoscaling", "workspace", True, id="may create a model's HPA"),
         pytest.param("delete", "poddisruptionbudgets.policy", "workspace", True, id="may prune a model's PDB"),
         pytest.param("patch", "services", "workspace", True, id="may apply a model's Service"),
-        pytest.param("create", "servicemonitors.monitoring.coreos.com", "workspace", True, id="may create a ServiceMonitor"),
-        pytest.param("patch", "prometheusrules.monitoring.coreos.com", "workspace", True, id="may apply a PrometheusRule"),
         pytest.param("create", "pods", "workspace", False, id="may not create pods itself"),
         pytest.param("create", "events", "workspace", True, id="may post events"),
         pytest.param("list", "customresourcedefinitions.apiextensions.k8s.io", "cluster", True, id="may discover CRDs"),
