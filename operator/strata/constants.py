@@ -50,6 +50,9 @@ class ConditionType:
     READY = "Ready"
     PROGRESSING = "Progressing"
     DEGRADED = "Degraded"
+    # ModelDeployment: whether its ServiceMonitor and PrometheusRule exist (the Prometheus
+    # Operator's CRDs may not be installed; nothing else depends on it).
+    PROMETHEUS_MONITORING = "PrometheusMonitoring"
 
 
 class ConditionStatus:
@@ -86,6 +89,15 @@ class Reason:
     WORKER_FAILED = "WorkerFailed"
     INTERRUPTED = "Interrupted"  # SIGTERM: checkpointed and exited (143); not the job's fault
     COMPLETED = "Completed"
+    # ModelDeployment serving and rollout.
+    MODEL_NOT_EXPORTED = "ModelNotExported"
+    ROLLING_OUT = "RollingOut"
+    AVAILABLE = "Available"
+    ROLLED_BACK = "RolledBack"
+    ROLLOUT_FAILED = "RolloutFailed"
+    S3_NOT_IMPLEMENTED = "S3RepositoryNotImplemented"
+    MONITORING_CREATED = "ServiceMonitorAndRulesCreated"
+    PROMETHEUS_OPERATOR_MISSING = "PrometheusOperatorNotInstalled"
 
 
 # The reason given when a referenced object of this kind is missing.
@@ -112,8 +124,17 @@ class Phase:
     PENDING = "Pending"
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
+    # A TrainingJob that failed for good; a ModelDeployment whose named version failed to become
+    # available with no previous version to restore (none, or rollout.autoRollback is false).
     FAILED = "Failed"
     SUSPENDED = "Suspended"
+    # ModelDeployment: a model version is being rolled out (no replica ready yet, or an update).
+    ROLLING_OUT = "RollingOut"
+    # ModelDeployment: the model version the spec names is served by every desired replica.
+    SERVING = "Serving"
+    # ModelDeployment: the version the spec names failed to become available and the previous
+    # one is served again; changing the version (or fixing the model) starts a new rollout.
+    ROLLED_BACK = "RolledBack"
 
 
 PHASE_DESCRIPTIONS = {
@@ -124,6 +145,10 @@ PHASE_DESCRIPTIONS = {
     Phase.PENDING: "its workload is created and waits to be admitted or for its pods to start",
     Phase.RUNNING: "its workload runs",
     Phase.SUCCEEDED: "its workload finished successfully",
-    Phase.FAILED: "its workload failed for good (the Ready condition says why)",
+    Phase.FAILED: ("its workload failed for good, or the model version it names did not become available "
+                   "and there was no previous version to restore (the Ready condition says why)"),
     Phase.SUSPENDED: "its workload is stopped by spec.suspend and resumes when that is false",
+    Phase.ROLLING_OUT: "a model version is being rolled out and not every replica serves it yet",
+    Phase.SERVING: "the model version the spec names is served by every desired replica",
+    Phase.ROLLED_BACK: "the model version the spec names did not become available in time, and the previous one is served again",
 }

@@ -15,6 +15,7 @@ import kopf
 import kubernetes
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from strata.api import KindInfo
 from strata.constants import FIELD_MANAGER, GROUP, VERSION
@@ -85,9 +86,25 @@ def create(manifest: dict[str, Any]) -> dict[str, Any] | None:
     return live.to_dict()
 
 
+def serves_kind(api_version: str, kind: str) -> bool:
+    """Whether the API server serves this kind now (a CRD may be installed or removed at any
+    time: a miss re-reads discovery)."""
+    try:
+        _resource(api_version, kind)
+    except ResourceNotFoundError:
+        return False
+    return True
+
+
 def list_children(api_version: str, kind: str, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+    """Objects of a kind with these labels; none when the kind is not served (an optional
+    CRD, such as the Prometheus Operator's, that is not installed)."""
     selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-    result = _resource(api_version, kind).get(namespace=namespace, label_selector=selector)
+    try:
+        resource = _resource(api_version, kind)
+    except ResourceNotFoundError:
+        return []
+    result = resource.get(namespace=namespace, label_selector=selector)
     return [item.to_dict() for item in result.items]
 
 

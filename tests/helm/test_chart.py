@@ -80,6 +80,36 @@ def test_the_read_only_container_gets_a_writable_tmp(helm):
     assert "emptyDir" in volume
 
 
+@pytest.mark.parametrize("settings, triton, sidecar, trainer", [
+    pytest.param((), "nvcr.io/nvidia/tritonserver:25.10-py3", "ghcr.io/strata-dev/strata-sidecar:0.1.0",
+                 "ghcr.io/strata-dev/strata-trainer:0.1.0",
+                 id="by default NVIDIA's Triton, and the sidecar and trainer at the operator's version"),
+    pytest.param(("tritonImage=registry.local/triton:1", "imageTag=2.0.0"), "registry.local/triton:1",
+                 "ghcr.io/strata-dev/strata-sidecar:2.0.0", "ghcr.io/strata-dev/strata-trainer:2.0.0",
+                 id="the sidecar and the trainer follow the operator's tag"),
+    pytest.param(("sidecarImage=registry.local/sidecar@sha256:ab", "trainerImage=registry.local/trainer:cu13"),
+                 "nvcr.io/nvidia/tritonserver:25.10-py3", "registry.local/sidecar@sha256:ab", "registry.local/trainer:cu13",
+                 id="sidecar and trainer images are used as given"),
+])
+def test_the_workload_images_reach_the_operator_as_settings(helm, settings, triton, sidecar, trainer):
+    from strata.controllers.modeldeployment import SIDECAR_IMAGE_ENV, TRITON_IMAGE_ENV
+    from strata.controllers.trainingjob import DEFAULT_TRAINER_IMAGE, TRAINER_IMAGE_ENV
+    container = next(d for d in render(helm, *settings) if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    assert env == {TRITON_IMAGE_ENV: triton, SIDECAR_IMAGE_ENV: sidecar, TRAINER_IMAGE_ENV: trainer}
+    if not settings:  # the chart's default is the operator's own
+        assert trainer == DEFAULT_TRAINER_IMAGE
+
+
+def test_the_prometheus_operators_kinds_are_granted_for_a_model_deployments_monitoring(helm):
+    """Checked on the rendered rules: `kubectl auth can-i` cannot answer for kinds whose CRDs
+    this cluster lacks."""
+    cluster_role = next(d for d in render(helm) if d["kind"] == "ClusterRole")
+    rule = next(r for r in cluster_role["rules"] if r["apiGroups"] == ["monitoring.coreos.com"])
+    assert set(rule["resources"]) == {"servicemonitors", "prometheusrules"}
+    assert {"create", "patch", "delete", "list", "watch"} <= set(rule["verbs"])
+
+
 def _configmap_rules(doc: dict) -> list[dict]:
     return [rule for rule in doc["rules"] if "configmaps" in rule["resources"]]
 
@@ -138,6 +168,11 @@ def test_installed_chart_rolls_out_the_operator(dev_cluster, installed_chart):
         pytest.param("patch", "trainingjobs.strata.dev/status", "workspace", True, id="may write status"),
         pytest.param("watch", "datasets.strata.dev", "workspace", True, id="may watch its kinds"),
         pytest.param("create", "configmaps", "workspace", True, id="may create its children"),
+        pytest.param("patch", "deployments.apps", "workspace", True, id="may apply a model's Deployment"),
+        pytest.param("create", "horizontalpodautoscalers.autoscaling", "workspace", True, id="may create a model's HPA"),
+        pytest.param("delete", "poddisruptionbudgets.policy", "workspace", True, id="may prune a model's PDB"),
+        pytest.param("patch", "services", "workspace", True, id="may apply a model's Service"),
+        pytest.param("create", "pods", "workspace", False, id="may not create pods itself"),
         pytest.param("create", "events", "workspace", True, id="may post events"),
         pytest.param("list", "customresourcedefinitions.apiextensions.k8s.io", "cluster", True, id="may discover CRDs"),
         pytest.param("create", "configmaps", "elsewhere", False, id="may not touch other namespaces"),
@@ -185,6 +220,23 @@ def test_the_operator_reconciles_with_only_the_charts_permissions(dev_cluster, i
         )
     try:
         dev_cluster.kubectl("apply", "-n", workspace, "-f", str(EXAMPLES))
+        # A model served from a repository, autoscaled: the Deployment, Service, PDB and HPA too.
+        served = {"apiVersion": "strata.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "served"},
+                  "spec": {"model": {"repository": {"location": {"pvc": {"claimName": "models"}}, "name": "m", "version": 1}},
+                           "resources": {"gpus": 0, "cpu": "1", "memory": "1Gi"},
+                           "triton": {"instanceGroups": [{"kind": "CPU"}]},
+                           "autoscaling": {"minReplicas": 1, "maxReplicas": 2}}}
+        dev_cluster.kubectl("apply", "-n", workspace, "-f", "-", input=json.dumps(served))
+        # A job whose data is on a PVC: its attempt's Job, Service and checkpoint claim too.
+        local = {"apiVersion": "strata.dev/v1alpha1", "kind": "Dataset", "metadata": {"name": "local"},
+                 "spec": {"modality": "text", "schema": {"textField": "text"},
+                          "sources": [{"pvc": {"claimName": "corpus"}, "format": "text"}],
+                          "storage": {"pvc": {"claimName": "corpus", "path": "versions"}}}}
+        trained = {"apiVersion": "strata.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": "trained"},
+                   "spec": {"dataset": {"name": "local"}, "model": {"family": "transformer"},
+                            "topology": {"nodes": 1, "gpusPerNode": 0}, "resources": {"cpu": "1", "memory": "1Gi"}}}
+        dev_cluster.kubectl("apply", "-n", workspace, "-f", "-",
+                            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [local, trained]}))
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             items = json.loads(dev_cluster.kubectl("get", "strata", "-n", workspace, "-o", "json").stdout)["items"]
@@ -196,7 +248,13 @@ def test_the_operator_reconciles_with_only_the_charts_permissions(dev_cluster, i
             pytest.fail(f"the operator did not report on every resource:\n{log.read_text()[-3000:]}")
         config_maps = dev_cluster.kubectl("get", "configmaps", "-n", workspace, "-l",
                                           "app.kubernetes.io/managed-by=strata-operator", "-o", "name").stdout.split()
-        assert len(config_maps) == 4
+        # Two Datasets, two TrainingJobs, the FeedbackPolicy and the served model (the example
+        # ModelDeployment waits for its TrainingJob's export).
+        assert len(config_maps) == 6
+        for kind in ("deployment", "service", "poddisruptionbudget", "horizontalpodautoscaler"):
+            dev_cluster.kubectl("get", kind, "served", "-n", workspace)
+        for kind, name in (("job", "trained-1"), ("service", "trained"), ("pvc", "trained-checkpoints")):
+            dev_cluster.kubectl("get", kind, name, "-n", workspace)
         time.sleep(6)  # let at least one periodic resync run as well
     finally:
         operator.send_signal(signal.SIGTERM)

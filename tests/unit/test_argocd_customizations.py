@@ -14,8 +14,9 @@ from strata.api import KINDS
 from strata.argocd import PATCH_FILE, REGENERATE_COMMAND, VALUES_FILE, customizations, drift, health_script, render_files
 from strata.api.base import ObjectReference
 from strata.constants import ConditionStatus, ConditionType, Phase
-from strata.controllers.reconcile import apply_failed_outcome, invalid_outcome, missing_reference_outcome
+from strata.controllers.reconcile import Outcome, apply_failed_outcome, invalid_outcome, missing_reference_outcome
 from strata.controllers.registration import not_implemented
+from strata.render.serving_status import observe_serving
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = REPO / "helm" / "strata" / "argocd"
@@ -128,5 +129,11 @@ def test_the_phases_the_health_scripts_degrade_are_those_the_operator_writes_wit
         missing_reference_outcome([ObjectReference("Dataset", "support-data", "spec.dataset.name")], "default"),
         *training_outcomes(),
     ]
+    # A ModelDeployment's serving phases, as its observe step writes them (one case per phase).
+    from unit.test_serving import STATUS_CASES, spec_of
+    for case in STATUS_CASES:
+        target, deployment, *_ = case.values
+        phase, conditions, _ = observe_serving(spec_of(), "lm", "ml", target, [deployment], False)
+        outcomes.append(Outcome(phase, conditions["Ready"], conditions["Progressing"], conditions["Degraded"]))
     assert {outcome.phase for outcome in outcomes} == {value for name, value in vars(Phase).items() if name.isupper()}
     assert degraded_phases == {outcome.phase for outcome in outcomes if outcome.degraded[0] == ConditionStatus.TRUE}

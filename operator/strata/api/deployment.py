@@ -48,7 +48,7 @@ class InstanceGroup(StrataModel):
 
 
 class Triton(StrataModel):
-    image: str = Field(default="nvcr.io/nvidia/tritonserver:25.10-py3", max_length=512, description="Triton Inference Server image.")
+    image: str | None = Field(default=None, max_length=512, description="Triton Inference Server image; the operator's default (its STRATA_TRITON_IMAGE setting) when unset.")
     max_batch_size: int = Field(default=8, ge=0, le=4096, description="0 disables batching.")
     dynamic_batching: DynamicBatching | None = Field(default=None, description="Let Triton batch concurrent requests; no batching across requests when unset.")
     instance_groups: list[InstanceGroup] = Field(default_factory=lambda: [InstanceGroup()], max_length=8, description="Model instances per replica; one GPU instance when unset.")
@@ -74,8 +74,15 @@ class Autoscaling(StrataModel):
         default=1.0,
         gt=0,
         le=100,
-        description="Scale out when Triton's queue time per request exceeds this multiple of its compute time.",
+        description="Scale out when Triton's queue time per request exceeds this multiple of its compute time "
+        "(a per-pod custom metric served by prometheus-adapter; see the chart's prometheus-adapter rule).",
     )
+    cpu_utilization: int | None = Field(
+        default=None, ge=1, le=1000,
+        description="Also scale out when CPU use exceeds this percentage of the requested CPU; not a target when unset.",
+    )
+    scale_up_stabilization_seconds: int = Field(default=0, ge=0, le=3600, description="How long a higher replica count must be recommended before scaling up (seconds).")
+    scale_down_stabilization_seconds: int = Field(default=300, ge=0, le=3600, description="How long a lower replica count must be recommended before scaling down (seconds).")
 
 
 class Rollout(StrataModel):
@@ -122,6 +129,11 @@ class ModelDeploymentSpec(StrataModel):
                 "set replicas or autoscaling, not both",
                 ".replicas",
             ),
+            (
+                "self.resources.gpus > 0 || !self.triton.instanceGroups.exists(g, g.kind == 'GPU')",
+                "a GPU instance group needs resources.gpus of at least 1; to serve on CPU set triton.instanceGroups to [{kind: CPU}]",
+                ".resources.gpus",
+            ),
         )
     )
 
@@ -153,6 +165,19 @@ class Replicas(StrataModel):
 class ModelVersions(StrataModel):
     current: int | None = Field(default=None, ge=1, description="Model version served now.")
     previous: int | None = Field(default=None, ge=1, description="Model version served before, the rollback target.")
+    target: int | None = Field(default=None, ge=1, description="Model version the spec asks for; differs from current while it rolls out or after it was rolled back.")
+
+
+class ModelRevision(StrataModel):
+    version: int | None = Field(default=None, ge=1, description="Model version served; unset when the repository's newest version was served.")
+    model_name: str = Field(max_length=253, description="Model name in the repository.")
+    source: str = Field(max_length=1024, description="Repository the model was served from (pvc://claim/path or s3://bucket/prefix).")
+
+
+class Rollback(StrataModel):
+    failed_version: int | None = Field(default=None, ge=1, description="Model version that did not become available in time.")
+    restored_version: int | None = Field(default=None, ge=1, description="Model version served again in its place.")
+    message: str = Field(default="", max_length=4096, description="What happened, in a sentence.")
 
 
 class ModelDeploymentStatus(StatusBase):
@@ -160,6 +185,8 @@ class ModelDeploymentStatus(StatusBase):
     replicas: Replicas | None = Field(default=None, description="Ready and desired replicas.")
     model_version: ModelVersions | None = Field(default=None, description="Current and previous model versions.")
     ready_replicas: str | None = Field(default=None, max_length=32, description='"ready/desired", for kubectl get.')
+    revisions: list[ModelRevision] = Field(default_factory=list, max_length=100, description="Model revisions that became available, oldest first; at most rollout.revisionHistory.")
+    rollback: Rollback | None = Field(default=None, description="Set while a failed model version is rolled back; cleared when the spec names another version.")
 
 
 MODEL_DEPLOYMENT = KindInfo(

@@ -60,6 +60,8 @@ class Outcome:
     progressing: tuple[str, str, str]
     degraded: tuple[str, str, str]
     extra_status: dict[str, Any] = field(default_factory=dict)
+    # Conditions a kind reports beyond the three every kind has: type -> (status, reason, message).
+    extra_conditions: dict[str, tuple[str, str, str]] = field(default_factory=dict)
 
 
 def parse_spec(info: KindInfo, body: dict[str, Any]) -> StrataModel:
@@ -214,6 +216,7 @@ def build_status(info: KindInfo, body: dict[str, Any], outcome: Outcome) -> dict
             (ConditionType.DEGRADED, outcome.degraded),
             (ConditionType.PROGRESSING, outcome.progressing),
             (ConditionType.READY, outcome.ready),
+            *outcome.extra_conditions.items(),
         )
     ]
     status = {

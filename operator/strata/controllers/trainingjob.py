@@ -17,7 +17,7 @@ from typing import Any
 
 import kopf
 
-from strata import k8s, podmetrics
+from strata import __version__, k8s, podmetrics
 from strata.api import DATASET, TRAINING_JOB, KindInfo
 from strata.api.base import StorageLocation
 from strata.api.training import TrainingJobSpec
@@ -50,7 +50,7 @@ from strata.render.training_job import MAX_NAME_LENGTH, DataVolume, render_train
 
 # The trainer image when a TrainingJob names none (the chart sets it to the release's image).
 TRAINER_IMAGE_ENV = "STRATA_TRAINER_IMAGE"
-DEFAULT_TRAINER_IMAGE = "ghcr.io/strata-dev/trainer:latest"
+DEFAULT_TRAINER_IMAGE = f"ghcr.io/strata-dev/strata-trainer:{__version__}"
 # How often a running job's progress is read from rank 0.
 PROGRESS_SECONDS = float(os.environ.get("STRATA_PROGRESS_SECONDS", "10"))
 

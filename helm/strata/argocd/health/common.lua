@@ -92,7 +92,8 @@ local function strataHealth(obj, details)
     return verdict("Degraded", describe(degraded, "Degraded"), details.degraded)
   end
   -- The same phases without the Degraded condition (a status not written by the operator).
-  if status.phase == "Invalid" or status.phase == "Retrying" or status.phase == "Waiting" or status.phase == "Failed" then
+  if status.phase == "Invalid" or status.phase == "Retrying" or status.phase == "Waiting"
+    or status.phase == "RolledBack" or status.phase == "Failed" then
     return verdict("Degraded", describe(ready, "Phase " .. status.phase), details.degraded)
   end
   if ready ~= nil and ready.status == "True" then
