@@ -128,6 +128,12 @@ class Sidecar:
             body = response.read().decode()
         return json.loads(body) if path != "/metrics" else body
 
+    def get_or_none(self, path: str) -> Any:
+        try:
+            return self.get(path)
+        except OSError:
+            return None
+
     def metrics(self) -> str:
         return self.get("/metrics")
 
