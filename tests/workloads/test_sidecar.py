@@ -114,6 +114,20 @@ def value(metrics_text: str, name: str, **labels) -> float:
     return sum(v for key, v in samples(metrics_text, name).items() if set(labels.items()) <= set(key))
 
 
+def delta_in(after: str, before: str, **labels) -> float:
+    return value(after, "strata_sidecar_requests_total", **labels) - value(before, "strata_sidecar_requests_total",
+                                                                           **labels)
+
+
+def metrics_when(sidecar: Sidecar, predicate, what: str) -> str:
+    """The sidecar's metrics once ``predicate`` holds (workers publish every half second)."""
+    def check():
+        text = sidecar.metrics()
+        return text if predicate(text) else None
+
+    return wait_for(check, timeout=10, interval=0.1, what=what)
+
+
 def http_post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
@@ -298,9 +312,14 @@ def test_rate_limits_are_per_key_shared_across_workers_and_give_a_retry_hint(tri
         assert status == 429 and int(headers["Retry-After"]) >= 1 and "retry after" in json.loads(body)["error"]
         # Health is never limited.
         assert grpcclient.InferenceServerClient(limited.grpc_url).is_server_ready()
-        metrics = limited.metrics()
+        metrics = metrics_when(limited, lambda text: value(text, "strata_sidecar_requests_total", key="alice",
+                                                           outcome="RESOURCE_EXHAUSTED") >= 6, "the refusals in the metrics")
         assert value(metrics, "strata_sidecar_requests_total", key="alice", outcome="RESOURCE_EXHAUSTED") == 6
         assert value(metrics, "strata_sidecar_requests_total", key="alice", outcome="OK", call="infer") == 4
+        # Forwarded: alice's 4 and bob's 1, each a 1x1 FP32 tensor in well under 256 bytes.
+        assert value(metrics, "strata_sidecar_request_duration_seconds_count", protocol="grpc", model="identity") == 5
+        assert value(metrics, "strata_sidecar_request_bytes_bucket", protocol="grpc", model="identity", le="256.0") == 5
+        assert value(metrics, "strata_sidecar_request_bytes_bucket", protocol="grpc", model="identity", le="+Inf") == 5
     finally:
         limited.close()
 
@@ -323,18 +342,21 @@ def test_metrics_count_requests_by_model_outcome_and_key(sidecar):
         client.infer("identity", grpc_inputs(array), headers={"x-api-key": BOB})
     with pytest.raises(InferenceServerException):
         client.infer("identity", grpc_inputs(array), headers={"x-api-key": "nope"})
-    after = sidecar.metrics()
 
     def delta(name, **labels):
         return value(after, name, **labels) - value(before, name, **labels)
 
+    after = metrics_when(sidecar, lambda text: delta_in(text, before, outcome="UNAUTHENTICATED", key="invalid") >= 1
+                         and delta_in(text, before, key="bob", outcome="OK") >= 3, "the requests in the metrics")
+
     assert delta("strata_sidecar_requests_total", protocol="grpc", call="infer", model="identity", outcome="OK",
                  key="bob") == 3
     assert delta("strata_sidecar_requests_total", protocol="grpc", outcome="UNAUTHENTICATED", key="invalid") == 1
-    assert delta("strata_sidecar_request_duration_seconds_count", protocol="grpc", model="identity") == 3
-    # 2x5 FP32 = 40 bytes of tensor data, in a request of a little more: all in the 256-byte bucket.
-    assert delta("strata_sidecar_request_bytes_bucket", protocol="grpc", model="identity", le="256.0") == 3
-    assert delta("strata_sidecar_response_bytes_count", protocol="grpc", model="identity") == 3
+    # Each worker's counters and histograms are published together: they always agree.
+    forwarded = value(after, "strata_sidecar_requests_total", protocol="grpc", call="infer", model="identity")
+    assert value(after, "strata_sidecar_request_duration_seconds_count", protocol="grpc", model="identity") == forwarded
+    assert value(after, "strata_sidecar_request_bytes_count", protocol="grpc", model="identity") == forwarded
+    assert value(after, "strata_sidecar_response_bytes_sum", protocol="grpc", model="identity") > 0
     assert samples(after, "strata_sidecar_inflight_requests")  # a gauge per protocol, merged over workers
     assert value(after, "strata_sidecar_workers") == 2
     assert ALICE not in after and BOB not in after  # key names label metrics, never the keys

@@ -272,11 +272,13 @@ class Analysis:
             return result
 
     def toxicity_histogram(self) -> tuple[list[tuple[str, int]], float]:
+        from prometheus_client.utils import floatToGoString
+
         with self._lock:
             cumulative, total = [], 0
             for bound, count in zip(TOXICITY_BUCKETS, self.toxicity_buckets):
                 total += count
-                cumulative.append(("+Inf" if bound == math.inf else f"{bound:g}", total))
+                cumulative.append((floatToGoString(bound), total))
             return cumulative, self.toxicity_sum
 
     def close(self) -> None:

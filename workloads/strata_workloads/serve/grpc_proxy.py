@@ -100,7 +100,7 @@ class GrpcProxy(grpc.GenericRpcHandler):
             await self._refuse(context, refusal)
         request_id = self.gateway.request_id()
         outcome, response = "OK", None
-        self.metrics.inflight_grpc.inc()
+        self.metrics.inflight["grpc"] += 1
         try:
             forwarded = request if has_id else protocol.with_request_id(request, request_id)
             response = await self._infer_upstream(forwarded, metadata=forward, timeout=self._timeout(context))
@@ -110,7 +110,7 @@ class GrpcProxy(grpc.GenericRpcHandler):
             if error.code() == grpc.StatusCode.UNAVAILABLE:
                 details = f"Triton is not available: {details}"
         finally:
-            self.metrics.inflight_grpc.dec()
+            self.metrics.inflight["grpc"] -= 1
             elapsed = time.perf_counter() - started
             self.metrics.count("grpc", "infer", model, outcome, key)
             self.metrics.observe("grpc", model, elapsed, len(request), len(response) if response else 0)

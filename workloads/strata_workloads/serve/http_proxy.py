@@ -120,7 +120,7 @@ class HttpProxy:
         payload: bytes | None = None
         status = 503
         response_headers: dict[str, str] = {}
-        self.metrics.inflight_http.inc()
+        self.metrics.inflight["http"] += 1
         try:
             async with self.session.request(request.method, self.base + request.path_qs, data=body,
                                             headers=self._upstream_headers(request)) as upstream:
@@ -140,7 +140,7 @@ class HttpProxy:
             payload = None
             failure = f"Triton is not available: {error}"
         finally:
-            self.metrics.inflight_http.dec()
+            self.metrics.inflight["http"] -= 1
             elapsed = time.perf_counter() - started
             outcome = protocol.http_outcome(status)
             self.metrics.count("http", call, model, outcome, key)

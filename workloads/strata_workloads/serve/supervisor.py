@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from strata_workloads.serve.config import SidecarConfig
-from strata_workloads.serve.metrics import MULTIPROC_ENV
+from strata_workloads.serve import metrics as data_path_metrics
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,9 @@ class Supervisor:
         self.config = config
         self.stop = threading.Event()
         config.state_path.mkdir(parents=True, exist_ok=True)
-        # Fresh every start: counters restart from zero, as Prometheus expects of a new process.
+        # Workers' metric snapshots; fresh every start: counters restart from zero, as
+        # Prometheus expects of a new process.
         self.metrics_dir = tempfile.mkdtemp(prefix="strata-sidecar-metrics-")
-        os.environ[MULTIPROC_ENV] = self.metrics_dir
         self.context = multiprocessing.get_context("spawn")
         self.buckets = None
         if config.rate_limit is not None:
@@ -88,7 +88,7 @@ class Supervisor:
         self.listening[index] = 0
         process = self.context.Process(target=worker_main, name=f"sidecar-worker-{index}",
                                        args=(index, self.config.model_dump(by_alias=True), self.buckets, self.samples,
-                                             self.listening))
+                                             self.listening, self.metrics_dir))
         process.start()
         return process
 
@@ -108,7 +108,6 @@ class Supervisor:
             for index, process in enumerate(self.workers):
                 if not process.is_alive() and not self.stop.is_set():
                     log.error("worker %d exited (code %s); starting it again", index, process.exitcode)
-                    self._forget(process)
                     self.worker_restarts += 1
                     self.workers[index] = self._spawn(index)
         log.info("stopping workers")
@@ -124,11 +123,6 @@ class Supervisor:
         self.analysis.close()
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
         return 0
-
-    @staticmethod
-    def _forget(process) -> None:
-        from prometheus_client import multiprocess
-        multiprocess.mark_process_dead(process.pid)  # its in-flight gauge no longer counts
 
     # ---- analysis and upstream ----
 
@@ -165,6 +159,8 @@ class Supervisor:
 
         class SupervisorCollector:
             def collect(self):
+                alive = {p.pid for p in supervisor.workers if p.is_alive()}
+                yield from data_path_metrics.collect(Path(supervisor.metrics_dir), alive)
                 supervisor.feedback.refresh()
                 feedback = CounterMetricFamily("strata_sidecar_feedback", "Feedback records on disk, by rating.",
                                                labels=["rating"])
@@ -209,10 +205,9 @@ class Supervisor:
         return SupervisorCollector()
 
     def _metrics_server(self) -> ThreadingHTTPServer:
-        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=self.metrics_dir)
         registry.register(self._collector())
         supervisor = self
 

@@ -30,14 +30,14 @@ def _die_with_parent() -> None:
         log.warning("cannot ask to be stopped with the supervisor (no prctl)")
 
 
-def worker_main(index: int, raw_config: dict[str, Any], buckets, samples, listening) -> None:
+def worker_main(index: int, raw_config: dict[str, Any], buckets, samples, listening, metrics_dir: str) -> None:
     _die_with_parent()
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker-{index} %(levelname)s %(name)s: %(message)s")
     config = parse_config(raw_config)
-    asyncio.run(serve(config, buckets, samples, lambda: listening.__setitem__(index, 1)))
+    asyncio.run(serve(config, buckets, samples, metrics_dir, lambda: listening.__setitem__(index, 1)))
 
 
-async def serve(config: SidecarConfig, buckets, samples, on_listening=lambda: None) -> None:
+async def serve(config: SidecarConfig, buckets, samples, metrics_dir: str, on_listening=lambda: None) -> None:
     import grpc
     from aiohttp import web
 
@@ -53,7 +53,7 @@ async def serve(config: SidecarConfig, buckets, samples, on_listening=lambda: No
     if config.auth is not None:
         keys = ApiKeys(config.auth.api_keys_dir)
         keys.watch(stop_threads)
-    metrics = DataPathMetrics()
+    metrics = DataPathMetrics(metrics_dir)
     analyse = config.drift.enabled or config.toxicity.enabled
     sampler = Sampler(samples, metrics, config.audit.sample_rate, config.drift.sample_rate if analyse else 0.0,
                       config.drift.max_samples_per_second)
@@ -80,6 +80,7 @@ async def serve(config: SidecarConfig, buckets, samples, on_listening=lambda: No
     on_listening()
 
     stopping = asyncio.Event()
+    publishing = asyncio.ensure_future(metrics.publish(stopping))
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
@@ -88,4 +89,5 @@ async def serve(config: SidecarConfig, buckets, samples, on_listening=lambda: No
     stop_threads.set()
     await asyncio.gather(server.stop(grace=10), runner.cleanup())
     await grpc_proxy.close()
+    await publishing
     feedback.close()
