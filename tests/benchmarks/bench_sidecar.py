@@ -15,6 +15,10 @@ concurrency/clients requests in flight, with pre-serialized requests (grpc.aio, 
 so the load generator spends as little CPU as possible. For every model and concurrency
 (1, 4, 16) the direct and sidecar runs alternate, ``--rounds`` times each, in one run.
 
+A third target, a bare Python gRPC hop (grpc.aio forwarding raw bytes, nothing else, the
+same number of processes), shows the floor any Python proxy pays; the sidecar's own logic
+is the difference between it and the sidecar.
+
 Printed: p50 and p99 latency, throughput, the sidecar/direct ratios and the milliseconds the
 sidecar adds at p50 and p99; then the CPU time each path costs per request (from /proc)
 and the sidecar's own ceiling that follows (requests per second per core and for all its
@@ -128,6 +132,33 @@ class Clients:
             process.join(timeout=10)
 
 
+# ---- the floor: a bare Python gRPC hop (no auth, limits, metrics or sampling) ----
+
+def bare_hop_main(upstream: str, port: int) -> None:
+    """What the sidecar's data path costs at least: grpc.aio forwarding raw bytes."""
+    import grpc
+
+    async def serve():
+        call = grpc.aio.insecure_channel(upstream).unary_unary(INFER)
+
+        async def forward(request, _context):
+            return await call(request)
+
+        handler = grpc.unary_unary_rpc_method_handler(forward)
+
+        class Generic(grpc.GenericRpcHandler):
+            def service(self, _details):
+                return handler
+
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
+        server.add_generic_rpc_handlers((Generic(),))
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+
+    asyncio.run(serve())
+
+
 # ---- CPU accounting ----
 
 def process_tree(pid: int) -> list[int]:
@@ -170,6 +201,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=0, help="sidecar data-path processes (0: one per CPU)")
     parser.add_argument("--clients", type=int, default=4, help="load-generator processes (connections)")
     parser.add_argument("--models", nargs="*", default=MODELS)
+    parser.add_argument("--no-bare", dest="bare", action="store_false",
+                        help="skip the bare Python gRPC hop (the floor any Python proxy pays)")
     args = parser.parse_args()
 
     from sidecar_harness import Sidecar, write_model_repository
@@ -188,13 +221,25 @@ def main() -> int:
                       auth={"apiKeysDir": str(keys)},
                       rateLimit={"requestsPerSecond": 1_000_000, "burst": 1_000_000, "per": "apiKey"},
                       audit={"sampleRate": 0.05}, drift={"sampleRate": 0.1}).start()
+    from workload_harness import free_port
+
+    bare_port = free_port()
+    context = multiprocessing.get_context("spawn")
+    bare = [context.Process(target=bare_hop_main, args=(f"127.0.0.1:{triton.grpc_port}", bare_port), daemon=True)
+            for _ in range(workers)]
+    for process in bare:
+        process.start()
     clients = Clients(args.clients)
     targets = {"direct": (f"127.0.0.1:{triton.grpc_port}", None),
                "sidecar": (sidecar.grpc_url, (("authorization", f"Bearer {KEY}"),))}
+    if args.bare:
+        targets["bare hop"] = (f"127.0.0.1:{bare_port}", None)
     triton_pids = lambda: process_tree(triton.process.pid)  # noqa: E731 - stubs come and go
     sidecar_pids = lambda: process_tree(sidecar.process.process.pid)  # noqa: E731
     rows = []
-    cpu = {"direct": {"triton": 0.0, "requests": 0}, "sidecar": {"triton": 0.0, "sidecar": 0.0, "requests": 0}}
+    supervisor_pid = lambda: [sidecar.process.process.pid]  # noqa: E731
+    proxy_pids = {"direct": lambda: [], "sidecar": sidecar_pids, "bare hop": lambda: [p.pid for p in bare]}
+    cpu = {name: {"triton": 0.0, "proxy": 0.0, "supervisor": 0.0, "requests": 0} for name in targets}
     try:
         for model in args.models:
             body = payload(model)
@@ -202,7 +247,8 @@ def main() -> int:
                 collected = {name: [] for name in targets}
                 for _ in range(args.rounds):
                     for name, (target, metadata) in targets.items():
-                        triton_before, sidecar_before = cpu_seconds(triton_pids()), cpu_seconds(sidecar_pids())
+                        triton_before, proxy_before = cpu_seconds(triton_pids()), cpu_seconds(proxy_pids[name]())
+                        supervisor_before = cpu_seconds(supervisor_pid())
                         latencies, errors = clients.run(target, metadata, body, concurrency, args.seconds, args.warmup)
                         if errors:
                             raise SystemExit(f"{errors} failed requests to {name} ({model}, c={concurrency})")
@@ -210,17 +256,20 @@ def main() -> int:
                         if model == "identity" and concurrency == CONCURRENCY[-1]:
                             # CPU per request where the data path is busiest (warm-up included).
                             cpu[name]["triton"] += cpu_seconds(triton_pids()) - triton_before
-                            if name == "sidecar":
-                                cpu[name]["sidecar"] += cpu_seconds(sidecar_pids()) - sidecar_before
+                            cpu[name]["proxy"] += cpu_seconds(proxy_pids[name]()) - proxy_before
+                            cpu[name]["supervisor"] += cpu_seconds(supervisor_pid()) - supervisor_before
                             cpu[name]["requests"] += latencies.size * (1 + args.warmup / args.seconds)
                 results = {name: summarise(np.concatenate(parts), args.seconds * args.rounds)
                            for name, parts in collected.items()}
-                rows.append((model, concurrency, results["direct"], results["sidecar"]))
+                rows.append((model, concurrency, results["direct"], results["sidecar"], results.get("bare hop")))
                 d, s = results["direct"], results["sidecar"]
-                print(f"  measured {model} c={concurrency}: direct p50 {d['p50']:.3f} ms {d['rps']:.0f}/s, "
-                      f"sidecar p50 {s['p50']:.3f} ms {s['rps']:.0f}/s", file=sys.stderr, flush=True)
+                print(f"  measured {model} c={concurrency}: " + ", ".join(
+                    f"{name} p50 {r['p50']:.3f} ms {r['rps']:.0f}/s" for name, r in results.items()),
+                    file=sys.stderr, flush=True)
     finally:
         clients.close()
+        for process in bare:
+            process.kill()
         sidecar.close()
         triton.close()
 
@@ -233,30 +282,37 @@ def print_table(rows, cpu, workers, args) -> None:
           f"target, interleaved; sidecar: {workers} worker process(es), auth + rate limiter + metrics + sampling on; "
           f"machine: {os.cpu_count()} CPUs shared by clients, sidecar and Triton\n")
     header = (f"{'model':<12} {'conc':>4} | {'direct p50':>10} {'p99':>7} {'req/s':>7} | {'sidecar p50':>11} {'p99':>7} "
-              f"{'req/s':>7} | {'p50 x':>6} {'p99 x':>6} {'thr x':>6} | {'+p50 ms':>7} {'+p99 ms':>7}")
+              f"{'req/s':>7} | {'p50 x':>6} {'p99 x':>6} {'thr x':>6} | {'+p50 ms':>7} {'+p99 ms':>7} || "
+              f"{'bare hop p50':>12} {'req/s':>7} {'+p50 ms':>7}")
     print(header)
     print("-" * len(header))
-    for model, concurrency, d, s in rows:
+    for model, concurrency, d, s, b in rows:
+        bare = f"{b['p50']:>12.3f} {b['rps']:>7.0f} {b['p50'] - d['p50']:>7.3f}" if b else ""
         print(f"{model:<12} {concurrency:>4} | {d['p50']:>10.3f} {d['p99']:>7.3f} {d['rps']:>7.0f} | {s['p50']:>11.3f} "
               f"{s['p99']:>7.3f} {s['rps']:>7.0f} | {s['p50'] / d['p50']:>6.2f} {s['p99'] / d['p99']:>6.2f} "
-              f"{s['rps'] / d['rps']:>6.2f} | {s['p50'] - d['p50']:>7.3f} {s['p99'] - d['p99']:>7.3f}")
+              f"{s['rps'] / d['rps']:>6.2f} | {s['p50'] - d['p50']:>7.3f} {s['p99'] - d['p99']:>7.3f} || {bare}")
 
     print()
     if cpu["sidecar"]["requests"]:
         direct_us = cpu["direct"]["triton"] / cpu["direct"]["requests"] * 1e6
         triton_us = cpu["sidecar"]["triton"] / cpu["sidecar"]["requests"] * 1e6
-        sidecar_us = cpu["sidecar"]["sidecar"] / cpu["sidecar"]["requests"] * 1e6
+        sidecar_us = cpu["sidecar"]["proxy"] / cpu["sidecar"]["requests"] * 1e6
+        bare = cpu.get("bare hop")
+        bare_text = (f"; a bare Python gRPC hop {bare['proxy'] / bare['requests'] * 1e6:.0f} us"
+                     if bare and bare["requests"] else "")
         print(f"CPU per request (identity, c={CONCURRENCY[-1]}): Triton {direct_us:.0f} us direct, {triton_us:.0f} us "
-              f"behind the sidecar; the sidecar itself {sidecar_us:.0f} us")
+              f"behind the sidecar; the sidecar itself {sidecar_us:.0f} us (all its processes; of which the "
+              f"supervisor's off-path analysis {cpu['sidecar']['supervisor'] / cpu['sidecar']['requests'] * 1e6:.0f} us)"
+              f"{bare_text}")
         print(f"Sidecar ceiling: {1e6 / sidecar_us:.0f} req/s per core (one worker process saturating one core); "
               f"{workers * 1e6 / sidecar_us:.0f} req/s for {workers} workers on {workers} free cores")
     print()
     print("Goals (issue 11), on this run:")
-    for model, concurrency, d, s in rows:
+    for model, concurrency, d, s, _ in rows:
         if concurrency == 1:
             added = s["p50"] - d["p50"]
             print(f"  added p50 at c=1, {model}: {added:.3f} ms (goal <= 0.35): {'met' if added <= 0.35 else 'NOT met'}")
-    for model, concurrency, d, s in rows:
+    for model, concurrency, d, s, _ in rows:
         if concurrency == CONCURRENCY[-1]:
             goal = 0.9 if model in MODEL_BOUND else 0.8
             ratio = s["rps"] / d["rps"]

@@ -519,3 +519,39 @@ def test_a_dead_worker_is_started_again(sidecar):
     for _ in range(4):
         grpcclient.InferenceServerClient(sidecar.grpc_url).infer("identity", grpc_inputs(np.ones((1, 1), np.float32)),
                                                                  headers=ALICE_HEADERS)
+
+
+# ---- a repository exported by the real trainer ----
+
+@pytest.mark.deepspeed
+def test_a_trainer_exported_model_answers_the_same_through_the_sidecar(transformer_run, api_keys, tmp_path):
+    assert transformer_run.returncode == 0, transformer_run.stderr[-4000:]
+    repository = Path(transformer_run.one("exported")["repository"])
+    server, _ = start_tritonserver(repository, ["textgen-python"], tmp_path / "triton")
+    instance = Sidecar(tmp_path / "sidecar", server.grpc_port, server.http_port, workers=1, modelName="textgen-python",
+                       auth={"apiKeysDir": str(api_keys)}, drift={"sampleRate": 1.0}).start()
+    try:
+        tokens = np.array([[256] + list(b"The cat sat")], dtype=np.int64)
+        label = np.array([[1]], dtype=np.int64)
+
+        def inputs():
+            request = []
+            for name, array in (("tokens", tokens), ("label", label)):
+                tensor = grpcclient.InferInput(name, list(array.shape), "INT64")
+                tensor.set_data_from_numpy(array)
+                request.append(tensor)
+            return request
+
+        direct = grpcclient.InferenceServerClient(direct_grpc(server)).infer("textgen-python", inputs())
+        through = grpcclient.InferenceServerClient(instance.grpc_url).infer("textgen-python", inputs(),
+                                                                            headers=ALICE_HEADERS)
+        assert through.as_numpy("logits").shape == (1, tokens.shape[1], 259)
+        np.testing.assert_allclose(through.as_numpy("logits"), direct.as_numpy("logits"), atol=1e-5, rtol=0)
+        stats = wait_for(lambda: instance.get("/stats")["models"].get("textgen-python"), timeout=30, interval=0.1,
+                         what="drift statistics of the exported model")
+        assert stats["inputs"]["tokens"]["count"] == tokens.size
+        assert stats["inputs"]["tokens"]["max"] == 256 and stats["inputs"]["tokens"]["datatype"] == "INT64"
+        assert stats["outputs"]["logits"]["count"] == tokens.shape[1] * 259
+    finally:
+        instance.close()
+        server.close()
