@@ -201,6 +201,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=0, help="sidecar data-path processes (0: one per CPU)")
     parser.add_argument("--clients", type=int, default=4, help="load-generator processes (connections)")
     parser.add_argument("--models", nargs="*", default=MODELS)
+    parser.add_argument("--compiled-hop", metavar="BINARY",
+                        help="also measure a compiled raw gRPC hop (BINARY --listen HOST:PORT --upstream HOST:PORT), "
+                             "e.g. tests/benchmarks/grpc_hop_go built with `go build`")
     parser.add_argument("--no-bare", dest="bare", action="store_false",
                         help="skip the bare Python gRPC hop (the floor any Python proxy pays)")
     args = parser.parse_args()
@@ -234,11 +237,24 @@ def main() -> int:
                "sidecar": (sidecar.grpc_url, (("authorization", f"Bearer {KEY}"),))}
     if args.bare:
         targets["bare hop"] = (f"127.0.0.1:{bare_port}", None)
+    compiled = None
+    if args.compiled_hop:
+        import subprocess
+
+        from tests_support import wait_for
+        compiled_port = free_port()
+        compiled = subprocess.Popen([args.compiled_hop, "--listen", f"127.0.0.1:{compiled_port}",
+                                     "--upstream", f"127.0.0.1:{triton.grpc_port}"])
+        import socket
+        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", compiled_port)) == 0, timeout=30, interval=0.1,
+                 what="the compiled hop")
+        targets["compiled hop"] = (f"127.0.0.1:{compiled_port}", None)
     triton_pids = lambda: process_tree(triton.process.pid)  # noqa: E731 - stubs come and go
     sidecar_pids = lambda: process_tree(sidecar.process.process.pid)  # noqa: E731
     rows = []
     supervisor_pid = lambda: [sidecar.process.process.pid]  # noqa: E731
-    proxy_pids = {"direct": lambda: [], "sidecar": sidecar_pids, "bare hop": lambda: [p.pid for p in bare]}
+    proxy_pids = {"direct": lambda: [], "sidecar": sidecar_pids, "bare hop": lambda: [p.pid for p in bare],
+                  "compiled hop": lambda: [compiled.pid] if compiled else []}
     cpu = {name: {"triton": 0.0, "proxy": 0.0, "supervisor": 0.0, "requests": 0} for name in targets}
     try:
         for model in args.models:
@@ -261,7 +277,8 @@ def main() -> int:
                             cpu[name]["requests"] += latencies.size * (1 + args.warmup / args.seconds)
                 results = {name: summarise(np.concatenate(parts), args.seconds * args.rounds)
                            for name, parts in collected.items()}
-                rows.append((model, concurrency, results["direct"], results["sidecar"], results.get("bare hop")))
+                rows.append((model, concurrency, results["direct"], results["sidecar"], results.get("bare hop"),
+                             results.get("compiled hop")))
                 d, s = results["direct"], results["sidecar"]
                 print(f"  measured {model} c={concurrency}: " + ", ".join(
                     f"{name} p50 {r['p50']:.3f} ms {r['rps']:.0f}/s" for name, r in results.items()),
@@ -270,6 +287,8 @@ def main() -> int:
         clients.close()
         for process in bare:
             process.kill()
+        if compiled is not None:
+            compiled.kill()
         sidecar.close()
         triton.close()
 
@@ -283,11 +302,13 @@ def print_table(rows, cpu, workers, args) -> None:
           f"machine: {os.cpu_count()} CPUs shared by clients, sidecar and Triton\n")
     header = (f"{'model':<12} {'conc':>4} | {'direct p50':>10} {'p99':>7} {'req/s':>7} | {'sidecar p50':>11} {'p99':>7} "
               f"{'req/s':>7} | {'p50 x':>6} {'p99 x':>6} {'thr x':>6} | {'+p50 ms':>7} {'+p99 ms':>7} || "
-              f"{'bare hop p50':>12} {'req/s':>7} {'+p50 ms':>7}")
+              f"{'bare hop p50':>12} {'req/s':>7} {'+p50 ms':>7} || {'compiled p50':>12} {'req/s':>7} {'+p50 ms':>7}")
     print(header)
     print("-" * len(header))
-    for model, concurrency, d, s, b in rows:
-        bare = f"{b['p50']:>12.3f} {b['rps']:>7.0f} {b['p50'] - d['p50']:>7.3f}" if b else ""
+    for model, concurrency, d, s, b, c in rows:
+        bare = f"{b['p50']:>12.3f} {b['rps']:>7.0f} {b['p50'] - d['p50']:>7.3f}" if b else f"{'':>28}"
+        if c:
+            bare += f" || {c['p50']:>12.3f} {c['rps']:>7.0f} {c['p50'] - d['p50']:>7.3f}"
         print(f"{model:<12} {concurrency:>4} | {d['p50']:>10.3f} {d['p99']:>7.3f} {d['rps']:>7.0f} | {s['p50']:>11.3f} "
               f"{s['p99']:>7.3f} {s['rps']:>7.0f} | {s['p50'] / d['p50']:>6.2f} {s['p99'] / d['p99']:>6.2f} "
               f"{s['rps'] / d['rps']:>6.2f} | {s['p50'] - d['p50']:>7.3f} {s['p99'] - d['p99']:>7.3f} || {bare}")
@@ -297,9 +318,9 @@ def print_table(rows, cpu, workers, args) -> None:
         direct_us = cpu["direct"]["triton"] / cpu["direct"]["requests"] * 1e6
         triton_us = cpu["sidecar"]["triton"] / cpu["sidecar"]["requests"] * 1e6
         sidecar_us = cpu["sidecar"]["proxy"] / cpu["sidecar"]["requests"] * 1e6
-        bare = cpu.get("bare hop")
-        bare_text = (f"; a bare Python gRPC hop {bare['proxy'] / bare['requests'] * 1e6:.0f} us"
-                     if bare and bare["requests"] else "")
+        bare_text = "".join(f"; {label} {cpu[name]['proxy'] / cpu[name]['requests'] * 1e6:.0f} us"
+                            for name, label in (("bare hop", "a bare Python gRPC hop"), ("compiled hop", "the compiled hop"))
+                            if name in cpu and cpu[name]["requests"])
         print(f"CPU per request (identity, c={CONCURRENCY[-1]}): Triton {direct_us:.0f} us direct, {triton_us:.0f} us "
               f"behind the sidecar; the sidecar itself {sidecar_us:.0f} us (all its processes; of which the "
               f"supervisor's off-path analysis {cpu['sidecar']['supervisor'] / cpu['sidecar']['requests'] * 1e6:.0f} us)"
@@ -308,11 +329,11 @@ def print_table(rows, cpu, workers, args) -> None:
               f"{workers * 1e6 / sidecar_us:.0f} req/s for {workers} workers on {workers} free cores")
     print()
     print("Goals (issue 11), on this run:")
-    for model, concurrency, d, s, _ in rows:
+    for model, concurrency, d, s, *_ in rows:
         if concurrency == 1:
             added = s["p50"] - d["p50"]
             print(f"  added p50 at c=1, {model}: {added:.3f} ms (goal <= 0.35): {'met' if added <= 0.35 else 'NOT met'}")
-    for model, concurrency, d, s, _ in rows:
+    for model, concurrency, d, s, *_ in rows:
         if concurrency == CONCURRENCY[-1]:
             goal = 0.9 if model in MODEL_BOUND else 0.8
             ratio = s["rps"] / d["rps"]

@@ -221,6 +221,29 @@ def test_health_needs_no_key_but_metadata_and_model_ready_do(sidecar):
 
 # ---- refusals and errors ----
 
+def test_keys_added_to_or_removed_from_the_secret_take_effect_without_a_restart(sidecar, api_keys):
+    array = np.ones((1, 1), dtype=np.float32)
+
+    def status(key: str) -> str:
+        try:
+            # A new client: a new connection, to whichever worker the kernel picks.
+            grpcclient.InferenceServerClient(sidecar.grpc_url).infer("identity", grpc_inputs(array), headers={"x-api-key": key})
+            return "OK"
+        except InferenceServerException as error:
+            return error.status()
+
+    assert status("carol-key-1") == "StatusCode.UNAUTHENTICATED"
+    (api_keys / "carol").write_text("carol-key-1")
+    try:
+        # Both workers must have reloaded: fresh clients land on either.
+        wait_for(lambda: all(status("carol-key-1") == "OK" for _ in range(6)), timeout=30, interval=0.5,
+                 what="the new key to be accepted")
+    finally:
+        (api_keys / "carol").unlink()
+    wait_for(lambda: all(status("carol-key-1") == "StatusCode.UNAUTHENTICATED" for _ in range(6)), timeout=30,
+             interval=0.5, what="the removed key to be refused")
+
+
 @pytest.mark.parametrize(
     "headers",
     [pytest.param({}, id="no key"), pytest.param({"authorization": "Bearer wrong"}, id="a wrong bearer key"),

@@ -242,13 +242,15 @@ class Analysis:
         record = {"time": meta["time"], "deployment": self.model_name, "requestId": meta["requestId"],
                   "protocol": meta["protocol"], "model": meta["model"], "key": meta["key"],
                   "client": self.redact.client(meta.get("client", "")), "outcome": meta["outcome"],
-                  "latencyMs": meta.get("latencyMs"), "requestBytes": len(request) if request else 0,
+                  "latencyMs": meta.get("latencyMs"),
                   "inputs": [self._tensor_record(t) for t in inputs],
                   "outputs": [self._tensor_record(t) for t in outputs]}
         if toxicity is not None:
             record["toxicity"] = toxicity
         if "decodeError" in meta:
             record["decodeError"] = meta["decodeError"]
+        if meta.get("tensorsOmitted"):
+            record["tensorsOmitted"] = True  # larger than metrics.MAX_SAMPLE_BYTES
         line = json.dumps(record, separators=(",", ":")) + "\n"
         with self._lock:
             self._audit.write(line)

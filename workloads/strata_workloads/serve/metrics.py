@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 SNAPSHOT_SECONDS = 0.5
+# Larger samples go to the supervisor as metadata only (audited without tensors, not
+# analysed): the sample queue must not hold gigabytes when Triton serves large tensors.
+MAX_SAMPLE_BYTES = 4 * 1024 * 1024
 # Model names come from clients; past this many distinct ones a worker labels the rest
 # "other" so a caller cannot grow the metrics without bound.
 MAX_MODEL_LABELS = 64
@@ -187,6 +190,11 @@ class Sampler:
             return
         record = meta if meta is not None else make_meta()
         record["audit"], record["analyse"] = audit, drift
+        if (len(request) if request else 0) + (len(response) if response else 0) > MAX_SAMPLE_BYTES:
+            if not audit:
+                return
+            record["analyse"], record["tensorsOmitted"] = False, True
+            request = response = None
         try:
             self.samples.put_nowait((record, request, response))
         except queue.Full:

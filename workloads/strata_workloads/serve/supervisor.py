@@ -33,7 +33,7 @@ from strata_workloads.serve import metrics as data_path_metrics
 
 log = logging.getLogger(__name__)
 
-SAMPLE_QUEUE_SIZE = 1024
+SAMPLE_QUEUE_SIZE = 256
 
 
 def worker_count(configured: int) -> int:
