@@ -79,6 +79,17 @@ def test_http_tensors_decode_the_binary_extension_and_json():
     assert inputs[0].values.tolist() == [1.5] * 4 and inputs[1].values == [b"x", b"yz"]
 
 
+@pytest.mark.parametrize(
+    "peer, address",
+    [pytest.param("ipv4:10.0.0.3:5312", "10.0.0.3", id="IPv4"), pytest.param("ipv6:[fd00::1]:5312", "fd00::1", id="IPv6"),
+     pytest.param("unix:/tmp/socket", "/tmp/socket", id="a unix socket")],
+)
+def test_the_client_address_for_per_ip_limits_comes_from_the_grpc_peer(peer, address):
+    from strata_workloads.serve.grpc_proxy import _peer_ip
+
+    assert _peer_ip(peer) == address
+
+
 # ---- rate limits ----
 
 @pytest.fixture

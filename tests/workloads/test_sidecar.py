@@ -333,11 +333,25 @@ def test_rate_limits_are_per_key_shared_across_workers_and_give_a_retry_hint(tri
         status, headers, body = http_post(f"http://{limited.http_url}/v2/models/identity/infer",
                                           b'{"inputs":[]}', {"x-api-key": ALICE})
         assert status == 429 and int(headers["Retry-After"]) >= 1 and "retry after" in json.loads(body)["error"]
+        # In a stream, a message over the limit is answered in the stream; the stream stays open.
+        import queue
+        answers: queue.Queue = queue.Queue()
+        stream_client = grpcclient.InferenceServerClient(limited.grpc_url)
+        stream_client.start_stream(callback=lambda result, error: answers.put((result, error)),
+                                   headers={"x-api-key": ALICE})
+        try:
+            stream_client.async_stream_infer("identity", grpc_inputs(array))
+            result, error = answers.get(timeout=30)
+            assert result is None and "rate limit" in str(error)
+            stream_client.async_stream_infer("identity", grpc_inputs(array))
+            assert "rate limit" in str(answers.get(timeout=30)[1])
+        finally:
+            stream_client.stop_stream()
         # Health is never limited.
         assert grpcclient.InferenceServerClient(limited.grpc_url).is_server_ready()
         metrics = metrics_when(limited, lambda text: value(text, "strata_sidecar_requests_total", key="alice",
-                                                           outcome="RESOURCE_EXHAUSTED") >= 6, "the refusals in the metrics")
-        assert value(metrics, "strata_sidecar_requests_total", key="alice", outcome="RESOURCE_EXHAUSTED") == 6
+                                                           outcome="RESOURCE_EXHAUSTED") >= 8, "the refusals in the metrics")
+        assert value(metrics, "strata_sidecar_requests_total", key="alice", outcome="RESOURCE_EXHAUSTED") == 8
         assert value(metrics, "strata_sidecar_requests_total", key="alice", outcome="OK", call="infer") == 4
         # Forwarded: alice's 4 and bob's 1, each a 1x1 FP32 tensor in well under 256 bytes.
         assert value(metrics, "strata_sidecar_request_duration_seconds_count", protocol="grpc", model="identity") == 5
