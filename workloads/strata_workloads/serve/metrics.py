@@ -24,6 +24,8 @@ SNAPSHOT_SECONDS = 0.5
 # Larger samples go to the supervisor as metadata only (audited without tensors, not
 # analysed): the sample queue must not hold gigabytes when Triton serves large tensors.
 MAX_SAMPLE_BYTES = 4 * 1024 * 1024
+SAMPLE_FLUSH_SECONDS = 0.25
+MAX_PENDING_SAMPLES = 256
 # Model names come from clients; past this many distinct ones a worker labels the rest
 # "other" so a caller cannot grow the metrics without bound.
 MAX_MODEL_LABELS = 64
@@ -157,8 +159,11 @@ def collect(directory: Path, alive_pids: set[int]):
 class Sampler:
     """Chooses requests for the audit log and drift statistics; hands them to the supervisor.
 
-    The request path only draws a random number; chosen requests are queued without
-    blocking (the queue's feeder thread pickles them) and dropped, counted, when the
+    The request path draws a random number and, for a chosen request, appends it to a list.
+    The list goes to the supervisor in one piece every SAMPLE_FLUSH_SECONDS (one queue item,
+    pickled by the queue's feeder thread): handing samples over one by one woke that thread
+    for each and cost the data path more than the sampling itself. At most
+    MAX_PENDING_SAMPLES wait between flushes, and batches are dropped, counted, when the
     supervisor falls behind. Drift samples are also capped per second per worker.
     """
 
@@ -172,6 +177,7 @@ class Sampler:
         self._allowance = drift_per_second
         self._checked = time.monotonic()
         self.enabled = audit_rate > 0 or drift_rate > 0
+        self.pending: list[tuple] = []
 
     def _drift_allowed(self) -> bool:
         now = time.monotonic()
@@ -188,6 +194,9 @@ class Sampler:
             and self._drift_allowed()
         if not (audit or drift):
             return
+        if len(self.pending) >= MAX_PENDING_SAMPLES:
+            self.metrics.samples_dropped += 1
+            return
         record = meta if meta is not None else make_meta()
         record["audit"], record["analyse"] = audit, drift
         if (len(request) if request else 0) + (len(response) if response else 0) > MAX_SAMPLE_BYTES:
@@ -195,7 +204,22 @@ class Sampler:
                 return
             record["analyse"], record["tensorsOmitted"] = False, True
             request = response = None
+        self.pending.append((record, request, response))
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, []
         try:
-            self.samples.put_nowait((record, request, response))
+            self.samples.put_nowait(batch)
         except queue.Full:
-            self.metrics.samples_dropped += 1
+            self.metrics.samples_dropped += len(batch)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Flush every SAMPLE_FLUSH_SECONDS until ``stop``, then once more."""
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), SAMPLE_FLUSH_SECONDS)
+            except asyncio.TimeoutError:
+                pass
+            self.flush()

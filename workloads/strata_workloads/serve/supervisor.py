@@ -32,7 +32,7 @@ from strata_workloads.serve import metrics as data_path_metrics
 
 log = logging.getLogger(__name__)
 
-SAMPLE_QUEUE_SIZE = 256
+SAMPLE_QUEUE_SIZE = 64  # batches
 
 
 def worker_count(configured: int) -> int:
@@ -128,15 +128,16 @@ class Supervisor:
     def _consume_samples(self) -> None:
         while not self.stop.is_set():
             try:
-                meta, request, response = self.samples.get(timeout=0.5)
+                batch = self.samples.get(timeout=0.5)  # a worker's samples since its last flush
             except queue.Empty:
                 continue
             except (EOFError, OSError):
                 return
-            try:
-                self.analysis.consume(meta, request, response)
-            except Exception:
-                log.exception("analysing a sampled request failed")
+            for meta, request, response in batch:
+                try:
+                    self.analysis.consume(meta, request, response)
+                except Exception:
+                    log.exception("analysing a sampled request failed")
 
     def _probe_upstream(self) -> None:
         upstream = self.config.upstream

@@ -81,6 +81,7 @@ async def serve(config: SidecarConfig, buckets, samples, metrics_dir: str, on_li
 
     stopping = asyncio.Event()
     publishing = asyncio.ensure_future(metrics.publish(stopping))
+    sampling = asyncio.ensure_future(sampler.run(stopping))
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
@@ -89,5 +90,5 @@ async def serve(config: SidecarConfig, buckets, samples, metrics_dir: str, on_li
     stop_threads.set()
     await asyncio.gather(server.stop(grace=10), runner.cleanup())
     await grpc_proxy.close()
-    await publishing
+    await asyncio.gather(publishing, sampling)
     feedback.close()
