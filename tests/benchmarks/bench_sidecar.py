@@ -341,7 +341,8 @@ def main() -> int:
 
 def print_table(rows, cpu, workers, args) -> None:
     print(f"\n{args.protocol.upper() if args.protocol == 'http' else 'gRPC'}, {args.clients} client processes (connections), {args.rounds}x{args.seconds:g}s per cell per "
-          f"target, interleaved; sidecar: {workers} worker process(es), auth + rate limiter + metrics + sampling on; "
+          f"target, interleaved; sidecar: {workers} worker process(es), auth + rate limiter + metrics on, "
+          f"audit sampling {args.audit_rate:g}, drift sampling {args.drift_rate:g}; "
           f"machine: {os.cpu_count()} CPUs shared by clients, sidecar and Triton\n")
     header = (f"{'model':<12} {'conc':>4} | {'direct p50':>10} {'p99':>7} {'req/s':>7} | {'sidecar p50':>11} {'p99':>7} "
               f"{'req/s':>7} | {'p50 x':>6} {'p99 x':>6} {'thr x':>6} | {'+p50 ms':>7} {'+p99 ms':>7}")
