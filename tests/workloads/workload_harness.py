@@ -189,8 +189,12 @@ def tritonserver_paths() -> tuple[Path, Path, Path]:
             root / "python_backend_stubs" / version / "triton_python_backend_stub")
 
 
-def start_tritonserver(repository: Path, models: list[str], workdir: Path) -> tuple[ManagedProcess, str]:
-    """Start the real tritonserver (CPU, python backend) with ``models`` loaded explicitly."""
+def start_tritonserver(repository: Path, models: list[str], workdir: Path, grpc_port: int | None = None,
+                       http_port: int | None = None) -> tuple[ManagedProcess, str]:
+    """Start the real tritonserver (CPU, python backend) with ``models`` loaded explicitly.
+
+    Free ports unless given (a test that restarts Triton needs the same ones again).
+    """
     binary, libraries, stub = tritonserver_paths()
     # The python backend looks for its stub next to libtriton_python.so; pytriton ships one
     # stub per Python version separately, so assemble a backend directory for ours.
@@ -200,7 +204,7 @@ def start_tritonserver(repository: Path, models: list[str], workdir: Path) -> tu
     shipped = binary.parent.parent / "backends" / "python"
     for source in (shipped / "libtriton_python.so", shipped / "triton_python_backend_utils.py", stub):
         shutil.copy2(source, python_backend / source.name)
-    grpc_port, http_port = free_port(), free_port()
+    grpc_port, http_port = grpc_port or free_port(), http_port or free_port()
     env = {**os.environ,
            "LD_LIBRARY_PATH": f"{libraries}:{os.environ.get('LD_LIBRARY_PATH', '')}",
            # The stub's interpreter ignores PYTHONPATH; the generated model.py reads it to find torch.
@@ -210,6 +214,7 @@ def start_tritonserver(repository: Path, models: list[str], workdir: Path) -> tu
                f"--grpc-port={grpc_port}", f"--http-port={http_port}", "--allow-metrics=false",
                "--exit-on-error=true"]
     server = ManagedProcess(command, workdir / "tritonserver.log", env=env)
+    server.grpc_port, server.http_port = grpc_port, http_port
     url = f"127.0.0.1:{grpc_port}"
 
     import tritonclient.grpc as grpcclient

@@ -8,6 +8,10 @@ The sidecar's own config file is rendered here from the ModelDeployment spec and
 
 from __future__ import annotations
 
+from typing import Any
+
+from strata.api.deployment import ModelDeploymentSpec
+
 SIDECAR_CONFIG_DIR = "/etc/strata"
 SIDECAR_CONFIG_FILE = "sidecar.yaml"
 SIDECAR_CONFIG_PATH = f"{SIDECAR_CONFIG_DIR}/{SIDECAR_CONFIG_FILE}"
@@ -25,3 +29,37 @@ TRITON_HTTP_PORT = 18000
 TRITON_GRPC_PORT = 18001
 TRITON_METRICS_PORT = 8002
 MODEL_REPOSITORY_DIR = "/var/strata/models"
+# Triton and the sidecar share the pod's network namespace.
+TRITON_HOST = "127.0.0.1"
+SIDECAR_LISTEN_HOST = "0.0.0.0"
+
+
+def render_sidecar_config(spec: ModelDeploymentSpec, model_name: str) -> dict[str, Any]:
+    """The sidecar's config file (``strata_workloads.serve.config``) for a ModelDeployment.
+
+    ``model_name`` is the Triton model the deployment serves; the sidecar records it on audit
+    lines, feedback records and its drift statistics. The Deployment mounts the API-key
+    Secret (``access.auth.apiKeys.secretRef``) at API_KEYS_DIR, one file per key, and a
+    volume at SIDECAR_STATE_DIR; this file only says where they are.
+    """
+    monitoring = spec.monitoring
+    access = spec.access
+    config: dict[str, Any] = {
+        "modelName": model_name,
+        "listen": {"host": SIDECAR_LISTEN_HOST, "httpPort": SIDECAR_HTTP_PORT, "grpcPort": SIDECAR_GRPC_PORT,
+                   "metricsPort": SIDECAR_METRICS_PORT},
+        "upstream": {"host": TRITON_HOST, "httpPort": TRITON_HTTP_PORT, "grpcPort": TRITON_GRPC_PORT},
+        "stateDir": SIDECAR_STATE_DIR,
+        "audit": {"sampleRate": monitoring.audit_sample_rate, "redact": sorted(set(monitoring.redact))},
+        "drift": {"enabled": monitoring.drift},
+        "toxicity": {"enabled": monitoring.toxicity},
+    }
+    keyed = access is not None and access.auth is not None and access.auth.api_keys is not None
+    if keyed:
+        config["auth"] = {"apiKeysDir": API_KEYS_DIR}
+    if access is not None and access.rate_limit is not None:
+        limit = access.rate_limit
+        # Without keys every caller is the same anonymous one: a per-key limit is a global one.
+        per = "global" if limit.per == "apiKey" and not keyed else limit.per
+        config["rateLimit"] = {"requestsPerSecond": limit.requests_per_second, "burst": limit.burst, "per": per}
+    return config

@@ -1,0 +1,288 @@
+"""Off the request path: the audit log, drift statistics and toxicity scores of sampled traffic.
+
+Runs in the supervisor process, fed by the workers' samplers. Nothing here can slow a
+request down; when it falls behind, samples are dropped and counted
+(strata_sidecar_samples_dropped_total).
+
+Drift statistics (GET /stats on the metrics port, and strata_sidecar_tensor_* gauges), per
+model, per input and output tensor, since the sidecar started:
+  requests   sampled requests that carried the tensor
+  count      values seen (elements; for BYTES tensors, one per string, summarising lengths)
+  mean, std, min, max   over all values seen (exact; Chan's parallel update)
+  quantiles  q01..q99 of a uniform reservoir of ``drift.reservoirSize`` values
+  datatype, shape      of the latest sample
+The FeedbackPolicy compares these with the training data's statistics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from strata_workloads.serve import protocol
+
+log = logging.getLogger(__name__)
+
+AUDIT_FILE = "audit.jsonl"
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+# Audited text: this many elements per tensor, each cut to this many characters.
+AUDIT_MAX_ELEMENTS = 16
+AUDIT_MAX_CHARS = 1024
+
+# ---- redaction ----
+
+PII_PATTERNS = [
+    ("email", re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")),
+    ("card", re.compile(r"\b\d(?:[ -]?\d){12,18}\b")),
+    ("ssn", re.compile(r"\b\d{3}-\d{2}-\d{4}\b")),
+    ("phone", re.compile(r"(?<![\w+])\+?\d{1,3}[ .-]?\(?\d{2,4}\)?[ .-]?\d{3,4}[ .-]?\d{3,4}\b")),
+    ("ip", re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")),
+]
+SECRET_PATTERNS = [
+    ("private-key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)", re.S)),
+    ("bearer", re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}")),
+    ("aws-key", re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")),
+    ("token", re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_-]{16,}\b|\bgh[pousr]_[A-Za-z0-9]{30,}\b|\bxox[abpr]-[A-Za-z0-9-]{10,}\b")),
+    ("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),
+    ("assignment", re.compile(r"(?i)\b(password|passwd|pwd|secret|token|api[_-]?key)(\s*[:=]\s*)\S+")),
+]
+
+
+class Redactor:
+    def __init__(self, kinds: list[str], api_keys=None):
+        self.kinds = set(kinds)
+        self.api_keys = api_keys  # an ApiKeys, whose values are always removed under "secrets"
+
+    def __call__(self, text: str) -> str:
+        if "secrets" in self.kinds:
+            if self.api_keys is not None:
+                for value in self.api_keys.values:
+                    text = text.replace(value, "[REDACTED:api-key]")
+            for name, pattern in SECRET_PATTERNS:
+                if name == "assignment":
+                    text = pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}[REDACTED:secret]", text)
+                else:
+                    text = pattern.sub(f"[REDACTED:{name}]", text)
+        if "pii" in self.kinds:
+            for name, pattern in PII_PATTERNS:
+                text = pattern.sub(f"[REDACTED:{name}]", text)
+        return text
+
+    def client(self, address: str) -> str:
+        # A client's address is personal data: kept as a stable pseudonym under "pii".
+        if "pii" in self.kinds and address:
+            return "sha256:" + hashlib.sha256(address.encode()).hexdigest()[:16]
+        return address
+
+
+# ---- toxicity ----
+
+# A lexicon stand-in for a classifier: the share of words that are insults, slurs or threats
+# (a short list; extend TOXIC_WORDS or swap score_toxicity for a model without changing callers).
+TOXIC_WORDS = frozenset("""idiot idiots stupid moron morons dumb imbecile loser losers hate hateful kill killing
+die scum trash garbage pathetic worthless disgusting shut jerk bastard damn crap suck sucks ugly fool fools
+retard retarded""".split())
+TOXICITY_BUCKETS = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0, math.inf)
+_WORD = re.compile(r"[a-z']+")
+
+
+def score_toxicity(text: str) -> float:
+    words = _WORD.findall(text.lower())
+    if not words:
+        return 0.0
+    hits = sum(1 for word in words if word in TOXIC_WORDS)
+    return min(1.0, 4.0 * hits / len(words))
+
+
+# ---- drift statistics ----
+
+class TensorStats:
+    def __init__(self, reservoir_size: int, rng: np.random.Generator):
+        self.requests = 0
+        self.count = 0
+        self.mean = 0.0
+        self.m2 = 0.0
+        self.minimum = math.inf
+        self.maximum = -math.inf
+        self.datatype = ""
+        self.shape: list[int] = []
+        self.reservoir = np.empty(reservoir_size, dtype=np.float64)
+        self.filled = 0
+        self._rng = rng
+
+    def add(self, datatype: str, shape: list[int], values: np.ndarray) -> None:
+        self.requests += 1
+        self.datatype, self.shape = datatype, shape
+        values = values[np.isfinite(values)]
+        n = values.size
+        if n == 0:
+            return
+        batch_mean = float(values.mean())
+        batch_m2 = float(((values - batch_mean) ** 2).sum())
+        total = self.count + n
+        delta = batch_mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += batch_m2 + delta * delta * self.count * n / total
+        self.minimum = min(self.minimum, float(values.min()))
+        self.maximum = max(self.maximum, float(values.max()))
+        # Reservoir sampling (algorithm R, vectorised): value i of the stream is kept with
+        # probability size/(i+1), replacing a uniformly chosen slot.
+        size = self.reservoir.size
+        free = size - self.filled
+        if free > 0:
+            take = min(free, n)
+            self.reservoir[self.filled:self.filled + take] = values[:take]
+            self.filled += take
+            values = values[take:]
+        if values.size:
+            positions = self.count + (n - values.size) + np.arange(values.size)
+            slots = (self._rng.random(values.size) * (positions + 1)).astype(np.int64)
+            keep = slots < size
+            self.reservoir[slots[keep]] = values[keep]
+        self.count = total
+
+    def summary(self) -> dict[str, Any]:
+        variance = self.m2 / self.count if self.count else 0.0
+        summary: dict[str, Any] = {"datatype": self.datatype, "shape": self.shape, "requests": self.requests,
+                                   "count": self.count}
+        if self.count:
+            kept = self.reservoir[:self.filled]
+            summary.update(mean=self.mean, std=math.sqrt(variance), min=self.minimum, max=self.maximum,
+                           quantiles={f"{q:g}": float(v) for q, v in zip(QUANTILES, np.quantile(kept, QUANTILES))})
+        return summary
+
+
+def _numeric(tensor: protocol.Tensor) -> np.ndarray | None:
+    if tensor.datatype == "BYTES":
+        return np.asarray([len(item) for item in tensor.values], dtype=np.float64)
+    if isinstance(tensor.values, np.ndarray):
+        return tensor.values.astype(np.float64, copy=False).reshape(-1)
+    return None
+
+
+class Analysis:
+    def __init__(self, config, api_keys=None):
+        self.config = config
+        self.model_name = config.model_name
+        self.redact = Redactor(list(config.audit.redact), api_keys)
+        self.audit_path = Path(config.state_dir) / AUDIT_FILE
+        self.audit_path.parent.mkdir(parents=True, exist_ok=True)
+        self._audit = self.audit_path.open("a", encoding="utf-8")
+        self._lock = threading.Lock()
+        self._rng = np.random.default_rng()
+        self.started = time.time()
+        self.sampled = 0
+        self.audited = 0
+        self.errors = 0
+        # (model, "inputs"|"outputs", tensor name) -> stats
+        self.tensors: dict[tuple[str, str, str], TensorStats] = {}
+        self.toxicity_scored = 0
+        self.toxicity_sum = 0.0
+        self.toxicity_flagged = 0  # score >= 0.5
+        self.toxicity_buckets = [0] * len(TOXICITY_BUCKETS)  # non-cumulative counts per bucket
+
+    def consume(self, meta: dict[str, Any], request: bytes | None, response: bytes | None) -> None:
+        inputs: list[protocol.Tensor] = []
+        outputs: list[protocol.Tensor] = []
+        if request:
+            try:
+                if meta["protocol"] == "grpc":
+                    inputs, outputs = protocol.grpc_tensors(request, response)
+                else:
+                    inputs, outputs = protocol.http_tensors(request, meta.get("requestHeaderLength"), response,
+                                                            meta.get("responseHeaderLength"))
+            except Exception as error:  # a malformed request Triton refused; audit what we know
+                self.errors += 1
+                meta = {**meta, "decodeError": str(error)[:200]}
+        with self._lock:
+            self.sampled += 1
+            if meta.get("analyse") and self.config.drift.enabled:
+                for side, tensors in (("inputs", inputs), ("outputs", outputs)):
+                    for tensor in tensors:
+                        values = _numeric(tensor)
+                        if values is None:
+                            continue
+                        key = (meta["model"], side, tensor.name)
+                        stats = self.tensors.get(key)
+                        if stats is None:
+                            stats = self.tensors[key] = TensorStats(self.config.drift.reservoir_size, self._rng)
+                        stats.add(tensor.datatype, tensor.shape, values)
+            toxicity = None
+            if self.config.toxicity.enabled:
+                texts = [item.decode("utf-8", "replace") for tensor in outputs if tensor.datatype == "BYTES"
+                         for item in tensor.values]
+                if texts:
+                    toxicity = max(score_toxicity(text) for text in texts)
+                    self.toxicity_scored += 1
+                    self.toxicity_sum += toxicity
+                    self.toxicity_flagged += toxicity >= 0.5
+                    self.toxicity_buckets[next(i for i, bound in enumerate(TOXICITY_BUCKETS) if toxicity <= bound)] += 1
+        if meta.get("audit"):
+            self._write_audit(meta, inputs, outputs, request, toxicity)
+
+    def _tensor_record(self, tensor: protocol.Tensor) -> dict[str, Any]:
+        record: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape,
+                                  "sha256": hashlib.sha256(tensor.raw).hexdigest()}
+        if tensor.datatype == "BYTES":
+            record["text"] = [self.redact(item[:AUDIT_MAX_CHARS * 4].decode("utf-8", "replace")[:AUDIT_MAX_CHARS])
+                              for item in tensor.values[:AUDIT_MAX_ELEMENTS]]
+        return record
+
+    def _write_audit(self, meta, inputs, outputs, request, toxicity) -> None:
+        record = {"time": meta["time"], "deployment": self.model_name, "requestId": meta["requestId"],
+                  "protocol": meta["protocol"], "model": meta["model"], "key": meta["key"],
+                  "client": self.redact.client(meta.get("client", "")), "outcome": meta["outcome"],
+                  "latencyMs": meta.get("latencyMs"),
+                  "inputs": [self._tensor_record(t) for t in inputs],
+                  "outputs": [self._tensor_record(t) for t in outputs]}
+        if toxicity is not None:
+            record["toxicity"] = toxicity
+        if "decodeError" in meta:
+            record["decodeError"] = meta["decodeError"]
+        if meta.get("tensorsOmitted"):
+            record["tensorsOmitted"] = True  # larger than metrics.MAX_SAMPLE_BYTES
+        line = json.dumps(record, separators=(",", ":")) + "\n"
+        with self._lock:
+            self._audit.write(line)
+            self._audit.flush()
+            self.audited += 1
+            if self._audit.tell() > self.config.audit.max_bytes:
+                self._audit.close()
+                os.replace(self.audit_path, self.audit_path.with_name(AUDIT_FILE + ".1"))
+                self._audit = self.audit_path.open("a", encoding="utf-8")
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            models: dict[str, dict[str, dict[str, Any]]] = {}
+            for (model, side, name), stats in sorted(self.tensors.items()):
+                models.setdefault(model, {"inputs": {}, "outputs": {}})[side][name] = stats.summary()
+            result = {"deployment": self.model_name, "since": self.started, "sampled": self.sampled,
+                      "decodeErrors": self.errors, "models": models}
+            if self.config.toxicity.enabled:
+                result["toxicity"] = {"scored": self.toxicity_scored, "flagged": self.toxicity_flagged,
+                                      "mean": self.toxicity_sum / self.toxicity_scored if self.toxicity_scored else None}
+            return result
+
+    def toxicity_histogram(self) -> tuple[list[tuple[str, int]], float]:
+        from prometheus_client.utils import floatToGoString
+
+        with self._lock:
+            cumulative, total = [], 0
+            for bound, count in zip(TOXICITY_BUCKETS, self.toxicity_buckets):
+                total += count
+                cumulative.append((floatToGoString(bound), total))
+            return cumulative, self.toxicity_sum
+
+    def close(self) -> None:
+        with self._lock:
+            self._audit.close()

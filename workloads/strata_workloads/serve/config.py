@@ -1,0 +1,172 @@
+"""The monitoring sidecar's configuration: the file the operator renders from a ModelDeployment.
+
+Rendered by ``strata.render.sidecar.render_sidecar_config`` and mounted at
+/etc/strata/sidecar.yaml; ``python -m strata_workloads.serve --config PATH`` (or
+``$STRATA_SIDECAR_CONFIG``) reads it. Keys are camelCase like the custom resource; unknown
+keys are refused so a typo is not silently ignored, and every error names the setting by its
+dotted path (``rateLimit.burst: must be at least 1, got 0``).
+
+This module must not import the operator package (``strata``): pods only have
+``strata_workloads``. The ports and paths below repeat the operator's constants on purpose;
+tests/unit/test_sidecar_contract.py checks that both sides agree.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+CONFIG_ENV = "STRATA_SIDECAR_CONFIG"
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+Rate = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class ConfigError(ValueError):
+    """Invalid sidecar configuration; the message names the offending setting(s)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class Listen(_Section):
+    """Where clients reach the sidecar: Triton's own ports (HTTP/REST and gRPC) plus metrics."""
+
+    host: str = "0.0.0.0"
+    http_port: Port = 8000
+    grpc_port: Port = 8001
+    # Prometheus /metrics, drift /stats, /feedback (read side) and the sidecar's own /healthz.
+    metrics_port: Port = 9090
+
+
+class Upstream(_Section):
+    """Triton, on the pod's loopback."""
+
+    host: str = "127.0.0.1"
+    http_port: Port = 18000
+    grpc_port: Port = 18001
+    # Longest an upstream call may take when the client set no deadline (seconds).
+    timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 300.0
+
+
+class Auth(_Section):
+    # One file per key (a mounted Secret: file name = the key's name, content = the key).
+    # The key's *name* labels metrics and audit lines; the key itself never leaves the sidecar.
+    api_keys_dir: str
+
+
+class RateLimit(_Section):
+    requests_per_second: Annotated[float, Field(gt=0, le=1_000_000)]
+    burst: Annotated[int, Field(ge=1, le=10_000_000)]
+    per: Literal["apiKey", "clientIP", "global"] = "apiKey"
+
+    @model_validator(mode="after")
+    def _burst_covers_rate(self) -> "RateLimit":
+        if self.burst < self.requests_per_second:
+            raise ValueError(f"burst ({self.burst}) must be at least requestsPerSecond ({self.requests_per_second})")
+        return self
+
+
+class Audit(_Section):
+    # Share of inference requests written to the audit log (0 disables it).
+    sample_rate: Rate = 0.05
+    # What is removed from text (BYTES tensors) before it is written; numeric tensors are
+    # only ever written as dtype, shape and a SHA-256 of their bytes.
+    redact: list[Literal["pii", "secrets"]] = Field(default_factory=list)
+    # The log rotates to audit.jsonl.1 past this size (one previous file kept).
+    max_bytes: Annotated[int, Field(ge=4096)] = 100 * 1024 * 1024
+
+
+class Drift(_Section):
+    enabled: bool = True
+    # Share of inference requests whose tensors are summarised, capped per worker process so
+    # the statistics never cost more than a bounded amount of CPU.
+    sample_rate: Rate = 0.1
+    max_samples_per_second: Annotated[float, Field(gt=0, le=100_000)] = 50.0
+    # Values kept per tensor for quantiles (a uniform reservoir over everything sampled).
+    reservoir_size: Annotated[int, Field(ge=16, le=1_000_000)] = 4096
+
+
+class Toxicity(_Section):
+    # Score text outputs (BYTES tensors) of sampled responses with a lexicon scorer.
+    enabled: bool = False
+
+
+class SidecarConfig(_Section):
+    # The ModelDeployment's served model: recorded on every audit line, feedback record and
+    # in /stats, so a FeedbackPolicy reading them knows what they are about.
+    model_name: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9_.-]+$")]
+    listen: Listen = Listen()
+    upstream: Upstream = Upstream()
+    # Data-path processes sharing the ports (SO_REUSEPORT); 0: one per CPU the pod may use.
+    workers: Annotated[int, Field(ge=0, le=256)] = 0
+    # Feedback (feedback.jsonl) and the audit log (audit.jsonl): a volume that outlives restarts.
+    state_dir: str = "/var/strata/sidecar"
+    auth: Auth | None = None
+    rate_limit: RateLimit | None = None
+    audit: Audit = Audit()
+    drift: Drift = Drift()
+    toxicity: Toxicity = Toxicity()
+
+    @model_validator(mode="after")
+    def _per_key_limit_needs_keys(self) -> "SidecarConfig":
+        if self.rate_limit is not None and self.rate_limit.per == "apiKey" and self.auth is None:
+            raise ValueError("rateLimit.per: apiKey needs auth.apiKeysDir (without keys use per: global or clientIP)")
+        return self
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir)
+
+
+_MESSAGES = {
+    "extra_forbidden": "unknown setting",
+    "missing": "required setting is missing",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than_equal": "must be at most {le}",
+    "greater_than": "must be greater than {gt}",
+    "less_than": "must be less than {lt}",
+    "literal_error": "must be one of {expected}",
+}
+
+
+def _describe(error: dict[str, Any]) -> str:
+    location = ".".join(to_camel(part) if isinstance(part, str) else str(part) for part in error["loc"])
+    kind = error["type"]
+    context = error.get("ctx") or {}
+    message = _MESSAGES[kind].format(**context) if kind in _MESSAGES else error["msg"].removeprefix("Value error, ")
+    if kind not in ("missing", "value_error") and "input" in error and not isinstance(error["input"], dict):
+        message += f", got {error['input']!r}"
+    return f"{location}: {message}" if location else message
+
+
+def parse_config(raw: Any, source: str = "<config>") -> SidecarConfig:
+    """Validate an already-parsed mapping; raise ConfigError naming each bad setting."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return SidecarConfig.model_validate(raw)
+    except ValidationError as error:
+        problems = [_describe(item) for item in error.errors()]
+        raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(problems)) from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> SidecarConfig:
+    path = path or os.environ.get(CONFIG_ENV)
+    if not path:
+        raise ConfigError(f"no configuration: pass --config FILE or set {CONFIG_ENV}")
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read configuration ({error.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML/JSON ({error})") from None
+    return parse_config(raw, str(path))
