@@ -216,22 +216,10 @@ def render_repository_config(spec: ModelDeploymentSpec, model: ServedModel) -> d
     return config
 
 
-def render_sidecar_settings(spec: ModelDeploymentSpec, model_name: str) -> dict[str, Any]:
-    """The sidecar's config file: render_sidecar_config (render/sidecar.py, the sidecar's own
-    contract) once that branch is merged; until then the validated spec the sidecar will read."""
-    build = getattr(contract, "render_sidecar_config", None)
-    if build is not None:
-        return build(spec, model_name)
-    # Only what the sidecar reads: a rollback then renders the very template of the version it
-    # restores, and the Deployment reuses that version's ReplicaSet (its pods still run).
-    wire = spec.to_wire()
-    return {"model": model_name, "access": wire.get("access"), "monitoring": wire.get("monitoring")}
-
-
 def render_config_map(info: KindInfo, owner: dict[str, Any], spec: ModelDeploymentSpec, model: ServedModel) -> dict[str, Any]:
     """Both files the pod mounts, in one immutable content-named ConfigMap (see render/config.py)."""
     data = {
-        SIDECAR_CONFIG_KEY: yaml.safe_dump(render_sidecar_settings(spec, model.name), sort_keys=True),
+        SIDECAR_CONFIG_KEY: yaml.safe_dump(contract.render_sidecar_config(spec, model.name), sort_keys=True),
         REPOSITORY_CONFIG_KEY: yaml.safe_dump(render_repository_config(spec, model), sort_keys=True),
     }
     name = owner["metadata"]["name"]
