@@ -179,6 +179,7 @@ class TestTwoWorkers:
         assert done["progress"]["step"] == 2500 and done["progress"]["percent"] == 100
         exported = done["exportedModel"]
         assert exported["modelName"] == self.NAME and exported["version"] == 1
+        assert exported["variants"] == {"torchscript": self.NAME, "python": f"{self.NAME}-python"}
         assert exported["repository"] == {"pvc": {"claimName": "models", "path": "repository"}}
         assert done["metrics"]["loss"] > 0 and done["lastCheckpoint"]["step"] == 2500
 

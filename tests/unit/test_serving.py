@@ -122,6 +122,24 @@ EXPORT_CASES = [
 ]
 
 
+VARIANTS = {"torchscript": "lm", "python": "lm-python", "int8": "lm-int8", "int8-python": "lm-int8-python"}
+BACKEND_CASES = [
+    pytest.param("none", None, "lm", id="the TorchScript model on the PyTorch backend by default"),
+    pytest.param("none", "python", "lm-python", id="backend python serves the python-backend variant"),
+    pytest.param("int8", None, "lm-int8", id="a quantized export serves its quantized model"),
+    pytest.param("int8", "python", "lm-int8-python", id="a quantized export on the python backend"),
+]
+
+
+@pytest.mark.parametrize("quantization, backend, served", BACKEND_CASES)
+def test_the_served_variant_follows_the_backend_and_the_exports_quantization(quantization, backend, served):
+    exported = ExportedModel.model_validate({"repository": {"pvc": {"claimName": "models"}}, "path": "pvc://models",
+                                             "modelName": "lm", "version": 1, "quantization": quantization,
+                                             "variants": VARIANTS})
+    model, why = model_from_export("lm", exported, backend)
+    assert why is None and model.name == served
+
+
 @pytest.mark.parametrize("exported, expected", EXPORT_CASES)
 def test_a_training_jobs_export_resolves_to_a_served_model(exported, expected):
     model, why = model_from_export("lm", ExportedModel.model_validate(exported))

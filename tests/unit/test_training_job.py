@@ -268,3 +268,18 @@ def test_the_operator_reads_the_trainers_termination_message():
               "export": {"modelName": "lm", "version": 2, "repository": "/var/strata/models"}}
     assert parse_termination_message(encode_termination_message(result)) == result
     assert parse_termination_message("Traceback (most recent call last): ...") == {}
+
+
+def test_the_exported_model_in_status_names_each_variants_directory():
+    from strata.controllers.trainingjob import _exported_model
+
+    spec = TrainingJobSpec.model_validate({**example_spec("TrainingJob"), "export": {
+        "tritonRepository": {"pvc": {"claimName": "models", "path": "lm"}}, "quantization": "int8"}})
+    export = {"repository": "/var/strata/export", "modelName": "lm", "version": 2,
+              "models": {variant: f"/var/strata/export/{name}" for variant, name in
+                         (("torchscript", "lm"), ("python", "lm-python"), ("int8", "lm-int8"), ("int8-python", "lm-int8-python"))},
+              "quantization": {"kind": "int8", "change": {"loss": 0.01}}}
+    status = _exported_model(spec, {"status": "succeeded", "export": export})
+    assert status == {"repository": {"pvc": {"claimName": "models", "path": "lm"}}, "path": "pvc://models/lm",
+                      "modelName": "lm", "version": 2, "quantization": "int8", "validationChange": 0.01,
+                      "variants": {"torchscript": "lm", "python": "lm-python", "int8": "lm-int8", "int8-python": "lm-int8-python"}}

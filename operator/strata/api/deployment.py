@@ -30,11 +30,22 @@ class RepositoryModel(StrataModel):
 
 class ModelSource(StrataModel):
     model_config = ConfigDict(
-        json_schema_extra=cel((exactly_one_of("trainingJob", "repository"), "set exactly one of trainingJob or repository"))
+        json_schema_extra=cel(
+            (exactly_one_of("trainingJob", "repository"), "set exactly one of trainingJob or repository"),
+            ("!has(self.backend) || has(self.trainingJob)",
+             "backend picks a variant of a TrainingJob's export; for a repository model, name its directory in repository.name",
+             ".backend"),
+        )
     )
 
     training_job: LocalObjectRef | None = Field(default=None, description="Serve what this TrainingJob exported.")
     repository: RepositoryModel | None = Field(default=None, description="Serve a model already in a Triton model repository.")
+    backend: Literal["pytorch", "python"] | None = Field(
+        default=None,
+        description="Which variant of the TrainingJob's export to serve: pytorch (the TorchScript model on Triton's "
+                    "PyTorch backend; the default) or python (the same model run by torch in Triton's python "
+                    "backend, for Triton builds without the PyTorch backend). Quantized when the job's export is.",
+    )
 
 
 class DynamicBatching(StrataModel):

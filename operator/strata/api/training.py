@@ -281,6 +281,11 @@ class ExportedModel(StrataModel):
     version: int = Field(ge=1, description="Model version directory in the repository.")
     quantization: str | None = Field(default=None, max_length=16, description="Quantization applied on export (none, int8, fp16 or bf16).")
     validation_change: float | None = Field(default=None, description="Quantized minus full-precision validation metric.")
+    variants: dict[str, str] = Field(
+        default_factory=dict, max_length=8,
+        description="Model directories in the repository by variant: torchscript (Triton's PyTorch backend) and "
+                    "python (its python backend), and <quantization> and <quantization>-python when quantized.",
+    )
 
 
 class Attempt(StrataModel):

@@ -55,16 +55,28 @@ class ServingInputs(Inputs):
     images: Images = Images(triton=DEFAULT_TRITON_IMAGE, sidecar=DEFAULT_SIDECAR_IMAGE)
 
 
-def model_from_export(job_name: str, exported: ExportedModel | None) -> tuple[ServedModel | None, str | None]:
+def exported_variant(exported: ExportedModel, backend: str | None) -> str:
+    """The export's model directory to serve: the quantized one when the job quantized, on the
+    PyTorch backend unless `backend: python` asks for the python-backend variant."""
+    quantized = exported.quantization not in (None, "none")
+    variant = exported.quantization if quantized else "torchscript"
+    if backend == "python":
+        variant = f"{exported.quantization}-python" if quantized else "python"
+    # An export recorded without its variants (an older operator) names its plain model only.
+    return exported.variants.get(variant, exported.model_name)
+
+
+def model_from_export(job_name: str, exported: ExportedModel | None, backend: str | None = None) -> tuple[ServedModel | None, str | None]:
     """Pure: the model a TrainingJob exported, from its status.exportedModel (the repository it
-    wrote to, the model's name there and its version)."""
+    wrote to, its model directories and the version)."""
     if exported is None:
         return None, (f'TrainingJob "{job_name}" has not exported a model yet (status.exportedModel is unset); '
                       "serving starts when it has.")
+    name = exported_variant(exported, backend)
     location = exported.repository
     if location.s3 is not None:
-        return ServedModel(name=exported.model_name, version=exported.version, s3_uri=location.s3.uri), None
-    return ServedModel(name=exported.model_name, version=exported.version, claim=location.pvc.claim_name,
+        return ServedModel(name=name, version=exported.version, s3_uri=location.s3.uri), None
+    return ServedModel(name=name, version=exported.version, claim=location.pvc.claim_name,
                        path=location.pvc.path.strip("/")), None
 
 
@@ -92,7 +104,7 @@ def resolve(info: KindInfo, body: dict[str, Any], spec: ModelDeploymentSpec) -> 
                 exported = ExportedModel.model_validate(exported_data) if exported_data else None
             except ValueError:
                 exported = None  # written by an older operator; its next pass rewrites it
-            model, unresolved = model_from_export(job_ref.name, exported)
+            model, unresolved = model_from_export(job_ref.name, exported, spec.model.backend)
     # The Deployment is named after its owner; its name is not known here, so find it by owner labels.
     return ServingInputs(
         namespace=namespace,
