@@ -62,3 +62,43 @@ def operator(crds_installed):
                 os.environ[key] = value
     assert runner.exit_code == 0, runner.output
     assert runner.exception is None, runner.exception
+
+
+# --- The real node: one per host, shared by the modules that run real pods --------------------
+
+REAL_NODE_NAMESPACE_PREFIX = "rn-"
+REAL_NODE_IMAGES = ("pause", "trainer", "sidecar", "triton")
+
+
+@pytest.fixture(scope="session")
+def real_node_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """The dev cluster with its real node (kubelet, containerd) and the workload images.
+
+    Session-scoped: only one real node can run on a host, and building and importing the
+    images takes minutes; the training and serving modules share it.
+    """
+    from strata.devcluster import DevCluster
+    from tests_support import running_cluster
+
+    cluster = DevCluster(tmp_path_factory.mktemp("real-node"), real_node=True, images=REAL_NODE_IMAGES,
+                         startup_timeout=900)
+    for cluster in running_cluster(cluster, "the real node with the workload images"):
+        cluster.kubectl("apply", "--server-side", "-f", str(CRD_DIR))
+        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def real_node_operator(real_node_cluster):
+    """`strata run` as its own process, with the locally built images, watching rn-* namespaces."""
+    from tests_support import operator_process
+
+    refs = real_node_cluster.image_refs
+    yield from operator_process(real_node_cluster, [f"{REAL_NODE_NAMESPACE_PREFIX}*"], {
+        "STRATA_TRAINER_IMAGE": refs["trainer"],
+        "STRATA_TRITON_IMAGE": refs["triton"],
+        "STRATA_SIDECAR_IMAGE": refs["sidecar"],
+        # Fast enough that a short test run sees several progress reads.
+        "STRATA_PROGRESS_SECONDS": "3",
+        "STRATA_RESYNC_SECONDS": "10",
+    })

@@ -8,119 +8,41 @@ The operator runs as its own process (`strata run`) with the locally built train
 
 from __future__ import annotations
 
-import json
-import random
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import REAL_NODE_NAMESPACE_PREFIX
 from strata.devcluster import DevCluster
-from tests_support import get_json, operator_process, running_cluster, temporary_namespace, wait_for, wait_until_empty
+from realnode_support import (apply, claim, events_of, pods, status, text_dataset, trainer_events, training_job,
+                              volume_dir, write_text_corpus)
+from tests_support import get_json, temporary_namespace, wait_for, wait_until_empty
 
 pytestmark = [pytest.mark.realnode, pytest.mark.deepspeed]
 
-WORDS = ("the model learns to predict the next token from the context of previous tokens in a sequence "
-         "of text written by people who answer questions about their orders").split()
-
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory):
-    cluster = DevCluster(tmp_path_factory.mktemp("training"), real_node=True, images=("pause", "trainer"),
-                         startup_timeout=600)
-    yield from running_cluster(cluster, "the real node with the trainer image")
+def cluster(real_node_cluster: DevCluster) -> DevCluster:
+    return real_node_cluster
 
 
 @pytest.fixture(scope="module")
 def namespace(cluster: DevCluster):
-    yield from temporary_namespace(cluster, "tj")
+    yield from temporary_namespace(cluster, f"{REAL_NODE_NAMESPACE_PREFIX}tj")
 
 
 @pytest.fixture(scope="module")
-def operator(cluster: DevCluster, namespace: str):
-    cluster.kubectl("apply", "--server-side", "-f", str(Path(__file__).resolve().parents[2] / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-    yield from operator_process(cluster, [namespace], {
-        "STRATA_TRAINER_IMAGE": cluster.image_refs["trainer"],
-        # Fast enough that a short test run sees several progress reads.
-        "STRATA_PROGRESS_SECONDS": "3",
-        "STRATA_RESYNC_SECONDS": "10",
-    })
-
-
-def apply(cluster: DevCluster, namespace: str, *manifests: dict) -> None:
-    document = {"apiVersion": "v1", "kind": "List", "items": list(manifests)}
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(document))
-
-
-def claim(name: str) -> dict:
-    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
-            "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}}
-
-
-def volume_dir(cluster: DevCluster, namespace: str, claim_name: str) -> Path:
-    """The host directory behind a bound claim (the real node's local-path volumes)."""
-    bound = wait_for(lambda: (get_json(cluster, "pvc", "-n", namespace, claim_name) or {}).get("spec", {}).get("volumeName"),
-                     timeout=60, what=f"PVC {claim_name} to bind")
-    return Path(get_json(cluster, "pv", bound)["spec"]["hostPath"]["path"])
+def operator(real_node_operator):
+    return real_node_operator
 
 
 @pytest.fixture(scope="module")
 def corpus(cluster: DevCluster, namespace: str, operator) -> dict:
     """A PVC of plain text, a Dataset reading it, and a PVC for the model repository."""
-    apply(cluster, namespace, claim("corpus"), claim("models"), {
-        "apiVersion": "strata.dev/v1alpha1", "kind": "Dataset", "metadata": {"name": "chats"},
-        "spec": {"modality": "text", "schema": {"textField": "text"},
-                 "sources": [{"pvc": {"claimName": "corpus", "path": "text"}, "format": "text"}],
-                 "storage": {"pvc": {"claimName": "corpus", "path": "versions"}}},
-    })
-    text = volume_dir(cluster, namespace, "corpus") / "text"
-    text.mkdir(parents=True)
-    generator = random.Random(7)
-    for part in range(4):
-        lines = (" ".join(generator.choice(WORDS) for _ in range(generator.randint(5, 20))) + "." for _ in range(400))
-        (text / f"part{part}.txt").write_text("\n".join(lines) + "\n")
+    apply(cluster, namespace, claim("corpus"), claim("models"), text_dataset("chats", "corpus"))
+    write_text_corpus(volume_dir(cluster, namespace, "corpus") / "text")
     return {"models": volume_dir(cluster, namespace, "models")}
-
-
-def training_job(name: str, max_steps: int, **spec_changes) -> dict:
-    spec = {
-        "dataset": {"name": "chats"},
-        "model": {"family": "transformer", "size": {"layers": 2, "hidden": 64, "heads": 4, "contextLength": 64}},
-        "deepspeed": {"zeroStage": 1, "precision": "fp32", "microBatchSize": 4},
-        "topology": {"nodes": 2, "gpusPerNode": 0},
-        "resources": {"cpu": "500m", "memory": "2Gi"},
-        "hyperparameters": {"maxSteps": max_steps, "learningRate": 1.0e-3},
-        "checkpoints": {"everySteps": 50},
-        "validation": {"everySteps": 500},
-        "export": {"tritonRepository": {"pvc": {"claimName": "models", "path": "repository"}}},
-        **spec_changes,
-    }
-    return {"apiVersion": "strata.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": name}, "spec": spec}
-
-
-def status(cluster: DevCluster, namespace: str, name: str) -> dict:
-    return (get_json(cluster, "trainingjob", "-n", namespace, name) or {}).get("status") or {}
-
-
-def pods(cluster: DevCluster, namespace: str, name: str) -> list[dict]:
-    return get_json(cluster, "pods", "-n", namespace, "-l", f"strata.dev/owner-name={name}")["items"]
-
-
-def trainer_events(cluster: DevCluster, namespace: str, pod: str, event: str) -> list[dict]:
-    logs = cluster.kubectl("logs", "-n", namespace, pod, check=False).stdout
-    records = []
-    for line in logs.splitlines():
-        if line.startswith("{"):
-            record = json.loads(line)
-            if record.get("event") == event:
-                records.append(record)
-    return records
-
-
-def events_of(cluster: DevCluster, namespace: str, name: str) -> list[str]:
-    listing = get_json(cluster, "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")
-    return [f"{item['reason']}: {item['message']}" for item in listing["items"]]
 
 
 class TestTwoWorkers:

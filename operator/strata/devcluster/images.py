@@ -809,9 +809,8 @@ def image_specs() -> dict[str, ImageSpec]:
                   # DeepSpeed JIT-compiles its CPU shared-memory collectives on first use.
                   extra_layers=("compiler", "torch-extensions")),
         ImageSpec("data", _extra("data") + WORKLOAD_COMMON, entrypoint=("python3",)),
-        ImageSpec("sidecar", _extra("monitor") + ("tritonclient[grpc]>=2.40",) + WORKLOAD_COMMON,
-                  entrypoint=("python3",)),
-        ImageSpec("triton", ("nvidia-pytriton>=0.5", "torch>=2.3", "numpy>=1.26") + WORKLOAD_COMMON,
+        ImageSpec("sidecar", _extra("serve") + WORKLOAD_COMMON, entrypoint=("python3",)),
+        ImageSpec("triton", _extra("triton") + WORKLOAD_COMMON,
                   shared=("torch",), entrypoint=("tritonserver",),
                   # tritonserver's bundled libraries; the python stub finds them the same way.
                   env=(f"LD_LIBRARY_PATH={site}/nvidia_pytriton.libs",

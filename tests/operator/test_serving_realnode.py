@@ -1,0 +1,181 @@
+"""ModelDeployments on the dev cluster's real node: a TrainingJob trained in pods exports a
+model; a ModelDeployment serves it with the real tritonserver (nvidia-pytriton's, python
+backend, CPU) behind the monitoring sidecar; a client pod calls it by the Service's name with
+tritonclient over gRPC; version changes roll out, a version that never becomes ready is rolled
+back; the HPA scales on real CPU load (metrics-server) and back; deletion cascades.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+
+import pytest
+
+from conftest import REAL_NODE_NAMESPACE_PREFIX
+from realnode_support import apply, claim, status, text_dataset, training_job, volume_dir, write_text_corpus
+from strata.devcluster import DevCluster
+from tests_support import get_json, temporary_namespace, wait_for, wait_until_empty
+
+pytestmark = [pytest.mark.realnode, pytest.mark.deepspeed]
+
+JOB = "qa-lm"
+API_KEY = "k-7f3a9c"
+
+
+@pytest.fixture(scope="module")
+def cluster(real_node_cluster: DevCluster) -> DevCluster:
+    return real_node_cluster
+
+
+@pytest.fixture(scope="module")
+def namespace(cluster: DevCluster):
+    yield from temporary_namespace(cluster, f"{REAL_NODE_NAMESPACE_PREFIX}serve")
+
+
+@pytest.fixture(scope="module")
+def exported(cluster: DevCluster, namespace: str, real_node_operator) -> dict:
+    """A small TrainingJob trained in a pod to completion; its status and the models volume."""
+    apply(cluster, namespace, claim("corpus"), claim("models"), text_dataset("chats", "corpus"),
+          {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "api-keys"},
+           "stringData": {"qa-team": API_KEY}})
+    write_text_corpus(volume_dir(cluster, namespace, "corpus") / "text", parts=1, lines_per_part=200)
+    job = training_job(JOB, max_steps=60, checkpoints={"everySteps": 50})
+    job["spec"]["topology"]["nodes"] = 1
+    apply(cluster, namespace, job)
+    done = wait_for(lambda: (s := status(cluster, namespace, JOB)).get("phase") in ("Succeeded", "Failed") and s,
+                    timeout=900, interval=2, what="the TrainingJob to finish")
+    assert done["phase"] == "Succeeded", done
+    return {"status": done, "models": volume_dir(cluster, namespace, "models")}
+
+
+def deployment(name: str, model: dict, **spec_changes) -> dict:
+    spec = {
+        "model": model,
+        "triton": {"maxBatchSize": 4, "instanceGroups": [{"kind": "CPU", "count": 1}]},
+        "resources": {"gpus": 0, "cpu": "500m", "memory": "2Gi"},
+        "autoscaling": {"minReplicas": 1, "maxReplicas": 1},
+        "access": {"auth": {"apiKeys": {"secretRef": {"name": "api-keys"}}}},
+        "rollout": {"progressDeadlineSeconds": 300},
+        **spec_changes,
+    }
+    return {"apiVersion": "strata.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name}, "spec": spec}
+
+
+def md_status(cluster: DevCluster, namespace: str, name: str) -> dict:
+    return (get_json(cluster, "modeldeployment", "-n", namespace, name) or {}).get("status") or {}
+
+
+def serving(cluster: DevCluster, namespace: str, name: str, version: int, timeout: float = 600) -> dict:
+    return wait_for(lambda: (s := md_status(cluster, namespace, name)).get("phase") == "Serving"
+                    and (s.get("modelVersion") or {}).get("current") == version and s,
+                    timeout=timeout, interval=2, what=f"{name} serving version {version}")
+
+
+# A client in its own pod: the sidecar image has tritonclient. It asks the model's metadata
+# through the sidecar, sends one request shaped from it, and tries once without a key.
+CLIENT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException, triton_to_np_dtype
+
+    url, model, key = sys.argv[1], sys.argv[2], sys.argv[3]
+    client = grpcclient.InferenceServerClient(url)
+    headers = {"authorization": f"Bearer {key}"}
+    metadata = client.get_model_metadata(model, headers=headers, as_json=True)
+    inputs = []
+    for spec in metadata["inputs"]:
+        shape = [1] + [8 if int(d) < 0 else int(d) for d in spec["shape"][1:]]
+        data = np.ones(shape, dtype=triton_to_np_dtype(spec["datatype"]))
+        tensor = grpcclient.InferInput(spec["name"], shape, spec["datatype"])
+        tensor.set_data_from_numpy(data)
+        inputs.append(tensor)
+    result = client.infer(model, inputs, headers=headers)
+    outputs = {o["name"]: list(result.as_numpy(o["name"]).shape) for o in metadata["outputs"]}
+    try:
+        client.infer(model, inputs)
+        refused = None
+    except InferenceServerException as error:
+        refused = error.status()
+    print(json.dumps({"outputs": outputs, "requestId": result.get_response().id, "withoutKey": refused}))
+""")
+
+
+def run_client(cluster: DevCluster, namespace: str, name: str, target: str, model: str, key: str = API_KEY) -> dict:
+    """Run CLIENT in a pod against `target` (host:port) and return what it printed."""
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+           "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 1000},
+                    "containers": [{"name": "client", "image": cluster.image_refs["sidecar"],
+                                    "command": ["python3", "-c", CLIENT, target, model, key]}]}}
+    apply(cluster, namespace, pod)
+    phase = wait_for(lambda: (p := (get_json(cluster, "pod", "-n", namespace, name) or {}).get("status", {}).get("phase"))
+                     in ("Succeeded", "Failed") and p, timeout=180, interval=1, what=f"client pod {name} to finish")
+    logs = cluster.kubectl("logs", "-n", namespace, name, check=False).stdout
+    assert phase == "Succeeded", logs[-3000:]
+    return json.loads(logs.strip().splitlines()[-1])
+
+
+def test_a_deployment_of_a_training_jobs_export_serves_clients_by_the_service_name(cluster, namespace, exported):
+    apply(cluster, namespace, deployment("qa", {"trainingJob": {"name": JOB}, "backend": "python"}))
+    up = serving(cluster, namespace, "qa", exported["status"]["exportedModel"]["version"])
+    assert up["replicas"] == {"ready": 1, "desired": 1}
+    assert up["endpoints"]["grpc"] == f"qa.{namespace}.svc:8001"
+    served = exported["status"]["exportedModel"]["variants"]["python"]
+
+    answer = run_client(cluster, namespace, "client-1", f"qa.{namespace}.svc:8001", served)
+    assert answer["outputs"] and all(shape[0] == 1 for shape in answer["outputs"].values()), answer
+    assert answer["requestId"], "the sidecar answers with a request id"
+    assert answer["withoutKey"] == "StatusCode.UNAUTHENTICATED"
+
+    # Triton listens on loopback only: the pod's own Triton ports are closed to other pods.
+    pod = get_json(cluster, "pods", "-n", namespace, "-l", "strata.dev/owner-name=qa")["items"][0]
+    assert {p["containerPort"] for c in pod["spec"]["containers"] for p in c.get("ports", [])} == {8000, 8001, 8002, 9090}
+
+
+def test_a_new_version_rolls_out_and_one_that_never_becomes_ready_is_rolled_back(cluster, namespace, exported):
+    export = exported["status"]["exportedModel"]
+    model_name = export["variants"]["python"]
+    repository = exported["models"] / export["repository"]["pvc"]["path"]
+    model = {"repository": {"location": {"pvc": {"claimName": "models", "path": export["repository"]["pvc"]["path"]}},
+                            "name": model_name, "version": 1}}
+    apply(cluster, namespace, deployment("versions", model, rollout={"progressDeadlineSeconds": 60}))
+    serving(cluster, namespace, "versions", 1)
+
+    # Version 2: the same weights published again, as a retraining would publish new ones.
+    shutil.copytree(repository / model_name / "1", repository / model_name / "2")
+    cluster.kubectl("patch", "modeldeployment", "-n", namespace, "versions", "--type=merge",
+                    "-p", json.dumps({"spec": {"model": {"repository": {"version": 2}}}}))
+    rolled = serving(cluster, namespace, "versions", 2)
+    assert rolled["modelVersion"]["previous"] == 1
+
+    # Version 3 does not exist: the init step fails, and after the deadline version 2 serves again.
+    cluster.kubectl("patch", "modeldeployment", "-n", namespace, "versions", "--type=merge",
+                    "-p", json.dumps({"spec": {"model": {"repository": {"version": 3}}}}))
+    back = wait_for(lambda: (s := md_status(cluster, namespace, "versions")).get("phase") == "RolledBack" and s,
+                    timeout=400, interval=2, what="version 3 to be rolled back")
+    assert back["modelVersion"]["current"] == 2 and back["modelVersion"]["target"] == 3
+    assert back["rollback"]["failedVersion"] == 3 and back["rollback"]["restoredVersion"] == 2
+    ready = wait_for(lambda: (s := md_status(cluster, namespace, "versions")).get("replicas", {}).get("ready") == 1 and s,
+                     timeout=300, interval=2, what="the restored version to be ready")
+    assert ready["phase"] == "RolledBack"
+    answer = run_client(cluster, namespace, "client-2", f"versions.{namespace}.svc:8001", model_name)
+    assert answer["outputs"]
+    events = get_json(cluster, "events", "-n", namespace, "--field-selector", "involvedObject.name=versions")["items"]
+    assert any("rolled back" in event["message"].lower() for event in events), [e["message"] for e in events]
+
+
+def test_deleting_a_deployment_removes_its_pods_service_and_autoscaler(cluster, namespace, exported):
+    apply(cluster, namespace, deployment("short-lived", {"trainingJob": {"name": JOB}, "backend": "python"}))
+    serving(cluster, namespace, "short-lived", exported["status"]["exportedModel"]["version"])
+    cluster.kubectl("delete", "modeldeployment", "-n", namespace, "short-lived", "--wait=true", "--timeout=120s")
+
+    def children() -> list[str]:
+        listing = get_json(cluster, "pods,deployments,services,horizontalpodautoscalers,poddisruptionbudgets,configmaps",
+                           "-n", namespace, "-l", "strata.dev/owner-name=short-lived")
+        return [f'{item["kind"]}/{item["metadata"]["name"]}' for item in listing["items"]]
+
+    wait_until_empty(children, timeout=180, interval=1, what="the deployment's children to be deleted")
+    assert get_json(cluster, "pvc", "-n", namespace, "models"), "the user's model repository stays"
