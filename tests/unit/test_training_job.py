@@ -276,8 +276,8 @@ def test_the_exported_model_in_status_names_each_variants_directory():
     spec = TrainingJobSpec.model_validate({**example_spec("TrainingJob"), "export": {
         "tritonRepository": {"pvc": {"claimName": "models", "path": "lm"}}, "quantization": "int8"}})
     export = {"repository": "/var/strata/export", "modelName": "lm", "version": 2,
-              "models": {variant: f"/var/strata/export/{name}" for variant, name in
-                         (("torchscript", "lm"), ("python", "lm-python"), ("int8", "lm-int8"), ("int8-python", "lm-int8-python"))},
+              "models": {"torchscript": "/var/strata/export/lm/2", "python": "/var/strata/export/lm-python/2"},
+              "variants": {"torchscript": "lm", "python": "lm-python", "int8": "lm-int8", "int8-python": "lm-int8-python"},
               "quantization": {"kind": "int8", "change": {"loss": 0.01}}}
     status = _exported_model(spec, {"status": "succeeded", "export": export})
     assert status == {"repository": {"pvc": {"claimName": "models", "path": "lm"}}, "path": "pvc://models/lm",

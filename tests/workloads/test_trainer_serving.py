@@ -160,3 +160,13 @@ def test_image_family_export_serves(family_run, tmp_path_factory, family, zero_s
                                        atol=SERVING_TOLERANCE, rtol=0)
     finally:
         server.close()
+
+
+def test_the_termination_message_names_every_exported_variants_model(transformer_run):
+    """What the operator records in status.exportedModel.variants, and a ModelDeployment serves."""
+    export = transformer_run.termination["export"]
+    assert export["variants"] == {"torchscript": "textgen", "python": "textgen-python",
+                                  "int8": "textgen-int8", "int8-python": "textgen-int8-python"}
+    for name in export["variants"].values():
+        model_dir = Path(export["repository"], name)
+        assert (model_dir / "config.pbtxt").is_file() and (model_dir / str(export["version"])).is_dir()

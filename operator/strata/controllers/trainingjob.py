@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as _dt
 import os
 from dataclasses import dataclass, field, replace
-from pathlib import PurePosixPath
 from typing import Any
 
 import kopf
@@ -259,9 +258,9 @@ def _exported_model(spec: TrainingJobSpec, result: dict[str, Any]) -> dict[str, 
         "version": export["version"],
         "quantization": spec.export.quantization,
     }
-    directories = export.get("models")
-    if isinstance(directories, dict):
-        model["variants"] = {str(variant): PurePosixPath(str(path)).name for variant, path in directories.items()}
+    variants = export.get("variants")
+    if isinstance(variants, dict):
+        model["variants"] = {str(variant): str(name) for variant, name in variants.items()}
     change = (export.get("quantization") or {}).get("change") or {}
     if "loss" in change:
         model["validationChange"] = change["loss"]

@@ -44,7 +44,8 @@ Progress contract (what the operator may rely on)
    ``checkpoint``  ``step``, ``tag``, ``path``
    ``early_stopped`` ``step``, ``metric``, ``best``, ``patience``
    ``interrupted`` ``step``, ``signal``, ``checkpoint`` (SIGTERM: checkpointed, then exit 143)
-   ``exported``    ``repository``, ``modelName``, ``version``, ``models``, ``quantization``
+   ``exported``    ``repository``, ``modelName``, ``version``, ``models`` (version directories),
+                   ``variants`` (model names by variant), ``quantization``
    ``samples``     generated text (transformer) or image count/shape
    ``tracking_failed`` ``action``, ``error``, ``disabled`` (MLflow failures never stop training;
                    tracking is switched off after a failed start or 3 failures in a row)

@@ -246,6 +246,8 @@ def export_triton_repository(
                                      {**common, "variant": "python"}, None)),
     }
     summary: dict[str, Any] = {"repository": str(root), "modelName": name, "version": version, "models": written}
+    # Model names in the repository by variant: what a ModelDeployment chooses from.
+    summary["variants"] = variants = {"torchscript": name, "python": f"{name}-python"}
     if export.quantization != "none":
         kind = export.quantization
         quantized = quantize_modules(modules, kind)
@@ -261,5 +263,6 @@ def export_triton_repository(
         written[f"{kind}-python"] = str(_write_variant(root, f"{name}-{kind}-python", version, quantized_spec,
                                                        quantized_traced, export.max_batch_size, True,
                                                        {**metadata, "variant": f"python-{kind}"}, None))
+        variants.update({kind: f"{name}-{kind}", f"{kind}-python": f"{name}-{kind}-python"})
         summary["quantization"] = {"kind": kind, "change": quantization["change"]}
     return summary
