@@ -53,6 +53,9 @@ class ConditionType:
     # ModelDeployment: whether its ServiceMonitor and PrometheusRule exist (the Prometheus
     # Operator's CRDs may not be installed; nothing else depends on it).
     PROMETHEUS_MONITORING = "PrometheusMonitoring"
+    # ModelDeployment with autoscaling: whether the HPA scales on Triton's queue/compute ratio
+    # (it needs a custom metrics API, such as prometheus-adapter's).
+    QUEUE_AUTOSCALING = "QueueAutoscaling"
 
 
 class ConditionStatus:
@@ -98,6 +101,8 @@ class Reason:
     S3_NOT_IMPLEMENTED = "S3RepositoryNotImplemented"
     MONITORING_CREATED = "ServiceMonitorAndRulesCreated"
     PROMETHEUS_OPERATOR_MISSING = "PrometheusOperatorNotInstalled"
+    QUEUE_METRIC_SERVED = "QueueComputeRatioServed"
+    CUSTOM_METRICS_UNAVAILABLE = "CustomMetricsAPIUnavailable"
 
 
 # The reason given when a referenced object of this kind is missing.

@@ -96,6 +96,19 @@ def serves_kind(api_version: str, kind: str) -> bool:
     return True
 
 
+def serves_api(group_version: str) -> bool:
+    """Whether /apis/<group_version> answers now. An aggregated API (custom.metrics.k8s.io,
+    served by prometheus-adapter) may be registered or removed at any time, and answers 503
+    while its server is down: either way it is not served."""
+    client = api_client()
+    try:
+        response = client.call_api("GET", f"{client.configuration.host}/apis/{group_version}",
+                                   header_params={"Accept": "application/json"}, _request_timeout=5)
+    except (ApiException, OSError):
+        return False
+    return 200 <= response.status < 300
+
+
 def list_children(api_version: str, kind: str, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
     """Objects of a kind with these labels; none when the kind is not served (an optional
     CRD, such as the Prometheus Operator's, that is not installed)."""

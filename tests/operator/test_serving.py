@@ -77,6 +77,11 @@ def test_a_served_model_gets_its_children_and_status_and_the_hpa_owns_replicas(d
     # Without the Prometheus Operator's CRDs a condition says so, and nothing failed.
     assert conditions(obj)["PrometheusMonitoring"]["status"] == "False"
     assert conditions(obj)["PrometheusMonitoring"]["reason"] == "PrometheusOperatorNotInstalled"
+    # Nor is there a custom metrics API: the HPA scales on CPU (the API's default target), not
+    # on a ratio it could never read, and a condition says so.
+    assert conditions(obj)["QueueAutoscaling"]["reason"] == "CustomMetricsAPIUnavailable"
+    hpa = get_json(dev_cluster, "horizontalpodautoscaler", "lm", "-n", namespace)
+    assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Resource"]
     uid = obj["metadata"]["uid"]
     for kind in CHILDREN:
         child = get_json(dev_cluster, kind, "lm", "-n", namespace)

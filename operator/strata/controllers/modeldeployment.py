@@ -21,7 +21,7 @@ from strata.controllers.reconcile import Inputs, Outcome, missing_reference_outc
 from strata.controllers.registration import register_kind
 from strata.render.common import owner_labels
 from strata.render.serving import Images, RolloutPlan, ServedModel, plan_rollout, render_model_deployment, templated_model
-from strata.render.serving_status import monitoring_condition, observe_serving
+from strata.render.serving_status import autoscaling_condition, monitoring_condition, observe_serving
 
 # Operator settings (the chart sets them; see helm/strata/values.yaml tritonImage/sidecarImage).
 TRITON_IMAGE_ENV = "STRATA_TRITON_IMAGE"
@@ -30,6 +30,8 @@ DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
 DEFAULT_SIDECAR_IMAGE = f"ghcr.io/strata-dev/strata-sidecar:{__version__}"
 
 PROMETHEUS_OPERATOR_KINDS = (("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule"))
+# The versions of the custom metrics API an HPA reads (prometheus-adapter serves both).
+CUSTOM_METRICS_APIS = ("custom.metrics.k8s.io/v1beta2", "custom.metrics.k8s.io/v1beta1")
 CHILD_KINDS = (
     ("v1", "ConfigMap"),
     ("apps/v1", "Deployment"),
@@ -52,6 +54,8 @@ class ServingInputs(Inputs):
     unresolved: str | None = None
     deployment: dict[str, Any] | None = None
     prometheus_operator: bool = False
+    # Whether a custom metrics API answers (the HPA's queue/compute target needs one).
+    custom_metrics: bool = False
     images: Images = Images(triton=DEFAULT_TRITON_IMAGE, sidecar=DEFAULT_SIDECAR_IMAGE)
 
 
@@ -112,6 +116,7 @@ def resolve(info: KindInfo, body: dict[str, Any], spec: ModelDeploymentSpec) -> 
         model=model,
         unresolved=unresolved,
         prometheus_operator=all(k8s.serves_kind(api_version, kind) for api_version, kind in PROMETHEUS_OPERATOR_KINDS),
+        custom_metrics=spec.autoscaling is not None and any(map(k8s.serves_api, CUSTOM_METRICS_APIS)),
         images=default_images(),
     )
 
@@ -137,11 +142,15 @@ def render(info: KindInfo, body: dict[str, Any], spec: ModelDeploymentSpec, inpu
     if rollout.newly_failed and rollout.rollback is not None:
         reason = Reason.ROLLED_BACK if rollout.rollback.get("restored") else Reason.ROLLOUT_FAILED
         k8s.post_event(body, "Warning", reason, rollout.rollback["message"])
-    return render_model_deployment(info, body, spec, rollout, inputs.images, inputs.prometheus_operator)
+    return render_model_deployment(info, body, spec, rollout, inputs.images, inputs.prometheus_operator,
+                                   inputs.custom_metrics)
 
 
 def observe(info: KindInfo, spec: ModelDeploymentSpec, inputs: ServingInputs, children: list[dict[str, Any]]) -> Outcome:
     monitoring = {ConditionType.PROMETHEUS_MONITORING: monitoring_condition(inputs.prometheus_operator)}
+    scaling = autoscaling_condition(spec, inputs.custom_metrics)
+    if scaling is not None:
+        monitoring[ConditionType.QUEUE_AUTOSCALING] = scaling
     deployment = next((child for child in children if child["kind"] == "Deployment"), None)
     if deployment is None:
         if inputs.missing:

@@ -423,15 +423,21 @@ def ratio_quantity(value: float) -> str:
     return f"{round(value * 1000)}m"
 
 
-def render_hpa(info: KindInfo, owner: dict[str, Any], spec: ModelDeploymentSpec) -> dict[str, Any]:
+def render_hpa(info: KindInfo, owner: dict[str, Any], spec: ModelDeploymentSpec, custom_metrics: bool = True) -> dict[str, Any]:
+    """Triton's queue/compute ratio as a Pods metric when a custom metrics API answers; CPU
+    utilization when the spec asks for it. Without a custom metrics API the ratio is left
+    out: an HPA with a metric it cannot read never scales down. With no metric at all the
+    HPA's own default applies (80% CPU utilization)."""
     scaling = spec.autoscaling
     assert scaling is not None
     name = owner["metadata"]["name"]
-    metrics: list[dict[str, Any]] = [{
-        "type": "Pods",
-        "pods": {"metric": {"name": QUEUE_COMPUTE_METRIC},
-                 "target": {"type": "AverageValue", "averageValue": ratio_quantity(scaling.queue_compute_ratio)}},
-    }]
+    metrics: list[dict[str, Any]] = []
+    if custom_metrics:
+        metrics.append({
+            "type": "Pods",
+            "pods": {"metric": {"name": QUEUE_COMPUTE_METRIC},
+                     "target": {"type": "AverageValue", "averageValue": ratio_quantity(scaling.queue_compute_ratio)}},
+        })
     if scaling.cpu_utilization is not None:
         metrics.append({"type": "Resource", "resource": {
             "name": "cpu", "target": {"type": "Utilization", "averageUtilization": scaling.cpu_utilization}}})
@@ -514,7 +520,7 @@ def render_prometheus_rule(info: KindInfo, owner: dict[str, Any], spec: ModelDep
 
 
 def render_model_deployment(info: KindInfo, owner: dict[str, Any], spec: ModelDeploymentSpec, plan: RolloutPlan,
-                            images: Images, prometheus_operator: bool) -> list[dict[str, Any]]:
+                            images: Images, prometheus_operator: bool, custom_metrics: bool = True) -> list[dict[str, Any]]:
     """Every child, or none while there is nothing to serve."""
     if plan.serve is None or plan.serve.s3_uri:
         return []
@@ -526,7 +532,7 @@ def render_model_deployment(info: KindInfo, owner: dict[str, Any], spec: ModelDe
         render_pdb(info, owner),
     ]
     if spec.autoscaling is not None:
-        children.append(render_hpa(info, owner, spec))
+        children.append(render_hpa(info, owner, spec, custom_metrics))
     if prometheus_operator:
         children += [render_service_monitor(info, owner), render_prometheus_rule(info, owner, spec)]
     return children

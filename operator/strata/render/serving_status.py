@@ -44,6 +44,23 @@ def monitoring_condition(prometheus_operator: bool) -> tuple[str, str, str]:
             "pass creates both.")
 
 
+def autoscaling_condition(spec: ModelDeploymentSpec, custom_metrics: bool) -> tuple[str, str, str] | None:
+    """Whether the HPA scales on Triton's queue/compute ratio; None without autoscaling."""
+    scaling = spec.autoscaling
+    if scaling is None:
+        return None
+    cpu = (f" and CPU utilization ({scaling.cpu_utilization}%)" if scaling.cpu_utilization is not None else "")
+    if custom_metrics:
+        return (ConditionStatus.TRUE, Reason.QUEUE_METRIC_SERVED,
+                f"The HPA scales on Triton's queue/compute ratio (target {scaling.queue_compute_ratio:g}){cpu}.")
+    fallback = (f"CPU utilization ({scaling.cpu_utilization}%) only" if scaling.cpu_utilization is not None
+                else "the HPA's default of 80% CPU utilization")
+    return (ConditionStatus.FALSE, Reason.CUSTOM_METRICS_UNAVAILABLE,
+            "No custom metrics API (custom.metrics.k8s.io) answers, so the HPA scales on " + fallback + ". "
+            "Install prometheus-adapter with the rule in the chart's prometheus-adapter/values.yaml; "
+            "the next pass adds the queue/compute target.")
+
+
 def observe_serving(spec: ModelDeploymentSpec, name: str, namespace: str, target: ServedModel | None,
                     children: list[dict[str, Any]], prometheus_operator: bool) -> tuple[str, dict[str, tuple[str, str, str]], dict[str, Any]]:
     """(phase, {Ready/Progressing/Degraded: (status, reason, message)}, extra status)."""

@@ -22,7 +22,7 @@ from strata.render.serving import (
     plan_rollout,
     render_model_deployment,
 )
-from strata.render.serving_status import observe_serving
+from strata.render.serving_status import autoscaling_condition, observe_serving
 from tests_support import example_spec
 
 OWNER = {"metadata": {"name": "lm", "namespace": "ml", "uid": "u-1"}}
@@ -229,6 +229,35 @@ def test_the_hpa_targets_the_queue_compute_ratio_and_cpu_with_the_declared_behav
                                         "target": {"type": "AverageValue", "averageValue": "1500m"}}
     assert hpa["metrics"][1]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
     assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 30
+
+
+SCALING_CASES = [
+    pytest.param(70, True, ["Pods", "Resource"], ("True", "QueueComputeRatioServed"),
+                 id="with a custom metrics API the ratio and CPU are both targets"),
+    pytest.param(70, False, ["Resource"], ("False", "CustomMetricsAPIUnavailable"),
+                 id="without one the HPA scales on CPU only, and says so"),
+    pytest.param(None, False, [], ("False", "CustomMetricsAPIUnavailable"),
+                 id="without one and without a CPU target the HPA's default CPU target applies"),
+]
+
+
+@pytest.mark.parametrize("cpu, custom_metrics, kinds, condition", SCALING_CASES)
+def test_the_queue_target_needs_a_custom_metrics_api(cpu, custom_metrics, kinds, condition):
+    """An HPA that cannot read one of its metrics never scales down, so the ratio is only a
+    target where a custom metrics API answers."""
+    spec = spec_of(autoscaling={"minReplicas": 1, "maxReplicas": 3, "cpuUtilization": cpu})
+    rendered = render_model_deployment(MODEL_DEPLOYMENT, OWNER, spec, plan_rollout(spec.rollout, V4, None), IMAGES,
+                                       False, custom_metrics)
+    hpa = by_kind(rendered)["HorizontalPodAutoscaler"]["spec"]
+    assert [metric["type"] for metric in hpa["metrics"]] == kinds
+    status, reason, message = autoscaling_condition(spec, custom_metrics)
+    assert (status, reason) == condition
+    if not custom_metrics:
+        assert "prometheus-adapter" in message and ("70%" in message if cpu else "80%" in message)
+
+
+def test_without_autoscaling_there_is_no_autoscaling_condition():
+    assert autoscaling_condition(spec_of(), True) is None
 
 
 def test_resources_and_gpus_reach_the_triton_container():
