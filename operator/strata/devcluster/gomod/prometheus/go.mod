@@ -1,4 +1,5 @@
-// Builds promtool, which checks and unit-tests the chart's Prometheus alert rules.
+// Builds promtool, which checks and unit-tests the chart's Prometheus alert rules, and (on
+// demand, `strata dev up --monitoring`) the Prometheus server, in the same `go build`.
 module strata.dev/devcluster/prometheus
 
 go 1.26.7
