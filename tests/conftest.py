@@ -1,5 +1,6 @@
 """Session-wide fixtures: the real local Kubernetes control plane (`dev_cluster`), and
-per module a second one that runs Kueue's controller (`kueue_cluster`).
+per module a second one that runs Kueue's controller (`kueue_cluster`) or Prometheus with
+prometheus-adapter (`monitoring_cluster`).
 
 Tests that use `dev_cluster` are marked `cluster` automatically, so `-m "not cluster"`
 skips them. The cluster is never skipped silently: if it can't be built or started,
@@ -11,19 +12,25 @@ from __future__ import annotations
 import pytest
 
 from strata.devcluster import BuildError, DevCluster, ensure_binaries, processes_using
-from strata.devcluster import kueue
+from strata.devcluster import FakeNode, kueue, monitoring
 from tests_support import running_cluster
 
 _build_error: str | None = None
 _kueue_build_error: str | None = None
+_monitoring_build_error: str | None = None
 
 
 def _uses_dev_cluster(item: pytest.Item) -> bool:
-    return bool({"dev_cluster", "kueue_cluster"} & set(getattr(item, "fixturenames", ())))
+    return bool({"dev_cluster", "kueue_cluster", "monitoring_cluster"}
+                & set(getattr(item, "fixturenames", ())))
 
 
 def _uses_kueue(item: pytest.Item) -> bool:
     return "kueue_cluster" in getattr(item, "fixturenames", ())
+
+
+def _uses_monitoring(item: pytest.Item) -> bool:
+    return bool({"monitoring_cluster", "real_node_monitoring"} & set(getattr(item, "fixturenames", ())))
 
 
 # Set when gpu-marked tests were collected but no CUDA device is visible: (count, reason).
@@ -68,7 +75,7 @@ def pytest_terminal_summary(terminalreporter) -> None:
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Build missing binaries before any test runs, so a first-time build (many minutes)
     doesn't count against a test's timeout."""
-    global _build_error, _kueue_build_error
+    global _build_error, _kueue_build_error, _monitoring_build_error
     if session.config.option.collectonly or not any(map(_uses_dev_cluster, session.items)):
         return
     try:
@@ -80,6 +87,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             kueue.ensure_binary()  # built only when a collected test needs it; cached afterwards
         except BuildError as error:
             _kueue_build_error = str(error)
+    if any(map(_uses_monitoring, session.items)):
+        try:
+            monitoring.ensure_binaries()  # likewise: Prometheus and prometheus-adapter
+        except BuildError as error:
+            _monitoring_build_error = str(error)
 
 
 @pytest.fixture(scope="session")
@@ -124,3 +136,23 @@ def kueue_cluster(tmp_path_factory: pytest.TempPathFactory, kueue_host_before: d
         if kueue.host_snapshot() != kueue_host_before:
             pytest.fail(f"{kueue.METRICS_CERT_DIR} was not restored: {kueue.host_snapshot()} "
                         f"!= {kueue_host_before}", pytrace=False)
+
+
+# Three CPU nodes: the monitoring tests' pods use the host network, one per node.
+MONITORING_NODES = [FakeNode(f"kwok-cpu-{i}") for i in range(3)]
+
+
+@pytest.fixture(scope="module")
+def monitoring_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A running DevCluster with Prometheus and prometheus-adapter (3 CPU kwok nodes), one per
+    module. Prometheus's port is `.monitoring_ports.prometheus`."""
+    for error in (_build_error, _monitoring_build_error):
+        if error is not None:
+            pytest.fail(f"the dev cluster with monitoring could not be built:\n{error}", pytrace=False)
+    cluster = DevCluster(tmp_path_factory.mktemp("monitoring"), nodes=MONITORING_NODES, monitoring=True)
+    try:
+        yield from running_cluster(cluster, "dev cluster with monitoring")
+    finally:
+        leftovers = processes_using(cluster.state_dir)
+        if leftovers:
+            pytest.fail(f"dev cluster processes survived stop(): {leftovers}", pytrace=False)

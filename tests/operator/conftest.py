@@ -88,6 +88,24 @@ def real_node_cluster(tmp_path_factory: pytest.TempPathFactory):
         yield cluster
 
 
+@pytest.fixture(scope="module")
+def real_node_monitoring(real_node_cluster):
+    """Prometheus and prometheus-adapter added to the running session real-node cluster for one
+    module (`DevCluster.start_monitoring`), and stopped after it, APIServices removed. Prometheus
+    scrapes the real pods' `*-metrics` ports at their pod IPs; its port is
+    `real_node_cluster.monitoring_ports.prometheus`. Built on first use (root conftest)."""
+    from strata.devcluster import BuildError, DevClusterError
+
+    try:
+        real_node_cluster.start_monitoring()
+    except (DevClusterError, BuildError) as error:
+        pytest.fail(f"monitoring could not start on the real-node cluster:\n{error}", pytrace=False)
+    try:
+        yield real_node_cluster
+    finally:
+        real_node_cluster.stop_monitoring()
+
+
 @pytest.fixture(scope="session")
 def real_node_operator(real_node_cluster):
     """`strata run` as its own process, with the locally built images, watching rn-* namespaces."""

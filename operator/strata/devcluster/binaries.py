@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 GOMOD_DIR = Path(__file__).resolve().parent / "gomod"
@@ -37,6 +37,7 @@ COREDNS_VERSION = "v1.15.0"
 METRICS_SERVER_VERSION = "v0.9.0"
 ARGOCD_VERSION = "v3.6.1"
 KUEUE_VERSION = "v0.17.0"
+PROMETHEUS_ADAPTER_VERSION = "v0.12.0"
 
 
 def _kubernetes_ldflags(version: str) -> str:
@@ -180,6 +181,22 @@ KUEUE = GoComponent(
     version=KUEUE_VERSION,
     packages={"kueue": "sigs.k8s.io/kueue/cmd/kueue"},
     ldflags=f"-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion={KUEUE_VERSION}",
+)
+
+# The Prometheus server and prometheus-adapter for `strata dev up --monitoring`
+# (devcluster/monitoring.py); built only when a cluster asks for them, so not in COMPONENTS.
+# The server comes from promtool's module, cache directory and lock: a cold build makes both
+# in one `go build`, so their shared packages compile once.
+PROMETHEUS_SERVER = replace(
+    PROMETHEUS,
+    packages={**PROMETHEUS.packages, "prometheus": "github.com/prometheus/prometheus/cmd/prometheus"},
+    version_marker=f"prometheus, version {PROMETHEUS_RELEASE}",
+)
+# Its own module: it pins k8s.io v0.30 libraries, which no other component's build shares.
+PROMETHEUS_ADAPTER = GoComponent(
+    name="prometheus-adapter",
+    version=PROMETHEUS_ADAPTER_VERSION,
+    packages={"prometheus-adapter": "sigs.k8s.io/prometheus-adapter/cmd/adapter"},
 )
 
 # The cluster needs etcd, kubernetes and kwok, and for its real node coredns and

@@ -44,7 +44,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     nodes = default_nodes(args.cpu_nodes, args.gpu_nodes, args.gpus_per_node)
     cluster = up(args.state_dir, nodes=nodes, startup_timeout=args.timeout,
-                 real_node=args.real_node, kueue=args.kueue,
+                 real_node=args.real_node, kueue=args.kueue, monitoring=args.monitoring,
                  # The kubelet's sandboxes need pause, whatever else was asked for.
                  images=tuple(dict.fromkeys(["pause", *args.images])) if args.images else None)
     print(f"Dev cluster up in {time.monotonic() - started:.1f}s at {cluster.server}")
@@ -55,6 +55,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
     if cluster.kueue_ports is not None:
         print(f"  kueue: webhook at https://127.0.0.1:{cluster.kueue_ports.webhook}; queues: "
               "kubectl apply -n <namespace> -f examples/kueue/kueue.yaml")
+    if cluster.monitoring_ports is not None:
+        print(f"  monitoring: Prometheus at http://127.0.0.1:{cluster.monitoring_ports.prometheus}; "
+              "custom metrics: kubectl get --raw /apis/custom.metrics.k8s.io/v1beta1")
     print(f"  logs:  {cluster.state_dir / 'logs'}")
     print(f"  export KUBECONFIG={cluster.kubeconfig}")
     return 0
@@ -131,6 +134,10 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
                            help="also run Kueue's controller (built on first use, minutes), which "
                                 "admits suspended Jobs labelled kueue.x-k8s.io/queue-name when "
                                 "their whole group fits the ClusterQueue's quota")
+    up_parser.add_argument("--monitoring", action="store_true",
+                           help="also run Prometheus, scraping pods' container ports named "
+                                "*-metrics, and prometheus-adapter serving the chart's rules as "
+                                "the custom metrics API (both built on first use, minutes)")
     up_parser.add_argument("--image", dest="images", action="append", metavar="NAME",
                            help="build and import only this image into the real node "
                                 "(repeatable; default: all of Strata's images)")

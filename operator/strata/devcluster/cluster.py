@@ -19,6 +19,8 @@ Everything lives in one state directory:
     <state>/volumes/            PersistentVolumes of the real node
     <state>/host.json           host settings to restore when the real node stops
     <state>/kueue/              Kueue's config and certs, with `kueue=True` (see `kueue`)
+    <state>/monitoring/         Prometheus's and prometheus-adapter's configs and data, with
+                                `monitoring=True` (see `monitoring`)
 
 Use it attached (`with DevCluster(path) as cluster:`; processes die with the thread that
 started them, so a crashed test run leaves nothing behind) or detached (`up(path)`,
@@ -46,6 +48,7 @@ from pathlib import Path
 from . import binaries as binaries_module
 from . import host
 from . import kueue as kueue_module
+from . import monitoring as monitoring_module
 from . import node as node_module
 from .api import ApiClient, ApiError
 from .kubeconfig import write_kubeconfig
@@ -82,8 +85,9 @@ _START_ATTEMPTS = 3
 
 # Start order; stop runs in reverse.
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
-# Add-ons a cluster runs when asked to (DevCluster(kueue=True), `strata dev up --kueue`).
-ADDONS = (kueue_module.NAME,)
+# Add-ons a cluster runs when asked to (DevCluster(kueue=True), `strata dev up --kueue`;
+# DevCluster(monitoring=True), `strata dev up --monitoring`).
+ADDONS = (kueue_module.NAME, *monitoring_module.NAMES)
 COMPONENT_ORDER = CONTROL_PLANE + NODE_COMPONENTS + ADDONS
 # The executable each component runs as, where it is not the component's own name.
 _EXECUTABLE = {"provisioner": Path(sys.executable).name}
@@ -193,6 +197,7 @@ class DevCluster:
         real_node: bool = False,
         images: tuple[str, ...] | None = None,
         kueue: bool = False,
+        monitoring: bool = False,
         startup_timeout: float = 120.0,
         stop_grace_seconds: float = 10.0,
     ):
@@ -205,6 +210,10 @@ class DevCluster:
         # Kueue's controller (built on first use) admits suspended Jobs by queue quota.
         self.kueue = kueue
         self.kueue_ports: kueue_module.KueuePorts | None = None
+        # Prometheus scraping pods' metrics ports and prometheus-adapter serving the custom
+        # metrics API (both built on first use), for HPAs on Pods metrics.
+        self.monitoring = monitoring
+        self.monitoring_ports: monitoring_module.MonitoringPorts | None = None
         # name -> strata.devcluster.images.LocalImage, built (or found cached) at start
         self.local_images: dict = {}
         self.node_ports: NodePorts | None = None
@@ -277,6 +286,8 @@ class DevCluster:
         binaries = binaries_module.ensure_binaries()
         if self.kueue:
             binaries[kueue_module.NAME] = kueue_module.ensure_binary()
+        if self.monitoring:
+            binaries.update(monitoring_module.ensure_binaries())
         self._refuse_if_running()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._pki = ensure_pki(self.state_dir / "pki")
@@ -315,6 +326,10 @@ class DevCluster:
             elif kueue_module.KueueLayout(self.state_dir).dir.is_dir():
                 # Kueue ran from this state dir before: its webhooks must not outlive it.
                 kueue_module.unregister_webhooks(self.kubeconfig)
+            if self.monitoring:
+                self._start_monitoring(binaries)
+            else:  # an adapter that ran from this state dir before must not stay registered
+                monitoring_module.stop_cleanup(self.state_dir)
         except BaseException:
             self.stop()
             raise
@@ -575,10 +590,10 @@ class DevCluster:
         except OSError as error:
             return f"/readyz unreachable: {error}"
 
-    def _component_is_healthy(self, port: int) -> bool:
+    def _component_is_healthy(self, port: int, path: str = "/healthz") -> bool:
         # These serve self-signed in-memory certs; /healthz needs no credentials.
         try:
-            return ApiClient(LOOPBACK, port).request("GET", "/healthz")[0] == 200
+            return ApiClient(LOOPBACK, port).request("GET", path)[0] == 200
         except OSError:
             return False
 
@@ -698,6 +713,73 @@ class DevCluster:
                 pki.ca_cert.read_bytes()):
             api.apply(configuration)
 
+    # -- monitoring ------------------------------------------------------------------------
+
+    def _start_monitoring(self, binaries: dict[str, Path]) -> None:
+        """Prometheus, then the adapter, then its APIServices once both serve."""
+        pki = self._require_pki()
+        layout = monitoring_module.MonitoringLayout(self.state_dir)
+        self.monitoring_ports = monitoring_module.MonitoringPorts(*free_ports(2))
+        try:
+            monitoring_module.write_files(layout, pki, self.kubeconfig)
+        except monitoring_module.MonitoringError as error:
+            raise DevClusterError(str(error)) from error
+        ports = self.monitoring_ports
+        arguments = {
+            monitoring_module.PROMETHEUS: monitoring_module.prometheus_arguments(layout, ports),
+            monitoring_module.ADAPTER: monitoring_module.adapter_arguments(layout, ports, pki,
+                                                                           self.kubeconfig),
+        }
+        self._launch(monitoring_module.PROMETHEUS, binaries, arguments)
+        self._wait_until("Prometheus /-/ready", lambda: monitoring_module.prometheus_is_ready(ports),
+                         [monitoring_module.PROMETHEUS])
+        self._launch(monitoring_module.ADAPTER, binaries, arguments)
+        self._wait_until("prometheus-adapter /readyz",
+                         lambda: self._component_is_healthy(ports.adapter, "/readyz"),
+                         [monitoring_module.ADAPTER])
+        api = self.admin_api()
+        for manifest in monitoring_module.apiservice_objects(pki.ca_cert.read_bytes(), ports.adapter):
+            api.apply(manifest)
+        for name, _ in monitoring_module.apiservice_names():
+            self._wait_until(f"the APIService {name} to be available",
+                             lambda name=name: self._apiservice_is_available(name),
+                             [monitoring_module.ADAPTER, "kube-apiserver"])
+
+    def start_monitoring(self) -> None:
+        """Add Prometheus and prometheus-adapter to this running cluster (as if it had been
+        started with monitoring=True); `stop_monitoring` or `stop` ends them."""
+        if self.ports is None:
+            raise DevClusterError("the cluster is not started")
+        if self.monitoring_ports is not None:
+            return
+        binaries = monitoring_module.ensure_binaries()
+        self.monitoring = True
+        try:
+            self._start_monitoring(binaries)
+        except BaseException:
+            self.stop_monitoring()
+            raise
+        self._write_cluster_record()
+
+    def stop_monitoring(self) -> None:
+        """Stop the monitoring processes and remove their APIServices; the cluster runs on."""
+        processes = [self.processes.pop(name) for name in reversed(monitoring_module.NAMES)
+                     if name in self.processes]
+        terminate(processes, self.stop_grace_seconds)
+        monitoring_module.stop_cleanup(self.state_dir)
+        self.monitoring = False
+        self.monitoring_ports = None
+        if self.ports is not None and (self.state_dir / "cluster.json").exists():
+            self._write_cluster_record()
+
+    def _apiservice_is_available(self, name: str) -> bool:
+        try:
+            item = self.admin_api().get_json(f"/apis/apiregistration.k8s.io/v1/apiservices/{name}")
+        except (OSError, ApiError):
+            return False
+        return any(c["type"] == "Available" and c["status"] == "True"
+                   for c in item.get("status", {}).get("conditions", []))
+
     def _crd_is_established(self, name: str) -> bool:
         try:
             item = self.admin_api().get_json(
@@ -718,6 +800,8 @@ class DevCluster:
             "real_node": self.real_node,
             "kueue": self.kueue,
             "kueue_ports": vars(self.kueue_ports) if self.kueue_ports else None,
+            "monitoring": self.monitoring,
+            "monitoring_ports": vars(self.monitoring_ports) if self.monitoring_ports else None,
             "images": self.image_refs,
         }
         (self.state_dir / "cluster.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -772,6 +856,8 @@ def _stop_components(state_dir: Path, processes: dict[str, ManagedProcess],
             terminate([process], grace_seconds)
         if name == kueue_module.NAME:  # first: the apiserver must still be up
             kueue_module.stop_cleanup(state_dir)
+        if name == monitoring_module.ADAPTER:  # likewise
+            monitoring_module.stop_cleanup(state_dir)
         if name == "containerd":
             _kill_shims(state_dir)
     if (state_dir / "host.json").exists():
@@ -839,6 +925,8 @@ def status(state_dir: str | os.PathLike = DEFAULT_STATE_DIR) -> dict:
         expected += NODE_COMPONENTS
     if record.get("kueue", kueue_module.NAME in running):
         expected += (kueue_module.NAME,)
+    if record.get("monitoring", any(name in running for name in monitoring_module.NAMES)):
+        expected += monitoring_module.NAMES
     return {
         "state_dir": str(state_dir),
         "running": running,

@@ -1,6 +1,9 @@
 //go:build tools
 
-// Records the promtool command as a dependency so `go mod tidy` keeps it.
+// Records the promtool and prometheus commands as dependencies so `go mod tidy` keeps them.
 package tools
 
-import _ "github.com/prometheus/prometheus/cmd/promtool"
+import (
+	_ "github.com/prometheus/prometheus/cmd/prometheus"
+	_ "github.com/prometheus/prometheus/cmd/promtool"
+)
