@@ -217,9 +217,11 @@ def decide_retrain(retrain: Retrain, results: list[MonitorResult], active: int, 
 
 
 def retraining_number(name: str, target: str) -> int | None:
-    prefix = f"{target}{RETRAIN_INFIX}"
-    suffix = name[len(prefix):] if name.startswith(prefix) else ""
-    return int(suffix) if suffix.isdigit() else None
+    """n of a retraining's name <target>-retrain-<n> (the target shortened as retraining_name does)."""
+    head, infix, suffix = name.rpartition(RETRAIN_INFIX)
+    if not infix or not suffix.isdigit() or not target.startswith(head):
+        return None
+    return int(suffix)
 
 
 def retraining_name(target: str, number: int) -> str:
