@@ -29,6 +29,7 @@ from strata.api import FEEDBACK_POLICY, MODEL_DEPLOYMENT, TRAINING_JOB, KindInfo
 from strata.api.feedback import FeedbackPolicySpec
 from strata.constants import (
     ANNOTATION_APPROVE_PROMOTION,
+    ANNOTATION_CREATED_BECAUSE,
     API_VERSION,
     ConditionStatus,
     ConditionType,
@@ -131,6 +132,28 @@ def results_from_status(previous: dict[str, Any]) -> tuple[MonitorResult, ...]:
                  for r in previous.get("monitors") or [])
 
 
+def recorded_retraining(inputs: PolicyInputs, retrainings: tuple[dict[str, Any], ...], target: str) -> dict[str, Any]:
+    """lastRetrain, retrainCount and history as status has them, completed from the newest
+    retraining TrainingJob itself when status missed it (a pass whose status write lost to a
+    newer version of the policy): the job carries its reason and its creation time."""
+    numbered = [(policy.retraining_number(job["metadata"]["name"], target) or 0, job) for job in retrainings]
+    if not numbered:
+        return {}
+    number, newest = max(numbered, key=lambda pair: pair[0])
+    name = newest["metadata"]["name"]
+    if number <= inputs.retrain_count and (inputs.last_retrain or {}).get("trainingJob") == name:
+        return {}
+    reason = ((newest["metadata"].get("annotations") or {}).get(ANNOTATION_CREATED_BECAUSE) or "")[:1024]
+    at = newest["metadata"].get("creationTimestamp") or policy.format_time(inputs.now)
+    history = list(inputs.history)
+    if not any(entry.get("trainingJob") == name and entry.get("action") == "Retrained" for entry in history):
+        history = [entry for entry in history if (entry.get("at") or "") < at]
+        history = policy.append_history(history, {"at": at, "action": "Retrained", "reason": Reason.RETRAINING_STARTED,
+                                                  "message": reason, "trainingJob": name})
+    return {"last_retrain": {"trainingJob": name, "reason": reason, "at": at},
+            "retrain_count": max(number, inputs.retrain_count), "history": tuple(history)}
+
+
 # ---------------------------------------------------------------------------------------
 # resolve: reads, then the pure decisions
 # ---------------------------------------------------------------------------------------
@@ -148,7 +171,8 @@ def resolve(info: KindInfo, body: dict[str, Any], spec: FeedbackPolicySpec) -> P
     problem = policy.policy_problem(spec, name, meta.get("creationTimestamp") or "", others)
     retrainings = tuple(job for job in k8s.list_children(API_VERSION, "TrainingJob", namespace, owner_labels(info, name))
                         if is_controlled_by(job, meta["uid"]))
-    inputs = replace(inputs, retrainings=retrainings)
+    inputs = replace(inputs, retrainings=retrainings, **recorded_retraining(inputs, retrainings,
+                                                                            spec.target.model_deployment))
     if problem:
         reason = Reason.POLICY_CONFLICT if problem.startswith("spec.target") else Reason.INVALID_SPEC
         return replace(inputs, problem=(reason, problem))
