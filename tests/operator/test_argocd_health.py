@@ -205,7 +205,7 @@ def test_the_examples_application_syncs_only_the_examples(argocd_lua):
 
 
 # Kinds whose workload this version does not run (a TrainingJob trains, a ModelDeployment serves,
-# a FeedbackPolicy monitors: test_feedback_policy.py).
+# a FeedbackPolicy monitors: test_feedback_loop.py).
 NOT_RUN_KINDS = ["Dataset"]
 
 

@@ -22,7 +22,7 @@ from strata_workloads.train.config import parse_config
 KINDS = ["Dataset", "TrainingJob", "ModelDeployment", "FeedbackPolicy"]
 # Kinds whose workload this version does not run yet: they only publish their configuration.
 # (A TrainingJob trains: test_trainingjob_*.py; a ModelDeployment serves: test_serving.py; a
-# FeedbackPolicy monitors and retrains: test_feedback_policy.py.)
+# FeedbackPolicy monitors and retrains: test_feedback_loop.py.)
 NOT_RUN_KINDS = ["Dataset"]
 # The name each kind's config ConfigMap starts with (a content hash follows), and its file.
 CONFIG_MAPS = {

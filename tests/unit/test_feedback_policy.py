@@ -118,12 +118,6 @@ def test_retraining_names_show_the_lineage(target, number, expected):
     assert policy.retraining_number(name, target) == number
 
 
-def test_old_retrainings_are_pruned_but_the_served_one_is_kept():
-    jobs = [job(f"lm-retrain-{n}") for n in range(1, 9)]
-    kept = [j["metadata"]["name"] for j in policy.kept_retrainings(jobs, "lm", serving="lm-retrain-1")]
-    assert kept == ["lm-retrain-1"] + [f"lm-retrain-{n}" for n in range(4, 9)]
-
-
 def test_the_history_is_bounded_and_a_repeated_hold_is_one_record():
     history: list[dict] = []
     for n in range(30):

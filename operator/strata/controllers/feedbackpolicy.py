@@ -252,21 +252,20 @@ def resolve(info: KindInfo, body: dict[str, Any], spec: FeedbackPolicySpec) -> P
 
 def render(info: KindInfo, body: dict[str, Any], spec: FeedbackPolicySpec, inputs: PolicyInputs) -> list[dict[str, Any]]:
     children = [render_config_map(info, body, spec)]
-    serving = inputs.serving_name
     promotion = inputs.promotion
     if promotion is not None and promotion.action == "promote":
         k8s.merge_patch_object(API_VERSION, MODEL_DEPLOYMENT.kind, inputs.namespace, spec.target.model_deployment,
                                policy.promotion_patch(promotion.training_job))
         k8s.post_event(body, "Normal", Reason.PROMOTED,
                        f"Set ModelDeployment {spec.target.model_deployment} spec.model.trainingJob.name to "
-                       f"{promotion.training_job} (was {serving})")
-        serving = promotion.training_job
+                       f"{promotion.training_job} (was {inputs.serving_name})")
     _announce_changes(body, inputs)
-    kept = policy.kept_retrainings(list(inputs.retrainings), spec.target.model_deployment, serving)
-    # Kept as they are: a retraining is created once (its policy says so) and never updated.
+    # Kept as they are: a retraining is created once (its policy says so), never updated, and
+    # never deleted by the operator (the chart grants no delete on users' kinds): the garbage
+    # collector removes them with their policy.
     children += [{**job, "metadata": {key: value for key, value in job["metadata"].items()
                                       if key in ("name", "namespace", "labels", "annotations", "ownerReferences")}}
-                 for job in kept]
+                 for job in inputs.retrainings]
     if inputs.new_job is not None:
         children.append(inputs.new_job)
     return children

@@ -30,9 +30,6 @@ from strata_workloads.monitor.result import BREACHED, INSUFFICIENT_DATA, Monitor
 from strata_workloads.monitor.toxicity import toxicity_from_counts
 
 RETRAIN_INFIX = "-retrain-"
-# Retraining TrainingJobs kept (with their checkpoints and exports); older ones are deleted,
-# except the one whose model is served.
-KEEP_RETRAININGS = 5
 HISTORY_LIMIT = 20
 # Metric names of promotion.requireNoWorse -> the key in a TrainingJob's status.metrics
 # (strata_workloads.train.config's metric names); lower is better for both.
@@ -266,13 +263,6 @@ def render_retraining_job(info: KindInfo, policy: dict[str, Any], template: dict
         },
         "spec": spec,
     }
-
-
-def kept_retrainings(jobs: list[dict[str, Any]], target: str, serving: str | None) -> list[dict[str, Any]]:
-    """The retraining jobs to keep: the newest KEEP_RETRAININGS, and the served one."""
-    numbered = sorted(jobs, key=lambda job: retraining_number(job["metadata"]["name"], target) or 0)
-    newest = numbered[-KEEP_RETRAININGS:]
-    return [job for job in numbered if job in newest or job["metadata"]["name"] == serving]
 
 
 def is_active(job: dict[str, Any]) -> bool:
