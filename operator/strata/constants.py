@@ -30,6 +30,11 @@ KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 # Why the operator created a child, when that is news (a TrainingJob's next attempt): the
 # creation event says this instead of "Created <kind> <name>".
 ANNOTATION_CREATED_BECAUSE = "strata.dev/created-because"
+# FeedbackPolicy with promotion.mode manual: a person approves a retrained model by setting
+# this annotation on the policy to the retraining TrainingJob's name.
+ANNOTATION_APPROVE_PROMOTION = "strata.dev/approve-promotion"
+# On a retraining TrainingJob: the TrainingJob whose spec it copies (its lineage).
+ANNOTATION_RETRAINED_FROM = "strata.dev/retrained-from"
 
 
 class ChildPolicy:
@@ -56,6 +61,10 @@ class ConditionType:
     # ModelDeployment with autoscaling: whether the HPA scales on Triton's queue/compute ratio
     # (it needs a custom metrics API, such as prometheus-adapter's).
     QUEUE_AUTOSCALING = "QueueAutoscaling"
+    # FeedbackPolicy: why the latest retraining happened or was held back, and where the
+    # latest retrained model's promotion stands.
+    RETRAINING = "Retraining"
+    PROMOTION = "Promotion"
 
 
 class ConditionStatus:
@@ -103,6 +112,25 @@ class Reason:
     PROMETHEUS_OPERATOR_MISSING = "PrometheusOperatorNotInstalled"
     QUEUE_METRIC_SERVED = "QueueComputeRatioServed"
     CUSTOM_METRICS_UNAVAILABLE = "CustomMetricsAPIUnavailable"
+    # FeedbackPolicy: monitors.
+    MONITORS_OK = "MonitorsOK"
+    MONITORS_BREACHED = "MonitorsBreached"
+    SIGNALS_UNAVAILABLE = "SignalsUnavailable"  # no sidecar answered
+    POLICY_CONFLICT = "PolicyConflict"  # another policy governs the same ModelDeployment
+    # FeedbackPolicy: retraining (the Retraining condition).
+    RETRAINING_STARTED = "RetrainingStarted"
+    NO_TRIGGER = "NoTrigger"
+    COOLDOWN = "Cooldown"
+    CONCURRENCY_LIMIT = "ConcurrencyLimit"
+    INSUFFICIENT_SAMPLES = "InsufficientSamples"
+    RETRAINING_DISABLED = "RetrainingDisabled"  # spec.retrain unset: monitoring only
+    # FeedbackPolicy: promotion (the Promotion condition).
+    NO_CANDIDATE = "NoCandidate"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    METRICS_MISSING = "MetricsMissing"
+    WORSE_THAN_SERVING = "WorseThanServing"
+    PROMOTED = "Promoted"
+    NOT_PROMOTABLE = "NotPromotable"  # the target serves from a repository, not a TrainingJob
 
 
 # The reason given when a referenced object of this kind is missing.
@@ -140,6 +168,8 @@ class Phase:
     # ModelDeployment: the version the spec names failed to become available and the previous
     # one is served again; changing the version (or fixing the model) starts a new rollout.
     ROLLED_BACK = "RolledBack"
+    # FeedbackPolicy: its monitors are read on schedule (retrainings run or not).
+    MONITORING = "Monitoring"
 
 
 PHASE_DESCRIPTIONS = {
@@ -156,4 +186,5 @@ PHASE_DESCRIPTIONS = {
     Phase.ROLLING_OUT: "a model version is being rolled out and not every replica serves it yet",
     Phase.SERVING: "the model version the spec names is served by every desired replica",
     Phase.ROLLED_BACK: "the model version the spec names did not become available in time, and the previous one is served again",
+    Phase.MONITORING: "its monitors are read on schedule; the Retraining and Promotion conditions say what it did about them",
 }

@@ -162,3 +162,14 @@ def post_event(body: dict[str, Any], type_: str, reason: str, message: str) -> N
     """An event on the object: kopf's poster batches them in the background, as the
     operator's reporting component (see controllers/operator.py)."""
     kopf.event(body, type=type_, reason=reason, message=message)
+
+
+def merge_patch_object(api_version: str, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch of someone else's object (a FeedbackPolicy promoting a ModelDeployment's
+    model): the operator's field manager comes to own only the fields the patch sets, and every
+    other field stays its user's (a server-side apply would claim the whole applied intent)."""
+    live = _resource(api_version, kind).patch(
+        body=patch, name=name, namespace=namespace, content_type="application/merge-patch+json",
+        field_manager=FIELD_MANAGER,
+    )
+    return live.to_dict()

@@ -7,17 +7,32 @@ operator needs no extra RBAC, and the cost is one HTTP GET per running job per p
 
 from __future__ import annotations
 
+import json
 import urllib.error
 import urllib.request
+from typing import Any
 
 TIMEOUT_SECONDS = 2.0
 
 
 def fetch_metrics(pod_ip: str, port: int) -> str | None:
     """The exposition text, or None when the pod does not answer (yet)."""
-    host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=TIMEOUT_SECONDS) as response:
+        with urllib.request.urlopen(f"{pod_url(pod_ip, port)}/metrics", timeout=TIMEOUT_SECONDS) as response:
             return response.read().decode("utf-8", "replace")
     except (OSError, urllib.error.URLError, ValueError):
         return None
+
+
+def pod_url(pod_ip: str, port: int) -> str:
+    host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
+    return f"http://{host}:{port}"
+
+
+def fetch_json(url: str) -> Any:
+    """A JSON document (the sidecar's /stats and /feedback); raises OSError when it cannot be read."""
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response:
+            return json.loads(response.read())
+    except (urllib.error.URLError, ValueError) as error:
+        raise OSError(f"{url}: {error}") from error

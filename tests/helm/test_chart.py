@@ -177,6 +177,7 @@ def test_installed_chart_rolls_out_the_operator(dev_cluster, installed_chart):
         pytest.param("list", "customresourcedefinitions.apiextensions.k8s.io", "cluster", True, id="may discover CRDs"),
         pytest.param("create", "configmaps", "elsewhere", False, id="may not touch other namespaces"),
         pytest.param("watch", "datasets.strata.dev", "elsewhere", False, id="may not watch other namespaces"),
+        pytest.param("create", "trainingjobs.strata.dev", "workspace", True, id="may create a policy's retraining"),
         pytest.param("delete", "trainingjobs.strata.dev", "workspace", False, id="may not delete users' resources"),
         pytest.param("update", "trainingjobs.strata.dev", "workspace", False, id="may not replace users' specs"),
         pytest.param("get", "secrets", "workspace", False, id="may not read secrets"),

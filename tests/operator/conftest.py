@@ -43,6 +43,8 @@ def operator(crds_installed):
         "STRATA_METRICS_PORT": str(metrics_port),
         # Resync fast so level-based repair is observable within a test.
         "STRATA_RESYNC_SECONDS": str(RESYNC_SECONDS),
+        # FeedbackPolicies' evaluation timer (their spec.evaluationInterval still applies).
+        "STRATA_FEEDBACK_EVALUATION_SECONDS": str(RESYNC_SECONDS),
     }
     saved = {key: os.environ.get(key) for key in overrides}
     os.environ.update(overrides)

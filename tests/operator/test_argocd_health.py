@@ -204,8 +204,9 @@ def test_the_examples_application_syncs_only_the_examples(argocd_lua):
 # --- Real objects --------------------------------------------------------------------------
 
 
-# Kinds whose workload this version does not run (a TrainingJob trains, a ModelDeployment serves).
-NOT_RUN_KINDS = ["Dataset", "FeedbackPolicy"]
+# Kinds whose workload this version does not run (a TrainingJob trains, a ModelDeployment serves,
+# a FeedbackPolicy monitors: test_feedback_loop.py).
+NOT_RUN_KINDS = ["Dataset"]
 
 
 @pytest.mark.parametrize("kind", NOT_RUN_KINDS)
@@ -216,6 +217,14 @@ def test_an_accepted_resource_whose_workload_is_not_implemented_is_degraded_sayi
     assert verdict["status"] == "Degraded"
     assert verdict["message"].startswith("Not ready and not progressing: NotImplemented: ")
     assert f"{kind} was accepted and validated" in verdict["message"]
+
+
+def test_a_feedback_policy_whose_target_serves_no_pod_yet_is_progressing_saying_so(argocd, captured):
+    obj = captured["accepted/FeedbackPolicy"]
+    assert obj["status"]["phase"] == Phase.MONITORING
+    verdict = argocd.health(obj)
+    assert verdict["status"] == "Progressing"
+    assert "SignalsUnavailable: Cannot read the monitors' signals: no running pod of the target" in verdict["message"]
 
 
 def test_a_model_deployment_waiting_for_its_training_jobs_export_is_degraded_saying_so(argocd, captured):

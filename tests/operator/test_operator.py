@@ -21,8 +21,9 @@ from strata_workloads.train.config import parse_config
 
 KINDS = ["Dataset", "TrainingJob", "ModelDeployment", "FeedbackPolicy"]
 # Kinds whose workload this version does not run yet: they only publish their configuration.
-# (A TrainingJob trains: test_trainingjob_*.py; a ModelDeployment serves: test_serving.py.)
-NOT_RUN_KINDS = ["Dataset", "FeedbackPolicy"]
+# (A TrainingJob trains: test_trainingjob_*.py; a ModelDeployment serves: test_serving.py; a
+# FeedbackPolicy monitors and retrains: test_feedback_loop.py.)
+NOT_RUN_KINDS = ["Dataset"]
 # The name each kind's config ConfigMap starts with (a content hash follows), and its file.
 CONFIG_MAPS = {
     "Dataset": ("support-chats-pipeline-", "pipeline.yaml"),
@@ -71,6 +72,20 @@ def test_status_reports_honestly_that_the_workload_is_not_implemented(dev_cluste
     assert all(c["observedGeneration"] == obj["metadata"]["generation"] for c in conditions.values())
     # Not "Pending": nothing further will happen to it in this version.
     assert obj["status"]["phase"] == "Accepted"
+
+
+def test_a_feedback_policy_says_its_target_serves_no_pod_to_read_and_what_it_does_not_act_on(
+        dev_cluster, namespace, lifecycle):
+    """The example's ModelDeployment waits for its TrainingJob's export, so no sidecar runs yet."""
+    obj = wait_for(lambda: (o := observed(dev_cluster, namespace, "FeedbackPolicy", lifecycle["FeedbackPolicy"]))
+                   and o["status"].get("phase") == "Monitoring" and o, what="FeedbackPolicy status")
+    conditions = {c["type"]: c for c in obj["status"]["conditions"]}
+    assert (conditions["Ready"]["status"], conditions["Ready"]["reason"]) == ("False", "SignalsUnavailable")
+    assert "no running pod of the target serves yet" in conditions["Ready"]["message"]
+    assert conditions["Degraded"]["status"] == "False"
+    assert (conditions["Retraining"]["status"], conditions["Retraining"]["reason"]) == ("False", "NoTrigger")
+    assert conditions["Promotion"]["reason"] == "NoCandidate"
+    assert obj["status"]["breached"] == 0 and "monitors" not in obj["status"]
 
 
 def test_a_training_job_waits_progressing_until_its_dataset_has_data(dev_cluster, namespace, lifecycle):

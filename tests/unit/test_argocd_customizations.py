@@ -118,6 +118,17 @@ def training_outcomes():
     ]
 
 
+def feedback_outcomes():
+    """A FeedbackPolicy's outcomes in its own phase (controllers/feedbackpolicy.py): signals read, and not."""
+    from strata.api.feedback import FeedbackPolicySpec
+    from strata.controllers.feedbackpolicy import PolicyInputs, observe
+    from tests_support import example_spec
+
+    spec = FeedbackPolicySpec.model_validate(example_spec("FeedbackPolicy"))
+    return [observe(KINDS[3], spec, PolicyInputs(namespace="ml", evaluated_at="2026-01-01T00:00:00Z"), []),
+            observe(KINDS[3], spec, PolicyInputs(namespace="ml", signals_error="no sidecar answered"), [])]
+
+
 def test_the_phases_the_health_scripts_degrade_are_those_the_operator_writes_with_degraded_true():
     """The Lua's phase fallback agrees with the operator's outcomes, one for every phase."""
     common = (SOURCES / "health" / "common.lua").read_text()
@@ -128,6 +139,7 @@ def test_the_phases_the_health_scripts_degrade_are_those_the_operator_writes_wit
         apply_failed_outcome("Applying children failed: 403 Forbidden"),
         missing_reference_outcome([ObjectReference("Dataset", "support-data", "spec.dataset.name")], "default"),
         *training_outcomes(),
+        *feedback_outcomes(),
     ]
     # A ModelDeployment's serving phases, as its observe step writes them (one case per phase).
     from unit.test_serving import STATUS_CASES, spec_of

@@ -201,11 +201,19 @@ def test_non_finite_values_are_left_out():
         pytest.param({"requestId": "r", "rating": "good"}, "rating: must be 'up' or 'down'", id="an unknown rating"),
         pytest.param({"requestId": "r", "rating": "up", "text": 5}, "text: must be a string", id="text not a string"),
         pytest.param({"requestId": "r", "rating": "up", "score": 5}, "unknown feedback field(s) score", id="an extra field"),
+        pytest.param({"requestId": "r", "rating": "up", "attributes": {"locale": 5}}, "attributes:",
+                     id="an attribute that is not a string"),
+        pytest.param({"requestId": "r", "rating": "up", "attributes": ["de"]}, "attributes:", id="attributes not an object"),
     ],
 )
 def test_bad_feedback_is_refused_naming_the_field(body, message):
     with pytest.raises(FeedbackError, match=message.replace("(", r"\(").replace(")", r"\)")):
         validate(body)
+
+
+def test_feedback_keeps_the_attributes_the_bias_monitor_groups_by():
+    record = validate({"requestId": "r", "rating": "down", "attributes": {"locale": "de"}})
+    assert record["attributes"] == {"locale": "de"}
 
 
 def test_feedback_is_read_back_and_a_torn_last_line_is_skipped(tmp_path):

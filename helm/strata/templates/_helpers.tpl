@@ -46,6 +46,10 @@ creates, and post events.
 - apiGroups: [strata.dev]
   resources: [datasets/status, trainingjobs/status, modeldeployments/status, feedbackpolicies/status]
   verbs: [patch]
+# A FeedbackPolicy's retrainings: TrainingJobs it creates (never deletes: they go with their policy).
+- apiGroups: [strata.dev]
+  resources: [trainingjobs]
+  verbs: [create]
 - apiGroups: [""]
   resources: [configmaps, services]
   verbs: [list, watch, create, patch, delete]

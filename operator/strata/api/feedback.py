@@ -35,6 +35,7 @@ class ApprovalMonitor(StrataModel):
 
 class ToxicityMonitor(StrataModel):
     max_rate: Fraction = Field(description="Breached when the share of toxic outputs rises above this.")
+    min_samples: int = Field(default=100, ge=1, description="No verdict until this many outputs were scored.")
 
 
 class BiasGroup(StrataModel):
@@ -44,6 +45,7 @@ class BiasGroup(StrataModel):
 class BiasMonitor(StrataModel):
     groups: list[BiasGroup] = Field(min_length=1, max_length=8, description="Request attributes whose groups are compared.")
     max_disparity: Fraction = Field(description="Largest allowed gap in approval rate between groups.")
+    min_samples: int = Field(default=30, ge=1, description="Ratings a group needs in the window to be compared.")
 
 
 class DriftMonitor(StrataModel):
@@ -51,6 +53,7 @@ class DriftMonitor(StrataModel):
         default="dataset", description="Compare inputs to the training Dataset version or to the previous window."
     )
     max_psi: float = Field(default=0.2, gt=0, le=10, alias="maxPSI", description="Population stability index limit.")
+    min_samples: int = Field(default=100, ge=1, description="No verdict until the window holds this many inputs.")
 
 
 class Monitors(StrataModel):
@@ -86,7 +89,7 @@ class Retrain(StrataModel):
 
 
 class Promotion(StrataModel):
-    mode: Literal["automatic", "manual"] = Field(default="manual", description="automatic: a retrained model replaces the served one if it passes requireNoWorse; manual: a person promotes it.")
+    mode: Literal["automatic", "manual"] = Field(default="manual", description="automatic: a retrained model replaces the served one if it passes requireNoWorse; manual: it must also be approved by a person, who annotates the FeedbackPolicy strata.dev/approve-promotion=<retraining TrainingJob>.")
     require_no_worse: list[Literal["valLoss", "perplexity", "approval", "toxicity"]] = Field(
         default_factory=list, max_length=4
     , description="Metrics a retrained model must not be worse on to be promoted.")
@@ -95,6 +98,15 @@ class Promotion(StrataModel):
 
 class Review(StrataModel):
     queue_flagged: bool = Field(default=True, description="Keep flagged outputs for human review.")
+
+
+class Signals(StrataModel):
+    url: str | None = Field(
+        default=None, max_length=1024, pattern=r"^https?://",
+        description="The monitoring sidecar's metrics endpoint (http://host:9090) to read feedback and statistics "
+        "from, instead of every pod of the target: a Service or port-forward in front of one sidecar, or a sidecar "
+        "outside the cluster. Unset: each of the target's pods is read on its pod IP.",
+    )
 
 
 class FeedbackPolicySpec(StrataModel):
@@ -111,6 +123,8 @@ class FeedbackPolicySpec(StrataModel):
 
     target: Target = Field(description="The ModelDeployment to watch.")
     window: Duration = Field(default="1h", description="Sliding window the monitors evaluate.")
+    evaluation_interval: Duration = Field(default="1m", description="How often the monitors are evaluated.")
+    signals: Signals = Field(default_factory=Signals, description="Where the monitors' signals are read.")
     monitors: Monitors = Field(description="What to watch; at least one monitor.")
     retrain: Retrain | None = Field(default=None, description="When and how to retrain; monitoring only when unset.")
     promotion: Promotion = Field(default_factory=Promotion, description="Whether and when retrained models are served.")
@@ -129,12 +143,29 @@ class MonitorReading(StrataModel):
     value: float | None = Field(default=None, description="The monitored value over the window (a rate, a gap or a PSI).")
     verdict: Literal["OK", "Breached", "InsufficientData"] = Field(default="InsufficientData", description="OK, Breached, or InsufficientData when the window holds too few samples.")
     samples: int = Field(default=0, ge=0, description="Samples in the window.")
+    window: str | None = Field(default=None, max_length=64, description="The window the value covers (a duration, or since when).")
+    message: str | None = Field(default=None, max_length=1024, description="What was compared with what, in a sentence.")
 
 
 class RetrainRecord(StrataModel):
     training_job: str = Field(max_length=253, description="The TrainingJob the retraining created.")
     reason: str = Field(max_length=1024, description="What triggered it.")
     at: str = Field(max_length=64, description="When (RFC 3339).")
+
+
+class TriggerRecord(StrataModel):
+    at: str = Field(max_length=64, description="When (RFC 3339).")
+    action: Literal["Retrained", "Held", "Promoted", "PromotionHeld", "PromotionRefused"] = Field(
+        description="What the operator did: started a retraining, held one back, or promoted, held or refused a model.")
+    reason: str = Field(max_length=64, description="Why, as one CamelCase word (the condition's reason).")
+    message: str = Field(max_length=1024, description="Why, for people.")
+    training_job: str | None = Field(default=None, max_length=253, description="The retraining TrainingJob concerned.")
+
+
+class PromotionState(StrataModel):
+    training_job: str = Field(max_length=253, description="The retraining TrainingJob whose model is concerned.")
+    state: Literal["AwaitingApproval", "Promoted", "Refused"] = Field(description="Where the promotion stands.")
+    message: str = Field(default="", max_length=1024, description="Why, in a sentence.")
 
 
 class FeedbackPolicyStatus(StatusBase):
@@ -146,6 +177,12 @@ class FeedbackPolicyStatus(StatusBase):
     breached: int | None = Field(default=None, ge=0, description="Monitors currently breached.")
     last_retrain: RetrainRecord | None = Field(default=None, description="The most recent retraining.")
     retrain_count: int | None = Field(default=None, ge=0, description="Retrainings so far.")
+    breached_monitors: str | None = Field(default=None, max_length=128, description="Names of the breached monitors, for kubectl get.")
+    serving: str | None = Field(default=None, max_length=253, description="The TrainingJob whose model the target serves.")
+    last_evaluation: str | None = Field(default=None, max_length=64, description="When the monitors were last read (RFC 3339).")
+    last_schedule_check: str | None = Field(default=None, max_length=64, description="Until when the retraining schedules were checked (RFC 3339).")
+    promotion: PromotionState | None = Field(default=None, description="The latest retrained model's promotion.")
+    history: list[TriggerRecord] = Field(default_factory=list, max_length=20, description="The latest retraining and promotion decisions, oldest first (at most 20).")
 
 
 FEEDBACK_POLICY = KindInfo(
@@ -157,7 +194,8 @@ FEEDBACK_POLICY = KindInfo(
     status_model=FeedbackPolicyStatus,
     columns=(
         PrinterColumn(name="Target", type="string", json_path=".spec.target.modelDeployment"),
-        PrinterColumn(name="Breached", type="integer", json_path=".status.breached", description="Monitors breached."),
+        PrinterColumn(name="Breached", type="string", json_path=".status.breachedMonitors", description="Monitors breached."),
         PrinterColumn(name="Last-Retrain", type="string", json_path=".status.lastRetrain.trainingJob"),
+        PrinterColumn(name="Serving", type="string", json_path=".status.serving", description="TrainingJob whose model is served."),
     ),
 )

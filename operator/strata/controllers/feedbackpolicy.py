@@ -1,10 +1,383 @@
-"""FeedbackPolicy controller.
+"""FeedbackPolicy controller: monitors a ModelDeployment, retrains it, promotes the result.
 
-This version validates the resource, publishes its resolved configuration as a ConfigMap the
-workload pods will mount, and reports Ready=False/NotImplemented: monitoring and retraining comes next.
+resolve: the target ModelDeployment and the TrainingJob it serves, the retraining template,
+the policy's own retraining TrainingJobs, the namespace's other policies (one per target),
+and, when the evaluation interval has passed, the signals of the target's sidecars (GET
+/feedback and /stats on each pod's metrics port, or on spec.signals.url). Then the pure
+decisions (render/feedback_policy.py): monitors, retrain or hold, promote or hold.
+render: the config ConfigMap, the kept retraining TrainingJobs and a new one when due; the
+promotion is a merge patch of the ModelDeployment's spec.model.trainingJob.name only.
+observe: monitors, breached, retrainings, history, serving and the Retraining and Promotion
+conditions, built fresh each pass.
+
+A timer (STRATA_FEEDBACK_EVALUATION_SECONDS, default 30 s) re-runs the pass; the monitors
+are read when spec.evaluationInterval has passed since status.lastEvaluation.
 """
 
-from strata.api import FEEDBACK_POLICY
-from strata.controllers.registration import config_only_kind
+from __future__ import annotations
 
-config_only_kind(FEEDBACK_POLICY, what="monitoring and retraining")
+import datetime as dt
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urlencode
+
+import kopf
+
+from strata import k8s, podmetrics
+from strata.api import FEEDBACK_POLICY, MODEL_DEPLOYMENT, TRAINING_JOB, KindInfo
+from strata.api.feedback import FeedbackPolicySpec
+from strata.constants import (
+    ANNOTATION_APPROVE_PROMOTION,
+    ANNOTATION_CREATED_BECAUSE,
+    API_VERSION,
+    ConditionStatus,
+    ConditionType,
+    Phase,
+    Reason,
+)
+from strata.controllers.reconcile import (
+    Inputs,
+    Outcome,
+    is_controlled_by,
+    missing_reference_outcome,
+    reconcile,
+    resolve_references,
+)
+from strata.controllers.registration import CONTROLLERS, register_kind, watch_children
+from strata.render import feedback_policy as policy
+from strata.render.common import owner_labels
+from strata.render.config import render_config_map
+from strata.render.sidecar import SIDECAR_METRICS_PORT
+from strata_workloads.monitor.result import BREACHED, MonitorResult
+
+EVALUATION_SECONDS = float(os.environ.get("STRATA_FEEDBACK_EVALUATION_SECONDS", "30"))
+# Feedback records read per sidecar per evaluation at most (pages of FEEDBACK_PAGE).
+MAX_FEEDBACK_RECORDS = 200_000
+FEEDBACK_PAGE = 5000
+
+CHILD_KINDS = (("v1", "ConfigMap"), (API_VERSION, "TrainingJob"))
+
+
+@dataclass(frozen=True)
+class PolicyInputs(Inputs):
+    now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    previous: dict[str, Any] = field(default_factory=dict)
+    problem: tuple[str, str] | None = None  # (reason, message)
+    target: dict[str, Any] | None = None
+    serving_name: str | None = None
+    retrainings: tuple[dict[str, Any], ...] = ()
+    results: tuple[MonitorResult, ...] = ()
+    evaluated_at: str | None = None
+    signals_error: str | None = None
+    retrain: policy.RetrainDecision | None = None
+    new_job: dict[str, Any] | None = None
+    promotion: policy.PromotionDecision | None = None
+    history: tuple[dict[str, Any], ...] = ()
+    last_retrain: dict[str, Any] | None = None
+    retrain_count: int = 0
+
+
+# ---------------------------------------------------------------------------------------
+# signals
+# ---------------------------------------------------------------------------------------
+
+def sidecar_urls(spec: FeedbackPolicySpec, namespace: str) -> list[str]:
+    if spec.signals.url:
+        return [spec.signals.url.rstrip("/")]
+    pods = k8s.list_children("v1", "Pod", namespace, owner_labels(MODEL_DEPLOYMENT, spec.target.model_deployment))
+    return [podmetrics.pod_url(pod["status"]["podIP"], SIDECAR_METRICS_PORT) for pod in pods
+            if (pod.get("status") or {}).get("phase") == "Running" and (pod.get("status") or {}).get("podIP")]
+
+
+def read_signals(urls: list[str]) -> policy.Signals:
+    """Every sidecar's feedback records and toxicity counts; the ones that answer count."""
+    records: list[dict[str, Any]] = []
+    scored: int | None = None
+    flagged = 0
+    since: float | None = None
+    errors: list[str] = []
+    sources = 0
+    for url in urls:
+        try:
+            after, mine = 0, []
+            while len(mine) < MAX_FEEDBACK_RECORDS:
+                page = podmetrics.fetch_json(f"{url}/feedback?{urlencode({'after': after, 'limit': FEEDBACK_PAGE})}")
+                mine.extend(page.get("records") or [])
+                if page.get("next", after) == after or not page.get("records"):
+                    break
+                after = page["next"]
+            stats = podmetrics.fetch_json(f"{url}/stats")
+        except OSError as error:
+            errors.append(str(error))
+            continue
+        sources += 1
+        records.extend(mine)
+        toxicity = stats.get("toxicity")
+        if toxicity is not None:
+            scored = (scored or 0) + int(toxicity.get("scored") or 0)
+            flagged += int(toxicity.get("flagged") or 0)
+        if stats.get("since") is not None:
+            since = min(since or stats["since"], stats["since"])
+    if not urls:
+        error = "no running pod of the target serves yet"
+    else:
+        error = None if sources else "no sidecar answered: " + "; ".join(errors)[:900]
+    return policy.Signals(tuple(records), scored, flagged, since, sources, error)
+
+
+def results_from_status(previous: dict[str, Any]) -> tuple[MonitorResult, ...]:
+    return tuple(MonitorResult(r["name"], r.get("value"), r.get("verdict", "InsufficientData"), r.get("samples", 0),
+                               r.get("window") or "", r.get("message") or "")
+                 for r in previous.get("monitors") or [])
+
+
+def recorded_retraining(inputs: PolicyInputs, retrainings: tuple[dict[str, Any], ...], target: str) -> dict[str, Any]:
+    """lastRetrain, retrainCount and history as status has them, completed from the newest
+    retraining TrainingJob itself when status missed it (a pass whose status write lost to a
+    newer version of the policy): the job carries its reason and its creation time."""
+    numbered = [(policy.retraining_number(job["metadata"]["name"], target) or 0, job) for job in retrainings]
+    if not numbered:
+        return {}
+    number, newest = max(numbered, key=lambda pair: pair[0])
+    name = newest["metadata"]["name"]
+    if number <= inputs.retrain_count and (inputs.last_retrain or {}).get("trainingJob") == name:
+        return {}
+    reason = ((newest["metadata"].get("annotations") or {}).get(ANNOTATION_CREATED_BECAUSE) or "")[:1024]
+    at = newest["metadata"].get("creationTimestamp") or policy.format_time(inputs.now)
+    history = list(inputs.history)
+    if not any(entry.get("trainingJob") == name and entry.get("action") == "Retrained" for entry in history):
+        history = [entry for entry in history if (entry.get("at") or "") < at]
+        history = policy.append_history(history, {"at": at, "action": "Retrained", "reason": Reason.RETRAINING_STARTED,
+                                                  "message": reason, "trainingJob": name})
+    return {"last_retrain": {"trainingJob": name, "reason": reason, "at": at},
+            "retrain_count": max(number, inputs.retrain_count), "history": tuple(history)}
+
+
+# ---------------------------------------------------------------------------------------
+# resolve: reads, then the pure decisions
+# ---------------------------------------------------------------------------------------
+
+def resolve(info: KindInfo, body: dict[str, Any], spec: FeedbackPolicySpec) -> PolicyInputs:
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    base = resolve_references(info, body, spec)
+    previous = body.get("status") or {}
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    inputs = PolicyInputs(namespace=namespace, missing=base.missing, now=now, previous=previous,
+                          history=tuple(previous.get("history") or []), last_retrain=previous.get("lastRetrain"),
+                          retrain_count=previous.get("retrainCount") or 0)
+    others = k8s.list_objects(FEEDBACK_POLICY, namespace)
+    problem = policy.policy_problem(spec, name, meta.get("creationTimestamp") or "", others)
+    retrainings = tuple(job for job in k8s.list_children(API_VERSION, "TrainingJob", namespace, owner_labels(info, name))
+                        if is_controlled_by(job, meta["uid"]))
+    inputs = replace(inputs, retrainings=retrainings, **recorded_retraining(inputs, retrainings,
+                                                                            spec.target.model_deployment))
+    if problem:
+        reason = Reason.POLICY_CONFLICT if problem.startswith("spec.target") else Reason.INVALID_SPEC
+        return replace(inputs, problem=(reason, problem))
+    if base.missing:
+        return inputs
+
+    target = k8s.list_objects(MODEL_DEPLOYMENT, namespace, spec.target.model_deployment)[0]
+    serving_name = (((target.get("spec") or {}).get("model") or {}).get("trainingJob") or {}).get("name")
+    inputs = replace(inputs, target=target, serving_name=serving_name)
+
+    # The monitors, read when the evaluation interval has passed; the last reading otherwise.
+    last = policy.parse_time(previous.get("lastEvaluation"))
+    if last is None or (now - last).total_seconds() >= policy.duration_seconds(spec.evaluation_interval):
+        signals = read_signals(sidecar_urls(spec, namespace))
+        results = tuple(policy.evaluate(spec, signals, now)) if signals.error is None else ()
+        inputs = replace(inputs, results=results, evaluated_at=policy.format_time(now), signals_error=signals.error)
+    else:
+        inputs = replace(inputs, results=results_from_status(previous), evaluated_at=previous.get("lastEvaluation"))
+    if spec.retrain is None:
+        return inputs
+
+    # Retraining. The latest start is the later of what status recorded and the newest
+    # retraining's creation, so a pass that read an older status cannot start a second one.
+    created = [policy.parse_time(job["metadata"].get("creationTimestamp")) for job in retrainings]
+    recorded = policy.parse_time((inputs.last_retrain or {}).get("at"))
+    last_start = max([moment for moment in [*created, recorded] if moment is not None], default=None)
+    schedule_from = (policy.parse_time(previous.get("lastScheduleCheck"))
+                     or policy.parse_time(meta.get("creationTimestamp")) or now)
+    active = sum(policy.is_active(job) for job in retrainings)
+    decision = policy.decide_retrain(spec.retrain, list(inputs.results), active, last_start, schedule_from, now)
+    inputs = replace(inputs, retrain=decision)
+    template_name = spec.retrain.template.from_training_job.name
+    if decision.create:
+        numbers = [policy.retraining_number(job["metadata"]["name"], spec.target.model_deployment) or 0
+                   for job in retrainings]
+        number = max([inputs.retrain_count, *numbers]) + 1
+        job_name = policy.retraining_name(spec.target.model_deployment, number)
+        template = k8s.list_objects(TRAINING_JOB, namespace, template_name)[0]
+        new_job = policy.render_retraining_job(info, body, template, job_name, decision.message)
+        at = policy.format_time(now)
+        inputs = replace(
+            inputs, new_job=new_job, retrain_count=number,
+            last_retrain={"trainingJob": job_name, "reason": decision.message[:1024], "at": at},
+            history=tuple(policy.append_history(list(inputs.history), {
+                "at": at, "action": "Retrained", "reason": decision.reason, "message": decision.message[:1024],
+                "trainingJob": job_name})))
+    elif decision.reason in (Reason.COOLDOWN, Reason.CONCURRENCY_LIMIT, Reason.INSUFFICIENT_SAMPLES):
+        inputs = replace(inputs, history=tuple(policy.append_history(list(inputs.history), {
+            "at": policy.format_time(now), "action": "Held", "reason": decision.reason,
+            "message": decision.message[:1024]})))
+
+    # Promotion of the newest retraining that succeeded, unless it is served or was refused.
+    succeeded = sorted((job for job in retrainings if (job.get("status") or {}).get("phase") == "Succeeded"),
+                       key=lambda job: policy.retraining_number(job["metadata"]["name"],
+                                                                spec.target.model_deployment) or 0)
+    candidate = succeeded[-1] if succeeded else None
+    settled = previous.get("promotion") or {}
+    if candidate is not None and (candidate["metadata"]["name"] == serving_name or (
+            settled.get("trainingJob") == candidate["metadata"]["name"] and settled.get("state") == "Refused")):
+        candidate = None
+    if candidate is not None and serving_name is None:
+        promotion = policy.PromotionDecision(
+            "hold", Reason.NOT_PROMOTABLE,
+            f'ModelDeployment "{spec.target.model_deployment}" serves a model from spec.model.repository; promotion '
+            f"sets spec.model.trainingJob.name, so serve the model from its TrainingJob to have retrained models "
+            f"promoted.", candidate["metadata"]["name"])
+    else:
+        serving = k8s.list_objects(TRAINING_JOB, namespace, serving_name) if serving_name and candidate else []
+        approved = (meta.get("annotations") or {}).get(ANNOTATION_APPROVE_PROMOTION)
+        promotion = policy.decide_promotion(spec.promotion, candidate, serving[0] if serving else None, approved)
+    return replace(inputs, promotion=promotion)
+
+
+# ---------------------------------------------------------------------------------------
+# render: children, and the one patch of the ModelDeployment
+# ---------------------------------------------------------------------------------------
+
+def render(info: KindInfo, body: dict[str, Any], spec: FeedbackPolicySpec, inputs: PolicyInputs) -> list[dict[str, Any]]:
+    children = [render_config_map(info, body, spec)]
+    promotion = inputs.promotion
+    if promotion is not None and promotion.action == "promote":
+        k8s.merge_patch_object(API_VERSION, MODEL_DEPLOYMENT.kind, inputs.namespace, spec.target.model_deployment,
+                               policy.promotion_patch(promotion.training_job))
+        k8s.post_event(body, "Normal", Reason.PROMOTED,
+                       f"Set ModelDeployment {spec.target.model_deployment} spec.model.trainingJob.name to "
+                       f"{promotion.training_job} (was {inputs.serving_name})")
+    _announce_changes(body, inputs)
+    # Kept as they are: a retraining is created once (its policy says so), never updated, and
+    # never deleted by the operator (the chart grants no delete on users' kinds): the garbage
+    # collector removes them with their policy.
+    children += [{**job, "metadata": {key: value for key, value in job["metadata"].items()
+                                      if key in ("name", "namespace", "labels", "annotations", "ownerReferences")}}
+                 for job in inputs.retrainings]
+    if inputs.new_job is not None:
+        children.append(inputs.new_job)
+    return children
+
+
+def _announce_changes(body: dict[str, Any], inputs: PolicyInputs) -> None:
+    """An event when a hold starts or the promotion's state changes (not on every pass)."""
+    conditions = {c["type"]: c for c in (inputs.previous.get("conditions") or [])}
+    retrain = inputs.retrain
+    if retrain is not None and not retrain.create and retrain.reason in (
+            Reason.COOLDOWN, Reason.CONCURRENCY_LIMIT, Reason.INSUFFICIENT_SAMPLES):
+        if (conditions.get(ConditionType.RETRAINING) or {}).get("reason") != retrain.reason:
+            k8s.post_event(body, "Normal", retrain.reason, retrain.message[:1024])
+    promotion = inputs.promotion
+    if promotion is not None and promotion.action in ("hold", "refuse"):
+        if (conditions.get(ConditionType.PROMOTION) or {}).get("reason") != promotion.reason:
+            k8s.post_event(body, "Warning" if promotion.action == "refuse" else "Normal", promotion.reason,
+                           promotion.message[:1024])
+
+
+# ---------------------------------------------------------------------------------------
+# observe: pure
+# ---------------------------------------------------------------------------------------
+
+def observe(info: KindInfo, spec: FeedbackPolicySpec, inputs: PolicyInputs, children: list[dict[str, Any]]) -> Outcome:
+    false, true = ConditionStatus.FALSE, ConditionStatus.TRUE
+    status: dict[str, Any] = {}
+    config_maps = [c["metadata"]["name"] for c in children if c["kind"] == "ConfigMap"]
+    if config_maps:
+        status["configMap"] = config_maps[0]
+    if inputs.retrain_count:
+        status["retrainCount"] = inputs.retrain_count
+    if inputs.last_retrain:
+        status["lastRetrain"] = inputs.last_retrain
+    if inputs.history:
+        status["history"] = list(inputs.history)
+    if spec.retrain is not None and any(trigger.schedule for trigger in spec.retrain.triggers):
+        status["lastScheduleCheck"] = policy.format_time(inputs.now)
+
+    if inputs.problem is not None:
+        reason, message = inputs.problem
+        return Outcome(Phase.INVALID, (false, reason, message), (false, reason, "Waiting for a valid spec."),
+                       (true, reason, message), extra_status=status)
+    if inputs.missing:
+        outcome = missing_reference_outcome(inputs.missing, inputs.namespace)
+        outcome.extra_status.update(status)
+        return outcome
+
+    promotion = inputs.promotion
+    serving = promotion.training_job if promotion is not None and promotion.action == "promote" else inputs.serving_name
+    if serving:
+        status["serving"] = serving
+    if inputs.evaluated_at:
+        status["lastEvaluation"] = inputs.evaluated_at
+    results = list(inputs.results)
+    if results:
+        status["monitors"] = [policy.monitor_status(result) for result in results]
+    breached = [result.name for result in results if result.verdict == BREACHED]
+    status["breached"] = len(breached)
+    if breached:
+        status["breachedMonitors"] = ",".join(breached)
+
+    conditions: dict[str, tuple[str, str, str]] = {}
+    retrain = inputs.retrain
+    running = [job["metadata"]["name"] for job in children
+               if job["kind"] == "TrainingJob" and policy.is_active(job)]
+    if spec.retrain is None:
+        conditions[ConditionType.RETRAINING] = (false, Reason.RETRAINING_DISABLED,
+                                                "spec.retrain is unset: this policy monitors only.")
+    elif retrain is not None:
+        state = true if retrain.create or running else false
+        message = retrain.message
+        if running and not retrain.create:
+            message = f"Running: {', '.join(running)}. {message}"
+        conditions[ConditionType.RETRAINING] = (state, retrain.reason, message[:4096])
+    if promotion is not None:
+        state = true if promotion.action == "promote" else false
+        conditions[ConditionType.PROMOTION] = (state, promotion.reason, promotion.message[:4096])
+        if promotion.training_job and promotion.action != "none":
+            status["promotion"] = {"trainingJob": promotion.training_job, "message": promotion.message[:1024],
+                                   "state": {"promote": "Promoted", "refuse": "Refused"}.get(promotion.action,
+                                                                                           "AwaitingApproval")}
+        elif inputs.previous.get("promotion"):
+            status["promotion"] = inputs.previous["promotion"]
+
+    unimplemented = policy.unimplemented_fields(spec)
+    note = (f" Not acted on in this version: {', '.join(unimplemented)}." if unimplemented else "")
+    if inputs.signals_error is not None:
+        message = f"Cannot read the monitors' signals: {inputs.signals_error}."
+        return Outcome(Phase.MONITORING, (false, Reason.SIGNALS_UNAVAILABLE, message),
+                       (true, Reason.SIGNALS_UNAVAILABLE, message + " Retrying at the next evaluation."),
+                       # Not degraded: no replica serving yet is the usual cause, and it passes.
+                       (false, Reason.AS_EXPECTED, "No errors."), extra_status=status, extra_conditions=conditions)
+    if breached:
+        message = "Breached: " + "; ".join(f"{r.name}: {r.message}" for r in results if r.verdict == BREACHED)
+        reason = Reason.MONITORS_BREACHED
+    else:
+        message = (f"{len(results)} monitor(s) read at {inputs.evaluated_at}; none breached." if results
+                   else "Waiting for the first evaluation.")
+        reason = Reason.MONITORS_OK
+    return Outcome(Phase.MONITORING, (true, reason, (message + note)[:4096]),
+                   (true if running else false, reason, f"Retrainings running: {', '.join(running) or 'none'}."),
+                   (false, Reason.AS_EXPECTED, "No errors."), extra_status=status, extra_conditions=conditions)
+
+
+register_kind(FEEDBACK_POLICY, resolve, render, observe, child_kinds=CHILD_KINDS)
+# A retraining's progress (Succeeded: promote it) re-runs its policy's pass at once.
+watch_children(API_VERSION, "TrainingJob")
+
+
+@kopf.timer("strata.dev", "v1alpha1", "feedbackpolicies", id="evaluate", interval=EVALUATION_SECONDS,
+            initial_delay=EVALUATION_SECONDS)
+def evaluate(body: kopf.Body, logger, **_: Any) -> None:
+    """Re-run the pass, so monitors are read every spec.evaluationInterval and schedules fire."""
+    reconcile(CONTROLLERS[FEEDBACK_POLICY.kind], body, logger)

@@ -46,6 +46,8 @@ _CHILD_PLURALS = {
     ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
     ("v1", "Pod"): "pods",
     ("batch/v1", "Job"): "jobs",
+    # A FeedbackPolicy's retrainings.
+    (API_VERSION, "TrainingJob"): "trainingjobs",
     # ModelDeployment's children.
     ("apps/v1", "Deployment"): "deployments",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",

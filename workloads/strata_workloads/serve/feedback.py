@@ -9,6 +9,10 @@ each record is one write(2), so lines never interleave.
 
 The supervisor reads the file back (``GET /feedback?after=<offset>`` on the metrics port, and
 the ``strata_sidecar_feedback_total`` counter, recounted from the file at start).
+
+``attributes`` (optional) are request attributes the client declares with its rating, such as
+a locale or a customer tier: a FeedbackPolicy's bias monitor compares approval between the
+groups they define (strata_workloads.monitor.feedback.bias).
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from typing import Any
 FEEDBACK_FILE = "feedback.jsonl"
 RATINGS = ("up", "down")
 MAX_TEXT = 4096
+MAX_ATTRIBUTES = 16
+_ATTRIBUTE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MAX_ATTRIBUTE_VALUE = 256
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
@@ -35,9 +42,10 @@ class FeedbackError(ValueError):
 def validate(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise FeedbackError("feedback must be a JSON object with requestId, rating and optional text")
-    unknown = sorted(set(body) - {"requestId", "rating", "text"})
+    unknown = sorted(set(body) - {"requestId", "rating", "text", "attributes"})
     if unknown:
-        raise FeedbackError(f"unknown feedback field(s) {', '.join(unknown)}; expected requestId, rating, text")
+        raise FeedbackError(f"unknown feedback field(s) {', '.join(unknown)}; expected requestId, rating, text, "
+                            "attributes")
     request_id, rating, text = body.get("requestId"), body.get("rating"), body.get("text", "")
     if not isinstance(request_id, str) or not _REQUEST_ID.match(request_id):
         raise FeedbackError("requestId: the strata-request-id returned with the answer (1-128 characters "
@@ -46,7 +54,17 @@ def validate(body: Any) -> dict[str, Any]:
         raise FeedbackError(f"rating: must be 'up' or 'down', got {rating!r}")
     if not isinstance(text, str) or len(text) > MAX_TEXT:
         raise FeedbackError(f"text: must be a string of at most {MAX_TEXT} characters")
-    return {"requestId": request_id, "rating": rating, "text": text}
+    record = {"requestId": request_id, "rating": rating, "text": text}
+    attributes = body.get("attributes")
+    if attributes is not None:
+        if (not isinstance(attributes, dict) or len(attributes) > MAX_ATTRIBUTES
+                or not all(isinstance(k, str) and _ATTRIBUTE_NAME.match(k) and isinstance(v, str)
+                           and len(v) <= MAX_ATTRIBUTE_VALUE for k, v in attributes.items())):
+            raise FeedbackError(f"attributes: an object of at most {MAX_ATTRIBUTES} string values (names of 1-64 "
+                                f"letters, digits, '_.-'; values of at most {MAX_ATTRIBUTE_VALUE} characters), "
+                                f"such as {{\"locale\": \"de\"}}")
+        record["attributes"] = attributes
+    return record
 
 
 class FeedbackStore:

@@ -1,0 +1,339 @@
+"""FeedbackPolicy: the pure parts. Monitors from signals, whether to retrain, whether to
+promote, and the retraining TrainingJob.
+
+The controller (controllers/feedbackpolicy.py) reads the signals and the objects; everything
+that decides lives here and is table-tested (tests/unit/test_feedback_policy.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from strata import cron
+from strata.api import FEEDBACK_POLICY, KindInfo
+from strata.api.feedback import FeedbackPolicySpec, Promotion, Retrain
+from strata.constants import (
+    ANNOTATION_CHILD_POLICY,
+    ANNOTATION_CREATED_BECAUSE,
+    ANNOTATION_RETRAINED_FROM,
+    ChildPolicy,
+    Reason,
+)
+from strata.render.common import child_labels, owner_reference
+from strata.render.training_job import MAX_NAME_LENGTH
+from strata_workloads.monitor import feedback as feedback_monitors
+from strata_workloads.monitor.result import BREACHED, INSUFFICIENT_DATA, MonitorResult
+from strata_workloads.monitor.toxicity import toxicity_from_counts
+
+RETRAIN_INFIX = "-retrain-"
+HISTORY_LIMIT = 20
+# Metric names of promotion.requireNoWorse -> the key in a TrainingJob's status.metrics
+# (strata_workloads.train.config's metric names); lower is better for both.
+TRAINING_METRICS = {"valLoss": "loss", "perplexity": "perplexity"}
+_DURATION = re.compile(r"([0-9]+)([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(text: str) -> float:
+    return float(sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION.findall(text)))
+
+
+def parse_time(text: str | None) -> dt.datetime | None:
+    if not text:
+        return None
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+
+
+def format_time(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ---------------------------------------------------------------------------------------
+# monitors
+# ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Signals:
+    """What the target's sidecars reported (strata_workloads.serve: GET /feedback, GET /stats)."""
+
+    feedback: tuple[dict[str, Any], ...] = ()
+    # Outputs scored for toxicity and how many were flagged, summed over the sidecars, and the
+    # earliest sidecar start (the counts cover the time since).
+    toxicity_scored: int | None = None
+    toxicity_flagged: int = 0
+    since: float | None = None
+    # Sidecars read, and why none could be (when none could).
+    sources: int = 0
+    error: str | None = None
+
+
+def evaluate(spec: FeedbackPolicySpec, signals: Signals, now: dt.datetime) -> list[MonitorResult]:
+    """Every monitor the spec enables, over the spec's window ending now."""
+    window = spec.window
+    records = feedback_monitors.in_window(signals.feedback, now.timestamp(), duration_seconds(window))
+    monitors = spec.monitors
+    results = []
+    if monitors.approval is not None:
+        results.append(feedback_monitors.approval(records, monitors.approval.min_rate, monitors.approval.min_samples,
+                                                  window))
+    if monitors.toxicity is not None:
+        if signals.toxicity_scored is None:
+            results.append(MonitorResult("toxicity", None, INSUFFICIENT_DATA, 0, window,
+                                         "the sidecar scores no outputs: set the target ModelDeployment's "
+                                         "spec.monitoring.toxicity to true"))
+        else:
+            since = format_time(dt.datetime.fromtimestamp(signals.since, dt.timezone.utc)) if signals.since else "start"
+            # The sidecar counts since it started, not per window (see MonitorReading.window).
+            results.append(toxicity_from_counts(signals.toxicity_flagged, signals.toxicity_scored,
+                                                monitors.toxicity.max_rate, monitors.toxicity.min_samples,
+                                                f"since {since}"))
+    if monitors.bias is not None:
+        results.append(feedback_monitors.bias(records, [group.field for group in monitors.bias.groups],
+                                              monitors.bias.max_disparity, monitors.bias.min_samples, window))
+    if monitors.drift is not None:
+        results.append(MonitorResult("drift", None, INSUFFICIENT_DATA, 0, window,
+                                     "drift is not evaluated by the operator in this version: the sidecar keeps "
+                                     "input statistics since its start, not per window, and Datasets publish no "
+                                     "reference statistics yet"))
+    return results
+
+
+def monitor_status(result: MonitorResult) -> dict[str, Any]:
+    reading: dict[str, Any] = {"name": result.name, "verdict": result.verdict, "samples": result.samples,
+                               "window": result.window[:64]}
+    if result.value is not None:
+        reading["value"] = round(result.value, 6)
+    if result.message:
+        reading["message"] = result.message[:1024]
+    return reading
+
+
+# ---------------------------------------------------------------------------------------
+# validity
+# ---------------------------------------------------------------------------------------
+
+def policy_problem(spec: FeedbackPolicySpec, name: str, created: str, others: list[dict[str, Any]]) -> str | None:
+    """What makes the policy unusable, naming the field and the fix; None when nothing does.
+
+    `others` are the namespace's other FeedbackPolicies: of two on one ModelDeployment the
+    older (then the first by name) governs it, and the other reports the conflict.
+    """
+    if spec.retrain is not None:
+        for index, trigger in enumerate(spec.retrain.triggers):
+            if trigger.schedule is not None:
+                try:
+                    cron.parse(trigger.schedule)
+                except cron.CronError as error:
+                    return (f"spec.retrain.triggers[{index}].schedule: {error}; write five fields "
+                            f"(minute hour day-of-month month day-of-week) such as \"0 3 * * *\", or @daily.")
+    target = spec.target.model_deployment
+    for other in others:
+        meta = other["metadata"]
+        if meta["name"] == name or ((other.get("spec") or {}).get("target") or {}).get("modelDeployment") != target:
+            continue
+        if (meta.get("creationTimestamp") or "", meta["name"]) < (created, name):
+            return (f'spec.target.modelDeployment: ModelDeployment "{target}" is already governed by FeedbackPolicy '
+                    f'"{meta["name"]}"; one policy per deployment: merge the monitors into that policy, or delete '
+                    f"one of the two.")
+    return None
+
+
+def unimplemented_fields(spec: FeedbackPolicySpec) -> list[str]:
+    """Fields this version accepts but does not act on, so the status can say so."""
+    fields = []
+    if spec.monitors.drift is not None:
+        fields.append("spec.monitors.drift")
+    if spec.retrain is not None and spec.retrain.refresh_dataset is not None:
+        fields.append("spec.retrain.refreshDataset")
+    if spec.promotion.rollback_on_breach:
+        fields.append("spec.promotion.rollbackOnBreach")
+    fields += [f"spec.promotion.requireNoWorse[{index}] ({metric})"
+               for index, metric in enumerate(spec.promotion.require_no_worse) if metric not in TRAINING_METRICS]
+    return fields
+
+
+# ---------------------------------------------------------------------------------------
+# retraining
+# ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RetrainDecision:
+    create: bool
+    reason: str
+    message: str
+
+
+def triggered_by(retrain: Retrain, results: list[MonitorResult], schedule_from: dt.datetime,
+                 now: dt.datetime) -> tuple[list[str], list[str]]:
+    """(why a retraining is due, monitors a trigger waits on for want of samples)."""
+    reasons, starving = [], []
+    by_name = {result.name: result for result in results}
+    for trigger in retrain.triggers:
+        if trigger.schedule is not None:
+            fired = cron.fired(trigger.schedule, schedule_from, now)
+            if fired is not None:
+                reasons.append(f'schedule "{trigger.schedule}" fired at {format_time(fired)}')
+            continue
+        wanted = list(by_name) if trigger.monitor_breached == "any" else [trigger.monitor_breached]
+        for name in wanted:
+            result = by_name.get(name)
+            if result is None:
+                continue
+            if result.verdict == BREACHED:
+                reasons.append(f"{name} breached: {result.message}")
+            elif result.verdict == INSUFFICIENT_DATA:
+                starving.append(f"{name} ({result.message})")
+    return list(dict.fromkeys(reasons)), list(dict.fromkeys(starving))
+
+
+def decide_retrain(retrain: Retrain, results: list[MonitorResult], active: int, last_retrain: dt.datetime | None,
+                   schedule_from: dt.datetime, now: dt.datetime) -> RetrainDecision:
+    """Whether to start a retraining now, and why (or why not)."""
+    reasons, starving = triggered_by(retrain, results, schedule_from, now)
+    if not reasons:
+        if starving:
+            return RetrainDecision(False, Reason.INSUFFICIENT_SAMPLES,
+                                   f"Too few samples for a verdict: {'; '.join(starving)}.")
+        return RetrainDecision(False, Reason.NO_TRIGGER, "No trigger fired: no monitor a trigger names is breached.")
+    why = "; ".join(reasons)
+    if active >= retrain.max_concurrent:
+        return RetrainDecision(False, Reason.CONCURRENCY_LIMIT,
+                               f"Held back: {active} retraining(s) running, the most spec.retrain.maxConcurrent "
+                               f"({retrain.max_concurrent}) allows. Due because {why}.")
+    cooldown = dt.timedelta(seconds=duration_seconds(retrain.cooldown))
+    if last_retrain is not None and now - last_retrain < cooldown:
+        return RetrainDecision(False, Reason.COOLDOWN,
+                               f"Held back by spec.retrain.cooldown ({retrain.cooldown}): the last retraining started "
+                               f"at {format_time(last_retrain)}, the next may start at "
+                               f"{format_time(last_retrain + cooldown)}. Due because {why}.")
+    return RetrainDecision(True, Reason.RETRAINING_STARTED, f"Retraining because {why}.")
+
+
+def retraining_number(name: str, target: str) -> int | None:
+    """n of a retraining's name <target>-retrain-<n> (the target shortened as retraining_name does)."""
+    head, infix, suffix = name.rpartition(RETRAIN_INFIX)
+    if not infix or not suffix.isdigit() or not target.startswith(head):
+        return None
+    return int(suffix)
+
+
+def retraining_name(target: str, number: int) -> str:
+    """<target>-retrain-<n>; the target's name is shortened when the whole would not fit."""
+    suffix = f"{RETRAIN_INFIX}{number}"
+    return f"{target[:MAX_NAME_LENGTH - len(suffix)].rstrip('-')}{suffix}"
+
+
+def render_retraining_job(info: KindInfo, policy: dict[str, Any], template: dict[str, Any], name: str,
+                          because: str) -> dict[str, Any]:
+    """A TrainingJob copying the template's spec, owned by the policy, saying why it exists.
+
+    Changed from the template: the Dataset version is not pinned (a retraining trains on the
+    Dataset's current version, with whatever feedback was folded into it), and checkpoints go
+    to a directory of the retraining's own (the template's would be resumed from, finished).
+    """
+    meta = policy["metadata"]
+    spec = copy.deepcopy(template.get("spec") or {})
+    (spec.get("dataset") or {}).pop("version", None)
+    pvc = ((spec.get("checkpoints") or {}).get("storage") or {}).get("pvc")
+    if pvc is not None:
+        path = (pvc.get("path") or "").rstrip("/")
+        template_name = template["metadata"]["name"]
+        if path == template_name or path.endswith(f"/{template_name}"):
+            pvc["path"] = path[: len(path) - len(template_name)] + name
+        else:
+            pvc["path"] = f"{path}/{name}" if path else name
+    spec.pop("suspend", None)
+    return {
+        "apiVersion": template["apiVersion"],
+        "kind": "TrainingJob",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": child_labels(info, meta["name"], "retraining"),
+            "annotations": {
+                ANNOTATION_CHILD_POLICY: ChildPolicy.CREATE_ONCE,
+                ANNOTATION_CREATED_BECAUSE: because[:1024],
+                ANNOTATION_RETRAINED_FROM: template["metadata"]["name"],
+            },
+            "ownerReferences": [owner_reference(info, meta["name"], meta["uid"])],
+        },
+        "spec": spec,
+    }
+
+
+def is_active(job: dict[str, Any]) -> bool:
+    return (job.get("status") or {}).get("phase") not in ("Succeeded", "Failed", "Invalid")
+
+
+# ---------------------------------------------------------------------------------------
+# promotion
+# ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    action: str  # "none", "promote", "hold" or "refuse"
+    reason: str
+    message: str
+    training_job: str | None = None
+    compared: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+def decide_promotion(promotion: Promotion, candidate: dict[str, Any] | None, serving: dict[str, Any] | None,
+                     approved: str | None) -> PromotionDecision:
+    """Whether the newest succeeded retraining replaces the served model.
+
+    `candidate` is that TrainingJob (None when there is none left to decide on), `serving`
+    the TrainingJob whose model is served, `approved` the value of the policy's
+    strata.dev/approve-promotion annotation. A metric of requireNoWorse is compared when it is
+    a training metric (valLoss, perplexity: lower is better); no worse means <=.
+    """
+    if candidate is None:
+        return PromotionDecision("none", Reason.NO_CANDIDATE, "No retrained model waits for promotion.")
+    name = candidate["metadata"]["name"]
+    candidate_metrics = (candidate.get("status") or {}).get("metrics") or {}
+    serving_metrics = ((serving or {}).get("status") or {}).get("metrics") or {}
+    serving_name = (serving or {}).get("metadata", {}).get("name", "the served model")
+    compared = {}
+    for metric in promotion.require_no_worse:
+        key = TRAINING_METRICS.get(metric)
+        if key is None:
+            continue
+        new, old = candidate_metrics.get(key), serving_metrics.get(key)
+        if new is None or old is None:
+            missing = name if new is None else serving_name
+            return PromotionDecision("hold", Reason.METRICS_MISSING,
+                                     f"TrainingJob {missing} reports no {key} in status.metrics, so {metric} "
+                                     f"(spec.promotion.requireNoWorse) cannot be compared; {name} is not promoted.",
+                                     name)
+        compared[metric] = (float(new), float(old))
+    worse = {metric: pair for metric, pair in compared.items() if pair[0] > pair[1]}
+    versus = ", ".join(f"{metric} {new:.4g} vs {old:.4g}" for metric, (new, old) in compared.items())
+    if worse:
+        return PromotionDecision("refuse", Reason.WORSE_THAN_SERVING,
+                                 f"{name} is worse than {serving_name} ({versus}); it is not promoted.", name, compared)
+    checked = f" ({versus}, no worse than {serving_name})" if compared else ""
+    if promotion.mode == "manual" and approved != name:
+        return PromotionDecision("hold", Reason.AWAITING_APPROVAL,
+                                 f"{name} succeeded{checked} and awaits approval: annotate this FeedbackPolicy "
+                                 f"strata.dev/approve-promotion={name} to serve it.", name, compared)
+    return PromotionDecision("promote", Reason.PROMOTED, f"Promoted {name}{checked}.", name, compared)
+
+
+def promotion_patch(training_job: str) -> dict[str, Any]:
+    """The merge patch of the ModelDeployment: only the one field the policy owns."""
+    return {"spec": {"model": {"trainingJob": {"name": training_job}}}}
+
+
+def append_history(history: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The history with `entry` added, unless it repeats the latest (a hold re-decided every
+    pass is one record), bounded to HISTORY_LIMIT."""
+    if history and all(history[-1].get(key) == entry.get(key) for key in ("action", "reason", "trainingJob")):
+        return history
+    return [*history, entry][-HISTORY_LIMIT:]
+
+
+FEEDBACK_INFO = FEEDBACK_POLICY

@@ -1,0 +1,183 @@
+"""A FeedbackPolicy closing the loop on kwok: real feedback in the real sidecar's store, a
+breached approval monitor, a retraining TrainingJob that kwok's GPU nodes run to Succeeded,
+the cooldown holding back a second, and the promotion patching the ModelDeployment.
+
+The sidecar (python -m strata_workloads.serve) runs on this host, since kwok's pods run
+nothing; the policy reads it through spec.signals.url, the documented way to point a policy
+at a sidecar it cannot reach on pod IPs. Its upstream Triton is absent: feedback and the
+metrics port do not need it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+import yaml
+
+from kwok_training import apply_training_inputs, gpu_training_job
+from strata.devcluster import free_port
+from tests_support import get_json, wait_for
+
+
+@pytest.fixture
+def sidecar(tmp_path):
+    ports = {"httpPort": free_port(), "grpcPort": free_port(), "metricsPort": free_port()}
+    config = {"modelName": "lm", "workers": 1, "stateDir": str(tmp_path / "state"),
+              "listen": {"host": "127.0.0.1", **ports},
+              "upstream": {"host": "127.0.0.1", "httpPort": free_port(), "grpcPort": free_port()}}
+    path = tmp_path / "sidecar.yaml"
+    path.write_text(yaml.safe_dump(config))
+    log = (tmp_path / "sidecar.log").open("w")
+    process = subprocess.Popen([sys.executable, "-m", "strata_workloads.serve", "--config", str(path)],
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    metrics_url = f"http://127.0.0.1:{ports['metricsPort']}"
+
+    def healthy():
+        assert process.poll() is None, (tmp_path / "sidecar.log").read_text()
+        try:
+            with urllib.request.urlopen(f"{metrics_url}/healthz", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    wait_for(healthy, timeout=60, what="the sidecar's workers")
+
+    def rate(request_id: str, rating: str) -> None:
+        body = json.dumps({"requestId": request_id, "rating": rating}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{ports['httpPort']}/v2/feedback", data=body,
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 201
+
+    yield metrics_url, rate
+    process.terminate()
+    process.wait(timeout=30)
+    log.close()
+
+
+def policy(namespace: str, signals_url: str) -> dict:
+    return {
+        "apiVersion": "strata.dev/v1alpha1", "kind": "FeedbackPolicy",
+        "metadata": {"name": "lm-loop", "namespace": namespace},
+        "spec": {"target": {"modelDeployment": "lm"}, "window": "1h", "evaluationInterval": "1s",
+                 "signals": {"url": signals_url},
+                 "monitors": {"approval": {"minRate": 0.8, "minSamples": 20}},
+                 "retrain": {"triggers": [{"monitorBreached": "approval"}], "cooldown": "1h", "maxConcurrent": 1,
+                             "template": {"fromTrainingJob": {"name": "lm"}}},
+                 "promotion": {"mode": "automatic"}},
+    }
+
+
+def model_deployment(namespace: str) -> dict:
+    return {"apiVersion": "strata.dev/v1alpha1", "kind": "ModelDeployment",
+            "metadata": {"name": "lm", "namespace": namespace},
+            "spec": {"model": {"trainingJob": {"name": "lm"}}, "replicas": 1}}
+
+
+def conditions_of(obj: dict | None) -> dict:
+    return {c["type"]: c for c in ((obj or {}).get("status") or {}).get("conditions", [])}
+
+
+def test_low_approval_retrains_once_within_the_cooldown_and_promotes_the_result(
+        operator, crds_installed, namespace, sidecar):
+    cluster = crds_installed
+    metrics_url, rate = sidecar
+    for n in range(25):
+        rate(f"req-{n}", "down" if n % 5 else "up")  # approval 0.2
+    apply_training_inputs(cluster, namespace)
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+        gpu_training_job(namespace, "lm", nodes=1, gpus_per_node=1), model_deployment(namespace),
+        policy(namespace, metrics_url)]}))
+
+    def fetch():
+        return get_json(cluster, "feedbackpolicy", "lm-loop", "-n", namespace) or {}
+
+    started = wait_for(lambda: (p := fetch()).get("status", {}).get("lastRetrain") and p, timeout=90,
+                       what="a retraining")
+    status = started["status"]
+    assert status["lastRetrain"]["trainingJob"] == "lm-retrain-1"
+    assert status["lastRetrain"]["reason"].startswith("Retraining because approval breached: approval 0.200")
+    approval = next(m for m in status["monitors"] if m["name"] == "approval")
+    assert (approval["verdict"], approval["samples"], approval["value"], approval["window"]) == ("Breached", 25, 0.2, "1h")
+    assert status["breachedMonitors"] == "approval"
+
+    retraining = get_json(cluster, "trainingjob", "lm-retrain-1", "-n", namespace)
+    assert retraining["metadata"]["annotations"]["strata.dev/retrained-from"] == "lm"
+    assert "approval breached" in retraining["metadata"]["annotations"]["strata.dev/created-because"]
+    owner = retraining["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["controller"]) == ("FeedbackPolicy", "lm-loop", True)
+    assert retraining["spec"]["checkpoints"]["storage"]["pvc"]["path"] == "lm-retrain-1"
+
+    # kwok runs the retraining to Succeeded; the automatic promotion (no metric to compare)
+    # then points the ModelDeployment at it, and the approval, still low, is held by the cooldown.
+    promoted = wait_for(lambda: (p := fetch()).get("status", {}).get("serving") == "lm-retrain-1"
+                        and conditions_of(p).get("Retraining", {}).get("reason") == "Cooldown" and p,
+                        timeout=120, what="the promotion and the cooldown")
+    conditions = conditions_of(promoted)
+    assert "spec.retrain.cooldown (1h)" in conditions["Retraining"]["message"]
+    assert conditions["Promotion"]["reason"] in ("Promoted", "NoCandidate")
+    assert promoted["status"]["promotion"] == {"trainingJob": "lm-retrain-1", "state": "Promoted",
+                                               "message": "Promoted lm-retrain-1."}
+    assert [(h["action"], h["reason"]) for h in promoted["status"]["history"]] == [
+        ("Retrained", "RetrainingStarted"), *[("Held", r) for r in
+                                              [h["reason"] for h in promoted["status"]["history"][1:]]]]
+    assert promoted["status"]["history"][-1]["reason"] == "Cooldown"
+    jobs = get_json(cluster, "trainingjobs", "-n", namespace, "-l", "strata.dev/owner-name=lm-loop")["items"]
+    assert [job["metadata"]["name"] for job in jobs] == ["lm-retrain-1"]
+
+    deployment = get_json(cluster, "modeldeployment", "lm", "-n", namespace, "--show-managed-fields")
+    assert deployment["spec"]["model"] == {"trainingJob": {"name": "lm-retrain-1"}}
+    assert deployment["spec"]["replicas"] == 1
+    # The operator owns the one field it set; everything else stays its user's.
+    ours = [entry for entry in deployment["metadata"]["managedFields"]
+            if entry["manager"] == "strata-operator" and entry.get("subresource") != "status"]
+    assert [entry["fieldsV1"] for entry in ours] == [
+        {"f:spec": {"f:model": {"f:trainingJob": {"f:name": {}}}}}]
+
+    events = get_json(cluster, "events", "-n", namespace, "--field-selector",
+                      "involvedObject.kind=FeedbackPolicy,involvedObject.name=lm-loop")["items"]
+    reasons = {event["reason"] for event in events}
+    assert {"Started", "Cooldown", "Promoted"} <= reasons, reasons
+    columns = cluster.kubectl("get", "feedbackpolicy", "lm-loop", "-n", namespace).stdout
+    header, row = columns.split("\n")[:2]
+    shown = dict(zip(header.split(), row.split()))
+    assert {key: shown.get(key) for key in ("TARGET", "BREACHED", "LAST-RETRAIN", "SERVING")} == {
+        "TARGET": "lm", "BREACHED": "approval", "LAST-RETRAIN": "lm-retrain-1", "SERVING": "lm-retrain-1"}, columns
+
+
+def test_a_second_policy_on_the_same_deployment_and_an_invalid_schedule_are_reported_naming_the_field(
+        operator, crds_installed, namespace):
+    cluster = crds_installed
+    first = policy(namespace, "http://127.0.0.1:1")
+    second = {**policy(namespace, "http://127.0.0.1:1"), "metadata": {"name": "second", "namespace": namespace}}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(first))
+    wait_for(lambda: conditions_of(get_json(cluster, "feedbackpolicy", "lm-loop", "-n", namespace)),
+             what="the first policy's status")
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(second))
+    ready = wait_for(lambda: conditions_of(get_json(cluster, "feedbackpolicy", "second", "-n", namespace))
+                     .get("Ready", {}).get("reason") == "PolicyConflict"
+                     and conditions_of(get_json(cluster, "feedbackpolicy", "second", "-n", namespace))["Ready"],
+                     what="the conflict")
+    assert ready["message"].startswith('spec.target.modelDeployment: ModelDeployment "lm" is already governed by '
+                                       'FeedbackPolicy "lm-loop"')
+    assert conditions_of(get_json(cluster, "feedbackpolicy", "lm-loop", "-n", namespace))["Ready"]["reason"] != \
+        "PolicyConflict"
+
+    bad = policy(namespace, "http://127.0.0.1:1")
+    bad["metadata"]["name"] = "lm-loop"
+    bad["spec"]["retrain"]["triggers"] = [{"schedule": "99 * * * *"}]
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(bad))
+    ready = wait_for(lambda: (c := conditions_of(get_json(cluster, "feedbackpolicy", "lm-loop", "-n", namespace))
+                              .get("Ready", {})).get("reason") == "InvalidSpec" and c, what="the invalid schedule")
+    assert ready["message"].startswith("spec.retrain.triggers[0].schedule: the minute field '99' is out of range")
+
+    # Out of range thresholds are refused by the API server itself, naming the field.
+    out_of_range = policy(namespace, "http://127.0.0.1:1")
+    out_of_range["metadata"]["name"] = "third"
+    out_of_range["spec"]["monitors"]["approval"]["minRate"] = 1.5
+    result = cluster.kubectl("apply", "-f", "-", input=json.dumps(out_of_range), check=False)
+    assert result.returncode != 0 and "spec.monitors.approval.minRate" in result.stderr

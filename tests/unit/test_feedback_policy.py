@@ -1,0 +1,177 @@
+"""The FeedbackPolicy's decisions (render/feedback_policy.py, strata/cron.py) as tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from strata import cron
+from strata.api.feedback import FeedbackPolicySpec, Promotion, Retrain
+from strata.constants import ANNOTATION_CREATED_BECAUSE, Reason
+from strata.render import feedback_policy as policy
+from strata.api import FEEDBACK_POLICY
+from strata_workloads.monitor.result import BREACHED, INSUFFICIENT_DATA, OK, MonitorResult
+
+NOW = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.timezone.utc)
+
+
+def retrain(**overrides) -> Retrain:
+    return Retrain.model_validate({"triggers": [{"monitorBreached": "any"}], "cooldown": "1h", "maxConcurrent": 1,
+                                   "template": {"fromTrainingJob": {"name": "lm"}}, **overrides})
+
+
+def reading(name: str, verdict: str) -> MonitorResult:
+    return MonitorResult(name, 0.5, verdict, 200, "1h", f"{name} is {verdict}")
+
+
+@pytest.mark.parametrize("case, spec, results, active, last, create, reason", [
+    ("a breached monitor starts a retraining", retrain(), [reading("approval", BREACHED)], 0, None,
+     True, Reason.RETRAINING_STARTED),
+    ("healthy monitors start nothing", retrain(), [reading("approval", OK)], 0, None, False, Reason.NO_TRIGGER),
+    ("too few samples hold it back, saying so", retrain(), [reading("approval", INSUFFICIENT_DATA)], 0, None,
+     False, Reason.INSUFFICIENT_SAMPLES),
+    ("within the cooldown it waits", retrain(), [reading("approval", BREACHED)], 0, NOW - dt.timedelta(minutes=30),
+     False, Reason.COOLDOWN),
+    ("after the cooldown it retrains again", retrain(), [reading("approval", BREACHED)], 0,
+     NOW - dt.timedelta(minutes=61), True, Reason.RETRAINING_STARTED),
+    ("at the concurrency limit it waits", retrain(), [reading("approval", BREACHED)], 1, None,
+     False, Reason.CONCURRENCY_LIMIT),
+    ("below a higher limit it starts", retrain(maxConcurrent=2), [reading("approval", BREACHED)], 1, None,
+     True, Reason.RETRAINING_STARTED),
+    ("a trigger naming another monitor ignores this breach", retrain(triggers=[{"monitorBreached": "drift"}]),
+     [reading("approval", BREACHED), reading("drift", OK)], 0, None, False, Reason.NO_TRIGGER),
+    ("a schedule that fired since the last check starts one", retrain(triggers=[{"schedule": "0 * * * *"}]),
+     [], 0, None, True, Reason.RETRAINING_STARTED),
+    ("a schedule that has not fired starts nothing", retrain(triggers=[{"schedule": "30 3 * * *"}]),
+     [], 0, None, False, Reason.NO_TRIGGER),
+], ids=lambda v: v if isinstance(v, str) and " " in v else "")
+def test_decide_retrain(case, spec, results, active, last, create, reason):
+    decision = policy.decide_retrain(spec, results, active, last, NOW - dt.timedelta(minutes=5), NOW)
+    assert (decision.create, decision.reason) == (create, reason), decision.message
+    if reason == Reason.COOLDOWN:
+        assert "2026-03-02T12:30:00Z" in decision.message  # when the next may start
+
+
+def job(name: str, phase: str = "Succeeded", **metrics: float) -> dict:
+    return {"metadata": {"name": name}, "status": {"phase": phase, "metrics": metrics}}
+
+
+@pytest.mark.parametrize("case, promotion, candidate, serving, approved, action, reason", [
+    ("no retrained model: nothing to do", {}, None, job("lm", loss=2.0), None, "none", Reason.NO_CANDIDATE),
+    ("automatic with no metric to compare promotes", {"mode": "automatic"}, job("lm-retrain-1"), job("lm"), None,
+     "promote", Reason.PROMOTED),
+    ("a lower validation loss promotes", {"mode": "automatic", "requireNoWorse": ["valLoss"]},
+     job("lm-retrain-1", loss=1.5), job("lm", loss=2.0), None, "promote", Reason.PROMOTED),
+    ("an equal validation loss is no worse", {"mode": "automatic", "requireNoWorse": ["valLoss"]},
+     job("lm-retrain-1", loss=2.0), job("lm", loss=2.0), None, "promote", Reason.PROMOTED),
+    ("a higher validation loss is refused", {"mode": "automatic", "requireNoWorse": ["valLoss"]},
+     job("lm-retrain-1", loss=2.5), job("lm", loss=2.0), None, "refuse", Reason.WORSE_THAN_SERVING),
+    ("worse perplexity is refused though the loss is better", {"mode": "automatic",
+     "requireNoWorse": ["valLoss", "perplexity"]}, job("lm-retrain-1", loss=1.0, perplexity=9.0),
+     job("lm", loss=2.0, perplexity=8.0), None, "refuse", Reason.WORSE_THAN_SERVING),
+    ("a metric the new model lacks holds it", {"mode": "automatic", "requireNoWorse": ["valLoss"]},
+     job("lm-retrain-1"), job("lm", loss=2.0), None, "hold", Reason.METRICS_MISSING),
+    ("manual mode waits for the reviewer", {"mode": "manual"}, job("lm-retrain-1"), job("lm"), None,
+     "hold", Reason.AWAITING_APPROVAL),
+    ("approval of another job does not count", {"mode": "manual"}, job("lm-retrain-2"), job("lm"), "lm-retrain-1",
+     "hold", Reason.AWAITING_APPROVAL),
+    ("the reviewer's approval promotes", {"mode": "manual"}, job("lm-retrain-1"), job("lm"), "lm-retrain-1",
+     "promote", Reason.PROMOTED),
+    ("approval never overrides a worse model", {"mode": "manual", "requireNoWorse": ["valLoss"]},
+     job("lm-retrain-1", loss=3.0), job("lm", loss=2.0), "lm-retrain-1", "refuse", Reason.WORSE_THAN_SERVING),
+], ids=lambda v: v if isinstance(v, str) and " " in v else "")
+def test_decide_promotion(case, promotion, candidate, serving, approved, action, reason):
+    decision = policy.decide_promotion(Promotion.model_validate(promotion), candidate, serving, approved)
+    assert (decision.action, decision.reason) == (action, reason), decision.message
+
+
+def test_the_promotion_patch_sets_only_the_served_training_job():
+    assert policy.promotion_patch("lm-retrain-2") == {"spec": {"model": {"trainingJob": {"name": "lm-retrain-2"}}}}
+
+
+POLICY = {"metadata": {"name": "lm-loop", "namespace": "ml", "uid": "u-1"}}
+TEMPLATE = {"apiVersion": "strata.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": "lm"},
+            "spec": {"dataset": {"name": "chats", "version": "v1"}, "model": {"family": "transformer"},
+                     "checkpoints": {"storage": {"pvc": {"claimName": "ckpt", "path": "runs/lm"}}}}}
+
+
+def test_a_retraining_copies_its_template_with_its_lineage_and_reason():
+    manifest = policy.render_retraining_job(FEEDBACK_POLICY, POLICY, TEMPLATE, "lm-retrain-3", "approval breached")
+    meta = manifest["metadata"]
+    assert meta["annotations"][ANNOTATION_CREATED_BECAUSE] == "approval breached"
+    assert meta["annotations"]["strata.dev/retrained-from"] == "lm"
+    assert meta["ownerReferences"][0]["uid"] == "u-1" and meta["ownerReferences"][0]["controller"]
+    spec = manifest["spec"]
+    assert spec["checkpoints"]["storage"]["pvc"]["path"] == "runs/lm-retrain-3"  # not resumed from the template's
+    assert "version" not in spec["dataset"]  # trains on the Dataset's current version
+    assert TEMPLATE["spec"]["dataset"]["version"] == "v1"  # the template is not changed
+
+
+@pytest.mark.parametrize("target, number, expected", [
+    ("lm", 1, "lm-retrain-1"),
+    ("a" * 60, 12, "a" * 41 + "-retrain-12"),  # 52 characters: a TrainingJob name's limit
+])
+def test_retraining_names_show_the_lineage(target, number, expected):
+    name = policy.retraining_name(target, number)
+    assert name == expected and len(name) <= 52
+    assert policy.retraining_number(name, target) == number
+
+
+def test_the_history_is_bounded_and_a_repeated_hold_is_one_record():
+    history: list[dict] = []
+    for n in range(30):
+        history = policy.append_history(history, {"action": "Retrained", "reason": "RetrainingStarted",
+                                                  "trainingJob": f"lm-retrain-{n}"})
+        history = policy.append_history(history, {"action": "Held", "reason": "Cooldown"})
+        history = policy.append_history(history, {"action": "Held", "reason": "Cooldown"})
+    assert len(history) == policy.HISTORY_LIMIT and history[-1]["reason"] == "Cooldown"
+    assert history[-2]["trainingJob"] == "lm-retrain-29"
+
+
+def spec_of(**overrides) -> FeedbackPolicySpec:
+    return FeedbackPolicySpec.model_validate({"target": {"modelDeployment": "lm"},
+                                              "monitors": {"approval": {"minRate": 0.8}}, **overrides})
+
+
+@pytest.mark.parametrize("case, spec, others, field", [
+    ("an impossible minute names the trigger's schedule",
+     spec_of(retrain={"triggers": [{"schedule": "99 * * * *"}], "template": {"fromTrainingJob": {"name": "lm"}}}),
+     [], "spec.retrain.triggers[0].schedule"),
+    ("a second policy on one deployment names the target",
+     spec_of(), [{"metadata": {"name": "older", "creationTimestamp": "2026-01-01T00:00:00Z"},
+                  "spec": {"target": {"modelDeployment": "lm"}}}], "spec.target.modelDeployment"),
+    ("a newer policy on the same deployment does not bother the older", spec_of(),
+     [{"metadata": {"name": "newer", "creationTimestamp": "2026-03-01T00:00:00Z"},
+       "spec": {"target": {"modelDeployment": "lm"}}}], None),
+], ids=lambda v: v if isinstance(v, str) and " " in v else "")
+def test_policy_problems_name_the_field(case, spec, others, field):
+    problem = policy.policy_problem(spec, "mine", "2026-02-01T00:00:00Z", others)
+    assert (problem.split(":")[0] if problem else None) == field
+
+
+@pytest.mark.parametrize("expression, after, until, fires", [
+    ("0 * * * *", "2026-03-02T11:55", "2026-03-02T12:00", "2026-03-02T12:00"),
+    ("*/15 * * * *", "2026-03-02T11:46", "2026-03-02T11:59", None),
+    ("@daily", "2026-03-01T23:00", "2026-03-02T01:00", "2026-03-02T00:00"),
+    ("0 12 * * 1", "2026-03-02T11:00", "2026-03-02T12:00", "2026-03-02T12:00"),  # 2 March 2026 is a Monday
+    ("0 12 * * 0", "2026-03-02T11:00", "2026-03-02T12:00", None),
+    ("0 12 * * 7", "2026-03-01T11:00", "2026-03-01T12:00", "2026-03-01T12:00"),  # 7 is Sunday too
+])
+def test_cron_fires_within_the_interval(expression, after, until, fires):
+    def at(text):
+        return dt.datetime.fromisoformat(text).replace(tzinfo=dt.timezone.utc) if text else None
+    assert cron.fired(expression, at(after), at(until)) == at(fires)
+
+
+def test_monitors_are_evaluated_over_the_window():
+    spec = spec_of(window="1h", monitors={"approval": {"minRate": 0.8, "minSamples": 10},
+                                          "bias": {"groups": [{"field": "locale"}], "maxDisparity": 0.2,
+                                                   "minSamples": 5}})
+    now = NOW.timestamp()
+    old = [{"rating": "up", "time": now - 7200, "attributes": {"locale": "de"}}] * 50
+    recent = ([{"rating": "up", "time": now - 60, "attributes": {"locale": "en"}}] * 10
+              + [{"rating": "down", "time": now - 60, "attributes": {"locale": "de"}}] * 10)
+    results = {r.name: r for r in policy.evaluate(spec, policy.Signals(feedback=tuple(old + recent)), NOW)}
+    assert (results["approval"].verdict, results["approval"].value, results["approval"].samples) == (BREACHED, 0.5, 20)
+    assert (results["bias"].verdict, results["bias"].value) == (BREACHED, 1.0)

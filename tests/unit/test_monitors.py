@@ -1,0 +1,123 @@
+"""The monitors (strata_workloads.monitor) on known inputs: verdicts, thresholds, and the
+drift test's false-alarm and detection rates measured over many windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from strata_workloads.monitor import drift, feedback, toxicity
+from strata_workloads.monitor.result import BREACHED, INSUFFICIENT_DATA, OK
+
+
+def _ratings(ups: int, downs: int, at: float = 100.0, **attributes: str) -> list[dict]:
+    return ([{"rating": "up", "time": at, "attributes": attributes}] * ups
+            + [{"rating": "down", "time": at, "attributes": attributes}] * downs)
+
+
+@pytest.mark.parametrize("case, ups, downs, min_rate, min_samples, verdict, value", [
+    ("mostly positive feedback is OK", 90, 10, 0.8, 50, OK, 0.9),
+    ("approval below the minimum is breached", 30, 70, 0.8, 50, BREACHED, 0.3),
+    ("approval exactly at the minimum is OK", 80, 20, 0.8, 50, OK, 0.8),
+    ("too few ratings give no verdict", 1, 9, 0.8, 50, INSUFFICIENT_DATA, 0.1),
+    ("no ratings at all give no value", 0, 0, 0.8, 1, INSUFFICIENT_DATA, None),
+], ids=lambda v: v if isinstance(v, str) and " " in v else "")
+def test_approval(case, ups, downs, min_rate, min_samples, verdict, value):
+    result = feedback.approval(_ratings(ups, downs), min_rate, min_samples, "1h")
+    assert (result.verdict, result.samples, result.window) == (verdict, ups + downs, "1h")
+    assert result.value == pytest.approx(value) if value is not None else result.value is None
+
+
+def test_the_window_keeps_only_ratings_within_it():
+    records = _ratings(5, 0, at=10.0) + _ratings(0, 5, at=95.0) + _ratings(0, 5, at=101.0)
+    kept = feedback.in_window(records, now=100.0, window_seconds=10.0)
+    assert [r["rating"] for r in kept] == ["down"] * 5  # 10.0 is too old, 101.0 is in the future
+
+
+@pytest.mark.parametrize("case, groups, max_disparity, verdict, value", [
+    ("equal approval across locales is OK", {"en": (40, 10), "de": (40, 10)}, 0.1, OK, 0.0),
+    ("a locale served much worse is breached", {"en": (45, 5), "de": (20, 30)}, 0.2, BREACHED, 0.5),
+    ("a small gap within the limit is OK", {"en": (45, 5), "de": (42, 8)}, 0.1, OK, 0.06),
+    ("a group below min samples is left out", {"en": (45, 5), "de": (0, 3)}, 0.1, INSUFFICIENT_DATA, None),
+], ids=lambda v: v if isinstance(v, str) and " " in v else "")
+def test_bias(case, groups, max_disparity, verdict, value):
+    records = [r for locale, (ups, downs) in groups.items() for r in _ratings(ups, downs, locale=locale)]
+    result = feedback.bias(records, ["locale"], max_disparity, min_samples=10, window="1h")
+    assert result.verdict == verdict
+    assert result.value == pytest.approx(value) if value is not None else result.value is None
+    if verdict == BREACHED:
+        assert (result.details["lowest"], result.details["highest"]) == ("de", "en")
+
+
+def test_toxicity_scores_an_insult_high_and_a_pleasantry_low():
+    nice, rude = toxicity.score(["have a nice day", "you are a stupid idiot, shut up"])
+    assert nice < 0.2 and rude > 0.9
+
+
+@pytest.mark.parametrize("case, texts, max_rate, verdict", [
+    ("polite outputs are OK", ["thank you, that helped", "here is the summary you asked for"] * 10, 0.05, OK),
+    ("a quarter of insults is breached",
+     ["thank you, that helped"] * 15 + ["you stupid idiot, I hate you"] * 5, 0.1, BREACHED),
+    ("two outputs are too few", ["you stupid idiot"] * 2, 0.1, INSUFFICIENT_DATA),
+], ids=lambda v: v if isinstance(v, str) and " " in v else "")
+def test_toxicity_rate(case, texts, max_rate, verdict):
+    result = toxicity.toxicity(toxicity.score(texts), max_rate, min_samples=10, window="1h")
+    assert result.verdict == verdict and result.samples == len(texts)
+
+
+# ---- drift ----
+
+REFERENCE_SIZE, WINDOW_SIZE, WINDOWS = 5000, 500, 200
+
+
+def _false_alarm_and_detection(shift: float, seed: int = 7) -> tuple[float, float]:
+    """Share of windows alarmed, drawn from the reference and from one shifted by `shift` std."""
+    rng = np.random.default_rng(seed)
+    reference = {"x": rng.normal(0, 1, REFERENCE_SIZE), "y": rng.exponential(1, REFERENCE_SIZE)}
+    false_alarms = detections = 0
+    for _ in range(WINDOWS):
+        same = {"x": rng.normal(0, 1, WINDOW_SIZE), "y": rng.exponential(1, WINDOW_SIZE)}
+        moved = {"x": rng.normal(shift, 1, WINDOW_SIZE), "y": rng.exponential(1, WINDOW_SIZE)}
+        false_alarms += drift.feature_drift(reference, same, max_psi=0.1, min_samples=100, window="w").breached
+        detections += drift.feature_drift(reference, moved, max_psi=0.1, min_samples=100, window="w").breached
+    return false_alarms / WINDOWS, detections / WINDOWS
+
+
+def test_numeric_drift_rarely_alarms_on_the_reference_and_catches_a_shift():
+    false_alarm, detection = _false_alarm_and_detection(shift=0.5)
+    # alpha is 0.01 over both features; allow sampling noise over 200 windows, no more.
+    assert false_alarm <= 0.02, false_alarm
+    assert detection >= 0.95, detection
+
+
+def test_psi_grows_with_the_shift():
+    rng = np.random.default_rng(1)
+    reference = rng.normal(0, 1, 10000)
+    values = [drift.psi(reference, rng.normal(shift, 1, 2000)) for shift in (0.0, 0.25, 0.5, 1.0)]
+    assert values == sorted(values) and values[0] < 0.02 and values[-1] > 0.5
+
+
+WORDS = "the model answers questions about orders refunds shipping accounts and invoices".split()
+OTHER = "bitcoin wallet seed phrase recovery urgent transfer crypto exchange".split()
+
+
+def _texts(rng, vocabulary, count, mean_length):
+    return [" ".join(rng.choice(vocabulary, size=max(1, rng.poisson(mean_length)))) for _ in range(count)]
+
+
+def test_text_drift_alarms_on_new_topics_and_longer_prompts_but_not_on_the_same_traffic():
+    rng = np.random.default_rng(3)
+    reference = {"prompt": _texts(rng, WORDS, 2000, 12)}
+    same = [drift.feature_drift(reference, {"prompt": _texts(rng, WORDS, 300, 12)}, 0.1, 100, "w").breached
+            for _ in range(50)]
+    topic = drift.feature_drift(reference, {"prompt": _texts(rng, WORDS[:6] + OTHER, 300, 12)}, 0.1, 100, "w")
+    longer = drift.feature_drift(reference, {"prompt": _texts(rng, WORDS, 300, 24)}, 0.1, 100, "w")
+    assert sum(same) <= 1, sum(same)
+    assert topic.breached and "prompt.tokens" in topic.message
+    assert longer.breached and "prompt.length" in longer.message
+
+
+def test_drift_needs_min_samples():
+    rng = np.random.default_rng(0)
+    result = drift.feature_drift({"x": rng.normal(0, 1, 1000)}, {"x": rng.normal(3, 1, 20)}, 0.1, 100, "w")
+    assert result.verdict == INSUFFICIENT_DATA and result.samples == 20

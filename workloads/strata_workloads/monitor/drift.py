@@ -1,0 +1,123 @@
+"""Drift of inputs against a reference sample: PSI and a two-sample test, numeric and text.
+
+A feature drifts when both say so: its population stability index exceeds ``max_psi`` (the
+shift is large enough to matter) and the two-sample Kolmogorov-Smirnov test rejects "same
+distribution" at ``alpha`` (it is not sampling noise). PSI alone alarms on small windows
+(its expected value under no drift grows like bins/n), the test alone on huge ones (it finds
+shifts too small to matter); together they keep the false-alarm rate near the test's alpha
+and below it. With several features, alpha is split over them (Bonferroni), so a policy's
+false-alarm rate stays at alpha however many inputs the model has.
+
+Text is two features: its length in tokens (numeric, as above) and its token distribution
+(PSI over the reference's most frequent tokens plus one bucket for the rest, with a
+chi-squared test of homogeneity on the same counts).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy import stats
+
+from strata_workloads.monitor.result import MonitorResult, judge
+
+DEFAULT_BINS = 10
+DEFAULT_ALPHA = 0.01
+TOP_TOKENS = 50
+# Floor of a bin's share, so an empty bin adds a large but finite term.
+_EPSILON = 1e-4
+_TOKEN = re.compile(r"\w+", re.UNICODE)
+
+
+def psi_from_shares(reference: np.ndarray, current: np.ndarray) -> float:
+    reference = np.clip(reference, _EPSILON, None)
+    current = np.clip(current, _EPSILON, None)
+    return float(np.sum((current - reference) * np.log(current / reference)))
+
+
+def bin_edges(reference: np.ndarray, bins: int = DEFAULT_BINS) -> np.ndarray:
+    """Inner edges at the reference's quantiles (equal-mass bins; ties merge bins)."""
+    return np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
+
+
+def psi(reference: Sequence[float], current: Sequence[float], bins: int = DEFAULT_BINS) -> float:
+    """Population stability index of `current` against `reference` over the reference's deciles."""
+    reference, current = np.asarray(reference, dtype=float), np.asarray(current, dtype=float)
+    edges = bin_edges(reference, bins)
+    ref_counts = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=edges.size + 1)
+    cur_counts = np.bincount(np.searchsorted(edges, current, side="right"), minlength=edges.size + 1)
+    return psi_from_shares(ref_counts / ref_counts.sum(), cur_counts / cur_counts.sum())
+
+
+def ks_test(reference: Sequence[float], current: Sequence[float]) -> tuple[float, float]:
+    """The two-sample Kolmogorov-Smirnov statistic and p-value."""
+    result = stats.ks_2samp(np.asarray(reference, dtype=float), np.asarray(current, dtype=float))
+    return float(result.statistic), float(result.pvalue)
+
+
+def tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text.lower())
+
+
+def token_drift(reference: Sequence[str], current: Sequence[str], top: int = TOP_TOKENS) -> tuple[float, float]:
+    """PSI and chi-squared p-value of the token distribution (reference's top tokens + the rest)."""
+    ref_counts = Counter(token for text in reference for token in tokens(text))
+    cur_counts = Counter(token for text in current for token in tokens(text))
+    vocabulary = [token for token, _ in ref_counts.most_common(top)]
+
+    def histogram(counts: Counter) -> np.ndarray:
+        kept = [counts.get(token, 0) for token in vocabulary]
+        return np.asarray(kept + [sum(counts.values()) - sum(kept)], dtype=float)
+
+    ref_hist, cur_hist = histogram(ref_counts), histogram(cur_counts)
+    if ref_hist.sum() == 0 or cur_hist.sum() == 0:
+        return 0.0, 1.0
+    value = psi_from_shares(ref_hist / ref_hist.sum(), cur_hist / cur_hist.sum())
+    table = np.vstack([ref_hist, cur_hist])
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2:
+        return value, 1.0
+    # Tokens within a text are not independent draws, so this p-value is optimistic; the PSI
+    # gate (both must agree) is what keeps long texts from alarming on noise.
+    return value, float(stats.chi2_contingency(table)[1])
+
+
+def feature_drift(reference: Mapping[str, Sequence], current: Mapping[str, Sequence], max_psi: float,
+                  min_samples: int, window: str, alpha: float = DEFAULT_ALPHA, bins: int = DEFAULT_BINS) -> MonitorResult:
+    """Drift of every feature the reference has; the value is the largest PSI.
+
+    A feature is numeric (a sequence of numbers) or text (a sequence of strings: its length
+    and its tokens are compared). The samples are the fewest values any feature has in the
+    current window.
+    """
+    per_feature: dict[str, dict[str, float]] = {}
+    tests: list[tuple[str, float, float]] = []  # (what, psi, p)
+    for name, ref_values in reference.items():
+        cur_values = list(current.get(name, ()))
+        ref_values = list(ref_values)
+        if not ref_values or not cur_values:
+            continue
+        if isinstance(ref_values[0], str):
+            ref_lengths = [len(tokens(text)) for text in ref_values]
+            cur_lengths = [len(tokens(text)) for text in cur_values]
+            tests.append((f"{name}.length", psi(ref_lengths, cur_lengths, bins), ks_test(ref_lengths, cur_lengths)[1]))
+            tests.append((f"{name}.tokens", *token_drift(ref_values, cur_values)))
+        else:
+            tests.append((name, psi(ref_values, cur_values, bins), ks_test(ref_values, cur_values)[1]))
+        per_feature[name] = {"samples": len(cur_values)}
+    samples = min((len(list(current.get(name, ()))) for name in reference), default=0)
+    if not tests:
+        return judge("drift", None, 0, min_samples, window, False, "")
+    threshold = alpha / len(tests)
+    drifted = [(what, value, p) for what, value, p in tests if value > max_psi and p < threshold]
+    worst = max(tests, key=lambda test: test[1])
+    details = {what: {"psi": round(value, 6), "pValue": p} for what, value, p in tests}
+    if drifted:
+        names = ", ".join(f"{what} (PSI {value:.3f}, p {p:.2g})" for what, value, p in drifted)
+        message = f"drifted in {window}: {names}; limits PSI {max_psi:g} and p {threshold:.2g}"
+    else:
+        message = f"no drift in {window}: largest PSI {worst[1]:.3f} ({worst[0]}), limit {max_psi:g}"
+    return judge("drift", worst[1], samples, min_samples, window, bool(drifted), message, details)
