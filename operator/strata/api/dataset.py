@@ -175,6 +175,7 @@ class QualityGates(StrataModel):
 
     max_duplicate_ratio: Fraction | None = Field(default=None, description="Largest share of input records removed as duplicates (0 to 1).")
     max_missing_ratio: Fraction | None = Field(default=None, description="Largest share of input records dropped for missing values (0 to 1).")
+    max_quarantined_ratio: Fraction | None = Field(default=None, description="Largest share of input records quarantined as malformed (0 to 1).")
     max_drift: float | None = Field(default=None, ge=0, description="Population stability index vs the previous version.")
     min_records: int | None = Field(default=None, ge=0, description="Fewest records a version must hold.")
 
