@@ -204,8 +204,9 @@ def test_the_examples_application_syncs_only_the_examples(argocd_lua):
 # --- Real objects --------------------------------------------------------------------------
 
 
-# Kinds whose workload this version does not run (a TrainingJob trains, a ModelDeployment serves).
-NOT_RUN_KINDS = ["Dataset", "FeedbackPolicy"]
+# Kinds whose workload this version does not run (a Dataset runs its pipeline, a TrainingJob
+# trains, a ModelDeployment serves).
+NOT_RUN_KINDS = ["FeedbackPolicy"]
 
 
 @pytest.mark.parametrize("kind", NOT_RUN_KINDS)
@@ -216,6 +217,15 @@ def test_an_accepted_resource_whose_workload_is_not_implemented_is_degraded_sayi
     assert verdict["status"] == "Degraded"
     assert verdict["message"].startswith("Not ready and not progressing: NotImplemented: ")
     assert f"{kind} was accepted and validated" in verdict["message"]
+
+
+def test_a_dataset_whose_pipeline_pod_waits_to_run_is_progressing_saying_so(argocd, captured):
+    """The example's storage claim does not exist in the test namespace: its pod stays unscheduled."""
+    obj = captured["accepted/Dataset"]
+    assert obj["status"]["phase"] == Phase.PENDING
+    verdict = argocd.health(obj)
+    assert verdict["status"] == "Progressing"
+    assert verdict["message"].startswith(f"PipelinePending: Job {obj['status']['job']} waits for its pod to run")
 
 
 def test_a_model_deployment_waiting_for_its_training_jobs_export_is_degraded_saying_so(argocd, captured):
