@@ -37,6 +37,8 @@ COREDNS_VERSION = "v1.15.0"
 METRICS_SERVER_VERSION = "v0.9.0"
 ARGOCD_VERSION = "v3.6.1"
 KUEUE_VERSION = "v0.17.0"
+# SeaweedFS has no tagged Go module versions; this pseudo-version is its 4.53 release.
+SEAWEEDFS_VERSION = "v0.0.0-20261109003541-7506e5f91cd6"
 
 
 def _kubernetes_ldflags(version: str) -> str:
@@ -180,6 +182,15 @@ KUEUE = GoComponent(
     version=KUEUE_VERSION,
     packages={"kueue": "sigs.k8s.io/kueue/cmd/kueue"},
     ldflags=f"-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion={KUEUE_VERSION}",
+)
+
+# SeaweedFS (`weed mini`), the S3-compatible object store the Dataset pipeline's S3 sources are
+# tested against (tests/workloads/s3_server.py); built only when those tests run, so it is not
+# in COMPONENTS. Apache-2.0 (MinIO, the usual choice, is AGPL-3.0).
+SEAWEEDFS = GoComponent(
+    name="seaweedfs",
+    version=SEAWEEDFS_VERSION,
+    packages={"weed": "github.com/seaweedfs/seaweedfs/weed"},
 )
 
 # The cluster needs etcd, kubernetes and kwok, and for its real node coredns and
