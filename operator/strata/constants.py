@@ -101,6 +101,15 @@ class Reason:
     WORKER_FAILED = "WorkerFailed"
     INTERRUPTED = "Interrupted"  # SIGTERM: checkpointed and exited (143); not the job's fault
     COMPLETED = "Completed"
+    # A Dataset's pipeline runs (see controllers/dataset.py).
+    PIPELINE_PENDING = "PipelinePending"  # its Job is created, its pod not running yet
+    INGESTING = "Ingesting"  # the pipeline pod reads, cleans and writes a version
+    VERSION_PUBLISHED = "VersionPublished"  # the run's version passed every gate and is current
+    QUALITY_GATE_FAILED = "QualityGateFailed"  # the run's version is kept but not current
+    PIPELINE_FAILED = "PipelineFailed"  # the pod failed (see its logs); retried by the Job, then the next refresh
+    SOURCE_UNREADABLE = "SourceUnreadable"  # a source could not be read (exit 1)
+    RESULT_MISSING = "ResultMissing"  # the pod ended without the result message the operator reads
+    UNSUPPORTED_FEATURE = "UnsupportedFeature"  # the spec asks for what this version's pipeline does not do
     # ModelDeployment serving and rollout.
     MODEL_NOT_EXPORTED = "ModelNotExported"
     ROLLING_OUT = "RollingOut"
@@ -153,11 +162,13 @@ class Phase:
     INVALID = "Invalid"
     # Applying its children failed; the operator retries (Degraded=True says why).
     RETRYING = "Retrying"
-    # A TrainingJob's worker group: created, waiting for admission or for its pods to run.
+    # A TrainingJob's worker group or a Dataset's pipeline run: created, waiting for admission or
+    # for its pods to run.
     PENDING = "Pending"
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
-    # A TrainingJob that failed for good; a ModelDeployment whose named version failed to become
+    # A TrainingJob that failed for good; a Dataset whose latest run failed or whose new version broke a
+    # quality gate (its current version, if any, is still served); a ModelDeployment whose named version failed to become
     # available with no previous version to restore (none, or rollout.autoRollback is false).
     FAILED = "Failed"
     SUSPENDED = "Suspended"

@@ -128,7 +128,7 @@ def captured(crds_installed, operator) -> dict[str, dict[str, Any]]:
     """Real objects in each state the operator puts them in today, keyed "<state>/<Kind>"."""
     cluster = crds_installed
     states: dict[str, dict[str, Any]] = {}
-    # Accepted: the operator has validated the spec and published its config (NotImplemented).
+    # "accepted": the examples as the operator first reports them (none is refused).
     accepted = f"t-argo-{uuid.uuid4().hex[:6]}"
     cluster.kubectl("create", "namespace", accepted)
     cluster.kubectl("apply", "-n", accepted, "-f", "-", input=yaml.safe_dump_all(example_documents()))
@@ -204,27 +204,21 @@ def test_the_examples_application_syncs_only_the_examples(argocd_lua):
 # --- Real objects --------------------------------------------------------------------------
 
 
-# Kinds whose workload this version does not run (a TrainingJob trains, a ModelDeployment serves,
-# a FeedbackPolicy monitors: test_feedback_loop.py).
-NOT_RUN_KINDS = ["Dataset"]
-
-
-@pytest.mark.parametrize("kind", NOT_RUN_KINDS)
-def test_an_accepted_resource_whose_workload_is_not_implemented_is_degraded_saying_so(argocd, captured, kind):
-    obj = captured[f"accepted/{kind}"]
-    assert obj["status"]["phase"] == Phase.ACCEPTED
-    verdict = argocd.health(obj)
-    assert verdict["status"] == "Degraded"
-    assert verdict["message"].startswith("Not ready and not progressing: NotImplemented: ")
-    assert f"{kind} was accepted and validated" in verdict["message"]
-
-
 def test_a_feedback_policy_whose_target_serves_no_pod_yet_is_progressing_saying_so(argocd, captured):
     obj = captured["accepted/FeedbackPolicy"]
     assert obj["status"]["phase"] == Phase.MONITORING
     verdict = argocd.health(obj)
     assert verdict["status"] == "Progressing"
     assert "SignalsUnavailable: Cannot read the monitors' signals: no running pod of the target" in verdict["message"]
+
+
+def test_a_dataset_whose_pipeline_pod_waits_to_run_is_progressing_saying_so(argocd, captured):
+    """The example's storage claim does not exist in the test namespace: its pod stays unscheduled."""
+    obj = captured["accepted/Dataset"]
+    assert obj["status"]["phase"] == Phase.PENDING
+    verdict = argocd.health(obj)
+    assert verdict["status"] == "Progressing"
+    assert verdict["message"].startswith(f"PipelinePending: Job {obj['status']['job']} waits for its pod to run")
 
 
 def test_a_model_deployment_waiting_for_its_training_jobs_export_is_degraded_saying_so(argocd, captured):

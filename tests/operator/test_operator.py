@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -17,13 +16,10 @@ from conftest import RESYNC_SECONDS, example_documents, get_json, wait_for
 from strata.api import KINDS_BY_NAME
 from strata.conditions import status_is_current
 from strata.render.config import CONFIG_FILES
+from strata_workloads.data.config import PipelineConfig
 from strata_workloads.train.config import parse_config
 
 KINDS = ["Dataset", "TrainingJob", "ModelDeployment", "FeedbackPolicy"]
-# Kinds whose workload this version does not run yet: they only publish their configuration.
-# (A TrainingJob trains: test_trainingjob_*.py; a ModelDeployment serves: test_serving.py; a
-# FeedbackPolicy monitors and retrains: test_feedback_loop.py.)
-NOT_RUN_KINDS = ["Dataset"]
 # The name each kind's config ConfigMap starts with (a content hash follows), and its file.
 CONFIG_MAPS = {
     "Dataset": ("support-chats-pipeline-", "pipeline.yaml"),
@@ -60,20 +56,6 @@ def owned_config_maps(cluster, namespace, kind, name):
     return sorted(item["metadata"]["name"] for item in get_json(cluster, "configmaps", "-n", namespace, "-l", selector)["items"])
 
 
-@pytest.mark.parametrize("kind", NOT_RUN_KINDS)
-def test_status_reports_honestly_that_the_workload_is_not_implemented(dev_cluster, namespace, lifecycle, kind):
-    obj = wait_for(lambda: observed(dev_cluster, namespace, kind, lifecycle[kind]), what=f"{kind} status")
-    conditions = {c["type"]: c for c in obj["status"]["conditions"]}
-    assert set(conditions) == {"Ready", "Progressing", "Degraded"}
-    assert conditions["Ready"]["status"] == "False"
-    assert conditions["Ready"]["reason"] == "NotImplemented"
-    assert kind in conditions["Ready"]["message"]
-    assert conditions["Degraded"]["status"] == "False"
-    assert all(c["observedGeneration"] == obj["metadata"]["generation"] for c in conditions.values())
-    # Not "Pending": nothing further will happen to it in this version.
-    assert obj["status"]["phase"] == "Accepted"
-
-
 def test_a_feedback_policy_says_its_target_serves_no_pod_to_read_and_what_it_does_not_act_on(
         dev_cluster, namespace, lifecycle):
     """The example's ModelDeployment waits for its TrainingJob's export, so no sidecar runs yet."""
@@ -96,7 +78,20 @@ def test_a_training_job_waits_progressing_until_its_dataset_has_data(dev_cluster
     assert conditions["Progressing"]["status"] == "True" and conditions["Degraded"]["status"] == "False"
     assert obj["status"]["phase"] == "Pending"
     assert 'Dataset "support-chats" has published no version yet' in conditions["Ready"]["message"]
-    assert get_json(dev_cluster, "jobs", "-n", namespace)["items"] == []
+    assert get_json(dev_cluster, "jobs", "-n", namespace, "-l", "strata.dev/owner-kind=trainingjob")["items"] == []
+
+
+def test_the_example_dataset_runs_its_pipeline_as_a_job_waiting_for_its_storage(dev_cluster, namespace, lifecycle):
+    """Its storage claim does not exist here, so the pipeline's pod cannot be scheduled: pending, saying so."""
+    name = lifecycle["Dataset"]
+    obj = wait_for(lambda: (o := observed(dev_cluster, namespace, "Dataset", name)) and o["status"].get("job") and o,
+                   what="the Dataset's run in status")
+    conditions = {c["type"]: c for c in obj["status"]["conditions"]}
+    assert obj["status"]["phase"] == "Pending"
+    assert (conditions["Progressing"]["status"], conditions["Progressing"]["reason"]) == ("True", "PipelinePending")
+    assert conditions["Ready"]["status"] == "False" and conditions["Degraded"]["status"] == "False"
+    job = get_json(dev_cluster, "job", obj["status"]["job"], "-n", namespace)
+    assert job["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
 
 
 @pytest.mark.parametrize("kind", list(CONFIG_MAPS))
@@ -116,6 +111,8 @@ def test_the_resolved_config_is_applied_as_an_owned_child_and_announced(dev_clus
     assert mounted == build(KINDS_BY_NAME[kind].spec_model.model_validate(owner["spec"]), owner["metadata"]["name"])
     if kind == "TrainingJob":
         parse_config(mounted)  # the trainer accepts what the operator mounts
+    elif kind == "Dataset":
+        PipelineConfig.model_validate(mounted)  # so does the pipeline
     else:
         # The API server's defaults and the models' defaults agree field for field.
         assert mounted == owner["spec"]

@@ -142,7 +142,7 @@ def test_the_phases_the_health_scripts_degrade_are_those_the_operator_writes_wit
         *feedback_outcomes(),
     ]
     # A ModelDeployment's serving phases, as its observe step writes them (one case per phase).
-    from unit.test_serving import STATUS_CASES, spec_of
+    from unit.test_serving_render import STATUS_CASES, spec_of
     for case in STATUS_CASES:
         target, deployment, *_ = case.values
         phase, conditions, _ = observe_serving(spec_of(), "lm", "ml", target, [deployment], False)

@@ -253,7 +253,7 @@ def test_augmentation_is_seeded_and_the_synthetic_share_capped(sources, tmp_path
     ("cleaning", {"dedup": {"nearDuplicate": {"threshold": 1.5}}}, "cleaning.dedup.nearDuplicate.threshold"),
     ("cleaning", {"filters": {"dropPatterns": ["(unclosed"]}}, "cleaning.filters.dropPatterns"),
     ("cleaning", {"missingValues": [{"field": "label", "action": "impute"}]}, "action impute needs a value"),
-    ("sources", [{"format": "jsonl"}], "set exactly one of path or http"),
+    ("sources", [{"format": "jsonl"}], "set exactly one of path, http or s3"),
 ], ids=["threshold above one", "a regex that does not compile", "impute without a value", "a source without a location"])
 def test_cli_refuses_a_bad_config_with_exit_2_naming_the_setting(tmp_path, setting, value, message):
     raw = {"sources": [{"path": str(tmp_path), "format": "jsonl"}], setting: value}
@@ -302,7 +302,7 @@ def test_cli_builds_a_version_reruns_unchanged_and_exits_1_on_an_unreadable_sour
     assert first.returncode == 0 and second.returncode == 0, first.stderr
     first_line, second_line = json.loads(first.stdout), json.loads(second.stdout)
     assert (first_line["created"], second_line["created"]) == (True, False)
-    assert first_line["version"] == second_line["version"] and first_line["records"] == 62
+    assert first_line["version"] == second_line["version"] and first_line["records"]["out"] == 62
     broken = tmp_path / "broken.yaml"
     broken.write_text(json.dumps({"sources": [{"path": str(tmp_path / "absent"), "format": "jsonl"}]}))
     done = cli(broken)

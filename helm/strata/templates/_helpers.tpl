@@ -54,7 +54,8 @@ creates, and post events.
   resources: [configmaps, services]
   verbs: [list, watch, create, patch, delete]
 # A TrainingJob's children: one Indexed Job per attempt, and the checkpoint claim it creates
-# when the spec names none. Its pods are only read (their status and rank 0's progress).
+# when the spec names none; a Dataset's: one Job per pipeline run. Their pods are only read
+# (their status, rank 0's progress, the pipeline's termination message).
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [list, watch, create, patch, delete]

@@ -175,6 +175,7 @@ class QualityGates(StrataModel):
 
     max_duplicate_ratio: Fraction | None = Field(default=None, description="Largest share of input records removed as duplicates (0 to 1).")
     max_missing_ratio: Fraction | None = Field(default=None, description="Largest share of input records dropped for missing values (0 to 1).")
+    max_quarantined_ratio: Fraction | None = Field(default=None, description="Largest share of input records quarantined as malformed (0 to 1).")
     max_drift: float | None = Field(default=None, ge=0, description="Population stability index vs the previous version.")
     min_records: int | None = Field(default=None, ge=0, description="Fewest records a version must hold.")
 
@@ -216,27 +217,41 @@ class DatasetSpec(StrataModel):
 
 
 class RecordCounts(StrataModel):
-    input: int = Field(default=0, ge=0, alias="in", description="Records read from the sources.")
-    output: int = Field(default=0, ge=0, alias="out", description="Records in the version.")
+    input: int = Field(default=0, ge=0, alias="in", description="Records read from the sources (malformed ones included).")
+    output: int = Field(default=0, ge=0, alias="out", description="Records in the version (synthetic ones included).")
     duplicates: int = Field(default=0, ge=0, description="Records dropped as exact duplicates.")
     near_duplicates: int = Field(default=0, ge=0, description="Records dropped as near duplicates.")
-    quarantined: int = Field(default=0, ge=0, description="Records dropped by missing-value rules and filters.")
+    missing: int = Field(default=0, ge=0, description="Records dropped by missing-value rules.")
+    quarantined: int = Field(default=0, ge=0, description="Malformed records set aside (quarantine.jsonl in the version).")
     synthetic: int = Field(default=0, ge=0, description="Records added by augmentation.")
+
+
+class GateVerdict(StrataModel):
+    name: str = Field(max_length=64, description="The spec.qualityGates field checked.")
+    passed: bool = Field(description="Whether the version met the limit.")
+    value: float = Field(description="What the version measured.")
+    limit: float = Field(description="The limit from spec.qualityGates.")
+    message: str = Field(default="", max_length=1024, description="The verdict in words.")
 
 
 class DatasetVersion(StrataModel):
     version: str = Field(max_length=64, description="Content-addressed version id.")
-    path: str = Field(max_length=1024, description="Where the version lives.")
-    created: str | None = Field(default=None, max_length=64, description="When the version was written (RFC 3339).")
+    path: str = Field(max_length=1024, description="Where the version lives: its directory on the storage PVC.")
+    created: str | None = Field(default=None, max_length=64, description="When the run that wrote (or found) it ended (RFC 3339).")
     records: int = Field(default=0, ge=0, description="Records in the version.")
+    counts: RecordCounts | None = Field(default=None, description="Records in and out of each cleaning step.")
+    promoted: bool = Field(default=False, description="Whether it passed every quality gate and became current.")
+    rejected_because: str | None = Field(default=None, max_length=1024, description="The quality gates it failed, when not promoted.")
 
 
 class DatasetStatus(StatusBase):
     version: str | None = Field(default=None, max_length=64, description="Current content-addressed version.")
-    path: str | None = Field(default=None, max_length=1024, description="Where the current version lives.")
+    path: str | None = Field(default=None, max_length=1024, description="Where the current version lives: its directory on spec.storage.pvc.")
     records: RecordCounts | None = Field(default=None, description="Record counts of the current version.")
-    history: list[DatasetVersion] = Field(default_factory=list, max_length=32, description="Recent versions, newest last.")
-    last_refresh_time: str | None = Field(default=None, max_length=64, description="When the sources were last read (RFC 3339).")
+    history: list[DatasetVersion] = Field(default_factory=list, max_length=32, description="Recent versions, newest last (at most 10).")
+    gates: list[GateVerdict] = Field(default_factory=list, max_length=16, description="Quality-gate verdicts of the latest run's version.")
+    job: str | None = Field(default=None, max_length=63, description="The Job of the latest pipeline run.")
+    last_refresh_time: str | None = Field(default=None, max_length=64, description="When the latest run started reading the sources (RFC 3339).")
 
 
 DATASET = KindInfo(
@@ -251,6 +266,7 @@ DATASET = KindInfo(
         PrinterColumn(
             name="Records", type="integer", json_path=".status.records.out", description="Records in the version."
         ),
+        PrinterColumn(name="Job", type="string", json_path=".status.job", priority=1),
         PrinterColumn(name="Modality", type="string", json_path=".spec.modality", priority=1),
     ),
 )

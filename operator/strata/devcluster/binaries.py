@@ -38,6 +38,8 @@ METRICS_SERVER_VERSION = "v0.9.0"
 ARGOCD_VERSION = "v3.6.1"
 KUEUE_VERSION = "v0.17.0"
 PROMETHEUS_ADAPTER_VERSION = "v0.12.0"
+# SeaweedFS has no tagged Go module versions; this pseudo-version is its 4.53 release.
+SEAWEEDFS_VERSION = "v0.0.0-20261109003541-7506e5f91cd6"
 
 
 def _kubernetes_ldflags(version: str) -> str:
@@ -197,6 +199,15 @@ PROMETHEUS_ADAPTER = GoComponent(
     name="prometheus-adapter",
     version=PROMETHEUS_ADAPTER_VERSION,
     packages={"prometheus-adapter": "sigs.k8s.io/prometheus-adapter/cmd/adapter"},
+)
+
+# SeaweedFS (`weed mini`), the S3-compatible object store the Dataset pipeline's S3 sources are
+# tested against (tests/workloads/s3_server.py); built only when those tests run, so it is not
+# in COMPONENTS. Apache-2.0 (MinIO, the usual choice, is AGPL-3.0).
+SEAWEEDFS = GoComponent(
+    name="seaweedfs",
+    version=SEAWEEDFS_VERSION,
+    packages={"weed": "github.com/seaweedfs/seaweedfs/weed"},
 )
 
 # The cluster needs etcd, kubernetes and kwok, and for its real node coredns and

@@ -4,9 +4,9 @@ Immutable and content-named (`<owner>-<component>-<hash of the data>`): a change
 configuration is a new ConfigMap, so a pod that restarts mid-change reads either the old
 file or the new one, never half of each. The old one is pruned once the new one exists.
 
-TrainingJob: the trainer's own config file (see render/trainer.py). The other kinds'
-workloads are not built yet, so theirs hold the validated spec with every default filled
-in, which is also a record users can read of what the operator understood.
+TrainingJob: the trainer's own config file (see render/trainer.py); Dataset: the pipeline's
+(render/dataset.py). The other kinds' hold the validated spec with every default filled in,
+which is also a record users can read of what the operator understood.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from strata.api import DATASET, FEEDBACK_POLICY, MODEL_DEPLOYMENT, TRAINING_JOB,
 from strata.api.base import StrataModel
 from strata.constants import ChildPolicy
 from strata.render.common import child_metadata
+from strata.render.dataset import render_pipeline_config
 from strata.render.trainer import TRAINER_CONFIG_FILE, render_trainer_config
+from strata_workloads.data.result import CONFIG_FILE as PIPELINE_CONFIG_FILE
 
 ConfigBuilder = Callable[[StrataModel, str], dict[str, Any]]
 
@@ -32,7 +34,7 @@ def _resolved_spec(spec: StrataModel, _name: str) -> dict[str, Any]:
 
 # Per kind: the component the config feeds, the file name it is mounted as, and its content.
 CONFIG_FILES: dict[str, tuple[str, str, ConfigBuilder]] = {
-    DATASET.kind: ("pipeline", "pipeline.yaml", _resolved_spec),
+    DATASET.kind: ("pipeline", PIPELINE_CONFIG_FILE, render_pipeline_config),
     TRAINING_JOB.kind: ("trainer", TRAINER_CONFIG_FILE, render_trainer_config),
     MODEL_DEPLOYMENT.kind: ("serving", "serving.yaml", _resolved_spec),
     FEEDBACK_POLICY.kind: ("monitor", "policy.yaml", _resolved_spec),

@@ -4,26 +4,17 @@
 * :mod:`.config` the pipeline's configuration, one pydantic model mirroring the Dataset API;
 * :mod:`.sources` streamed readers (local files, HTTP(S), paginated JSON APIs) with quarantine;
 * :mod:`.text` normalization, filters, tokenizers, augmentation; :mod:`.minhash` near dedup;
-* :mod:`.pipeline` the two-pass text pipeline; ``python -m strata_workloads.data`` its CLI.
+* :mod:`.pipeline` the two-pass text pipeline; ``python -m strata_workloads.data`` its CLI;
+* :mod:`.gates` quality gates; :mod:`.result` what the pod tells the operator (standard library only).
 
 Statistics in the pipeline report (histograms, class counts) describe the real records, not
 the synthetic ones, so they can serve as the drift reference.
 """
 
-from strata_workloads.data.layout import (
-    MANIFEST_FILENAME,
-    ColumnSpec,
-    DatasetLayoutError,
-    DatasetManifest,
-    DatasetWriter,
-    PipelineReport,
-    ShardInfo,
-    read_manifest,
-    read_split,
-    write_dataset,
-)
+from typing import Any
 
-__all__ = [
+# Imported lazily (PEP 562): the operator imports :mod:`.result` and must not pull in pyarrow.
+_LAYOUT_NAMES = (
     "MANIFEST_FILENAME",
     "ColumnSpec",
     "DatasetLayoutError",
@@ -34,4 +25,13 @@ __all__ = [
     "read_manifest",
     "read_split",
     "write_dataset",
-]
+)
+__all__ = list(_LAYOUT_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAYOUT_NAMES:
+        from strata_workloads.data import layout
+
+        return getattr(layout, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

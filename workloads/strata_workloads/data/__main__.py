@@ -1,7 +1,10 @@
-"""``python -m strata_workloads.data --config F --out DIR``: build one dataset version under DIR.
+"""``python -m strata_workloads.data --config F [--out DIR]``: build one dataset version under DIR.
 
-Prints one JSON line (version, path, created, counts). Exit codes: 0 done (also when the version
-already existed), 2 bad configuration (the message names the setting), 1 a source cannot be read.
+DIR is the configuration's ``output`` unless given. Prints one JSON line (version, path,
+created, counts, gate verdicts) and writes the same result as the container's termination
+message (:mod:`strata_workloads.data.result`, the operator's contract). Exit codes: 0 done
+(also when the version already existed, and when a quality gate kept it from being promoted),
+2 bad configuration (the message names the setting), 1 a source cannot be read.
 """
 
 from __future__ import annotations
@@ -9,36 +12,78 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from strata_workloads.data.config import ConfigError, load_config
+from strata_workloads.data.result import (
+    EXIT_INVALID_CONFIG,
+    EXIT_OK,
+    EXIT_SOURCE_ERROR,
+    RunResult,
+    write_termination_message,
+)
 from strata_workloads.data.sources import SourceError
+
+
+def _fail(code: int, message: str, termination_log: str | None) -> int:
+    print(f"strata-data: {message}", file=sys.stderr)
+    write_termination_message(RunResult(error=message), termination_log)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m strata_workloads.data", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="pipeline configuration (YAML or JSON)")
-    parser.add_argument("--out", required=True, help="directory holding the versions; each is a sub-directory")
+    parser.add_argument("--out", help="directory holding the versions (default: the configuration's output)")
+    parser.add_argument("--parent-version", help="the current version: lineage, and the drift gate's reference")
+    parser.add_argument("--termination-log", help="where the result goes (default $STRATA_TERMINATION_LOG or "
+                                                   "/dev/termination-log)")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
     except ConfigError as error:
-        print(f"strata-data: bad configuration: {error}", file=sys.stderr)
-        return 2
+        return _fail(EXIT_INVALID_CONFIG, f"bad configuration: {error}", args.termination_log)
+    if args.parent_version:
+        config = config.model_copy(update={"parent_version": args.parent_version})
+    out = args.out or config.output
+    if not out:
+        return _fail(EXIT_INVALID_CONFIG, f"bad configuration: {args.config}: output: set it, or pass --out",
+                     args.termination_log)
+    from strata_workloads.data import gates
+    from strata_workloads.data.layout import DatasetLayoutError, read_manifest
     from strata_workloads.data.pipeline import run_pipeline
 
     try:
-        result = run_pipeline(config, args.out)
+        result = run_pipeline(config, out)
     except SourceError as error:
-        print(f"strata-data: {error}", file=sys.stderr)
-        return 1
+        return _fail(EXIT_SOURCE_ERROR, str(error), args.termination_log)
     report = result.manifest.pipeline
+    statistics = report.statistics if report else {}
+    parent_reference = None
+    if config.parent_version and config.parent_version != result.version:
+        try:
+            parent = read_manifest(Path(out) / config.parent_version).pipeline
+            parent_reference = parent.reference_statistics if parent else None
+        except DatasetLayoutError as error:
+            print(f"strata-data: previous version unreadable, drift not compared: {error}", file=sys.stderr)
+    elif config.parent_version:
+        parent_reference = report.reference_statistics if report else None
+    verdicts = gates.evaluate(config.quality_gates, statistics, report.reference_statistics if report else {},
+                              parent_reference, config.parent_version)
+    run = RunResult(
+        version=result.version, path=str(result.path), created=result.created,
+        promoted=all(verdict.passed for verdict in verdicts), parent_version=config.parent_version,
+        records=gates.record_counts(statistics), gates=tuple(verdicts),
+    )
     print(json.dumps({
-        "version": result.version, "path": str(result.path), "created": result.created,
-        "records": sum(split.rows for split in result.manifest.splits.values()),
+        **json.loads(run.to_message()),
         "steps": [step.model_dump(by_alias=True) for step in report.steps] if report else [],
-        "quarantined": report.quarantined if report else 0,
     }))
-    return 0
+    for verdict in run.failed_gates:
+        print(f"strata-data: quality gate {verdict.name} failed: {verdict.message}; version {run.version} "
+              f"is kept but not promoted", file=sys.stderr)
+    write_termination_message(run, args.termination_log)
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -36,21 +36,38 @@ class HTTPSource(_Model):
     records_field: str | None = Field(
         default=None, max_length=128,
         description="(pipeline only) Response field holding the list of records (format json); the response itself when unset.")
+    headers_path: str | None = Field(
+        default=None, max_length=1024,
+        description="(pipeline only) Directory whose files are request headers: file name -> value (a mounted Secret).")
+
+
+class S3Source(_Model):
+    uri: str = Field(max_length=1024, pattern=r"^s3://[^/]+(/.*)?$", description="s3://bucket/prefix: every object under it, or one object.")
+    endpoint: str | None = Field(default=None, max_length=512, pattern=r"^https?://",
+                                 description="S3-compatible endpoint URL (SeaweedFS, MinIO, Ceph); AWS when unset.")
+    region: str | None = Field(default=None, max_length=64, description="(pipeline only) Region; us-east-1 when unset.")
+    credentials_path: str | None = Field(
+        default=None, max_length=1024,
+        description="(pipeline only) Directory holding files AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (a mounted "
+                    "Secret); the AWS_* environment variables when unset.")
 
 
 class DataSource(_Model):
     path: str | None = Field(default=None, description="(pipeline only) A local file or directory; a PVC's mounted path.")
     http: HTTPSource | None = Field(default=None, description="Fetch records from an http(s) endpoint.")
+    s3: S3Source | None = Field(default=None, description="Read objects under an S3 prefix.")
     format: Literal["jsonl", "json", "csv", "parquet", "text"] = Field(description="How records are encoded at the source.")
 
     @model_validator(mode="after")
     def _one_location(self) -> "DataSource":
-        if (self.path is None) == (self.http is None):
-            raise ValueError("set exactly one of path or http")
+        if sum(location is not None for location in (self.path, self.http, self.s3)) != 1:
+            raise ValueError("set exactly one of path, http or s3")
         return self
 
     def describe(self) -> str:
-        return self.path if self.path is not None else self.http.url  # type: ignore[union-attr]
+        if self.path is not None:
+            return self.path
+        return self.http.url if self.http is not None else self.s3.uri  # type: ignore[union-attr]
 
 
 FieldType = Literal["string", "int", "float", "bool"]
@@ -149,6 +166,20 @@ class Augmentation(_Model):
     seed: int = Field(default=0, ge=0, description="Makes augmentation reproducible.")
 
 
+class QualityGates(_Model):
+    """Limits a version must meet to become current; a version that breaks one is kept, not promoted."""
+
+    max_duplicate_ratio: float | None = Field(default=None, ge=0.0, le=1.0,
+                                              description="Largest share of records read removed as exact or near duplicates.")
+    max_missing_ratio: float | None = Field(default=None, ge=0.0, le=1.0,
+                                            description="Largest share of records read dropped for missing values.")
+    max_quarantined_ratio: float | None = Field(default=None, ge=0.0, le=1.0,
+                                                description="Largest share of records read quarantined as malformed.")
+    max_drift: float | None = Field(default=None, ge=0.0,
+                                    description="Largest population stability index against the previous version.")
+    min_records: int | None = Field(default=None, ge=0, description="Fewest records a version must hold.")
+
+
 class PipelineConfig(_Model):
     name: str = Field(default="dataset", max_length=253, description="(pipeline only) Dataset name in the manifest.")
     modality: Literal["text"] = Field(default="text", description="Only text is implemented by this pipeline so far.")
@@ -160,13 +191,17 @@ class PipelineConfig(_Model):
     validation_fraction: float = Field(default=0.1, ge=0.0, lt=1.0,
                                        description="(pipeline only) Share of records in the validation split, chosen by content hash.")
     rows_per_shard: int = Field(default=100_000, ge=1, description="(pipeline only) Rows per Parquet shard.")
-    # Neither changes the output, so neither is part of the version's spec hash.
+    # None of these changes the output, so none is part of the version's spec hash.
     batch_size: int = Field(default=8192, ge=1, le=1_000_000, description="(pipeline only) Records processed together; bounds memory.")
     parent_version: str | None = Field(default=None, description="(pipeline only) Current version, recorded in the lineage.")
+    output: str | None = Field(default=None, max_length=1024,
+                               description="(pipeline only) Directory the versions are written under (the storage's mount).")
+    quality_gates: QualityGates | None = Field(default=None, description="Limits a new version must meet to become current.")
 
     def spec_hash(self) -> str:
         """Hash of everything that shapes the output (a loaded tokenizer by its content)."""
-        spec: dict[str, Any] = self.model_dump(mode="json", by_alias=True, exclude={"batch_size", "parent_version"})
+        spec: dict[str, Any] = self.model_dump(mode="json", by_alias=True,
+                                               exclude={"batch_size", "parent_version", "output", "quality_gates"})
         tokenizer_path = self.preprocessing.text.tokenizer.path
         if tokenizer_path is not None:
             spec["tokenizerSha256"] = hashlib.sha256(Path(tokenizer_path).read_bytes()).hexdigest()

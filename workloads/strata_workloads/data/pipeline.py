@@ -323,5 +323,11 @@ def run_pipeline(config: PipelineConfig, out: str | Path) -> PipelineResult:
         )
         writer.root = root
         num_classes = (max(label_counts) + 1) if label_counts else 0
-        manifest = writer.commit(name=config.name, version=version, num_classes=num_classes, pipeline=report)
+        try:
+            manifest = writer.commit(name=config.name, version=version, num_classes=num_classes, pipeline=report)
+        except OSError:
+            # Another run of the same input and spec committed it first: the same content.
+            if (root / MANIFEST_FILENAME).exists():
+                return PipelineResult(version, root, read_manifest(root), created=False)
+            raise
     return PipelineResult(version, root, manifest, created=True)

@@ -1,4 +1,4 @@
-"""Readers: records from local files and HTTP(S), streamed, with the bytes read hashed.
+"""Readers: records from local files, HTTP(S) and S3, streamed, with the bytes read hashed.
 
 Every reader yields ``(record, location)`` pairs and reports what it cannot parse to a
 :class:`Quarantine` instead of raising: a malformed line costs that line, never the run. A source
@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import tempfile
 import urllib.error
 import urllib.parse
@@ -23,7 +24,7 @@ from typing import IO, Any, Callable, Iterable, Iterator
 
 import pyarrow.parquet as pq
 
-from strata_workloads.data.config import DataSource
+from strata_workloads.data.config import DataSource, S3Source
 
 CHUNK_BYTES = 1 << 20
 RAW_EXCERPT_CHARS = 1000
@@ -98,9 +99,22 @@ def local_files(path: str) -> list[Path]:
     return files
 
 
-def _open_url(url: str) -> IO[bytes]:
+def _headers(headers_path: str | None) -> dict[str, str]:
+    """Request headers from a mounted Secret: one file per header, named for it."""
+    if headers_path is None:
+        return {}
+    root = Path(headers_path)
+    if not root.is_dir():
+        raise SourceError(f"sources: http.headersPath {headers_path} is not a directory")
+    # A mounted Secret also holds ..data and timestamped directories: only its plain keys count.
+    return {path.name: path.read_text().strip() for path in sorted(root.iterdir())
+            if not path.name.startswith(".") and path.is_file()}
+
+
+def _open_url(url: str, headers: dict[str, str] | None = None) -> IO[bytes]:
     try:
-        return urllib.request.urlopen(url, timeout=60)  # noqa: S310 - http(s) only, checked by the config
+        request = urllib.request.Request(url, headers=headers or {})
+        return urllib.request.urlopen(request, timeout=60)  # noqa: S310 - http(s) only, checked by the config
     except urllib.error.HTTPError as error:
         raise SourceError(f"sources: {url} answered HTTP {error.code} {error.reason}") from None
     except (urllib.error.URLError, OSError) as error:
@@ -217,12 +231,76 @@ def read_source(source: DataSource, text_field: str, quarantine: Quarantine, dig
             yield from _read_stream(source, str(path), lambda p=path: p.open("rb"), text_field, quarantine, digest,
                                     batch_size, local_path=path)
         return
+    if source.s3 is not None:
+        filesystem, objects = s3_objects(source.s3)
+        bucket_prefix = source.s3.uri[len("s3://"):]
+        for key in objects:
+            digest.start_part(key[len(bucket_prefix):].lstrip("/") or key.rsplit("/", 1)[-1])
+            yield from _read_stream(source, f"s3://{key}", lambda k=key: _s3_open(filesystem, k), text_field, quarantine,
+                                    digest, batch_size)
+        return
     assert source.http is not None
+    headers = _headers(source.http.headers_path)
     if source.format == "json":
-        yield from _read_json_pages(source, quarantine, digest)
+        yield from _read_json_pages(source, quarantine, digest, headers)
         return
     digest.start_part(source.http.url)
-    yield from _read_stream(source, source.http.url, lambda: _open_url(source.http.url), text_field, quarantine, digest, batch_size)
+    yield from _read_stream(source, source.http.url, lambda: _open_url(source.http.url, headers), text_field, quarantine,
+                            digest, batch_size)
+
+
+def _s3_credentials(s3: S3Source) -> dict[str, str]:
+    """Keys from the mounted Secret when one is configured, else from the AWS_* environment."""
+    names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+    if s3.credentials_path is not None:
+        root = Path(s3.credentials_path)
+        values = {name: (root / name).read_text().strip() for name in names if (root / name).is_file()}
+        where = f"files in s3.credentialsPath {s3.credentials_path}"
+    else:
+        values = {name: os.environ[name] for name in names if os.environ.get(name)}
+        where = "environment variables"
+    if bool(values.get("AWS_ACCESS_KEY_ID")) != bool(values.get("AWS_SECRET_ACCESS_KEY")):
+        raise SourceError(f"sources: {s3.uri}: set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY as {where}, or neither")
+    return values
+
+
+def s3_objects(s3: S3Source) -> tuple[Any, list[str]]:
+    """The S3 filesystem and the objects under the source's prefix ("bucket/key"), in key order."""
+    from pyarrow import fs
+
+    credentials = _s3_credentials(s3)
+    options: dict[str, Any] = {"region": s3.region or "us-east-1"}
+    if credentials:
+        options.update(access_key=credentials["AWS_ACCESS_KEY_ID"], secret_key=credentials["AWS_SECRET_ACCESS_KEY"],
+                       session_token=credentials.get("AWS_SESSION_TOKEN"))
+    else:
+        options["anonymous"] = True
+    if s3.endpoint is not None:
+        endpoint = urllib.parse.urlsplit(s3.endpoint)
+        options.update(endpoint_override=endpoint.netloc, scheme=endpoint.scheme)
+    filesystem = fs.S3FileSystem(**options)
+    path = s3.uri[len("s3://"):].rstrip("/")
+    try:
+        info = filesystem.get_file_info(path)
+        if info.type == fs.FileType.File:
+            return filesystem, [path]
+        if info.type == fs.FileType.NotFound:
+            raise SourceError(f"sources: {s3.uri} does not exist")
+        listing = filesystem.get_file_info(fs.FileSelector(path, recursive=True))
+    except OSError as error:
+        raise SourceError(f"sources: {s3.uri} cannot be listed ({error})") from None
+    objects = sorted(item.path for item in listing if item.type == fs.FileType.File
+                     and not any(part.startswith(".") for part in item.path[len(path):].split("/")))
+    if not objects:
+        raise SourceError(f"sources: {s3.uri} holds no objects")
+    return filesystem, objects
+
+
+def _s3_open(filesystem: Any, key: str) -> IO[bytes]:
+    try:
+        return filesystem.open_input_stream(key)
+    except OSError as error:
+        raise SourceError(f"sources: s3://{key} cannot be read ({error})") from None
 
 
 def _read_stream(source, name, opener, text_field, quarantine, digest, batch_size,
@@ -255,14 +333,15 @@ def _read_stream(source, name, opener, text_field, quarantine, digest, batch_siz
                         yield record, f"{name} {location}"
 
 
-def _read_json_pages(source: DataSource, quarantine: Quarantine, digest: SourceDigest) -> Iterator[tuple[dict, str]]:
+def _read_json_pages(source: DataSource, quarantine: Quarantine, digest: SourceDigest,
+                     headers: dict[str, str]) -> Iterator[tuple[dict, str]]:
     http = source.http
     assert http is not None
     url = http.url
     pages = http.pagination.max_pages if http.pagination else 1
     for page in range(1, pages + 1):
         digest.start_part(f"page {page}")
-        with _open_url(url) as response:
+        with _open_url(url, headers) as response:
             data = b"".join(_chunks(response, digest))
         records, document = _read_json_document(data, url, http.records_field, quarantine)
         for record, location in _objects(records, url, f"page {page}", quarantine):

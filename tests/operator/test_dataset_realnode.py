@@ -1,0 +1,173 @@
+"""Datasets on the dev cluster's real node: the pipeline runs as a pod in the locally built data
+image, publishes a content-addressed version on the storage PVC and records it in status; a rerun
+of the same input and spec finds the same version and writes nothing; a version that breaks a
+quality gate is kept but the previous one stays current; a TrainingJob trains on the version.
+
+The operator runs as its own process (`strata run`) with the locally built data and trainer images.
+Not done here: parallelism (an Indexed Job) is not implemented.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from strata.devcluster import DevCluster
+from tests_support import get_json, operator_process, running_cluster, temporary_namespace, wait_for
+
+pytestmark = [pytest.mark.realnode]
+
+WORDS = ("orders arrive late when the courier misses the window so customers ask for refunds and support "
+         "agents explain the policy about returns shipping tracking numbers and replacement parcels").split()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    cluster = DevCluster(tmp_path_factory.mktemp("datasets"), real_node=True, images=("pause", "data", "trainer"),
+                         startup_timeout=600)
+    yield from running_cluster(cluster, "the real node with the data and trainer images")
+
+
+@pytest.fixture(scope="module")
+def namespace(cluster: DevCluster):
+    yield from temporary_namespace(cluster, "ds")
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: DevCluster, namespace: str):
+    cluster.kubectl("apply", "--server-side", "-f", str(Path(__file__).resolve().parents[2] / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    yield from operator_process(cluster, [namespace], {
+        "STRATA_DATA_IMAGE": cluster.image_refs["data"],
+        "STRATA_TRAINER_IMAGE": cluster.image_refs["trainer"],
+        "STRATA_RESYNC_SECONDS": "5",
+    })
+
+
+def apply(cluster: DevCluster, namespace: str, *manifests: dict) -> None:
+    document = {"apiVersion": "v1", "kind": "List", "items": list(manifests)}
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(document))
+
+
+def claim(name: str) -> dict:
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+            "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}}
+
+
+def volume_dir(cluster: DevCluster, namespace: str, claim_name: str) -> Path:
+    bound = wait_for(lambda: (get_json(cluster, "pvc", "-n", namespace, claim_name) or {}).get("spec", {}).get("volumeName"),
+                     timeout=60, what=f"PVC {claim_name} to bind")
+    return Path(get_json(cluster, "pv", bound)["spec"]["hostPath"]["path"])
+
+
+def lines(count: int, seed: int) -> list[str]:
+    generator = random.Random(seed)
+    return [" ".join(generator.choice(WORDS) for _ in range(generator.randint(8, 24))) + f" #{seed}-{i}" for i in range(count)]
+
+
+def dataset(max_duplicate_ratio: float) -> dict:
+    return {"apiVersion": "strata.dev/v1alpha1", "kind": "Dataset", "metadata": {"name": "tickets"},
+            "spec": {"modality": "text", "schema": {"textField": "text"},
+                     "sources": [{"pvc": {"claimName": "corpus", "path": "tickets"}, "format": "jsonl"}],
+                     "cleaning": {"dedup": {"exact": True, "nearDuplicate": {"threshold": 0.9}}},
+                     "preprocessing": {"text": {"tokenizer": {"kind": "bpe", "vocabSize": 512}}},
+                     "storage": {"pvc": {"claimName": "datasets", "path": "tickets"}},
+                     "qualityGates": {"maxDuplicateRatio": max_duplicate_ratio, "minRecords": 100}}}
+
+
+def status(cluster: DevCluster, namespace: str, kind: str, name: str) -> dict:
+    return (get_json(cluster, kind, "-n", namespace, name) or {}).get("status") or {}
+
+
+def ended(cluster: DevCluster, namespace: str, job: str | None = None, timeout: float = 600) -> dict:
+    """The Dataset's status once the run (its Job, or any new one) has ended and status reports it."""
+    return wait_for(lambda: (s := status(cluster, namespace, "dataset", "tickets")).get("phase") in ("Succeeded", "Failed")
+                    and (job is None or s.get("job") != job) and s, timeout=timeout, what="the pipeline run to end")
+
+
+@pytest.fixture(scope="module")
+def published(cluster: DevCluster, namespace: str, operator) -> dict:
+    """The first version: 400 tickets and 40 exact duplicates (case and spacing changed)."""
+    apply(cluster, namespace, claim("corpus"), claim("datasets"))
+    tickets = volume_dir(cluster, namespace, "corpus") / "tickets"
+    tickets.mkdir(parents=True)
+    texts = lines(400, seed=1)
+    records = [{"text": text} for text in texts] + [{"text": "  " + text.upper()} for text in texts[:40]]
+    (tickets / "part0.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    apply(cluster, namespace, dataset(max_duplicate_ratio=0.2))
+    return {"status": ended(cluster, namespace), "corpus": tickets, "storage": volume_dir(cluster, namespace, "datasets")}
+
+
+def test_the_pipeline_pod_publishes_a_version_on_the_storage_pvc_and_status_names_it(cluster, namespace, published):
+    done = published["status"]
+    assert done["phase"] == "Succeeded", done
+    version = done["version"]
+    assert done["path"] == f"tickets/{version}"
+    assert done["records"]["in"] == 440 and done["records"]["duplicates"] == 40 and done["records"]["out"] == 400
+    manifest = json.loads((published["storage"] / "tickets" / version / "manifest.json").read_text())
+    assert manifest["version"] == version
+    assert sum(split["rows"] for split in manifest["splits"].values()) == 400
+    assert [gate["name"] for gate in done["gates"]] == ["maxDuplicateRatio", "minRecords"]
+    events = get_json(cluster, "events", "-n", namespace, "--field-selector", "involvedObject.name=tickets")["items"]
+    assert any(event["reason"] == "Published" and version in event["message"] for event in events)
+    columns = cluster.kubectl("get", "dataset", "tickets", "-n", namespace).stdout
+    assert "Succeeded" in columns and version in columns and "400" in columns
+
+
+def test_a_rerun_of_the_same_input_and_spec_finds_the_same_version_and_writes_nothing(cluster, namespace, published):
+    before = published["status"]
+    versions = sorted(path.name for path in (published["storage"] / "tickets").iterdir())
+    # The run's Job is created once per run key: deleted, the same run is made again.
+    cluster.kubectl("delete", "job", before["job"], "-n", namespace, "--wait=true")
+    again = wait_for(lambda: (s := status(cluster, namespace, "dataset", "tickets")).get("phase") == "Succeeded"
+                     and s.get("lastRefreshTime") != before["lastRefreshTime"] and s, timeout=600, what="the rerun to end")
+    assert again["version"] == before["version"]
+    assert [entry["version"] for entry in again["history"]] == [before["version"]]
+    assert sorted(path.name for path in (published["storage"] / "tickets").iterdir()) == versions
+
+
+def test_a_version_that_breaks_a_gate_is_kept_and_the_previous_stays_current(cluster, namespace, published):
+    before = status(cluster, namespace, "dataset", "tickets")
+    more = lines(100, seed=2)
+    (published["corpus"] / "part1.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in more + more))
+    apply(cluster, namespace, dataset(max_duplicate_ratio=0.05))
+    after = ended(cluster, namespace, job=before["job"])
+    assert after["phase"] == "Failed"
+    conditions = {c["type"]: c for c in after["conditions"]}
+    assert conditions["Degraded"]["reason"] == "QualityGateFailed" and "maxDuplicateRatio" in conditions["Degraded"]["message"]
+    assert conditions["Ready"]["status"] == "True"  # the previous version still serves
+    assert after["version"] == before["version"] and after["path"] == before["path"]
+    rejected = after["history"][-1]
+    assert rejected["version"] != before["version"] and rejected["promoted"] is False
+    assert (published["storage"] / "tickets" / rejected["version"] / "manifest.json").is_file()
+
+
+def test_a_spec_the_pipeline_cannot_run_is_refused(cluster, namespace, operator):
+    bad = dataset(0.5)
+    bad["metadata"]["name"] = "stopwords"
+    bad["spec"]["preprocessing"]["text"]["stripStopwords"] = True
+    apply(cluster, namespace, bad)
+    refused = wait_for(lambda: (s := status(cluster, namespace, "dataset", "stopwords")).get("phase") == "Invalid" and s,
+                       what="the Dataset to be refused")
+    assert next(c for c in refused["conditions"] if c["type"] == "Ready")["reason"] == "UnsupportedFeature"
+
+
+@pytest.mark.deepspeed
+def test_a_training_job_trains_on_the_current_version(cluster, namespace, published):
+    current = status(cluster, namespace, "dataset", "tickets")["version"]
+    apply(cluster, namespace, claim("checkpoints"), {
+        "apiVersion": "strata.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": "tickets-lm"},
+        "spec": {"dataset": {"name": "tickets"},
+                 "model": {"family": "transformer", "size": {"layers": 1, "hidden": 32, "heads": 2, "contextLength": 32}},
+                 "deepspeed": {"zeroStage": 1, "precision": "fp32", "microBatchSize": 4},
+                 "topology": {"nodes": 1, "gpusPerNode": 0}, "resources": {"cpu": "500m", "memory": "2Gi"},
+                 "hyperparameters": {"maxSteps": 20, "learningRate": 1.0e-3},
+                 "checkpoints": {"everySteps": 10, "storage": {"pvc": {"claimName": "checkpoints", "path": "tickets-lm"}}},
+                 "validation": {"everySteps": 20}}})
+    done = wait_for(lambda: (s := status(cluster, namespace, "trainingjob", "tickets-lm")).get("phase") in ("Succeeded", "Failed")
+                    and s, timeout=900, what="the TrainingJob to end")
+    assert done["phase"] == "Succeeded", done
+    assert done["datasetVersion"] == current
