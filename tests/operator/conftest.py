@@ -69,7 +69,7 @@ def operator(crds_installed):
 # --- The real node: one per host, shared by the modules that run real pods --------------------
 
 REAL_NODE_NAMESPACE_PREFIX = "rn-"
-REAL_NODE_IMAGES = ("pause", "trainer", "sidecar", "triton")
+REAL_NODE_IMAGES = ("pause", "data", "trainer", "sidecar", "triton")
 
 
 @pytest.fixture(scope="session")
@@ -115,6 +115,7 @@ def real_node_operator(real_node_cluster):
 
     refs = real_node_cluster.image_refs
     yield from operator_process(real_node_cluster, [f"{REAL_NODE_NAMESPACE_PREFIX}*"], {
+        "STRATA_DATA_IMAGE": refs["data"],
         "STRATA_TRAINER_IMAGE": refs["trainer"],
         "STRATA_TRITON_IMAGE": refs["triton"],
         "STRATA_SIDECAR_IMAGE": refs["sidecar"],

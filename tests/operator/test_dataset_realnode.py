@@ -3,7 +3,8 @@ image, publishes a content-addressed version on the storage PVC and records it i
 of the same input and spec finds the same version and writes nothing; a version that breaks a
 quality gate is kept but the previous one stays current; a TrainingJob trains on the version.
 
-The operator runs as its own process (`strata run`) with the locally built data and trainer images.
+The session's real-node cluster and operator (tests/operator/conftest.py) run it, with the locally
+built data and trainer images.
 Not done here: parallelism (an Indexed Job) is not implemented.
 """
 
@@ -11,12 +12,13 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
 import pytest
 
+from conftest import REAL_NODE_NAMESPACE_PREFIX
+from realnode_support import apply, claim, volume_dir
 from strata.devcluster import DevCluster
-from tests_support import get_json, operator_process, running_cluster, temporary_namespace, wait_for
+from tests_support import get_json, temporary_namespace, wait_for
 
 pytestmark = [pytest.mark.realnode]
 
@@ -25,42 +27,18 @@ WORDS = ("orders arrive late when the courier misses the window so customers ask
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory):
-    cluster = DevCluster(tmp_path_factory.mktemp("datasets"), real_node=True, images=("pause", "data", "trainer"),
-                         startup_timeout=600)
-    yield from running_cluster(cluster, "the real node with the data and trainer images")
+def cluster(real_node_cluster: DevCluster) -> DevCluster:
+    return real_node_cluster
 
 
 @pytest.fixture(scope="module")
 def namespace(cluster: DevCluster):
-    yield from temporary_namespace(cluster, "ds")
+    yield from temporary_namespace(cluster, f"{REAL_NODE_NAMESPACE_PREFIX}ds")
 
 
 @pytest.fixture(scope="module")
-def operator(cluster: DevCluster, namespace: str):
-    cluster.kubectl("apply", "--server-side", "-f", str(Path(__file__).resolve().parents[2] / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-    yield from operator_process(cluster, [namespace], {
-        "STRATA_DATA_IMAGE": cluster.image_refs["data"],
-        "STRATA_TRAINER_IMAGE": cluster.image_refs["trainer"],
-        "STRATA_RESYNC_SECONDS": "5",
-    })
-
-
-def apply(cluster: DevCluster, namespace: str, *manifests: dict) -> None:
-    document = {"apiVersion": "v1", "kind": "List", "items": list(manifests)}
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(document))
-
-
-def claim(name: str) -> dict:
-    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
-            "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}}
-
-
-def volume_dir(cluster: DevCluster, namespace: str, claim_name: str) -> Path:
-    bound = wait_for(lambda: (get_json(cluster, "pvc", "-n", namespace, claim_name) or {}).get("spec", {}).get("volumeName"),
-                     timeout=60, what=f"PVC {claim_name} to bind")
-    return Path(get_json(cluster, "pv", bound)["spec"]["hostPath"]["path"])
+def operator(real_node_operator):
+    return real_node_operator
 
 
 def lines(count: int, seed: int) -> list[str]:

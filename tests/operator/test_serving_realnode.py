@@ -57,7 +57,8 @@ def deployment(name: str, model: dict, **spec_changes) -> dict:
     spec = {
         "model": model,
         "triton": {"maxBatchSize": 4, "instanceGroups": [{"kind": "CPU", "count": 1}]},
-        "resources": {"gpus": 0, "cpu": "500m", "memory": "2Gi"},
+        # The real node has 2 CPUs: small requests leave room for a rollout's surge pod.
+        "resources": {"gpus": 0, "cpu": "250m", "memory": "2Gi"},
         "autoscaling": {"minReplicas": 1, "maxReplicas": 1},
         "access": {"auth": {"apiKeys": {"secretRef": {"name": "api-keys"}}}},
         "rollout": {"progressDeadlineSeconds": 300},
@@ -136,6 +137,7 @@ def test_a_deployment_of_a_training_jobs_export_serves_clients_by_the_service_na
     # Triton listens on loopback only: the pod's own Triton ports are closed to other pods.
     pod = get_json(cluster, "pods", "-n", namespace, "-l", "strata.dev/owner-name=qa")["items"][0]
     assert {p["containerPort"] for c in pod["spec"]["containers"] for p in c.get("ports", [])} == {8000, 8001, 8002, 9090}
+    cluster.kubectl("delete", "modeldeployment", "-n", namespace, "qa", "--wait=false")  # room on the node
 
 
 def test_a_new_version_rolls_out_and_one_that_never_becomes_ready_is_rolled_back(cluster, namespace, exported):
@@ -168,6 +170,7 @@ def test_a_new_version_rolls_out_and_one_that_never_becomes_ready_is_rolled_back
     assert answer["outputs"]
     events = get_json(cluster, "events", "-n", namespace, "--field-selector", "involvedObject.name=versions")["items"]
     assert any("rolled back" in event["message"].lower() for event in events), [e["message"] for e in events]
+    cluster.kubectl("delete", "modeldeployment", "-n", namespace, "versions", "--wait=false")  # room on the node
 
 
 def test_deleting_a_deployment_removes_its_pods_service_and_autoscaler(cluster, namespace, exported):
