@@ -130,11 +130,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         dev.set_defaults(func=run_dev)
 
     demo = commands.add_parser(
-        "demo", help="start the dev cluster, install CRDs, run the operator, apply examples/, show kubectl get strata"
+        "demo", help="start the dev cluster, install CRDs, run the operator, and run the whole loop "
+                     "(examples/loop: data, training, serving, feedback, retraining, promotion)"
     )
     demo.add_argument("--state-dir", default=".strata/dev")
     demo.add_argument("--examples", type=Path,
-                      help="manifests to apply, a file or a directory (default: the examples/ shipped with Strata)")
+                      help="apply these manifests (a file or a directory) and wait until each is reported on, "
+                           "instead of running the loop")
     demo.add_argument("--down", action="store_true", help="stop the operator and the dev cluster")
     demo.add_argument("--no-real-node", dest="real_node", action="store_false",
                       help="start the dev cluster with kwok's simulated nodes only (no kubelet, "

@@ -1,9 +1,12 @@
 """`strata demo`: the whole loop on one machine.
 
-Starts the dev cluster (detached), installs the CRDs generated from the models, waits until
-the API server serves them, runs the operator in the background, applies the examples, waits
-until the operator has reported on every resource, and prints `kubectl get strata`.
-`strata demo --down` stops it all. A failure part-way stops what that run started.
+Starts the dev cluster (detached) with its real node and the workload images, installs the
+CRDs generated from the models, waits until the API server serves them, runs the operator in
+the background, and runs the loop (demo_loop.py: data -> training in pods -> serving ->
+feedback -> retraining -> promotion), printing how long each stage took and
+`kubectl get strata`. With --examples PATH it applies those manifests instead and waits until
+the operator has reported on each. `strata demo --down` stops it all. A failure part-way
+stops what that run started.
 """
 
 from __future__ import annotations
@@ -67,9 +70,10 @@ def running_operator(state_dir: Path) -> int | None:
     return find_running(OPERATOR, Path(sys.executable).name, _operator_process(state_dir).pid_path, state_dir)
 
 
-def _start_operator(state_dir: Path, kubeconfig: Path) -> tuple[int, int]:
+def _start_operator(state_dir: Path, kubeconfig: Path, env: dict[str, str] | None = None) -> tuple[int, int]:
     _stop_operator(state_dir)  # a rerun replaces the previous demo's operator
     process = _operator_process(state_dir)
+    process.env = env
     metrics_port = free_port()
     process.args = [
         "-m", "strata.cli", "run", "--kubeconfig", str(kubeconfig),
@@ -115,15 +119,27 @@ def _missing_binaries() -> list[str]:
     return [name for name, path in find_binaries().items() if path is None]
 
 
-# Images the demo imports into the real node: the pod sandbox, and the operator's (a small
-# Python image to try pods with). Workload images come with the kinds that run pods.
-DEMO_IMAGES = ("pause", "operator")
+# Images the demo imports into the real node: the pod sandbox and the workloads the loop runs.
+LOOP_IMAGES = ("pause", "data", "trainer", "sidecar", "triton")
+# With --examples: the pod sandbox, and the operator's (a small Python image to try pods with).
+EXAMPLES_IMAGES = ("pause", "operator")
+LOOP_NAMESPACE = "strata-demo"
+
+
+def default_loop() -> Path:
+    return default_examples() / "loop" / "loop.yaml"
 
 
 def run_demo(state_dir: Path, examples: Path | None = None, timeout: float = 120,
              real_node: bool = True) -> int:
+    if examples is None:
+        if not real_node:
+            print("The loop runs pods: it needs the real node (drop --no-real-node, or pass --examples).",
+                  file=sys.stderr)
+            return 2
+        return run_loop_demo(state_dir.resolve())
     state_dir = state_dir.resolve()
-    examples = (examples or default_examples()).resolve()
+    examples = examples.resolve()
     if not examples.exists():
         print(f"No examples at {examples}: pass the manifests to apply with --examples PATH.", file=sys.stderr)
         return 2
@@ -142,14 +158,9 @@ def run_demo(state_dir: Path, examples: Path | None = None, timeout: float = 120
                       f"then starting the dev cluster in {state_dir}...")
             else:
                 print(f"Starting the dev cluster in {state_dir}...")
-            up(state_dir, real_node=real_node, images=DEMO_IMAGES)
+            up(state_dir, real_node=real_node, images=EXAMPLES_IMAGES)
         kubeconfig = state_dir / "kubeconfig"
-
-        print("Installing the Strata CRDs...")
-        _kubectl(kubeconfig, "apply", "--server-side", "-f", "-", input="---\n".join(render_crd_files().values()))
-        _kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", "crd", "-l",
-                 "app.kubernetes.io/part-of=strata")
-        _wait_until_served(kubeconfig, timeout=60)
+        _install_crds(kubeconfig)
 
         pid, metrics_port = _start_operator(state_dir, kubeconfig)
         print(f"Operator running (pid {pid}), logs in {state_dir / 'logs' / 'operator.log'}")
@@ -173,6 +184,69 @@ def run_demo(state_dir: Path, examples: Path | None = None, timeout: float = 120
     print(_kubectl(kubeconfig, "get", "nodes"), end="")
     print()
     print(_kubectl(kubeconfig, "get", "strata", "-A"), end="")
+    print()
+    print(f"export KUBECONFIG={kubeconfig}")
+    print(f"Operator metrics: http://127.0.0.1:{metrics_port}/metrics")
+    print(f"Stop everything with: strata demo --down --state-dir {state_dir}")
+    return 0
+
+
+def _install_crds(kubeconfig: Path) -> None:
+    print("Installing the Strata CRDs...")
+    _kubectl(kubeconfig, "apply", "--server-side", "-f", "-", input="---\n".join(render_crd_files().values()))
+    _kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", "crd", "-l",
+             "app.kubernetes.io/part-of=strata")
+    _wait_until_served(kubeconfig, timeout=60)
+
+
+def run_loop_demo(state_dir: Path) -> int:
+    from strata.demo_loop import LoopError, run_loop, stage_table
+
+    loop = default_loop()
+    cluster_was_running = bool(running_components(state_dir))
+    started = time.monotonic()
+    try:
+        if not cluster_was_running:
+            missing = _missing_binaries()
+            print(f"Building {', '.join(missing)} first (once; many minutes on two cores), then starting"
+                  if missing else "Starting", f"the dev cluster in {state_dir} with the images {', '.join(LOOP_IMAGES)}...")
+            up(state_dir, real_node=True, images=LOOP_IMAGES)
+        kubeconfig = state_dir / "kubeconfig"
+        refs = json.loads((state_dir / "cluster.json").read_text()).get("images") or {}
+        absent = [name for name in LOOP_IMAGES if name not in refs]
+        if absent:
+            raise DemoError(f"the running dev cluster lacks the images {', '.join(absent)}; "
+                            f"stop it (strata demo --down) and run strata demo again")
+        setup = time.monotonic() - started
+        _install_crds(kubeconfig)
+        pid, metrics_port = _start_operator(state_dir, kubeconfig, {
+            "STRATA_DATA_IMAGE": refs["data"], "STRATA_TRAINER_IMAGE": refs["trainer"],
+            "STRATA_SIDECAR_IMAGE": refs["sidecar"], "STRATA_TRITON_IMAGE": refs["triton"],
+            "STRATA_FEEDBACK_EVALUATION_SECONDS": "10", "STRATA_PROGRESS_SECONDS": "5",
+        })
+        print(f"Operator running (pid {pid}), logs in {state_dir / 'logs' / 'operator.log'}")
+        print(f"Cluster ready in {setup:.0f}s. Running the loop in namespace {LOOP_NAMESPACE} ({loop})...")
+        print(f"  watch it: kubectl --kubeconfig {kubeconfig} get strata -n {LOOP_NAMESPACE} -w")
+        try:
+            _kubectl(kubeconfig, "create", "namespace", LOOP_NAMESPACE)
+        except DemoError:
+            pass  # a rerun: it exists (the loop's objects are applied again)
+
+        def kubectl(*args: str, input: str | None = None) -> str:
+            return _kubectl(kubeconfig, *args, input=input)
+
+        def report(stage) -> None:
+            print(f"  {stage.name:<10} {stage.seconds:5.0f}s  {stage.detail}", flush=True)
+
+        stages = run_loop(kubectl, LOOP_NAMESPACE, loop, report)
+    except (DemoError, LoopError, DevClusterError, BuildError, KeyboardInterrupt) as error:
+        _give_up(state_dir, error, cluster_was_running)
+        return 130 if isinstance(error, KeyboardInterrupt) else 1
+
+    print()
+    print(stage_table(stages))
+    print()
+    print(_kubectl(kubeconfig, "get", "strata", "-n", LOOP_NAMESPACE), end="")
     print()
     print(f"export KUBECONFIG={kubeconfig}")
     print(f"Operator metrics: http://127.0.0.1:{metrics_port}/metrics")

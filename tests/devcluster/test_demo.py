@@ -19,14 +19,17 @@ def strata(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           timeout=600, cwd=cwd)
 
 
-def test_demo_run_from_another_directory_reconciles_the_shipped_examples_and_stops_cleanly(tmp_path):
+def test_demo_with_examples_run_from_another_directory_reconciles_them_and_stops_cleanly(tmp_path):
+    """The cluster, CRDs and operator as `strata demo` sets them up; the loop it runs by default
+    is tested on the session's real node (tests/operator/test_loop_realnode.py)."""
     state_dir = tmp_path / "demo"
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     must_build = [name for name, path in find_binaries().items() if path is None]
     try:
-        # No --examples, and not run from the repository: the examples shipped with Strata.
-        started = strata("demo", "--state-dir", str(state_dir), cwd=elsewhere)
+        # Not run from the repository: the manifests are found by their path.
+        started = strata("demo", "--state-dir", str(state_dir), "--examples", str(REPO / "examples" / "support-lm.yaml"),
+                         cwd=elsewhere)
         assert started.returncode == 0, started.stdout + started.stderr
         first_line = started.stdout.splitlines()[0]
         assert first_line.startswith("Building" if must_build else "Starting the dev cluster"), first_line

@@ -44,6 +44,8 @@ class ManagedProcess:
     pid_path: Path
     popen: subprocess.Popen | None = field(default=None, repr=False)
     pid: int | None = None
+    # Environment added to the caller's (None: the caller's as it is).
+    env: dict[str, str] | None = None
 
     def start(self, *, cwd: Path, detached: bool) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,6 +63,7 @@ class ManagedProcess:
                 # mid-teardown, and detached processes survive the caller.
                 start_new_session=True,
                 preexec_fn=None if detached else _die_with_parent,
+                env=None if self.env is None else {**os.environ, **self.env},
             )
         self.pid = self.popen.pid
         self.pid_path.write_text(f"{self.pid}\n")

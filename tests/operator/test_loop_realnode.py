@@ -1,0 +1,55 @@
+"""The whole loop on the real node, as `strata demo` runs it (strata.demo_loop): a Dataset
+version, a TrainingJob trained in pods, a ModelDeployment serving it through the sidecar, real
+gRPC calls and feedback, a retraining the FeedbackPolicy starts when approval falls, and the
+promotion of the retrained model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import REAL_NODE_NAMESPACE_PREFIX
+from strata.demo_loop import run_loop, stage_table
+from strata.devcluster import DevCluster
+from tests_support import get_json, temporary_namespace
+
+pytestmark = [pytest.mark.realnode, pytest.mark.deepspeed]
+
+LOOP = Path(__file__).resolve().parents[2] / "examples" / "loop" / "loop.yaml"
+
+
+@pytest.fixture(scope="module")
+def namespace(real_node_cluster: DevCluster):
+    yield from temporary_namespace(real_node_cluster, f"{REAL_NODE_NAMESPACE_PREFIX}loop")
+
+
+def test_the_loop_retrains_when_approval_falls_and_promotes_the_retrained_model(real_node_cluster, real_node_operator,
+                                                                                 namespace):
+    cluster = real_node_cluster
+
+    def kubectl(*args: str, input: str | None = None) -> str:
+        return cluster.kubectl(*args, input=input).stdout
+
+    stages = run_loop(kubectl, namespace, LOOP, stage_timeout=900)
+    print(stage_table(stages))
+    assert [stage.name for stage in stages] == ["data", "training", "serving", "feedback", "retraining", "promotion"]
+
+    policy = get_json(cluster, "feedbackpolicy", "assistant", "-n", namespace)["status"]
+    approval = next(m for m in policy["monitors"] if m["name"] == "approval")
+    assert approval["verdict"] == "Breached" and approval["value"] < 0.6 and approval["samples"] >= 20
+    retrained = policy["lastRetrain"]["trainingJob"]
+    assert retrained == "assistant-retrain-1" and "approval" in policy["lastRetrain"]["reason"]
+    job = get_json(cluster, "trainingjob", retrained, "-n", namespace)
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "FeedbackPolicy"
+    # Both trained on the Dataset's published version.
+    dataset = get_json(cluster, "dataset", "support-notes", "-n", namespace)["status"]
+    original = get_json(cluster, "trainingjob", "assistant", "-n", namespace)["status"]
+    assert job["status"]["datasetVersion"] == original["datasetVersion"] == dataset["version"]
+    deployment = get_json(cluster, "modeldeployment", "assistant", "-n", namespace)
+    if policy["promotion"]["state"] == "Promoted":
+        assert deployment["spec"]["model"]["trainingJob"]["name"] == retrained
+        assert deployment["status"]["revisions"][-1]["modelName"] == f"{retrained}-python"
+    else:  # its validation loss was worse: the served model stays
+        assert deployment["spec"]["model"]["trainingJob"]["name"] == "assistant"
+        assert "worse" in policy["promotion"]["message"].lower()
