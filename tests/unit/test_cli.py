@@ -27,9 +27,10 @@ def test_validate_passes_the_examples_with_a_line_per_file_and_a_total(capsys):
         f"{REPO / 'examples' / 'argocd' / 'strata-chart.yaml'}: 0 Strata objects valid",
         f"{REPO / 'examples' / 'argocd' / 'strata-examples.yaml'}: 0 Strata objects valid",
         f"{REPO / 'examples' / 'kueue' / 'kueue.yaml'}: 0 Strata objects valid",
+        f"{REPO / 'examples' / 'loop' / 'loop.yaml'}: 4 Strata objects valid",
         f"{REPO / 'examples' / 'support-lm.yaml'}: 4 Strata objects valid",
         f"{REPO / 'examples' / 'training' / 'tiny-lm.yaml'}: 2 Strata objects valid",
-        "Checked 5 files, 6 Strata objects: all valid.",
+        "Checked 6 files, 10 Strata objects: all valid.",
     ]
 
 
