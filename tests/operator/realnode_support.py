@@ -75,7 +75,7 @@ def events_of(cluster: DevCluster, namespace: str, name: str) -> list[str]:
 
 def write_text_corpus(directory: Path, parts: int = 4, lines_per_part: int = 400, seed: int = 7) -> None:
     """Plain-text lines of random words from WORDS."""
-    directory.mkdir(parents=True)
+    directory.mkdir(parents=True, exist_ok=True)
     generator = random.Random(seed)
     for part in range(parts):
         lines = (" ".join(generator.choice(WORDS) for _ in range(generator.randint(5, 20))) + "." for _ in range(lines_per_part))

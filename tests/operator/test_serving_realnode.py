@@ -40,10 +40,12 @@ def namespace(cluster: DevCluster):
 @pytest.fixture(scope="module")
 def exported(cluster: DevCluster, namespace: str, real_node_operator) -> dict:
     """A small TrainingJob trained in a pod to completion; its status and the models volume."""
-    apply(cluster, namespace, claim("corpus"), claim("models"), text_dataset("chats", "corpus"),
+    apply(cluster, namespace, claim("corpus"), claim("models"),
           {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "api-keys"},
            "stringData": {"qa-team": API_KEY}})
+    # The text first: the Dataset's pipeline starts as soon as it exists.
     write_text_corpus(volume_dir(cluster, namespace, "corpus") / "text", parts=1, lines_per_part=200)
+    apply(cluster, namespace, text_dataset("chats", "corpus"))
     job = training_job(JOB, max_steps=60, checkpoints={"everySteps": 50})
     job["spec"]["topology"]["nodes"] = 1
     apply(cluster, namespace, job)

@@ -39,9 +39,11 @@ def operator(real_node_operator):
 
 @pytest.fixture(scope="module")
 def corpus(cluster: DevCluster, namespace: str, operator) -> dict:
-    """A PVC of plain text, a Dataset reading it, and a PVC for the model repository."""
-    apply(cluster, namespace, claim("corpus"), claim("models"), text_dataset("chats", "corpus"))
+    """A PVC of plain text, a Dataset reading it (applied once the text is there: its pipeline
+    starts at once), and a PVC for the model repository."""
+    apply(cluster, namespace, claim("corpus"), claim("models"))
     write_text_corpus(volume_dir(cluster, namespace, "corpus") / "text")
+    apply(cluster, namespace, text_dataset("chats", "corpus"))
     return {"models": volume_dir(cluster, namespace, "models")}
 
 
@@ -129,7 +131,7 @@ def test_an_invalid_configuration_fails_once_with_the_trainers_message(cluster, 
                       timeout=600, interval=1, what="the job to fail")
     ready = next(c for c in failed["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "InvalidConfiguration"
-    assert "no .npy image file for the vae family" in ready["message"], ready
+    assert "the vae family needs an image dataset" in ready["message"], ready
     assert [a["number"] for a in failed["attempts"]] == [1]
     jobs = get_json(cluster, "jobs", "-n", namespace, "-l", "strata.dev/owner-name=wrong-family")["items"]
     assert [j["metadata"]["name"] for j in jobs] == ["wrong-family-1"]
