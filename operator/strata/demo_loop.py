@@ -176,7 +176,9 @@ def run_loop(kubectl: Kubectl, namespace: str, manifests: Path, report: Callable
 
     published = _wait("the Dataset to publish a version", lambda: (s := dataset_status()).get("version") and s,
                       stage_timeout, lambda: _ready_message(dataset_status()))
-    finish("data", started, f"version {published['version']} ({published.get('records')} records)")
+    counts = published.get("records") or {}
+    finish("data", started, f"version {published['version']}: {counts.get('out')} records of {counts.get('in')} read "
+           f"({counts.get('duplicates', 0)} duplicates removed)")
     apply([doc for doc in documents if doc["apiVersion"] != "v1" and doc["kind"] != "Dataset"])
 
     started = time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -82,12 +83,14 @@ def real_node_cluster(tmp_path_factory: pytest.TempPathFactory):
     from strata.devcluster import DevCluster
     from tests_support import running_cluster
 
-    cluster = DevCluster(tmp_path_factory.mktemp("real-node"), real_node=True, images=REAL_NODE_IMAGES,
-                         startup_timeout=900)
+    state_dir = tmp_path_factory.mktemp("real-node")
+    cluster = DevCluster(state_dir, real_node=True, images=REAL_NODE_IMAGES, startup_timeout=900)
     for cluster in running_cluster(cluster, "the real node with the workload images"):
         cluster.kubectl("apply", "--server-side", "-f", str(CRD_DIR))
         cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
         yield cluster
+    # The unpacked images (about 9 GB): pytest keeps its last temporary directories, logs and all.
+    shutil.rmtree(state_dir / "node" / "containerd", ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
