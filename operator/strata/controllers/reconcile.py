@@ -349,6 +349,10 @@ class Controller:
 
 def reconcile(controller: Controller, body: kopf.Body | dict[str, Any], logger: logging.Logger) -> None:
     """One pass for one object. Bad specs become status, never exceptions; API errors retry."""
+    if body["metadata"].get("deletionTimestamp"):
+        # Going away: the garbage collector removes its children. A pass now could only fail
+        # (a terminating namespace refuses every write) and keep kopf's finalizer in place.
+        return
     with object_lock(body["metadata"]["uid"]):
         # Copied under the lock: a timer's body is a live view kopf keeps up to date.
         _reconcile_once(controller, dict(body), logger)
