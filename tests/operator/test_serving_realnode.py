@@ -180,12 +180,14 @@ def test_a_new_version_rolls_out_and_one_that_never_becomes_ready_is_rolled_back
 def test_deleting_a_deployment_removes_its_pods_service_and_autoscaler(cluster, namespace, exported):
     apply(cluster, namespace, deployment("short-lived", {"trainingJob": {"name": JOB}, "backend": "python"}))
     serving(cluster, namespace, "short-lived", exported["status"]["exportedModel"]["version"])
-    cluster.kubectl("delete", "modeldeployment", "-n", namespace, "short-lived", "--wait=true", "--timeout=120s")
+    cluster.kubectl("delete", "modeldeployment", "-n", namespace, "short-lived", "--wait=false")
 
     def children() -> list[str]:
         listing = get_json(cluster, "pods,deployments,services,horizontalpodautoscalers,poddisruptionbudgets,configmaps",
                            "-n", namespace, "-l", "strata.dev/owner-name=short-lived")
-        return [f'{item["kind"]}/{item["metadata"]["name"]}' for item in listing["items"]]
+        left = [f'{item["kind"]}/{item["metadata"]["name"]}' for item in listing["items"]]
+        return left + (["ModelDeployment/short-lived"] if get_json(cluster, "modeldeployment", "-n", namespace,
+                                                                   "short-lived") else [])
 
     wait_until_empty(children, timeout=180, interval=1, what="the deployment's children to be deleted")
     assert get_json(cluster, "pvc", "-n", namespace, "models"), "the user's model repository stays"
