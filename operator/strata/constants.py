@@ -123,6 +123,7 @@ class Reason:
     CUSTOM_METRICS_UNAVAILABLE = "CustomMetricsAPIUnavailable"
     # FeedbackPolicy: monitors.
     MONITORS_OK = "MonitorsOK"
+    AWAITING_EVALUATION = "AwaitingFirstEvaluation"  # created; its monitors not read yet
     MONITORS_BREACHED = "MonitorsBreached"
     SIGNALS_UNAVAILABLE = "SignalsUnavailable"  # no sidecar answered
     POLICY_CONFLICT = "PolicyConflict"  # another policy governs the same ModelDeployment

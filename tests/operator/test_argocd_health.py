@@ -209,7 +209,9 @@ def test_a_feedback_policy_whose_target_serves_no_pod_yet_is_progressing_saying_
     assert obj["status"]["phase"] == Phase.MONITORING
     verdict = argocd.health(obj)
     assert verdict["status"] == "Progressing"
-    assert "SignalsUnavailable: Cannot read the monitors' signals: no running pod of the target" in verdict["message"]
+    # Captured at its first report: before the first evaluation, or after it found no pod to read.
+    assert (verdict["message"].startswith("AwaitingFirstEvaluation: Waiting for the first evaluation")
+            or "SignalsUnavailable: Cannot read the monitors' signals: no running pod of the target" in verdict["message"])
 
 
 def test_a_dataset_whose_pipeline_pod_waits_to_run_is_progressing_saying_so(argocd, captured):

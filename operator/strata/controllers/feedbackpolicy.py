@@ -359,12 +359,17 @@ def observe(info: KindInfo, spec: FeedbackPolicySpec, inputs: PolicyInputs, chil
                        (true, Reason.SIGNALS_UNAVAILABLE, message + " Retrying at the next evaluation."),
                        # Not degraded: no replica serving yet is the usual cause, and it passes.
                        (false, Reason.AS_EXPECTED, "No errors."), extra_status=status, extra_conditions=conditions)
+    if not results:
+        # Nothing read yet: not ready, and on its way (Argo CD shows Progressing).
+        message = "Waiting for the first evaluation of the monitors." + note
+        return Outcome(Phase.MONITORING, (false, Reason.AWAITING_EVALUATION, message[:4096]),
+                       (true, Reason.AWAITING_EVALUATION, message[:4096]),
+                       (false, Reason.AS_EXPECTED, "No errors."), extra_status=status, extra_conditions=conditions)
     if breached:
         message = "Breached: " + "; ".join(f"{r.name}: {r.message}" for r in results if r.verdict == BREACHED)
         reason = Reason.MONITORS_BREACHED
     else:
-        message = (f"{len(results)} monitor(s) read at {inputs.evaluated_at}; none breached." if results
-                   else "Waiting for the first evaluation.")
+        message = f"{len(results)} monitor(s) read at {inputs.evaluated_at}; none breached."
         reason = Reason.MONITORS_OK
     return Outcome(Phase.MONITORING, (true, reason, (message + note)[:4096]),
                    (true if running else false, reason, f"Retrainings running: {', '.join(running) or 'none'}."),
