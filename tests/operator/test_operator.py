@@ -342,8 +342,9 @@ def test_deleting_the_namespace_removes_every_resource_in_it(dev_cluster, namesp
     finalizer released) rather than retry passes that can only fail."""
     for kind, name in lifecycle.items():
         wait_for(lambda kind=kind, name=name: observed(dev_cluster, namespace, kind, name), what=f"{kind} status")
-    dev_cluster.kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=120s")
-    assert get_json(dev_cluster, "namespace", namespace) is None
+    dev_cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+    wait_for(lambda: get_json(dev_cluster, "namespace", namespace) is None, timeout=120, interval=2,
+             what=f"namespace {namespace} and everything in it to be deleted")
 
 
 def test_a_status_field_no_pass_sets_disappears_from_the_live_status(dev_cluster, namespace, lifecycle):
