@@ -337,16 +337,6 @@ def test_a_missing_reference_is_reported_and_clears_when_the_object_appears(dev_
     assert conditions_of(obj)["Degraded"]["status"] == then[2]
 
 
-def test_deleting_the_namespace_removes_every_resource_in_it(dev_cluster, namespace, lifecycle):
-    """A terminating namespace refuses every write: the operator must let its objects go (their
-    finalizer released) rather than retry passes that can only fail."""
-    for kind, name in lifecycle.items():
-        wait_for(lambda kind=kind, name=name: observed(dev_cluster, namespace, kind, name), what=f"{kind} status")
-    dev_cluster.kubectl("delete", "namespace", namespace, "--wait=false")
-    wait_for(lambda: get_json(dev_cluster, "namespace", namespace) is None, timeout=120, interval=2,
-             what=f"namespace {namespace} and everything in it to be deleted")
-
-
 def test_a_status_field_no_pass_sets_disappears_from_the_live_status(dev_cluster, namespace, lifecycle):
     name = lifecycle["ModelDeployment"]
     # Waiting for its TrainingJob's export, so nothing but the stale fields changes from here on.
