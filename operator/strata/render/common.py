@@ -66,3 +66,13 @@ def child_policy(child: dict[str, Any]) -> str:
     """The policy a rendered or live child carries; unmarked children are declarative."""
     annotations = child["metadata"].get("annotations") or {}
     return annotations.get(ANNOTATION_CHILD_POLICY, ChildPolicy.DECLARATIVE)
+
+
+def volume_mount(name: str, path: str, sub_path: str = "", read_only: bool = False) -> dict[str, Any]:
+    """A container's volumeMount, with subPath and readOnly only when set."""
+    mount: dict[str, Any] = {"name": name, "mountPath": path}
+    if sub_path:
+        mount["subPath"] = sub_path
+    if read_only:
+        mount["readOnly"] = True
+    return mount

@@ -25,7 +25,7 @@ from typing import Any
 from strata.api import DATASET
 from strata.api.dataset import DatasetSpec
 from strata.constants import ANNOTATION_CREATED_BECAUSE, ChildPolicy
-from strata.render.common import child_labels, child_metadata
+from strata.render.common import child_labels, child_metadata, volume_mount
 from strata_workloads.data.result import (
     CONFIG_DIR,
     CONFIG_PATH,
@@ -207,15 +207,6 @@ def job_name(owner_name: str, config_hash: str, tick: str) -> str:
     return f"{owner_name[: MAX_JOB_NAME - RUN_HASH_LENGTH - 1].rstrip('-.')}-{run_hash}"
 
 
-def _mount(name: str, path: str, sub_path: str = "", read_only: bool = False) -> dict[str, Any]:
-    mount: dict[str, Any] = {"name": name, "mountPath": path}
-    if sub_path:
-        mount["subPath"] = sub_path
-    if read_only:
-        mount["readOnly"] = True
-    return mount
-
-
 def _volumes(spec: DatasetSpec, config_map: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(volumes, mounts): the config, the storage, each PVC source, each Secret a source names, /tmp."""
     assert spec.storage.pvc is not None
@@ -226,8 +217,8 @@ def _volumes(spec: DatasetSpec, config_map: str) -> tuple[list[dict[str, Any]], 
         # The root filesystem is read-only; downloads of remote Parquet files and caches go here.
         {"name": "tmp", "emptyDir": {}},
     ]
-    mounts = [_mount("config", CONFIG_DIR, read_only=True), _mount("storage", STORAGE_DIR, storage.path),
-              _mount("tmp", "/tmp")]
+    mounts = [volume_mount("config", CONFIG_DIR, read_only=True), volume_mount("storage", STORAGE_DIR, storage.path),
+              volume_mount("tmp", "/tmp")]
     claims = {storage.claim_name: "storage"}
     for index, source in enumerate(spec.sources):
         if source.pvc is not None:
@@ -236,13 +227,13 @@ def _volumes(spec: DatasetSpec, config_map: str) -> tuple[list[dict[str, Any]], 
                 volume = claims[source.pvc.claim_name] = f"source-{index}"
                 volumes.append({"name": volume, "persistentVolumeClaim": {"claimName": source.pvc.claim_name,
                                                                           "readOnly": True}})
-            mounts.append(_mount(volume, source_mount(index), source.pvc.path, read_only=True))
+            mounts.append(volume_mount(volume, source_mount(index), source.pvc.path, read_only=True))
         secret = (source.s3.secret_ref if source.s3 else None) or (source.http.headers_secret_ref if source.http else None)
         if secret is not None:
             kind = "s3" if source.s3 else "http"
             volume = f"{kind}-{index}"
             volumes.append({"name": volume, "secret": {"secretName": secret.name, "defaultMode": 0o440}})
-            mounts.append(_mount(volume, secret_mount(kind, index), read_only=True))
+            mounts.append(volume_mount(volume, secret_mount(kind, index), read_only=True))
     return volumes, mounts
 
 

@@ -28,7 +28,7 @@ from strata.observe.training import (
     TRAINER_CONTAINER,
     AttemptView,
 )
-from strata.render.common import child_labels, child_metadata, owner_labels
+from strata.render.common import child_labels, child_metadata, owner_labels, volume_mount
 from strata.render.config import render_config_map
 from strata.render.trainer import CHECKPOINT_DIR, DATA_DIR, EXPORT_DIR, METRICS_PORT, TRAINER_CONFIG_DIR, TRAINER_CONFIG_PATH
 
@@ -108,15 +108,6 @@ def render_checkpoint_claim(spec: TrainingJobSpec, owner: dict[str, Any]) -> dic
     }
 
 
-def _volume_mount(name: str, path: str, sub_path: str = "", read_only: bool = False) -> dict[str, Any]:
-    mount: dict[str, Any] = {"name": name, "mountPath": path}
-    if sub_path:
-        mount["subPath"] = sub_path
-    if read_only:
-        mount["readOnly"] = True
-    return mount
-
-
 def _environment(spec: TrainingJobSpec) -> list[dict[str, Any]]:
     env = [
         # Declared here so $(JOB_COMPLETION_INDEX) expands in the container's arguments.
@@ -158,11 +149,11 @@ def render_attempt_job(
         limits[topology.gpu_resource] = str(topology.gpus_per_node)
     checkpoint_claim_name, checkpoint_path = checkpoint_claim(spec, name)
     mounts = [
-        _volume_mount("config", TRAINER_CONFIG_DIR, read_only=True),
-        _volume_mount("data", DATA_DIR, data.path, read_only=True),
-        _volume_mount("checkpoints", CHECKPOINT_DIR, checkpoint_path),
-        _volume_mount("dshm", "/dev/shm"),
-        _volume_mount("tmp", "/tmp"),
+        volume_mount("config", TRAINER_CONFIG_DIR, read_only=True),
+        volume_mount("data", DATA_DIR, data.path, read_only=True),
+        volume_mount("checkpoints", CHECKPOINT_DIR, checkpoint_path),
+        volume_mount("dshm", "/dev/shm"),
+        volume_mount("tmp", "/tmp"),
     ]
     volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": config_map}},
@@ -174,7 +165,7 @@ def render_attempt_job(
     ]
     if spec.export is not None and spec.export.triton_repository.pvc is not None:
         repository = spec.export.triton_repository.pvc
-        mounts.append(_volume_mount("models", EXPORT_DIR, repository.path))
+        mounts.append(volume_mount("models", EXPORT_DIR, repository.path))
         volumes.append({"name": "models", "persistentVolumeClaim": {"claimName": repository.claim_name}})
 
     pod_labels = {**child_labels(TRAINING_JOB, name, COMPONENT), LABEL_ATTEMPT: str(attempt.number)}
