@@ -7,18 +7,23 @@ Handlers run in kopf's thread pool, so the synchronous official client is fine h
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import socket
 import threading
 from typing import Any
 
-import kopf
 import kubernetes
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from strata.api import KindInfo
+from strata.conditions import now_rfc3339
 from strata.constants import FIELD_MANAGER, GROUP, VERSION
+from strata.render.event import event_manifest
+
+_log = logging.getLogger(__name__)
 
 # The dynamic client's discovery cache is not thread-safe, and kopf runs handlers in threads.
 _discovery_lock = threading.RLock()
@@ -159,9 +164,13 @@ def exists(info: KindInfo, namespace: str, name: str) -> bool:
 
 
 def post_event(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
-    """An event on the object: kopf's poster batches them in the background, as the
-    operator's reporting component (see controllers/operator.py)."""
-    kopf.event(body, type=type_, reason=reason, message=message)
+    """An event on the object, posted now. Best-effort: an event the API server refuses (a
+    namespace being deleted accepts no new objects) is logged, never fails the pass."""
+    manifest = event_manifest(body, type_, reason, message, now_rfc3339(), socket.gethostname())
+    try:
+        kubernetes.client.CoreV1Api(api_client()).create_namespaced_event(manifest["metadata"]["namespace"], manifest)
+    except (ApiException, OSError) as error:
+        _log.debug(f"Event {reason!r} on {body['kind']} {body['metadata']['name']} not posted: {error}")
 
 
 def merge_patch_object(api_version: str, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:

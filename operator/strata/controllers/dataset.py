@@ -5,7 +5,7 @@ render (render/dataset.py): the pipeline's config, the run's Job;
 observe (observe/dataset.py): phase, conditions, the current version and its counts, the recent
 versions, the latest run's quality-gate verdicts; built fresh from the previous status each pass.
 
-Refresh: spec.refresh.schedule is evaluated by the operator on each pass (the resync timer runs
+Refresh: spec.refresh.schedule is evaluated by the operator on each pass (a periodic pass runs
 every STRATA_RESYNC_SECONDS, a minute by default, and Job and pod events add passes), not by a
 CronJob: a run needs the current version as its parent (lineage, the drift gate), which a
 CronJob's fixed template cannot pass, and one owner for every run keeps observation in one place.

@@ -10,7 +10,7 @@ promotion is a merge patch of the ModelDeployment's spec.model.trainingJob.name 
 observe: monitors, breached, retrainings, history, serving and the Retraining and Promotion
 conditions, built fresh each pass.
 
-A timer (STRATA_FEEDBACK_EVALUATION_SECONDS, default 30 s) re-runs the pass; the monitors
+A periodic pass (STRATA_FEEDBACK_EVALUATION_SECONDS, default 30 s) re-runs it; the monitors
 are read when spec.evaluationInterval has passed since status.lastEvaluation.
 """
 
@@ -22,7 +22,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlencode
 
-import kopf
 
 from strata import k8s, podmetrics
 from strata.api import FEEDBACK_POLICY, MODEL_DEPLOYMENT, TRAINING_JOB, KindInfo
@@ -41,10 +40,9 @@ from strata.controllers.reconcile import (
     Outcome,
     is_controlled_by,
     missing_reference_outcome,
-    reconcile,
     resolve_references,
 )
-from strata.controllers.registration import CONTROLLERS, register_kind, watch_children
+from strata.controllers.registration import RESYNC_SECONDS, register_kind, watch_children
 from strata.render import feedback_policy as policy
 from strata.render.common import owner_labels
 from strata.render.config import render_config_map
@@ -324,7 +322,9 @@ def observe(info: KindInfo, spec: FeedbackPolicySpec, inputs: PolicyInputs, chil
     if results:
         status["monitors"] = [policy.monitor_status(result) for result in results]
     breached = [result.name for result in results if result.verdict == BREACHED]
-    status["breached"] = len(breached)
+    if results:
+        # Unset until the monitors are read: "0 breached" before then would claim a verdict.
+        status["breached"] = len(breached)
     if breached:
         status["breachedMonitors"] = ",".join(breached)
 
@@ -376,13 +376,9 @@ def observe(info: KindInfo, spec: FeedbackPolicySpec, inputs: PolicyInputs, chil
                    (false, Reason.AS_EXPECTED, "No errors."), extra_status=status, extra_conditions=conditions)
 
 
-register_kind(FEEDBACK_POLICY, resolve, render, observe, child_kinds=CHILD_KINDS)
+register_kind(FEEDBACK_POLICY, resolve, render, observe, child_kinds=CHILD_KINDS,
+              # Monitors are read every spec.evaluationInterval and schedules fire: the pass
+              # decides whether either is due, so it runs at least this often.
+              requeue_seconds=lambda body: min(EVALUATION_SECONDS, RESYNC_SECONDS))
 # A retraining's progress (Succeeded: promote it) re-runs its policy's pass at once.
 watch_children(API_VERSION, "TrainingJob")
-
-
-@kopf.timer("strata.dev", "v1alpha1", "feedbackpolicies", id="evaluate", interval=EVALUATION_SECONDS,
-            initial_delay=EVALUATION_SECONDS)
-def evaluate(body: kopf.Body, logger, **_: Any) -> None:
-    """Re-run the pass, so monitors are read every spec.evaluationInterval and schedules fire."""
-    reconcile(CONTROLLERS[FEEDBACK_POLICY.kind], body, logger)

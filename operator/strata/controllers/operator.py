@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from typing import Any
 
 import kopf
 import prometheus_client
 
 from strata import k8s
-from strata.constants import MANAGED_BY
+from strata.controllers.registration import start_periodic_passes, stop_periodic_passes
 from strata.metrics import RECONCILES
 
 METRICS_PORT_ENV = "STRATA_METRICS_PORT"
@@ -26,20 +25,25 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="strata.dev", key="last-handled-configuration"
     )
+    # Strata's handlers need no finalizer (see controllers/requeue.py). kopf removes this one,
+    # which earlier builds of Strata put on every object, at the object's next event.
     settings.persistence.finalizer = "strata.dev/finalizer"
-    settings.posting.level = logging.INFO
-    # Events name the Strata operator as their source ("From" in kubectl describe), and the
-    # pod (or host) that posted them, not kopf's defaults.
-    settings.posting.reporting_component = MANAGED_BY
-    settings.posting.reporting_instance = socket.gethostname()
-    settings.posting.event_name_prefix = f"{MANAGED_BY}-"
+    # Events say what happened ("Created Job trainer-x"), posted by the passes themselves
+    # (k8s.post_event); kopf's would repeat every log line and handler retry as an event.
+    settings.posting.enabled = False
     # One replica by design (the Deployment uses Recreate), so no peering objects are needed.
     settings.peering.standalone = True
     settings.execution.max_workers = 8
+    start_periodic_passes(logger)
     port = int(os.environ.get(METRICS_PORT_ENV, DEFAULT_METRICS_PORT))
     if port:
         prometheus_client.start_http_server(port)
         logger.info(f"Serving Prometheus metrics on :{port}/metrics")
+
+
+@kopf.on.cleanup()
+def stop(**_: Any) -> None:
+    stop_periodic_passes()
 
 
 @kopf.on.login()

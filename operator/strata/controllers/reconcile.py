@@ -29,6 +29,7 @@ from strata.api.base import ObjectReference, StrataModel
 from strata.api.errors import describe_validation_error
 from strata.conditions import get_condition, is_ready, now_rfc3339, set_condition
 from strata.constants import ANNOTATION_CREATED_BECAUSE, NOT_FOUND_REASONS, ChildPolicy, ConditionStatus, ConditionType, Phase, Reason
+from strata.controllers.requeue import SCHEDULE
 from strata.metrics import RECONCILE_DURATION, RECONCILE_ERRORS, RECONCILES, RESOURCES_READY
 from strata.render.common import child_policy, owner_labels
 
@@ -320,7 +321,7 @@ def describe_api_failure(error: Exception, step: str = "Applying children") -> s
     return f"{step} failed: {type(error).__name__}: {error}"
 
 
-# kopf runs an object's change handlers and its timer concurrently; one pass at a time
+# kopf's change handlers, child events and the periodic passes run concurrently; one pass at a time
 # per object keeps them from interleaving their applies and status writes.
 _object_locks: dict[str, threading.Lock] = {}
 _object_locks_guard = threading.Lock()
@@ -345,17 +346,23 @@ class Controller:
     render: Renderer
     observe: Observer
     child_kinds: ChildKinds
+    # Seconds from one pass of an object to its next periodic one, given its live body.
+    requeue_seconds: Callable[[dict[str, Any]], float]
 
 
 def reconcile(controller: Controller, body: kopf.Body | dict[str, Any], logger: logging.Logger) -> None:
     """One pass for one object. Bad specs become status, never exceptions; API errors retry."""
-    if body["metadata"].get("deletionTimestamp"):
-        # Going away: the garbage collector removes its children. A pass now could only fail
-        # (a terminating namespace refuses every write) and keep kopf's finalizer in place.
-        return
-    with object_lock(body["metadata"]["uid"]):
-        # Copied under the lock: a timer's body is a live view kopf keeps up to date.
-        _reconcile_once(controller, dict(body), logger)
+    uid = body["metadata"]["uid"]
+    try:
+        if body["metadata"].get("deletionTimestamp"):
+            # Going away: the garbage collector removes its children, and a pass now could only
+            # fail (a namespace being deleted refuses every new object).
+            return
+        with object_lock(uid):
+            _reconcile_once(controller, dict(body), logger)
+    finally:
+        # Whatever started this pass, the next periodic one is an interval away.
+        SCHEDULE.passed(uid)
 
 
 def _reconcile_once(controller: Controller, body: dict[str, Any], logger: logging.Logger) -> None:

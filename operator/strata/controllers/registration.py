@@ -1,12 +1,12 @@
 """Wires a kind's resolve, render and observe steps into kopf: its own events, a periodic
-resync, its children's events, and a re-check of the objects that name another when that
-object appears or goes."""
+pass (controllers/requeue.py), its children's events, and a re-check of the objects that name
+another when that object appears or goes."""
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, Callable
 
 import kopf
 from pydantic import ValidationError
@@ -30,6 +30,7 @@ from strata.controllers.reconcile import (
     reconcile,
     resolve_references,
 )
+from strata.controllers.requeue import SCHEDULE, Entry, Requeuer
 from strata.metrics import RESOURCES_READY
 from strata.render.config import render_config_map
 
@@ -58,22 +59,25 @@ _CHILD_PLURALS = {
 }
 
 
-def register_kind(info: KindInfo, resolve: Resolver, render: Renderer, observe: Observer, child_kinds: ChildKinds) -> None:
-    controller = CONTROLLERS[info.kind] = Controller(info, resolve, render, observe, child_kinds)
+def register_kind(info: KindInfo, resolve: Resolver, render: Renderer, observe: Observer, child_kinds: ChildKinds,
+                  requeue_seconds: Callable[[dict[str, Any]], float] | None = None) -> None:
+    """`requeue_seconds(body)`: how long after a pass the object is reconciled again, events
+    or not; RESYNC_SECONDS unless the kind says otherwise."""
+    controller = CONTROLLERS[info.kind] = Controller(info, resolve, render, observe, child_kinds,
+                                                     requeue_seconds or (lambda body: RESYNC_SECONDS))
 
     def reconcile_handler(body: kopf.Body, logger, **_: Any) -> None:
         reconcile(controller, body, logger)
 
-    def forget_handler(name: str, namespace: str, uid: str, **_: Any) -> None:
-        forget_object(uid)
-        try:
-            RESOURCES_READY.remove(info.kind, namespace, name)
-        except KeyError:  # never reconciled successfully, so no series to drop
-            pass
-
-    def appeared_or_gone_handler(event: dict[str, Any], name: str, namespace: str, logger, **_: Any) -> None:
+    def event_handler(event: dict[str, Any], body: kopf.Body, name: str, namespace: str, uid: str, logger,
+                      **_: Any) -> None:
+        if event.get("type") == "DELETED":
+            SCHEDULE.gone(uid)
+            forget(info.kind, namespace, name, uid)
+        else:  # listed at start (type None), added or changed: due again an interval after its last pass
+            SCHEDULE.seen(info.kind, namespace, name, uid, controller.requeue_seconds(body))
         # Only creation and deletion change whether a reference resolves; the initial
-        # listing (type None) is covered by the dependents' own resume handlers.
+        # listing is covered by the dependents' own resume handlers.
         if event.get("type") in ("ADDED", "DELETED"):
             recheck_dependents(info.kind, name, namespace, logger)
 
@@ -81,14 +85,64 @@ def register_kind(info: KindInfo, resolve: Resolver, render: Renderer, observe: 
     kopf.on.resume(*resource, id="reconcile")(reconcile_handler)
     kopf.on.create(*resource, id="reconcile")(reconcile_handler)
     kopf.on.update(*resource, id="reconcile")(reconcile_handler)
-    # kopf puts a finalizer on objects with a timer, so it can stop the timer on deletion:
-    # delete Strata resources before uninstalling the operator, or they wait for it.
-    kopf.timer(*resource, id="resync", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)(reconcile_handler)
-    # optional=True: cleanup is best-effort and never holds up deletion on its own.
-    kopf.on.delete(*resource, id="forget", optional=True)(forget_handler)
-    kopf.on.event(*resource, id="recheck-dependents")(appeared_or_gone_handler)
+    # No kopf timers or deletion handlers: either would put a finalizer on every object (see
+    # controllers/requeue.py). Periodic passes come from the schedule this handler keeps.
+    kopf.on.event(*resource, id="recheck-dependents")(event_handler)
     for child_kind in child_kinds:
         watch_children(*child_kind)
+
+
+def forget(kind: str, namespace: str, name: str, uid: str) -> None:
+    """Drop what the operator kept in memory for a deleted object: its lock, its Ready series."""
+    forget_object(uid)
+    try:
+        RESOURCES_READY.remove(kind, namespace, name)
+    except KeyError:  # never reconciled successfully, so no series to drop
+        pass
+
+
+def periodic_pass(entry: Entry) -> None:
+    """Reconcile a scheduled object from a fresh read: a watch event may not have come (kopf
+    stops watching a namespace that is being deleted), and a pass must not act on a stale body."""
+    controller = CONTROLLERS[entry.kind]
+    logger = _ObjectLogger(logging.getLogger("strata.requeue"), {"object": f"{entry.kind} {entry.namespace}/{entry.name}"})
+    bodies = [body for body in k8s.list_objects(controller.info, entry.namespace, entry.name)
+              if body["metadata"]["uid"] == entry.uid]
+    if not bodies:
+        SCHEDULE.gone(entry.uid)
+        forget(entry.kind, entry.namespace, entry.name, entry.uid)
+        return
+    SCHEDULE.seen(entry.kind, entry.namespace, entry.name, entry.uid, controller.requeue_seconds(bodies[0]))
+    try:
+        reconcile(controller, bodies[0], logger)
+    except StaleObject:
+        # Only the status write lost to a newer version of the object: go again at once.
+        SCHEDULE.retry(entry.uid, 1.0)
+
+
+class _ObjectLogger(logging.LoggerAdapter):
+    """Names the object in each message, as kopf's per-object loggers do."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self.extra['object']}] {msg}", kwargs
+
+
+_requeuer: Requeuer | None = None
+
+
+def start_periodic_passes(logger: logging.Logger) -> None:
+    global _requeuer
+    stop_periodic_passes()
+    SCHEDULE.clear()  # a fresh start (an operator restarted in the same process) sees every object anew
+    _requeuer = Requeuer(SCHEDULE, periodic_pass, logger=logger)
+    _requeuer.start()
+
+
+def stop_periodic_passes() -> None:
+    global _requeuer
+    if _requeuer is not None:
+        _requeuer.stop()
+        _requeuer = None
 
 
 def watch_children(api_version: str, kind: str) -> None:

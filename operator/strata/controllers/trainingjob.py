@@ -4,8 +4,8 @@ resolve: the Dataset's data, the live attempts (Jobs and their pods), rank 0's p
 render (render/training_job.py): config, headless Service, checkpoint PVC, attempts' Jobs;
 observe: phase, conditions, progress, attempts, checkpoint, export, built fresh each pass.
 
-While a job runs, a fast timer re-runs the pass so progress reaches status every few
-seconds; Job and pod events trigger it too (registration.watch_children).
+While a job runs, a periodic pass every STRATA_PROGRESS_SECONDS brings its progress to
+status; Job and pod events trigger passes too (registration.watch_children).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import kopf
 
 from strata import __version__, k8s, podmetrics
 from strata.api import DATASET, TRAINING_JOB, KindInfo
@@ -28,10 +27,9 @@ from strata.controllers.reconcile import (
     Outcome,
     is_controlled_by,
     missing_reference_outcome,
-    reconcile,
     resolve_references,
 )
-from strata.controllers.registration import CONTROLLERS, register_kind, watch_children
+from strata.controllers.registration import RESYNC_SECONDS, register_kind, watch_children
 from strata.observe.training import (
     LABEL_ATTEMPT,
     LABEL_COMPLETION_INDEX,
@@ -389,13 +387,13 @@ def _phase(spec: TrainingJobSpec, inputs: TrainingInputs, attempts: list[Attempt
     return _outcome(Phase.RUNNING, (false, Reason.TRAINING, message), (true, Reason.TRAINING, message))
 
 
-register_kind(TRAINING_JOB, resolve, render, observe, child_kinds=CHILD_KINDS)
+def requeue_seconds(body: dict[str, Any]) -> float:
+    """A pending or running job's progress is read every PROGRESS_SECONDS, between the events
+    its Jobs and pods cause; any other is only resynced."""
+    phase = (body.get("status") or {}).get("phase")
+    return min(PROGRESS_SECONDS, RESYNC_SECONDS) if phase in (Phase.PENDING, Phase.RUNNING) else RESYNC_SECONDS
+
+
+register_kind(TRAINING_JOB, resolve, render, observe, child_kinds=CHILD_KINDS, requeue_seconds=requeue_seconds)
 # Pods are the Jobs' children, labelled for the TrainingJob: their phases and exit codes are news.
 watch_children("v1", "Pod")
-
-
-@kopf.timer("strata.dev", "v1alpha1", "trainingjobs", id="progress", interval=PROGRESS_SECONDS,
-            initial_delay=PROGRESS_SECONDS, when=lambda status, **_: status.get("phase") in (Phase.PENDING, Phase.RUNNING))
-def read_progress(body: kopf.Body, logger, **_: Any) -> None:
-    """A running job's progress, between the events its Jobs and pods cause."""
-    reconcile(CONTROLLERS[TRAINING_JOB.kind], body, logger)
