@@ -35,6 +35,13 @@ ANNOTATION_CREATED_BECAUSE = "strata.dev/created-because"
 ANNOTATION_APPROVE_PROMOTION = "strata.dev/approve-promotion"
 # On a retraining TrainingJob: the TrainingJob whose spec it copies (its lineage).
 ANNOTATION_RETRAINED_FROM = "strata.dev/retrained-from"
+# On a ModelDeployment a FeedbackPolicy promoted a model on: when, and which TrainingJob it
+# served before (where spec.promotion.rollbackOnBreach returns to). Written in the same patch
+# as the model, so they always describe the model served.
+ANNOTATION_PROMOTED_AT = "strata.dev/promoted-at"
+ANNOTATION_PROMOTED_OVER = "strata.dev/promoted-over"
+# ... and after a rollback, the TrainingJob taken out of service (never promoted again).
+ANNOTATION_ROLLED_BACK = "strata.dev/rolled-back"
 
 
 class ChildPolicy:
@@ -141,6 +148,7 @@ class Reason:
     WORSE_THAN_SERVING = "WorseThanServing"
     PROMOTED = "Promoted"
     NOT_PROMOTABLE = "NotPromotable"  # the target serves from a repository, not a TrainingJob
+    ROLLED_BACK = "RolledBack"  # a monitor breached after a promotion (spec.promotion.rollbackOnBreach)
 
 
 # The reason given when a referenced object of this kind is missing.

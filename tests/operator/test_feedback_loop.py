@@ -68,7 +68,7 @@ def policy(namespace: str, signals_url: str) -> dict:
                  "monitors": {"approval": {"minRate": 0.8, "minSamples": 20}},
                  "retrain": {"triggers": [{"monitorBreached": "approval"}], "cooldown": "1h", "maxConcurrent": 1,
                              "template": {"fromTrainingJob": {"name": "lm"}}},
-                 "promotion": {"mode": "automatic"}},
+                 "promotion": {"mode": "automatic", "rollbackOnBreach": True}},
     }
 
 
@@ -82,7 +82,7 @@ def conditions_of(obj: dict | None) -> dict:
     return {c["type"]: c for c in ((obj or {}).get("status") or {}).get("conditions", [])}
 
 
-def test_low_approval_retrains_once_within_the_cooldown_and_promotes_the_result(
+def test_low_approval_retrains_once_within_the_cooldown_promotes_the_result_and_rolls_it_back_when_it_does_worse(
         operator, crds_installed, namespace, sidecar):
     cluster = crds_installed
     metrics_url, rate = sidecar
@@ -120,8 +120,9 @@ def test_low_approval_retrains_once_within_the_cooldown_and_promotes_the_result(
     conditions = conditions_of(promoted)
     assert "spec.retrain.cooldown (1h)" in conditions["Retraining"]["message"]
     assert conditions["Promotion"]["reason"] in ("Promoted", "NoCandidate")
-    assert promoted["status"]["promotion"] == {"trainingJob": "lm-retrain-1", "state": "Promoted",
-                                               "message": "Promoted lm-retrain-1."}
+    promotion = promoted["status"]["promotion"]
+    assert {key: promotion.get(key) for key in ("trainingJob", "state", "message", "previous")} == {
+        "trainingJob": "lm-retrain-1", "state": "Promoted", "message": "Promoted lm-retrain-1.", "previous": "lm"}
     assert [(h["action"], h["reason"]) for h in promoted["status"]["history"]] == [
         ("Retrained", "RetrainingStarted"), *[("Held", r) for r in
                                               [h["reason"] for h in promoted["status"]["history"][1:]]]]
@@ -132,11 +133,14 @@ def test_low_approval_retrains_once_within_the_cooldown_and_promotes_the_result(
     deployment = get_json(cluster, "modeldeployment", "lm", "-n", namespace, "--show-managed-fields")
     assert deployment["spec"]["model"] == {"trainingJob": {"name": "lm-retrain-1"}}
     assert deployment["spec"]["replicas"] == 1
-    # The operator owns the one field it set; everything else stays its user's.
+    assert deployment["metadata"]["annotations"]["strata.dev/promoted-over"] == "lm"
+    assert deployment["metadata"]["annotations"]["strata.dev/promoted-at"] == promotion["at"]
+    # The operator owns the fields it set; everything else stays its user's.
     ours = [entry for entry in deployment["metadata"]["managedFields"]
             if entry["manager"] == "strata-operator" and entry.get("subresource") != "status"]
     assert [entry["fieldsV1"] for entry in ours] == [
-        {"f:spec": {"f:model": {"f:trainingJob": {"f:name": {}}}}}]
+        {"f:metadata": {"f:annotations": {"f:strata.dev/promoted-at": {}, "f:strata.dev/promoted-over": {}}},
+         "f:spec": {"f:model": {"f:trainingJob": {"f:name": {}}}}}]
 
     events = get_json(cluster, "events", "-n", namespace, "--field-selector",
                       "involvedObject.kind=FeedbackPolicy,involvedObject.name=lm-loop")["items"]
@@ -147,6 +151,28 @@ def test_low_approval_retrains_once_within_the_cooldown_and_promotes_the_result(
     shown = dict(zip(header.split(), row.split()))
     assert {key: shown.get(key) for key in ("TARGET", "BREACHED", "LAST-RETRAIN", "SERVING")} == {
         "TARGET": "lm", "BREACHED": "approval", "LAST-RETRAIN": "lm-retrain-1", "SERVING": "lm-retrain-1"}, columns
+
+    # The promoted model's own feedback: approval 0 since its promotion, so it goes back out.
+    for n in range(20):
+        rate(f"after-{n}", "down")
+    rolled = wait_for(lambda: (p := fetch()).get("status", {}).get("promotion", {}).get("state") == "RolledBack" and p,
+                      timeout=60, what="the rollback")
+    assert rolled["status"]["serving"] == "lm"
+    assert rolled["status"]["promotion"]["rolledBack"] == "lm-retrain-1"
+    assert rolled["status"]["promotion"]["message"].startswith(
+        "Rolled back from lm-retrain-1 to lm: breached since its promotion (approval: approval 0.000 over 20 rating(s)")
+    assert rolled["status"]["history"][-1]["action"] == "RolledBack"
+    deployment = get_json(cluster, "modeldeployment", "lm", "-n", namespace)
+    assert deployment["spec"]["model"] == {"trainingJob": {"name": "lm"}}
+    annotations = deployment["metadata"]["annotations"]
+    assert annotations.get("strata.dev/rolled-back") == "lm-retrain-1" and "strata.dev/promoted-over" not in annotations
+    assert any(e["reason"] == "RolledBack" for e in get_json(
+        cluster, "events", "-n", namespace, "--field-selector", "involvedObject.name=lm-loop")["items"])
+    # Not promoted again: lm-retrain-1 stays out of service at the evaluations that follow.
+    later = wait_for(lambda: (p := fetch())["status"]["lastEvaluation"] > rolled["status"]["promotion"]["at"] and p,
+                     timeout=30, what="a later evaluation")
+    assert later["status"]["promotion"]["state"] == "RolledBack" and later["status"]["serving"] == "lm"
+    assert get_json(cluster, "modeldeployment", "lm", "-n", namespace)["spec"]["model"] == {"trainingJob": {"name": "lm"}}
 
 
 def test_a_second_policy_on_the_same_deployment_and_an_invalid_schedule_are_reported_naming_the_field(

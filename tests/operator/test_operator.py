@@ -370,6 +370,17 @@ def test_deleting_the_namespace_removes_every_resource_in_it(dev_cluster, namesp
                      what=f"namespace {namespace} and everything in it to be deleted")
 
 
+def test_the_finalizer_earlier_builds_put_on_objects_is_removed(dev_cluster, namespace, operator):
+    """Earlier builds put `strata.dev/finalizer` on every object; left there, an object would
+    wait for the operator to be deleted."""
+    dataset = next(doc for doc in example_documents() if doc["kind"] == "Dataset")
+    dataset["metadata"]["finalizers"] = ["strata.dev/finalizer"]
+    dev_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(dataset))
+    name = dataset["metadata"]["name"]
+    wait_for(lambda: not resource(dev_cluster, namespace, "Dataset", name)["metadata"].get("finalizers"),
+             what=f"the finalizer on Dataset {name} to be removed")
+
+
 def test_a_status_field_no_pass_sets_disappears_from_the_live_status(dev_cluster, namespace, lifecycle):
     name = lifecycle["ModelDeployment"]
     # Waiting for its TrainingJob's export, so nothing but the stale fields changes from here on.

@@ -86,8 +86,54 @@ def test_decide_promotion(case, promotion, candidate, serving, approved, action,
     assert (decision.action, decision.reason) == (action, reason), decision.message
 
 
-def test_the_promotion_patch_sets_only_the_served_training_job():
-    assert policy.promotion_patch("lm-retrain-2") == {"spec": {"model": {"trainingJob": {"name": "lm-retrain-2"}}}}
+def test_the_promotion_patch_sets_the_served_training_job_and_what_it_replaced_when():
+    assert policy.promotion_patch("lm-retrain-2", "lm", NOW) == {
+        "metadata": {"annotations": {"strata.dev/promoted-at": "2026-03-02T12:00:00Z", "strata.dev/promoted-over": "lm"}},
+        "spec": {"model": {"trainingJob": {"name": "lm-retrain-2"}}}}
+
+
+def test_the_rollback_patch_serves_the_previous_model_and_marks_the_one_taken_out():
+    patch = policy.rollback_patch("lm", "lm-retrain-2")
+    assert patch["spec"] == {"model": {"trainingJob": {"name": "lm"}}}
+    assert patch["metadata"]["annotations"] == {"strata.dev/promoted-at": None, "strata.dev/promoted-over": None,
+                                                "strata.dev/rolled-back": "lm-retrain-2"}
+
+
+def promoted(over: str | None) -> dict:
+    annotations = {"strata.dev/promoted-at": "2026-03-02T11:00:00Z"}
+    if over:
+        annotations["strata.dev/promoted-over"] = over
+    return {"metadata": {"annotations": annotations}}
+
+
+@pytest.mark.parametrize("case, rollback_on_breach, target, results, to", [
+    ("a monitor breached since the promotion rolls back", True, promoted("lm"),
+     [reading("approval", BREACHED)], "lm"),
+    ("monitors OK since the promotion keep the model", True, promoted("lm"),
+     [reading("approval", OK), reading("toxicity", INSUFFICIENT_DATA)], None),
+    ("without rollbackOnBreach a breach keeps the model", False, promoted("lm"), [reading("approval", BREACHED)], None),
+    ("a model no policy promoted is never rolled back", True, {"metadata": {}}, [reading("approval", BREACHED)], None),
+    ("a promotion with nothing before it has nothing to return to", True, promoted(None),
+     [reading("approval", BREACHED)], None),
+], ids=lambda v: v if isinstance(v, str) and " " in v else "")
+def test_decide_rollback(case, rollback_on_breach, target, results, to):
+    promotion = Promotion.model_validate({"mode": "automatic", "rollbackOnBreach": rollback_on_breach})
+    decision = policy.decide_rollback(promotion, target, "lm-retrain-2", results)
+    assert (decision.training_job if decision else None) == to
+    if decision:
+        assert (decision.action, decision.reason) == ("rollback", Reason.ROLLED_BACK)
+        assert decision.message.startswith("Rolled back from lm-retrain-2 to lm: breached since its promotion")
+
+
+def test_monitors_since_a_promotion_count_only_the_feedback_given_after_it():
+    spec = FeedbackPolicySpec.model_validate({"target": {"modelDeployment": "lm"}, "window": "1h",
+                                              "monitors": {"approval": {"minRate": 0.8, "minSamples": 2}}})
+    before = [{"rating": "down", "time": (NOW - dt.timedelta(minutes=30)).timestamp()} for _ in range(5)]
+    after = [{"rating": "up", "time": (NOW - dt.timedelta(minutes=5)).timestamp()} for _ in range(3)]
+    signals = policy.Signals(feedback=tuple(before + after), sources=1)
+    assert policy.evaluate(spec, signals, NOW)[0].verdict == BREACHED
+    since = policy.evaluate(spec, signals, NOW, since=NOW - dt.timedelta(minutes=10))[0]
+    assert (since.verdict, since.samples, since.value) == (OK, 3, 1.0)
 
 
 POLICY = {"metadata": {"name": "lm-loop", "namespace": "ml", "uid": "u-1"}}

@@ -93,7 +93,7 @@ class Promotion(StrataModel):
     require_no_worse: list[Literal["valLoss", "perplexity", "approval", "toxicity"]] = Field(
         default_factory=list, max_length=4
     , description="Metrics a retrained model must not be worse on to be promoted.")
-    rollback_on_breach: bool = Field(default=False, description="Return to the previous model version when a monitor is breached after a promotion.")
+    rollback_on_breach: bool = Field(default=False, description="Return to the model served before the latest promotion when a monitor is breached on feedback given since that promotion.")
 
 
 class Review(StrataModel):
@@ -155,17 +155,21 @@ class RetrainRecord(StrataModel):
 
 class TriggerRecord(StrataModel):
     at: str = Field(max_length=64, description="When (RFC 3339).")
-    action: Literal["Retrained", "Held", "Promoted", "PromotionHeld", "PromotionRefused"] = Field(
-        description="What the operator did: started a retraining, held one back, or promoted, held or refused a model.")
+    action: Literal["Retrained", "Held", "Promoted", "PromotionHeld", "PromotionRefused", "RolledBack"] = Field(
+        description="What the operator did: started a retraining, held one back, promoted, held or refused a model, "
+                    "or rolled a promotion back.")
     reason: str = Field(max_length=64, description="Why, as one CamelCase word (the condition's reason).")
     message: str = Field(max_length=1024, description="Why, for people.")
     training_job: str | None = Field(default=None, max_length=253, description="The retraining TrainingJob concerned.")
 
 
 class PromotionState(StrataModel):
-    training_job: str = Field(max_length=253, description="The retraining TrainingJob whose model is concerned.")
-    state: Literal["AwaitingApproval", "Promoted", "Refused"] = Field(description="Where the promotion stands.")
+    training_job: str = Field(max_length=253, description="The retraining TrainingJob whose model is concerned; after a rollback, the one served again.")
+    state: Literal["AwaitingApproval", "Promoted", "Refused", "RolledBack"] = Field(description="Where the promotion stands.")
     message: str = Field(default="", max_length=1024, description="Why, in a sentence.")
+    at: str | None = Field(default=None, max_length=64, description="When it was promoted or rolled back (RFC 3339).")
+    previous: str | None = Field(default=None, max_length=253, description="The TrainingJob served before the promotion: where spec.promotion.rollbackOnBreach returns to.")
+    rolled_back: str | None = Field(default=None, max_length=253, description="The promoted TrainingJob a rollback took out of service; it is not promoted again.")
 
 
 class FeedbackPolicyStatus(StatusBase):

@@ -183,6 +183,7 @@ def resolve(info: KindInfo, body: dict[str, Any], spec: FeedbackPolicySpec) -> P
 
     # The monitors, read when the evaluation interval has passed; the last reading otherwise.
     last = policy.parse_time(previous.get("lastEvaluation"))
+    signals: policy.Signals | None = None
     if last is None or (now - last).total_seconds() >= policy.duration_seconds(spec.evaluation_interval):
         signals = read_signals(sidecar_urls(spec, namespace))
         results = tuple(policy.evaluate(spec, signals, now)) if signals.error is None else ()
@@ -222,13 +223,24 @@ def resolve(info: KindInfo, body: dict[str, Any], spec: FeedbackPolicySpec) -> P
             "at": policy.format_time(now), "action": "Held", "reason": decision.reason,
             "message": decision.message[:1024]})))
 
-    # Promotion of the newest retraining that succeeded, unless it is served or was refused.
+    # A promoted model that breaches a monitor on its own feedback goes back out of service.
+    promoted_at = policy.promoted_at(target)
+    if signals is not None and signals.error is None and promoted_at is not None:
+        rollback = policy.decide_rollback(spec.promotion, target, serving_name,
+                                          policy.evaluate(spec, signals, now, since=promoted_at))
+        if rollback is not None:
+            return replace(inputs, promotion=rollback, history=tuple(policy.append_history(list(inputs.history), {
+                "at": policy.format_time(now), "action": "RolledBack", "reason": rollback.reason,
+                "message": rollback.message[:1024], "trainingJob": serving_name})))
+
+    # Promotion of the newest retraining that succeeded, unless it is served, was refused or
+    # was rolled back.
     succeeded = sorted((job for job in retrainings if (job.get("status") or {}).get("phase") == "Succeeded"),
                        key=lambda job: policy.retraining_number(job["metadata"]["name"],
                                                                 spec.target.model_deployment) or 0)
     candidate = succeeded[-1] if succeeded else None
     settled = previous.get("promotion") or {}
-    if candidate is not None and (candidate["metadata"]["name"] == serving_name or (
+    if candidate is not None and (candidate["metadata"]["name"] in (serving_name, policy.rolled_back(target)) or (
             settled.get("trainingJob") == candidate["metadata"]["name"] and settled.get("state") == "Refused")):
         candidate = None
     if candidate is not None and serving_name is None:
@@ -251,12 +263,17 @@ def resolve(info: KindInfo, body: dict[str, Any], spec: FeedbackPolicySpec) -> P
 def render(info: KindInfo, body: dict[str, Any], spec: FeedbackPolicySpec, inputs: PolicyInputs) -> list[dict[str, Any]]:
     children = [render_config_map(info, body, spec)]
     promotion = inputs.promotion
-    if promotion is not None and promotion.action == "promote":
+    if promotion is not None and promotion.action in ("promote", "rollback"):
+        patch = (policy.promotion_patch(promotion.training_job, inputs.serving_name, inputs.now)
+                 if promotion.action == "promote" else policy.rollback_patch(promotion.training_job, inputs.serving_name))
         k8s.merge_patch_object(API_VERSION, MODEL_DEPLOYMENT.kind, inputs.namespace, spec.target.model_deployment,
-                               policy.promotion_patch(promotion.training_job))
-        k8s.post_event(body, "Normal", Reason.PROMOTED,
-                       f"Set ModelDeployment {spec.target.model_deployment} spec.model.trainingJob.name to "
-                       f"{promotion.training_job} (was {inputs.serving_name})")
+                               patch)
+        what = f"Set ModelDeployment {spec.target.model_deployment} spec.model.trainingJob.name to " \
+               f"{promotion.training_job} (was {inputs.serving_name})"
+        if promotion.action == "promote":
+            k8s.post_event(body, "Normal", Reason.PROMOTED, what)
+        else:
+            k8s.post_event(body, "Warning", Reason.ROLLED_BACK, f"{what}. {promotion.message}")
     _announce_changes(body, inputs)
     # Kept as they are: a retraining is created once (its policy says so), never updated, and
     # never deleted by the operator (the chart grants no delete on users' kinds): the garbage
@@ -313,7 +330,8 @@ def observe(info: KindInfo, spec: FeedbackPolicySpec, inputs: PolicyInputs, chil
         return outcome
 
     promotion = inputs.promotion
-    serving = promotion.training_job if promotion is not None and promotion.action == "promote" else inputs.serving_name
+    serving = (promotion.training_job if promotion is not None and promotion.action in ("promote", "rollback")
+               else inputs.serving_name)
     if serving:
         status["serving"] = serving
     if inputs.evaluated_at:
@@ -344,10 +362,18 @@ def observe(info: KindInfo, spec: FeedbackPolicySpec, inputs: PolicyInputs, chil
     if promotion is not None:
         state = true if promotion.action == "promote" else false
         conditions[ConditionType.PROMOTION] = (state, promotion.reason, promotion.message[:4096])
-        if promotion.training_job and promotion.action != "none":
+        if promotion.action == "promote":
             status["promotion"] = {"trainingJob": promotion.training_job, "message": promotion.message[:1024],
-                                   "state": {"promote": "Promoted", "refuse": "Refused"}.get(promotion.action,
-                                                                                           "AwaitingApproval")}
+                                   "state": "Promoted", "at": policy.format_time(inputs.now)}
+            if inputs.serving_name:
+                status["promotion"]["previous"] = inputs.serving_name
+        elif promotion.action == "rollback":
+            status["promotion"] = {"trainingJob": promotion.training_job, "message": promotion.message[:1024],
+                                   "state": "RolledBack", "at": policy.format_time(inputs.now),
+                                   "rolledBack": inputs.serving_name}
+        elif promotion.training_job and promotion.action != "none":
+            status["promotion"] = {"trainingJob": promotion.training_job, "message": promotion.message[:1024],
+                                   "state": {"refuse": "Refused"}.get(promotion.action, "AwaitingApproval")}
         elif inputs.previous.get("promotion"):
             status["promotion"] = inputs.previous["promotion"]
 

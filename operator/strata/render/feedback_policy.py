@@ -19,7 +19,10 @@ from strata.api.feedback import FeedbackPolicySpec, Promotion, Retrain
 from strata.constants import (
     ANNOTATION_CHILD_POLICY,
     ANNOTATION_CREATED_BECAUSE,
+    ANNOTATION_PROMOTED_AT,
+    ANNOTATION_PROMOTED_OVER,
     ANNOTATION_RETRAINED_FROM,
+    ANNOTATION_ROLLED_BACK,
     ChildPolicy,
     Reason,
 )
@@ -71,10 +74,14 @@ class Signals:
     error: str | None = None
 
 
-def evaluate(spec: FeedbackPolicySpec, signals: Signals, now: dt.datetime) -> list[MonitorResult]:
-    """Every monitor the spec enables, over the spec's window ending now."""
+def evaluate(spec: FeedbackPolicySpec, signals: Signals, now: dt.datetime,
+             since: dt.datetime | None = None) -> list[MonitorResult]:
+    """Every monitor the spec enables, over the spec's window ending now; with `since`, only
+    the feedback given from then on (the served model's own, after a promotion)."""
     window = spec.window
     records = feedback_monitors.in_window(signals.feedback, now.timestamp(), duration_seconds(window))
+    if since is not None:
+        records = [record for record in records if float(record.get("time", 0)) >= since.timestamp()]
     monitors = spec.monitors
     results = []
     if monitors.approval is not None:
@@ -149,8 +156,6 @@ def unimplemented_fields(spec: FeedbackPolicySpec) -> list[str]:
         fields.append("spec.monitors.drift")
     if spec.retrain is not None and spec.retrain.refresh_dataset is not None:
         fields.append("spec.retrain.refreshDataset")
-    if spec.promotion.rollback_on_breach:
-        fields.append("spec.promotion.rollbackOnBreach")
     fields += [f"spec.promotion.requireNoWorse[{index}] ({metric})"
                for index, metric in enumerate(spec.promotion.require_no_worse) if metric not in TRAINING_METRICS]
     return fields
@@ -323,9 +328,44 @@ def decide_promotion(promotion: Promotion, candidate: dict[str, Any] | None, ser
     return PromotionDecision("promote", Reason.PROMOTED, f"Promoted {name}{checked}.", name, compared)
 
 
-def promotion_patch(training_job: str) -> dict[str, Any]:
-    """The merge patch of the ModelDeployment: only the one field the policy owns."""
-    return {"spec": {"model": {"trainingJob": {"name": training_job}}}}
+def decide_rollback(promotion: Promotion, target: dict[str, Any], serving_name: str | None,
+                    since_promotion: list[MonitorResult]) -> PromotionDecision | None:
+    """A rollback when spec.promotion.rollbackOnBreach is set, the model a promotion put in
+    service still serves (the target's promotion annotations say which it replaced), and a
+    monitor read on the feedback given since is breached (`since_promotion`)."""
+    annotations = (target.get("metadata") or {}).get("annotations") or {}
+    previous = annotations.get(ANNOTATION_PROMOTED_OVER)
+    if not promotion.rollback_on_breach or not previous or not serving_name:
+        return None
+    breached = [result for result in since_promotion if result.verdict == BREACHED]
+    if not breached:
+        return None
+    why = "; ".join(f"{result.name}: {result.message}" for result in breached)
+    return PromotionDecision("rollback", Reason.ROLLED_BACK,
+                             f"Rolled back from {serving_name} to {previous}: breached since its promotion ({why}).",
+                             previous)
+
+
+def promoted_at(target: dict[str, Any]) -> dt.datetime | None:
+    """When a FeedbackPolicy promoted the model the target serves; None if none did."""
+    return parse_time(((target.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_PROMOTED_AT))
+
+
+def rolled_back(target: dict[str, Any]) -> str | None:
+    return ((target.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_ROLLED_BACK)
+
+
+def promotion_patch(training_job: str, replaced: str | None, at: dt.datetime) -> dict[str, Any]:
+    """The merge patch of the ModelDeployment: the model, and when and over which it was promoted."""
+    return {"metadata": {"annotations": {ANNOTATION_PROMOTED_AT: format_time(at), ANNOTATION_PROMOTED_OVER: replaced}},
+            "spec": {"model": {"trainingJob": {"name": training_job}}}}
+
+
+def rollback_patch(previous: str, taken_out: str) -> dict[str, Any]:
+    """The merge patch that serves `previous` again (null removes an annotation)."""
+    return {"metadata": {"annotations": {ANNOTATION_PROMOTED_AT: None, ANNOTATION_PROMOTED_OVER: None,
+                                         ANNOTATION_ROLLED_BACK: taken_out}},
+            "spec": {"model": {"trainingJob": {"name": previous}}}}
 
 
 def append_history(history: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str, Any]]:
