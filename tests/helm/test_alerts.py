@@ -37,7 +37,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess:
 def test_rules_are_valid(rules_file):
     result = promtool("check", "rules", str(rules_file))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "4 rules found" in result.stdout
+    assert "5 rules found" in result.stdout
 
 
 def _run_rule_tests(rules_file: Path, tests: list[dict]) -> subprocess.CompletedProcess:
@@ -123,7 +123,34 @@ def test_a_healthy_operator_raises_no_alert(rules_file):
         ],
         "alert_rule_test": [
             {"eval_time": "40m", "alertname": name, "exp_alerts": []}
-            for name in ("StrataOperatorDown", "StrataReconcileErrors", "StrataInvalidSpecs", "StrataReconcileSlow")
+            for name in ("StrataOperatorDown", "StrataReconcileErrors", "StrataInvalidSpecs", "StrataReconcileSlow",
+                         "StrataFeedbackMonitorBreached")
+        ],
+    }])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_breached_monitor_alerts_after_fifteen_minutes_naming_the_deployment_and_policy(rules_file):
+    breached = ('strata_feedback_monitor_breached{{job="{job}",namespace="ml",policy="lm-loop",target="lm",'
+                'monitor="{monitor}"}}')
+    result = _run_rule_tests(rules_file, [{
+        "interval": "1m",
+        "input_series": [
+            {"series": breached.format(job=JOB, monitor="approval"), "values": "0x10 1x30"},
+            {"series": breached.format(job=JOB, monitor="toxicity"), "values": "0x40"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "20m", "alertname": "StrataFeedbackMonitorBreached", "exp_alerts": []},
+            {"eval_time": "30m", "alertname": "StrataFeedbackMonitorBreached", "exp_alerts": [{
+                "exp_labels": {"severity": "warning", "namespace": "ml", "policy": "lm-loop", "target": "lm",
+                               "monitor": "approval"},
+                "exp_annotations": {
+                    "summary": "The approval monitor of ModelDeployment ml/lm is breached",
+                    "description": "FeedbackPolicy lm-loop has read its approval monitor as breached for 15 minutes. "
+                                   "Its status says the value, the threshold and what it did about it (kubectl "
+                                   "describe feedbackpolicy lm-loop -n ml).",
+                },
+            }]},
         ],
     }])
     assert result.returncode == 0, result.stdout + result.stderr

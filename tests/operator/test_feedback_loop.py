@@ -105,6 +105,14 @@ def test_low_approval_retrains_once_within_the_cooldown_promotes_the_result_and_
     assert (approval["verdict"], approval["samples"], approval["value"], approval["window"]) == ("Breached", 25, 0.2, "1h")
     assert status["breachedMonitors"] == "approval"
 
+    # The same reading, as the operator's metrics (what the chart's alert rule watches).
+    with urllib.request.urlopen(operator.metrics_url, timeout=5) as response:
+        exposition = response.read().decode()
+    labels = f'monitor="approval",namespace="{namespace}",policy="lm-loop",target="lm"'
+    for line in (f"strata_feedback_monitor_breached{{{labels}}} 1.0", f"strata_feedback_monitor_value{{{labels}}} 0.2",
+                 f"strata_feedback_monitor_samples{{{labels}}} 25.0"):
+        assert line in exposition, [row for row in exposition.splitlines() if "feedback_monitor" in row]
+
     retraining = get_json(cluster, "trainingjob", "lm-retrain-1", "-n", namespace)
     assert retraining["metadata"]["annotations"]["strata.dev/retrained-from"] == "lm"
     assert "approval breached" in retraining["metadata"]["annotations"]["strata.dev/created-because"]

@@ -85,7 +85,7 @@ creates, and post events.
 {{- end }}
 
 {{/*
-Alert rules for the operator itself. Kept in a helper so tests can render them alone and
+Alert rules for the operator itself, and for the FeedbackPolicies' monitors. Kept in a helper so tests can render them alone and
 check them with promtool. The job label is the metrics Service's name, as the
 ServiceMonitor (and most scrape configs) set it.
 */}}
@@ -134,4 +134,17 @@ groups:
         annotations:
           summary: "Reconciling {{`{{ $labels.kind }}`}} takes over 10 s (p99)"
           description: The API server or the operator is overloaded; status updates lag behind.
+  - name: strata-feedback
+    rules:
+      - alert: StrataFeedbackMonitorBreached
+        expr: max by (namespace, policy, target, monitor) (strata_feedback_monitor_breached{job="{{ $job }}"}) == 1
+        for: 15m
+        labels:
+          severity: warning
+        annotations:
+          summary: "The {{`{{ $labels.monitor }}`}} monitor of ModelDeployment {{`{{ $labels.namespace }}`}}/{{`{{ $labels.target }}`}} is breached"
+          description: >-
+            FeedbackPolicy {{`{{ $labels.policy }}`}} has read its {{`{{ $labels.monitor }}`}} monitor as breached
+            for 15 minutes. Its status says the value, the threshold and what it did about it
+            (kubectl describe feedbackpolicy {{`{{ $labels.policy }}`}} -n {{`{{ $labels.namespace }}`}}).
 {{- end }}

@@ -43,6 +43,7 @@ from strata.controllers.reconcile import (
     resolve_references,
 )
 from strata.controllers.registration import RESYNC_SECONDS, register_kind, watch_children
+from strata.metrics import set_monitor_series
 from strata.render import feedback_policy as policy
 from strata.render.common import owner_labels
 from strata.render.config import render_config_map
@@ -275,6 +276,9 @@ def render(info: KindInfo, body: dict[str, Any], spec: FeedbackPolicySpec, input
         else:
             k8s.post_event(body, "Warning", Reason.ROLLED_BACK, f"{what}. {promotion.message}")
     _announce_changes(body, inputs)
+    # The latest readings (fresh, or kept in status between evaluations) as metrics.
+    set_monitor_series(inputs.namespace, body["metadata"]["name"], spec.target.model_deployment,
+                       [(r.name, r.value, r.verdict, r.samples) for r in inputs.results])
     # Kept as they are: a retraining is created once (its policy says so), never updated, and
     # never deleted by the operator (the chart grants no delete on users' kinds): the garbage
     # collector removes them with their policy.

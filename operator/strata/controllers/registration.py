@@ -31,7 +31,7 @@ from strata.controllers.reconcile import (
     resolve_references,
 )
 from strata.controllers.requeue import SCHEDULE, Entry, Requeuer
-from strata.metrics import RESOURCES_READY
+from strata.metrics import drop_object_series
 from strata.render.config import render_config_map
 
 # Level-based safety net: every object is reconciled at least this often, events or not.
@@ -93,12 +93,9 @@ def register_kind(info: KindInfo, resolve: Resolver, render: Renderer, observe: 
 
 
 def forget(kind: str, namespace: str, name: str, uid: str) -> None:
-    """Drop what the operator kept in memory for a deleted object: its lock, its Ready series."""
+    """Drop what the operator kept in memory for a deleted object: its lock, its metric series."""
     forget_object(uid)
-    try:
-        RESOURCES_READY.remove(kind, namespace, name)
-    except KeyError:  # never reconciled successfully, so no series to drop
-        pass
+    drop_object_series(kind, namespace, name)
 
 
 def periodic_pass(entry: Entry) -> None:
