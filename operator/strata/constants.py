@@ -42,6 +42,10 @@ ANNOTATION_PROMOTED_AT = "strata.dev/promoted-at"
 ANNOTATION_PROMOTED_OVER = "strata.dev/promoted-over"
 # ... and after a rollback, the TrainingJob taken out of service (never promoted again).
 ANNOTATION_ROLLED_BACK = "strata.dev/rolled-back"
+# On a Dataset: a request for a pipeline run now (an RFC 3339 time; a FeedbackPolicy's
+# spec.retrain.refreshDataset sets it, and so may a person). A later time is a new request;
+# status.refreshRequestedAt echoes the one the latest run answers.
+ANNOTATION_REFRESH_REQUESTED = "strata.dev/refresh-requested-at"
 
 
 class ChildPolicy:
@@ -141,6 +145,7 @@ class Reason:
     CONCURRENCY_LIMIT = "ConcurrencyLimit"
     INSUFFICIENT_SAMPLES = "InsufficientSamples"
     RETRAINING_DISABLED = "RetrainingDisabled"  # spec.retrain unset: monitoring only
+    REFRESHING_DATASET = "RefreshingDataset"  # spec.retrain.refreshDataset: a new version first
     # FeedbackPolicy: promotion (the Promotion condition).
     NO_CANDIDATE = "NoCandidate"
     AWAITING_APPROVAL = "AwaitingApproval"

@@ -183,6 +183,46 @@ def test_low_approval_retrains_once_within_the_cooldown_promotes_the_result_and_
     assert get_json(cluster, "modeldeployment", "lm", "-n", namespace)["spec"]["model"] == {"trainingJob": {"name": "lm"}}
 
 
+def test_with_refresh_dataset_the_retraining_waits_for_a_run_of_the_datasets_pipeline_and_says_how_it_ended(
+        operator, crds_installed, namespace, sidecar):
+    """kwok runs the pipeline's pod to completion without running it: the requested run ends
+    publishing no version (ResultMissing), which the retraining's reason says."""
+    cluster = crds_installed
+    metrics_url, rate = sidecar
+    for n in range(25):
+        rate(f"req-{n}", "down")
+    apply_training_inputs(cluster, namespace)
+    refreshing = policy(namespace, metrics_url)
+    refreshing["spec"]["retrain"]["refreshDataset"] = {"includeFeedback": False}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+        gpu_training_job(namespace, "lm", nodes=1, gpus_per_node=1), model_deployment(namespace), refreshing]}))
+
+    def fetch():
+        return get_json(cluster, "feedbackpolicy", "lm-loop", "-n", namespace) or {}
+
+    requested = wait_for(lambda: (p := fetch()).get("status", {}).get("datasetRefresh") and p, timeout=90,
+                         what="a dataset refresh request")
+    refresh = requested["status"]["datasetRefresh"]
+    assert refresh["dataset"] == "chats" and refresh["reason"].startswith("Retraining because approval breached")
+    retraining = conditions_of(requested)["Retraining"]
+    assert (retraining["status"], retraining["reason"]) == ("True", "RefreshingDataset")
+    dataset = get_json(cluster, "dataset", "chats", "-n", namespace)
+    assert dataset["metadata"]["annotations"]["strata.dev/refresh-requested-at"] >= refresh["requestedAt"]
+
+    started = wait_for(lambda: (p := fetch()).get("status", {}).get("lastRetrain") and p, timeout=120,
+                       what="the retraining after the refresh")
+    assert "datasetRefresh" not in started["status"]
+    assert started["status"]["lastRetrain"]["reason"].endswith(
+        "Dataset chats's refresh published no version; training on no version yet.")
+    dataset = get_json(cluster, "dataset", "chats", "-n", namespace)
+    assert dataset["status"]["refreshRequestedAt"] >= refresh["requestedAt"]
+    events = get_json(cluster, "events", "-n", namespace, "--field-selector", "involvedObject.name=chats")["items"]
+    assert any(e["message"].startswith(f"Started the refresh requested at {refresh['requestedAt']}") for e in events), \
+        [e["message"] for e in events]
+    # Not acted on, and said so: folding feedback into the refresh.
+    assert "spec.retrain.refreshDataset.includeFeedback" not in conditions_of(started)["Ready"]["message"]
+
+
 def test_a_second_policy_on_the_same_deployment_and_an_invalid_schedule_are_reported_naming_the_field(
         operator, crds_installed, namespace):
     cluster = crds_installed

@@ -20,7 +20,9 @@ from strata.render.dataset import (
     PipelineRun,
     invalid_schedule,
     job_name,
+    latest_tick,
     refresh_tick,
+    request_tick,
     render_pipeline_config,
     render_pipeline_job,
     unsupported_features,
@@ -175,9 +177,10 @@ def _run(job, state, config_map="chats-pipeline-abc", start="2026-01-01T00:00:00
     return RunView(job=job, state=state, config_map=config_map, start_time=start, result=result, exit_code=exit_code)
 
 
-def _inputs(runs=(), previous=None, now="2026-01-01T01:00:00Z", blocked=None):
+def _inputs(runs=(), previous=None, now="2026-01-01T01:00:00Z", blocked=None, requested=None):
     return DatasetInputs(namespace="ml", name="chats", uid="u-1", now=now, created="2026-01-01T00:00:00Z",
-                         image="data:1", runs=tuple(runs), previous=previous or {}, blocked=blocked)
+                         image="data:1", runs=tuple(runs), previous=previous or {}, blocked=blocked,
+                         refresh_requested=requested)
 
 
 @pytest.mark.parametrize("runs, schedule, now, keep, starts", [
@@ -199,6 +202,37 @@ def test_plan_run(runs, schedule, now, keep, starts):
         assert run is None
     else:
         assert run is not None and run.because.startswith(starts)
+
+
+@pytest.mark.parametrize("requested, tick", [
+    pytest.param("2026-01-01T00:30:05Z", "20260101003005", id="a request is a tick to the second"),
+    pytest.param("2025-12-31T23:00:00Z", NO_TICK, id="a request older than the Dataset is none (copied with it)"),
+    pytest.param("tomorrow", NO_TICK, id="a value that is no RFC 3339 time is ignored"),
+    pytest.param(None, NO_TICK, id="no annotation, no request"),
+])
+def test_request_tick(requested, tick):
+    assert request_tick(requested, "2026-01-01T00:00:00Z") == tick
+
+
+def test_the_later_of_the_schedule_and_a_request_wins():
+    assert latest_tick("202601010200", "20260101020001") == "20260101020001"
+    assert latest_tick("202601010200", "20260101015959") == "202601010200"
+    assert latest_tick(NO_TICK, "20260101015959") == "20260101015959" and latest_tick("202601010200", NO_TICK) == "202601010200"
+
+
+def test_a_refresh_request_starts_a_run_after_the_current_one_and_the_run_answering_it_says_so():
+    done = _run(job_name("chats", "abc", "0"), RunState.SUCCEEDED)
+    _, run = plan_run(spec(), _inputs([done], requested="2026-01-01T00:40:00Z"), "chats-pipeline-abc", "abc")
+    assert run is not None and run.because == "Started the refresh requested at 2026-01-01T00:40:00Z"
+    assert run.tick == "20260101004000"
+    going = _run(job_name("chats", "abc", "0"), RunState.RUNNING)
+    kept, run = plan_run(spec(), _inputs([going], requested="2026-01-01T00:40:00Z"), "chats-pipeline-abc", "abc")
+    assert (kept, run) == (going.job, None)
+    answering = RunView(job=job_name("chats", "abc", "20260101004000"), state=RunState.RUNNING,
+                        config_map="chats-pipeline-abc", tick="20260101004000")
+    outcome = observe(DATASET, spec(), _inputs([answering], requested="2026-01-01T00:40:00Z"),
+                      [{"kind": "Job", "metadata": {"name": answering.job}}])
+    assert outcome.extra_status["refreshRequestedAt"] == "2026-01-01T00:40:00Z"
 
 
 def test_a_run_builds_on_the_current_version_and_nothing_runs_while_the_spec_is_unsupported():

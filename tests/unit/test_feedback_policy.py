@@ -221,3 +221,39 @@ def test_monitors_are_evaluated_over_the_window():
     results = {r.name: r for r in policy.evaluate(spec, policy.Signals(feedback=tuple(old + recent)), NOW)}
     assert (results["approval"].verdict, results["approval"].value, results["approval"].samples) == (BREACHED, 0.5, 20)
     assert (results["bias"].verdict, results["bias"].value) == (BREACHED, 1.0)
+
+
+PENDING = {"dataset": "chats", "requestedAt": "2026-03-02T11:00:00Z", "reason": "approval breached"}
+
+
+def dataset_status(**status) -> dict:
+    return {"metadata": {"name": "chats"}, "status": status}
+
+
+@pytest.mark.parametrize("case, dataset, outcome", [
+    ("an earlier run that ended does not answer the request",
+     dataset_status(phase="Succeeded", version="v1", refreshRequestedAt="2026-03-01T00:00:00Z"), None),
+    ("the requested run still going is waited for",
+     dataset_status(phase="Running", version="v1", refreshRequestedAt="2026-03-02T11:00:00Z"), None),
+    ("the requested run published: train on its version",
+     dataset_status(phase="Succeeded", version="v2", refreshRequestedAt="2026-03-02T11:00:00Z"),
+     "Dataset chats refreshed; training on version v2."),
+    ("a run answering a later request answers this one too",
+     dataset_status(phase="Succeeded", version="v2", refreshRequestedAt="2026-03-02T11:00:01Z"),
+     "Dataset chats refreshed; training on version v2."),
+    ("the requested run failed: train on the version still current",
+     dataset_status(phase="Failed", version="v1", refreshRequestedAt="2026-03-02T11:00:00Z"),
+     "Dataset chats's refresh published no version; training on version v1."),
+    ("a Dataset that cannot run is not waited for", dataset_status(phase="Invalid"),
+     "Dataset chats cannot run its pipeline (see its status); training on no version yet."),
+    ("a Dataset deleted meanwhile is not waited for", None, "Dataset chats is gone."),
+], ids=lambda v: v if isinstance(v, str) and " " in v else "")
+def test_refresh_outcome(case, dataset, outcome):
+    assert policy.refresh_outcome(PENDING, dataset) == outcome
+
+
+def test_only_a_template_that_trains_on_a_datasets_current_version_is_refreshed_for():
+    assert policy.refreshable_dataset(TEMPLATE) is None  # pins v1
+    unpinned = {**TEMPLATE, "spec": {**TEMPLATE["spec"], "dataset": {"name": "chats"}}}
+    assert policy.refreshable_dataset(unpinned) == "chats"
+    assert policy.refreshable_dataset({"spec": {}}) is None

@@ -252,6 +252,7 @@ class DatasetStatus(StatusBase):
     gates: list[GateVerdict] = Field(default_factory=list, max_length=16, description="Quality-gate verdicts of the latest run's version.")
     job: str | None = Field(default=None, max_length=63, description="The Job of the latest pipeline run.")
     last_refresh_time: str | None = Field(default=None, max_length=64, description="When the latest run started reading the sources (RFC 3339).")
+    refresh_requested_at: str | None = Field(default=None, max_length=64, description="The refresh request (annotation strata.dev/refresh-requested-at) the latest run answers.")
 
 
 DATASET = KindInfo(

@@ -73,7 +73,7 @@ class RetrainTrigger(StrataModel):
 
 
 class RefreshDataset(StrataModel):
-    include_feedback: bool = Field(default=True, description="Add approved feedback samples to the next Dataset version.")
+    include_feedback: bool = Field(default=True, description="Add approved feedback samples to the next Dataset version (not done in this version: the refresh reads the Dataset's sources only).")
 
 
 class RetrainTemplate(StrataModel):
@@ -84,7 +84,7 @@ class Retrain(StrataModel):
     triggers: list[RetrainTrigger] = Field(min_length=1, max_length=8, description="When to retrain; any trigger starts a retraining.")
     cooldown: Duration = Field(default="24h", description="Least time between two retrainings.")
     max_concurrent: int = Field(default=1, ge=1, le=16, description="Most retraining TrainingJobs running at once.")
-    refresh_dataset: RefreshDataset | None = Field(default=None, description="Build a new Dataset version first; train on the current one when unset.")
+    refresh_dataset: RefreshDataset | None = Field(default=None, description="Run the template's Dataset pipeline first (it publishes a new version when its sources changed), and train on what it then serves; train on the current version when unset.")
     template: RetrainTemplate = Field(description="Which TrainingJob the retraining copies.")
 
 
@@ -172,6 +172,12 @@ class PromotionState(StrataModel):
     rolled_back: str | None = Field(default=None, max_length=253, description="The promoted TrainingJob a rollback took out of service; it is not promoted again.")
 
 
+class DatasetRefreshState(StrataModel):
+    dataset: str = Field(max_length=253, description="The Dataset asked for a new version before the retraining.")
+    requested_at: str = Field(max_length=64, description="When (RFC 3339): its strata.dev/refresh-requested-at annotation.")
+    reason: str = Field(default="", max_length=1024, description="Why the retraining that waits for it was triggered.")
+
+
 class FeedbackPolicyStatus(StatusBase):
     monitors: list[MonitorReading] = Field(
         default_factory=list,
@@ -186,6 +192,7 @@ class FeedbackPolicyStatus(StatusBase):
     last_evaluation: str | None = Field(default=None, max_length=64, description="When the monitors were last read (RFC 3339).")
     last_schedule_check: str | None = Field(default=None, max_length=64, description="Until when the retraining schedules were checked (RFC 3339).")
     promotion: PromotionState | None = Field(default=None, description="The latest retrained model's promotion.")
+    dataset_refresh: DatasetRefreshState | None = Field(default=None, description="A Dataset refresh a triggered retraining waits for (spec.retrain.refreshDataset).")
     history: list[TriggerRecord] = Field(default_factory=list, max_length=20, description="The latest retraining and promotion decisions, oldest first (at most 20).")
 
 

@@ -10,6 +10,9 @@ every STRATA_RESYNC_SECONDS, a minute by default, and Job and pod events add pas
 CronJob: a run needs the current version as its parent (lineage, the drift gate), which a
 CronJob's fixed template cannot pass, and one owner for every run keeps observation in one place.
 A run still going when the schedule fires again finishes first; the next starts after it.
+A run is also started on request: a newer time in the strata.dev/refresh-requested-at annotation
+(a FeedbackPolicy's spec.retrain.refreshDataset sets it), echoed in status.refreshRequestedAt
+by the run that answers it.
 
 The current version is what status.version and status.path say (a TrainingJob reads them with
 spec.storage.pvc, see trainingjob.resolve_data); a version that breaks a gate is recorded in
@@ -26,7 +29,7 @@ from strata import __version__, k8s
 from strata.api import DATASET, KindInfo
 from strata.api.dataset import DatasetSpec
 from strata.conditions import now_rfc3339
-from strata.constants import ConditionStatus, Phase, Reason
+from strata.constants import ANNOTATION_REFRESH_REQUESTED, ConditionStatus, Phase, Reason
 from strata.controllers.reconcile import Inputs, Outcome, is_controlled_by, missing_reference_outcome, resolve_references
 from strata.controllers.registration import register_kind, watch_children
 from strata.observe.dataset import RunState, RunView, gate_status, judge_run, merge_history, newest_run, observe_run
@@ -40,8 +43,10 @@ from strata.render.dataset import (
     invalid_schedule,
     job_name,
     kept_job,
+    latest_tick,
     refresh_tick,
     render_pipeline_job,
+    request_tick,
     unsupported_features,
     version_path,
 )
@@ -66,6 +71,7 @@ class DatasetInputs(Inputs):
     blocked: tuple[str, str] | None = None
     runs: tuple[RunView, ...] = ()
     previous: dict[str, Any] = field(default_factory=dict)  # the status this pass started from
+    refresh_requested: str | None = None  # the strata.dev/refresh-requested-at annotation
 
 
 def resolve(info: KindInfo, body: dict[str, Any], spec: DatasetSpec) -> DatasetInputs:
@@ -75,7 +81,8 @@ def resolve(info: KindInfo, body: dict[str, Any], spec: DatasetSpec) -> DatasetI
                            now=now_rfc3339(),
                            created=meta.get("creationTimestamp") or now_rfc3339(),
                            image=os.environ.get(DATA_IMAGE_ENV) or DEFAULT_DATA_IMAGE,
-                           previous=body.get("status") or {})
+                           previous=body.get("status") or {},
+                           refresh_requested=(meta.get("annotations") or {}).get(ANNOTATION_REFRESH_REQUESTED))
     problem = unsupported_features(spec)
     blocked = (Reason.UNSUPPORTED_FEATURE, problem) if problem else None
     if blocked is None and (problem := invalid_schedule(spec)):
@@ -95,7 +102,9 @@ def plan_run(spec: DatasetSpec, inputs: DatasetInputs, config_map: str, config_h
     """Pure: (a live run's Job to keep, the run to have). The run to have is created once."""
     if inputs.blocked is not None or inputs.missing:
         return None, None
-    tick = refresh_tick(spec, inputs.created, inputs.now)
+    scheduled = refresh_tick(spec, inputs.created, inputs.now)
+    requested = request_tick(inputs.refresh_requested, inputs.created)
+    tick = latest_tick(scheduled, requested)
     wanted = job_name(inputs.name, config_hash, tick)
     newest = newest_run(list(inputs.runs))
     if newest is not None and newest.job != wanted and not newest.ended and newest.config_map == config_map:
@@ -105,6 +114,8 @@ def plan_run(spec: DatasetSpec, inputs: DatasetInputs, config_map: str, config_h
         because = "Started the first pipeline run"
     elif newest.config_map != config_map:
         because = "Started a pipeline run for the changed spec"
+    elif tick != NO_TICK and tick == requested:
+        because = f"Started the refresh requested at {inputs.refresh_requested}"
     else:
         because = f"Started the scheduled refresh of {tick[:4]}-{tick[4:6]}-{tick[6:8]} {tick[8:10]}:{tick[10:]} UTC" \
             if tick != NO_TICK else "Started a pipeline run"
@@ -158,6 +169,8 @@ def observe(info: KindInfo, spec: DatasetSpec, inputs: DatasetInputs, children: 
     verdict = None
     if run is not None:
         status["job"] = run.job
+        if inputs.refresh_requested and run.tick == request_tick(inputs.refresh_requested, inputs.created) != NO_TICK:
+            status["refreshRequestedAt"] = inputs.refresh_requested
         if run.start_time:
             status["lastRefreshTime"] = run.start_time
         if run.ended:

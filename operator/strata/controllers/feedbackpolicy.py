@@ -24,11 +24,12 @@ from urllib.parse import urlencode
 
 
 from strata import k8s, podmetrics
-from strata.api import FEEDBACK_POLICY, MODEL_DEPLOYMENT, TRAINING_JOB, KindInfo
+from strata.api import DATASET, FEEDBACK_POLICY, MODEL_DEPLOYMENT, TRAINING_JOB, KindInfo
 from strata.api.feedback import FeedbackPolicySpec
 from strata.constants import (
     ANNOTATION_APPROVE_PROMOTION,
     ANNOTATION_CREATED_BECAUSE,
+    ANNOTATION_REFRESH_REQUESTED,
     API_VERSION,
     ConditionStatus,
     ConditionType,
@@ -75,6 +76,10 @@ class PolicyInputs(Inputs):
     history: tuple[dict[str, Any], ...] = ()
     last_retrain: dict[str, Any] | None = None
     retrain_count: int = 0
+    # A Dataset refresh a triggered retraining waits for (status.datasetRefresh), and whether
+    # this pass requests it (render annotates the Dataset).
+    refresh: dict[str, Any] | None = None
+    request_refresh: bool = False
 
 
 # ---------------------------------------------------------------------------------------
@@ -203,8 +208,36 @@ def resolve(info: KindInfo, body: dict[str, Any], spec: FeedbackPolicySpec) -> P
                      or policy.parse_time(meta.get("creationTimestamp")) or now)
     active = sum(policy.is_active(job) for job in retrainings)
     decision = policy.decide_retrain(spec.retrain, list(inputs.results), active, last_start, schedule_from, now)
-    inputs = replace(inputs, retrain=decision)
     template_name = spec.retrain.template.from_training_job.name
+    pending = previous.get("datasetRefresh")
+    if pending:
+        # A retraining was triggered and waits for its Dataset's refresh: created once it ran.
+        datasets = k8s.list_objects(DATASET, namespace, pending["dataset"])
+        ended = policy.refresh_outcome(pending, datasets[0] if datasets else None)
+        if ended is None:
+            decision = policy.RetrainDecision(
+                False, Reason.REFRESHING_DATASET,
+                f"Waiting for Dataset {pending['dataset']} to run the refresh requested at {pending['requestedAt']}, "
+                f"then retraining. {pending.get('reason', '')}")
+            inputs = replace(inputs, refresh=pending)
+        else:
+            decision = policy.RetrainDecision(True, Reason.RETRAINING_STARTED, f"{pending.get('reason', '')} {ended}")
+    elif decision.create and spec.retrain.refresh_dataset is not None:
+        dataset = policy.refreshable_dataset(k8s.list_objects(TRAINING_JOB, namespace, template_name)[0])
+        datasets = k8s.list_objects(DATASET, namespace, dataset) if dataset else []
+        if datasets:
+            # A request made since the last retraining (by a pass whose status write was lost,
+            # or by a person) is waited for rather than repeated.
+            made = ((datasets[0]["metadata"].get("annotations") or {}).get(ANNOTATION_REFRESH_REQUESTED) or "")
+            recent = made if made > (policy.format_time(last_start) if last_start else "") else None
+            pending = {"dataset": dataset, "requestedAt": recent or policy.format_time(now),
+                       "reason": decision.message[:900]}
+            decision = policy.RetrainDecision(
+                False, Reason.REFRESHING_DATASET,
+                f"Requested a refresh of Dataset {dataset} (spec.retrain.refreshDataset); the retraining starts once "
+                f"it ran. {decision.message}")
+            inputs = replace(inputs, refresh=pending, request_refresh=recent is None)
+    inputs = replace(inputs, retrain=decision)
     if decision.create:
         numbers = [policy.retraining_number(job["metadata"]["name"], spec.target.model_deployment) or 0
                    for job in retrainings]
@@ -275,6 +308,12 @@ def render(info: KindInfo, body: dict[str, Any], spec: FeedbackPolicySpec, input
             k8s.post_event(body, "Normal", Reason.PROMOTED, what)
         else:
             k8s.post_event(body, "Warning", Reason.ROLLED_BACK, f"{what}. {promotion.message}")
+    if inputs.request_refresh and inputs.refresh is not None:
+        k8s.merge_patch_object(API_VERSION, DATASET.kind, inputs.namespace, inputs.refresh["dataset"],
+                               {"metadata": {"annotations": {ANNOTATION_REFRESH_REQUESTED: inputs.refresh["requestedAt"]}}})
+        k8s.post_event(body, "Normal", Reason.REFRESHING_DATASET,
+                       f"Set Dataset {inputs.refresh['dataset']} {ANNOTATION_REFRESH_REQUESTED}="
+                       f"{inputs.refresh['requestedAt']}: a new version before retraining")
     _announce_changes(body, inputs)
     # The latest readings (fresh, or kept in status between evaluations) as metrics.
     set_monitor_series(inputs.namespace, body["metadata"]["name"], spec.target.model_deployment,
@@ -321,6 +360,8 @@ def observe(info: KindInfo, spec: FeedbackPolicySpec, inputs: PolicyInputs, chil
         status["lastRetrain"] = inputs.last_retrain
     if inputs.history:
         status["history"] = list(inputs.history)
+    if inputs.refresh:
+        status["datasetRefresh"] = inputs.refresh
     if spec.retrain is not None and any(trigger.schedule for trigger in spec.retrain.triggers):
         status["lastScheduleCheck"] = policy.format_time(inputs.now)
 
@@ -358,7 +399,7 @@ def observe(info: KindInfo, spec: FeedbackPolicySpec, inputs: PolicyInputs, chil
         conditions[ConditionType.RETRAINING] = (false, Reason.RETRAINING_DISABLED,
                                                 "spec.retrain is unset: this policy monitors only.")
     elif retrain is not None:
-        state = true if retrain.create or running else false
+        state = true if retrain.create or running or inputs.refresh else false
         message = retrain.message
         if running and not retrain.create:
             message = f"Running: {', '.join(running)}. {message}"

@@ -113,6 +113,25 @@ def invalid_schedule(spec: DatasetSpec) -> str | None:
     return None
 
 
+def request_tick(requested: str | None, created: str) -> str:
+    """A refresh request (an RFC 3339 time) as a tick (``%Y%m%d%H%M%S``), or ``0`` when there is
+    none, it is not a time, or it predates the Dataset (copied from another object)."""
+    try:
+        moment = _dt.datetime.strptime(requested or "", "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return NO_TICK
+    return moment.strftime("%Y%m%d%H%M%S") if (requested or "") > created else NO_TICK
+
+
+def latest_tick(schedule_tick: str, requested_tick: str) -> str:
+    """The later of the schedule's tick (to the minute) and a request's (to the second)."""
+    if requested_tick == NO_TICK:
+        return schedule_tick
+    if schedule_tick == NO_TICK:
+        return requested_tick
+    return requested_tick if requested_tick > schedule_tick + "00" else schedule_tick
+
+
 def refresh_tick(spec: DatasetSpec, created: str, now: str) -> str:
     """The latest time the schedule fired after the Dataset was created (``%Y%m%d%H%M``), or ``0``."""
     if spec.refresh is None:

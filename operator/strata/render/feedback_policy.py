@@ -24,6 +24,7 @@ from strata.constants import (
     ANNOTATION_RETRAINED_FROM,
     ANNOTATION_ROLLED_BACK,
     ChildPolicy,
+    Phase,
     Reason,
 )
 from strata.render.common import child_labels, owner_reference
@@ -154,8 +155,8 @@ def unimplemented_fields(spec: FeedbackPolicySpec) -> list[str]:
     fields = []
     if spec.monitors.drift is not None:
         fields.append("spec.monitors.drift")
-    if spec.retrain is not None and spec.retrain.refresh_dataset is not None:
-        fields.append("spec.retrain.refreshDataset")
+    if spec.retrain is not None and spec.retrain.refresh_dataset is not None and spec.retrain.refresh_dataset.include_feedback:
+        fields.append("spec.retrain.refreshDataset.includeFeedback")
     fields += [f"spec.promotion.requireNoWorse[{index}] ({metric})"
                for index, metric in enumerate(spec.promotion.require_no_worse) if metric not in TRAINING_METRICS]
     return fields
@@ -216,6 +217,32 @@ def decide_retrain(retrain: Retrain, results: list[MonitorResult], active: int, 
                                f"at {format_time(last_retrain)}, the next may start at "
                                f"{format_time(last_retrain + cooldown)}. Due because {why}.")
     return RetrainDecision(True, Reason.RETRAINING_STARTED, f"Retraining because {why}.")
+
+
+def refreshable_dataset(template: dict[str, Any]) -> str | None:
+    """The Dataset a retraining copied from `template` trains on, when a refresh can change
+    what that is: None when the template names none or pins a version."""
+    dataset = (template.get("spec") or {}).get("dataset") or {}
+    return dataset.get("name") if dataset.get("name") and not dataset.get("version") else None
+
+
+def refresh_outcome(pending: dict[str, Any], dataset: dict[str, Any] | None) -> str | None:
+    """Pure: None while the Dataset refresh `pending` (status.datasetRefresh) runs; else a
+    sentence on how it ended, for the retraining's reason."""
+    name = pending["dataset"]
+    if dataset is None:
+        return f"Dataset {name} is gone."
+    status = dataset.get("status") or {}
+    phase, version = status.get("phase"), status.get("version")
+    on = f"version {version}" if version else "no version yet"
+    if phase == Phase.INVALID:
+        return f"Dataset {name} cannot run its pipeline (see its status); training on {on}."
+    # A run answering this request or a later one (RFC 3339 times in UTC compare as text).
+    if (status.get("refreshRequestedAt") or "") < pending["requestedAt"] or phase not in (Phase.SUCCEEDED, Phase.FAILED):
+        return None
+    if phase == Phase.SUCCEEDED:
+        return f"Dataset {name} refreshed; training on {on}."
+    return f"Dataset {name}'s refresh published no version; training on {on}."
 
 
 def retraining_number(name: str, target: str) -> int | None:
