@@ -13,10 +13,12 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-class ConfigError(ValueError):
+from strata_workloads import configfile
+
+class ConfigError(configfile.ConfigError):
     """A bad pipeline configuration; the message names the setting and what is wrong."""
 
 
@@ -208,31 +210,10 @@ class PipelineConfig(_Model):
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
-def describe_validation_error(error: ValidationError) -> str:
-    problems = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "<root>"
-        problems.append(f"{where}: {item['msg']}")
-    return "; ".join(problems)
-
-
 def load_config(path: str | Path) -> PipelineConfig:
     """Read a YAML or JSON file; raise :class:`ConfigError` naming the setting that is wrong."""
-    import yaml
-
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read ({error.strerror})") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML/JSON ({error})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: must hold a mapping of settings, got {type(raw).__name__}")
-    try:
-        config = PipelineConfig.model_validate(raw)
-    except ValidationError as error:
-        raise ConfigError(f"{path}: {describe_validation_error(error)}") from None
+    raw, source = configfile.read(path, error_type=ConfigError)
+    config = configfile.validate(PipelineConfig, raw, source, ConfigError)
     tokenizer_path = config.preprocessing.text.tokenizer.path
     if tokenizer_path is not None and not Path(tokenizer_path).is_file():
         raise ConfigError(f"{path}: preprocessing.text.tokenizer.path: {tokenizer_path} is not a file")

@@ -17,9 +17,10 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+
+from strata_workloads import configfile
 
 CONFIG_ENV = "STRATA_SIDECAR_CONFIG"
 
@@ -27,7 +28,7 @@ Port = Annotated[int, Field(ge=0, le=65535)]
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
-class ConfigError(ValueError):
+class ConfigError(configfile.ConfigError):
     """Invalid sidecar configuration; the message names the offending setting(s)."""
 
 
@@ -125,48 +126,10 @@ class SidecarConfig(_Section):
         return Path(self.state_dir)
 
 
-_MESSAGES = {
-    "extra_forbidden": "unknown setting",
-    "missing": "required setting is missing",
-    "greater_than_equal": "must be at least {ge}",
-    "less_than_equal": "must be at most {le}",
-    "greater_than": "must be greater than {gt}",
-    "less_than": "must be less than {lt}",
-    "literal_error": "must be one of {expected}",
-}
-
-
-def _describe(error: dict[str, Any]) -> str:
-    location = ".".join(to_camel(part) if isinstance(part, str) else str(part) for part in error["loc"])
-    kind = error["type"]
-    context = error.get("ctx") or {}
-    message = _MESSAGES[kind].format(**context) if kind in _MESSAGES else error["msg"].removeprefix("Value error, ")
-    if kind not in ("missing", "value_error") and "input" in error and not isinstance(error["input"], dict):
-        message += f", got {error['input']!r}"
-    return f"{location}: {message}" if location else message
-
-
 def parse_config(raw: Any, source: str = "<config>") -> SidecarConfig:
     """Validate an already-parsed mapping; raise ConfigError naming each bad setting."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
-    try:
-        return SidecarConfig.model_validate(raw)
-    except ValidationError as error:
-        problems = [_describe(item) for item in error.errors()]
-        raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(problems)) from None
+    return configfile.validate(SidecarConfig, raw, source, ConfigError)
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> SidecarConfig:
-    path = path or os.environ.get(CONFIG_ENV)
-    if not path:
-        raise ConfigError(f"no configuration: pass --config FILE or set {CONFIG_ENV}")
-    try:
-        text = Path(path).read_text()
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read configuration ({error.strerror})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML/JSON ({error})") from None
-    return parse_config(raw, str(path))
+    return parse_config(*configfile.read(path, CONFIG_ENV, ConfigError))

@@ -17,9 +17,10 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+
+from strata_workloads import configfile
 
 CONFIG_ENV = "STRATA_TRAIN_CONFIG"
 
@@ -46,7 +47,7 @@ PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 
 
-class ConfigError(ValueError):
+class ConfigError(configfile.ConfigError):
     """Invalid trainer configuration; the message names the offending setting(s)."""
 
 
@@ -273,54 +274,14 @@ class TrainConfig(_Section):
         return self.deepspeed.micro_batch_size * self.deepspeed.gradient_accumulation
 
 
-_MESSAGES = {
-    "greater_than_equal": "must be >= {ge}",
-    "greater_than": "must be > {gt}",
-    "less_than_equal": "must be <= {le}",
-    "less_than": "must be < {lt}",
-    "missing": "is required",
-    "extra_forbidden": "unknown setting",
-}
-
-
-def _describe(error: dict[str, Any]) -> str:
-    location = ".".join(str(part) for part in error["loc"] if part not in ("function-after",))
-    kind = error["type"]
-    context = error.get("ctx") or {}
-    if kind in _MESSAGES:
-        message = _MESSAGES[kind].format(**context)
-    else:
-        message = error["msg"].removeprefix("Value error, ")
-    if kind not in ("missing", "value_error") and "input" in error and not isinstance(error["input"], dict):
-        message += f", got {error['input']!r}"
-    return f"{location}: {message}" if location else message
-
-
 def parse_config(raw: Any, source: str = "<config>") -> TrainConfig:
     """Validate an already-parsed mapping; raise ConfigError naming each bad setting."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
-    try:
-        return TrainConfig.model_validate(raw)
-    except ValidationError as error:
-        problems = [_describe(item) for item in error.errors()]
-        raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(problems)) from None
+    return configfile.validate(TrainConfig, raw, source, ConfigError)
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> TrainConfig:
     """Load from ``path``, else from the file named by ``$STRATA_TRAIN_CONFIG`` (YAML or JSON)."""
-    path = path or os.environ.get(CONFIG_ENV)
-    if not path:
-        raise ConfigError(f"no configuration: pass --config FILE or set {CONFIG_ENV}")
-    try:
-        text = Path(path).read_text()
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read configuration ({error.strerror})") from None
-    try:
-        raw = yaml.safe_load(text)  # YAML is a superset of JSON
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML/JSON ({error})") from None
-    return parse_config(raw, str(path))
+    return parse_config(*configfile.read(path, CONFIG_ENV, ConfigError))
 
 
 def check_before_training(config: TrainConfig, cuda_available: bool) -> None:
