@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from strata_workloads.serve import protocol
-from strata_workloads.serve.analysis import Redactor, TensorStats, score_toxicity
+from strata_workloads.monitor.toxicity import score
+from strata_workloads.serve.analysis import Redactor, TensorStats
 from strata_workloads.serve.feedback import FeedbackError, FeedbackLog, FeedbackStore, validate
 from strata_workloads.serve.ratelimit import SLOTS, SharedBuckets
 from tritonclient.grpc import service_pb2
@@ -154,9 +155,8 @@ def test_the_client_address_is_a_pseudonym_only_under_pii():
     assert Redactor([]).client("10.1.2.3") == "10.1.2.3"
 
 
-def test_toxicity_scores_insults_above_plain_text():
-    assert score_toxicity("thank you, that helped") == 0.0
-    assert score_toxicity("you stupid idiot") > 0.5
+def test_the_sidecars_classifier_scores_insults_above_plain_text():
+    assert score(["thank you, that helped", "you stupid idiot"]) == [pytest.approx(0, abs=0.2), pytest.approx(1, abs=0.2)]
 
 
 # ---- drift statistics ----

@@ -20,6 +20,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sidecar_harness import Sidecar, write_model_repository
 from tests_support import wait_for
+
+from strata_workloads.monitor.toxicity import score
 from workload_harness import start_tritonserver
 
 import tritonclient.grpc as grpcclient
@@ -428,7 +430,8 @@ def test_sampled_requests_are_audited_with_declared_redaction(sidecar):
     for secret in ("jane.doe@example.com", "4111 1111", BOB, ALICE, "hunter2", "127.0.0.1"):
         assert secret not in raw_audit
     assert record["client"].startswith("sha256:")  # the client address is pseudonymised under pii
-    assert record["toxicity"] > 0  # "idiot" is in the lexicon
+    # The classifier's score of the output (the text model echoes its input), unredacted.
+    assert record["toxicity"] == pytest.approx(score([text[0, 0].decode()])[0])
     # Numeric tensors are written as a digest, never as values.
     _, trailing = raw_infer(sidecar.grpc_url, identity_request(np.full((1, 4), 1234.5)), (("x-api-key", ALICE),))
     request_id = trailing["strata-request-id"]

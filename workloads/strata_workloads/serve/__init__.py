@@ -50,7 +50,7 @@ Processes
                  request ids
   metrics.py     per-worker counters, published every 0.5 s and merged at scrape time
   analysis.py    audit log (audit.jsonl under the state dir; numeric tensors as digests,
-                 text redacted as declared), drift statistics, lexicon toxicity scores
+                 text redacted as declared), drift statistics, toxicity scores (alt-profanity-check)
   feedback.py    feedback.jsonl under the state dir, reloaded at start
 
 Tensors are never decoded on the request path: the model name and id are scanned from the

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from strata_workloads.monitor import toxicity as toxicity_model
 from strata_workloads.serve import protocol
 
 log = logging.getLogger(__name__)
@@ -87,21 +88,7 @@ class Redactor:
 
 # ---- toxicity ----
 
-# A lexicon stand-in for a classifier: the share of words that are insults, slurs or threats
-# (a short list; extend TOXIC_WORDS or swap score_toxicity for a model without changing callers).
-TOXIC_WORDS = frozenset("""idiot idiots stupid moron morons dumb imbecile loser losers hate hateful kill killing
-die scum trash garbage pathetic worthless disgusting shut jerk bastard damn crap suck sucks ugly fool fools
-retard retarded""".split())
 TOXICITY_BUCKETS = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0, math.inf)
-_WORD = re.compile(r"[a-z']+")
-
-
-def score_toxicity(text: str) -> float:
-    words = _WORD.findall(text.lower())
-    if not words:
-        return 0.0
-    hits = sum(1 for word in words if word in TOXIC_WORDS)
-    return min(1.0, 4.0 * hits / len(words))
 
 
 # ---- drift statistics ----
@@ -204,6 +191,13 @@ class Analysis:
             except Exception as error:  # a malformed request Triton refused; audit what we know
                 self.errors += 1
                 meta = {**meta, "decodeError": str(error)[:200]}
+        toxicity = None
+        if self.config.toxicity.enabled:
+            texts = [item.decode("utf-8", "replace") for tensor in outputs if tensor.datatype == "BYTES"
+                     for item in tensor.values]
+            if texts:
+                # Scored before taking the lock: the classifier is the costly part.
+                toxicity = max(toxicity_model.score(texts, self.config.toxicity.model_dir))
         with self._lock:
             self.sampled += 1
             if meta.get("analyse") and self.config.drift.enabled:
@@ -217,16 +211,11 @@ class Analysis:
                         if stats is None:
                             stats = self.tensors[key] = TensorStats(self.config.drift.reservoir_size, self._rng)
                         stats.add(tensor.datatype, tensor.shape, values)
-            toxicity = None
-            if self.config.toxicity.enabled:
-                texts = [item.decode("utf-8", "replace") for tensor in outputs if tensor.datatype == "BYTES"
-                         for item in tensor.values]
-                if texts:
-                    toxicity = max(score_toxicity(text) for text in texts)
-                    self.toxicity_scored += 1
-                    self.toxicity_sum += toxicity
-                    self.toxicity_flagged += toxicity >= 0.5
-                    self.toxicity_buckets[next(i for i, bound in enumerate(TOXICITY_BUCKETS) if toxicity <= bound)] += 1
+            if toxicity is not None:
+                self.toxicity_scored += 1
+                self.toxicity_sum += toxicity
+                self.toxicity_flagged += toxicity >= toxicity_model.TOXIC_SCORE
+                self.toxicity_buckets[next(i for i, bound in enumerate(TOXICITY_BUCKETS) if toxicity <= bound)] += 1
         if meta.get("audit"):
             self._write_audit(meta, inputs, outputs, request, toxicity)
 

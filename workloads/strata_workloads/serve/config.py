@@ -95,8 +95,11 @@ class Drift(_Section):
 
 
 class Toxicity(_Section):
-    # Score text outputs (BYTES tensors) of sampled responses with a lexicon scorer.
+    # Score text outputs (BYTES tensors) of sampled responses with an offline classifier
+    # (strata_workloads.monitor.toxicity: alt-profanity-check's, or one on a volume).
     enabled: bool = False
+    # A directory with vectorizer.joblib and model.joblib replacing the built-in classifier.
+    model_dir: str | None = None
 
 
 class SidecarConfig(_Section):

@@ -198,7 +198,7 @@ class Supervisor:
                 if supervisor.config.toxicity.enabled:
                     buckets, total = supervisor.analysis.toxicity_histogram()
                     histogram = HistogramMetricFamily("strata_sidecar_toxicity_score",
-                                                      "Toxicity scores of sampled text responses (lexicon scorer).")
+                                                      "Toxicity scores of sampled text responses (an offline classifier).")
                     histogram.add_metric([], buckets, total)
                     yield histogram
 
