@@ -144,13 +144,13 @@ def test_a_deployment_of_a_training_jobs_export_serves_clients_by_the_service_na
     cluster.kubectl("delete", "modeldeployment", "-n", namespace, "qa", "--wait=false")  # room on the node
 
 
-def test_a_new_version_rolls_out_and_one_that_never_becomes_ready_is_rolled_back(cluster, namespace, exported):
+def test_a_new_version_rolls_out_one_that_never_becomes_ready_is_rolled_back_and_deletion_cascades(cluster, namespace, exported):
     export = exported["status"]["exportedModel"]
     model_name = export["variants"]["python"]
     repository = exported["models"] / export["repository"]["pvc"]["path"]
     model = {"repository": {"location": {"pvc": {"claimName": "models", "path": export["repository"]["pvc"]["path"]}},
                             "name": model_name, "version": 1}}
-    apply(cluster, namespace, deployment("versions", model, rollout={"progressDeadlineSeconds": 60}))
+    apply(cluster, namespace, deployment("versions", model, rollout={"progressDeadlineSeconds": 30}))
     serving(cluster, namespace, "versions", 1)
 
     # Version 2: the same weights published again, as a retraining would publish new ones.
@@ -174,20 +174,16 @@ def test_a_new_version_rolls_out_and_one_that_never_becomes_ready_is_rolled_back
     assert answer["outputs"]
     events = get_json(cluster, "events", "-n", namespace, "--field-selector", "involvedObject.name=versions")["items"]
     assert any("rolled back" in event["message"].lower() for event in events), [e["message"] for e in events]
-    cluster.kubectl("delete", "modeldeployment", "-n", namespace, "versions", "--wait=false")  # room on the node
 
-
-def test_deleting_a_deployment_removes_its_pods_service_and_autoscaler(cluster, namespace, exported):
-    apply(cluster, namespace, deployment("short-lived", {"trainingJob": {"name": JOB}, "backend": "python"}))
-    serving(cluster, namespace, "short-lived", exported["status"]["exportedModel"]["version"])
-    cluster.kubectl("delete", "modeldeployment", "-n", namespace, "short-lived", "--wait=false")
+    # Deletion cascades to everything the deployment owns, and leaves the user's volume.
+    cluster.kubectl("delete", "modeldeployment", "-n", namespace, "versions", "--wait=false")
 
     def children() -> list[str]:
         listing = get_json(cluster, "pods,deployments,services,horizontalpodautoscalers,poddisruptionbudgets,configmaps",
-                           "-n", namespace, "-l", "strata.dev/owner-name=short-lived")
+                           "-n", namespace, "-l", "strata.dev/owner-name=versions")
         left = [f'{item["kind"]}/{item["metadata"]["name"]}' for item in listing["items"]]
-        return left + (["ModelDeployment/short-lived"] if get_json(cluster, "modeldeployment", "-n", namespace,
-                                                                   "short-lived") else [])
+        return left + (["ModelDeployment/versions"] if get_json(cluster, "modeldeployment", "-n", namespace,
+                                                                "versions") else [])
 
     wait_until_empty(children, timeout=180, interval=1, what="the deployment's children to be deleted")
     assert get_json(cluster, "pvc", "-n", namespace, "models"), "the user's model repository stays"

@@ -51,14 +51,17 @@ class TestTwoWorkers:
     """One job through its whole life: progress, a killed worker, completion, export."""
 
     NAME = "chat-lm"
+    # Enough steps that a worker is killed and the group resumes well before the end (about
+    # ten steps a second here, a checkpoint every 50), few enough to keep the test short.
+    STEPS = 1000
 
     def test_progress_reaches_status_while_the_group_trains(self, cluster, namespace, corpus):
-        apply(cluster, namespace, training_job(self.NAME, max_steps=2500))
+        apply(cluster, namespace, training_job(self.NAME, max_steps=self.STEPS))
         running = wait_for(lambda: (s := status(cluster, namespace, self.NAME)).get("phase") == "Running"
                            and (s.get("progress") or {}).get("step", 0) > 0 and s,
                            timeout=600, interval=1, what="a running job reporting its step")
         progress = running["progress"]
-        assert progress["totalSteps"] == 2500 and 0 <= progress["percent"] < 100
+        assert progress["totalSteps"] == self.STEPS and 0 <= progress["percent"] < 100
         later = wait_for(lambda: (status(cluster, namespace, self.NAME).get("progress") or {}).get("step", 0)
                          > progress["step"] and status(cluster, namespace, self.NAME), timeout=120, interval=1,
                          what="the step to advance in status")
@@ -100,12 +103,12 @@ class TestTwoWorkers:
         done = wait_for(lambda: (s := status(cluster, namespace, self.NAME)).get("phase") in ("Succeeded", "Failed") and s,
                         timeout=900, interval=2, what="the job to finish")
         assert done["phase"] == "Succeeded", done
-        assert done["progress"]["step"] == 2500 and done["progress"]["percent"] == 100
+        assert done["progress"]["step"] == self.STEPS and done["progress"]["percent"] == 100
         exported = done["exportedModel"]
         assert exported["modelName"] == self.NAME and exported["version"] == 1
         assert exported["variants"] == {"torchscript": self.NAME, "python": f"{self.NAME}-python"}
         assert exported["repository"] == {"pvc": {"claimName": "models", "path": "repository"}}
-        assert done["metrics"]["loss"] > 0 and done["lastCheckpoint"]["step"] == 2500
+        assert done["metrics"]["loss"] > 0 and done["lastCheckpoint"]["step"] == self.STEPS
 
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workloads"))
         from workload_harness import start_tritonserver
