@@ -150,7 +150,7 @@ def test_a_new_version_rolls_out_one_that_never_becomes_ready_is_rolled_back_and
     repository = exported["models"] / export["repository"]["pvc"]["path"]
     model = {"repository": {"location": {"pvc": {"claimName": "models", "path": export["repository"]["pvc"]["path"]}},
                             "name": model_name, "version": 1}}
-    apply(cluster, namespace, deployment("versions", model, rollout={"progressDeadlineSeconds": 30}))
+    apply(cluster, namespace, deployment("versions", model, rollout={"progressDeadlineSeconds": 60}))
     serving(cluster, namespace, "versions", 1)
 
     # Version 2: the same weights published again, as a retraining would publish new ones.
