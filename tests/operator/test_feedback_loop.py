@@ -178,7 +178,7 @@ def test_low_approval_retrains_once_within_the_cooldown_promotes_the_result_and_
         cluster, "events", "-n", namespace, "--field-selector", "involvedObject.name=lm-loop")["items"])
     # Not promoted again: lm-retrain-1 stays out of service at the evaluations that follow.
     later = wait_for(lambda: (p := fetch())["status"]["lastEvaluation"] > rolled["status"]["promotion"]["at"] and p,
-                     timeout=30, what="a later evaluation")
+                     timeout=90, what="a later evaluation")
     assert later["status"]["promotion"]["state"] == "RolledBack" and later["status"]["serving"] == "lm"
     assert get_json(cluster, "modeldeployment", "lm", "-n", namespace)["spec"]["model"] == {"trainingJob": {"name": "lm"}}
 
@@ -209,8 +209,14 @@ def test_with_refresh_dataset_the_retraining_waits_for_a_run_of_the_datasets_pip
     dataset = get_json(cluster, "dataset", "chats", "-n", namespace)
     assert dataset["metadata"]["annotations"]["strata.dev/refresh-requested-at"] >= refresh["requestedAt"]
 
-    started = wait_for(lambda: (p := fetch()).get("status", {}).get("lastRetrain") and p, timeout=120,
-                       what="the retraining after the refresh")
+    try:
+        started = wait_for(lambda: (p := fetch()).get("status", {}).get("lastRetrain") and p, timeout=120,
+                           what="the retraining after the refresh")
+    except pytest.fail.Exception as error:
+        dataset = get_json(cluster, "dataset", "chats", "-n", namespace)
+        jobs = get_json(cluster, "jobs", "-n", namespace, "-l", "strata.dev/owner-name=chats")["items"]
+        pytest.fail(f"{error}\npolicy status: {fetch().get('status')}\ndataset: {dataset.get('metadata', {}).get('annotations')} "
+                    f"{dataset.get('status')}\njobs: {[(j['metadata']['name'], j.get('status')) for j in jobs]}")
     assert "datasetRefresh" not in started["status"]
     assert started["status"]["lastRetrain"]["reason"].endswith(
         "Dataset chats's refresh published no version; training on no version yet.")

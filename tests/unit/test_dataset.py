@@ -207,6 +207,7 @@ def test_plan_run(runs, schedule, now, keep, starts):
 @pytest.mark.parametrize("requested, tick", [
     pytest.param("2026-01-01T00:30:05Z", "20260101003005", id="a request is a tick to the second"),
     pytest.param("2025-12-31T23:00:00Z", NO_TICK, id="a request older than the Dataset is none (copied with it)"),
+    pytest.param("2026-01-01T00:00:00Z", "20260101000000", id="a request in the Dataset's first second counts"),
     pytest.param("tomorrow", NO_TICK, id="a value that is no RFC 3339 time is ignored"),
     pytest.param(None, NO_TICK, id="no annotation, no request"),
 ])

@@ -125,13 +125,16 @@ class _ObjectLogger(logging.LoggerAdapter):
 
 
 _requeuer: Requeuer | None = None
+PERIODIC_PASS_WORKERS = 8
 
 
 def start_periodic_passes(logger: logging.Logger) -> None:
     global _requeuer
     stop_periodic_passes()
     SCHEDULE.clear()  # a fresh start (an operator restarted in the same process) sees every object anew
-    _requeuer = Requeuer(SCHEDULE, periodic_pass, logger=logger)
+    # As many workers as kopf's own executor: a TrainingJob's progress read may wait seconds
+    # on a pod that does not answer, and the other objects' passes must not queue behind it.
+    _requeuer = Requeuer(SCHEDULE, periodic_pass, workers=PERIODIC_PASS_WORKERS, logger=logger)
     _requeuer.start()
 
 

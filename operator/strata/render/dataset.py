@@ -115,12 +115,13 @@ def invalid_schedule(spec: DatasetSpec) -> str | None:
 
 def request_tick(requested: str | None, created: str) -> str:
     """A refresh request (an RFC 3339 time) as a tick (``%Y%m%d%H%M%S``), or ``0`` when there is
-    none, it is not a time, or it predates the Dataset (copied from another object)."""
+    none, it is not a time, or it predates the Dataset (copied from another object). A request
+    in the Dataset's first second counts: a policy may ask as soon as the Dataset exists."""
     try:
         moment = _dt.datetime.strptime(requested or "", "%Y-%m-%dT%H:%M:%SZ")
     except ValueError:
         return NO_TICK
-    return moment.strftime("%Y%m%d%H%M%S") if (requested or "") > created else NO_TICK
+    return moment.strftime("%Y%m%d%H%M%S") if (requested or "") >= created else NO_TICK
 
 
 def latest_tick(schedule_tick: str, requested_tick: str) -> str:
