@@ -46,12 +46,20 @@ def sidecar(tmp_path):
 
     wait_for(healthy, timeout=60, what="the sidecar's workers")
 
+    def stored() -> int:
+        with urllib.request.urlopen(f"{metrics_url}/feedback?limit=100000", timeout=5) as response:
+            return len(json.loads(response.read())["records"])
+
     def rate(request_id: str, rating: str) -> None:
+        """Post a rating, and wait until the store the policy reads has it (a worker takes the
+        POST and hands it to the supervisor)."""
+        before = stored()
         body = json.dumps({"requestId": request_id, "rating": rating}).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{ports['httpPort']}/v2/feedback", data=body,
                                          headers={"Content-Type": "application/json"}, method="POST")
         with urllib.request.urlopen(request, timeout=5) as response:
             assert response.status == 201
+        wait_for(lambda: stored() > before, timeout=10, interval=0.05, what=f"rating {request_id} to be stored")
 
     yield metrics_url, rate
     process.terminate()
