@@ -34,7 +34,7 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
     # One replica by design (the Deployment uses Recreate), so no peering objects are needed.
     settings.peering.standalone = True
     settings.execution.max_workers = 8
-    start_periodic_passes(logger)
+    start_periodic_passes(logger, workers=settings.execution.max_workers)
     port = int(os.environ.get(METRICS_PORT_ENV, DEFAULT_METRICS_PORT))
     if port:
         prometheus_client.start_http_server(port)

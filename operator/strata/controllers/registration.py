@@ -98,20 +98,26 @@ def forget(kind: str, namespace: str, name: str, uid: str) -> None:
     drop_object_series(kind, namespace, name)
 
 
+def live_object(info: KindInfo, namespace: str, name: str, uid: str | None) -> dict[str, Any] | None:
+    """The object as the API server has it now; None when it is gone, or (with a uid) when one
+    of that name replaced it."""
+    found = [body for body in k8s.list_objects(info, namespace, name) if uid in (None, body["metadata"]["uid"])]
+    return found[0] if found else None
+
+
 def periodic_pass(entry: Entry) -> None:
     """Reconcile a scheduled object from a fresh read: a watch event may not have come (kopf
     stops watching a namespace that is being deleted), and a pass must not act on a stale body."""
     controller = CONTROLLERS[entry.kind]
     logger = _ObjectLogger(logging.getLogger("strata.requeue"), {"object": f"{entry.kind} {entry.namespace}/{entry.name}"})
-    bodies = [body for body in k8s.list_objects(controller.info, entry.namespace, entry.name)
-              if body["metadata"]["uid"] == entry.uid]
-    if not bodies:
+    body = live_object(controller.info, entry.namespace, entry.name, entry.uid)
+    if body is None:
         SCHEDULE.gone(entry.uid)
         forget(entry.kind, entry.namespace, entry.name, entry.uid)
         return
-    SCHEDULE.seen(entry.kind, entry.namespace, entry.name, entry.uid, controller.requeue_seconds(bodies[0]))
+    SCHEDULE.seen(entry.kind, entry.namespace, entry.name, entry.uid, controller.requeue_seconds(body))
     try:
-        reconcile(controller, bodies[0], logger)
+        reconcile(controller, body, logger)
     except StaleObject:
         # Only the status write lost to a newer version of the object: go again at once.
         SCHEDULE.retry(entry.uid, 1.0)
@@ -125,16 +131,15 @@ class _ObjectLogger(logging.LoggerAdapter):
 
 
 _requeuer: Requeuer | None = None
-PERIODIC_PASS_WORKERS = 8
 
 
-def start_periodic_passes(logger: logging.Logger) -> None:
+def start_periodic_passes(logger: logging.Logger, workers: int) -> None:
+    """`workers`: as many as kopf's own executor has (a TrainingJob's progress read may wait
+    seconds on a pod that does not answer, and other objects' passes must not queue behind it)."""
     global _requeuer
     stop_periodic_passes()
     SCHEDULE.clear()  # a fresh start (an operator restarted in the same process) sees every object anew
-    # As many workers as kopf's own executor: a TrainingJob's progress read may wait seconds
-    # on a pod that does not answer, and the other objects' passes must not queue behind it.
-    _requeuer = Requeuer(SCHEDULE, periodic_pass, workers=PERIODIC_PASS_WORKERS, logger=logger)
+    _requeuer = Requeuer(SCHEDULE, periodic_pass, workers=workers, logger=logger)
     _requeuer.start()
 
 
@@ -185,13 +190,13 @@ def owner_of(child: dict[str, Any]) -> list[tuple[str, str, str | None]]:
 
 def reconcile_owner(controller: Controller, namespace: str, name: str, uid: str | None, child: str,
                     logger: logging.Logger) -> None:
-    owners = [body for body in k8s.list_objects(controller.info, namespace, name) if uid in (None, body["metadata"]["uid"])]
+    owner = live_object(controller.info, namespace, name, uid)
     # Gone or going: the garbage collector is removing its children, nothing to repair.
-    if not owners or owners[0]["metadata"].get("deletionTimestamp"):
+    if owner is None or owner["metadata"].get("deletionTimestamp"):
         return
     logger.info(f"{child} changed; reconciling its owner {controller.info.kind} {name}")
     try:
-        reconcile(controller, owners[0], logger)
+        reconcile(controller, owner, logger)
     except StaleObject:
         # The children were applied already; only the status write lost to a newer version of
         # the owner (often another pass's status), and the next event or resync reports.

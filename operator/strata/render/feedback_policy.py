@@ -360,8 +360,7 @@ def decide_rollback(promotion: Promotion, target: dict[str, Any], serving_name: 
     """A rollback when spec.promotion.rollbackOnBreach is set, the model a promotion put in
     service still serves (the target's promotion annotations say which it replaced), and a
     monitor read on the feedback given since is breached (`since_promotion`)."""
-    annotations = (target.get("metadata") or {}).get("annotations") or {}
-    previous = annotations.get(ANNOTATION_PROMOTED_OVER)
+    previous = _annotation(target, ANNOTATION_PROMOTED_OVER)
     if not promotion.rollback_on_breach or not previous or not serving_name:
         return None
     breached = [result for result in since_promotion if result.verdict == BREACHED]
@@ -373,13 +372,18 @@ def decide_rollback(promotion: Promotion, target: dict[str, Any], serving_name: 
                              previous)
 
 
+def _annotation(obj: dict[str, Any], key: str) -> str | None:
+    return ((obj.get("metadata") or {}).get("annotations") or {}).get(key)
+
+
 def promoted_at(target: dict[str, Any]) -> dt.datetime | None:
     """When a FeedbackPolicy promoted the model the target serves; None if none did."""
-    return parse_time(((target.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_PROMOTED_AT))
+    return parse_time(_annotation(target, ANNOTATION_PROMOTED_AT))
 
 
 def rolled_back(target: dict[str, Any]) -> str | None:
-    return ((target.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_ROLLED_BACK)
+    """The TrainingJob a rollback took out of service on the target (never promoted again)."""
+    return _annotation(target, ANNOTATION_ROLLED_BACK)
 
 
 def promotion_patch(training_job: str, replaced: str | None, at: dt.datetime) -> dict[str, Any]:
