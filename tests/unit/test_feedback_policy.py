@@ -257,3 +257,67 @@ def test_only_a_template_that_trains_on_a_datasets_current_version_is_refreshed_
     unpinned = {**TEMPLATE, "spec": {**TEMPLATE["spec"], "dataset": {"name": "chats"}}}
     assert policy.refreshable_dataset(unpinned) == "chats"
     assert policy.refreshable_dataset({"spec": {}}) is None
+
+
+# ---- drift: the served model's training Dataset version as the reference ----
+
+def _sketch(rows: int, long: bool = False):
+    from strata_workloads.monitor.sketch import TokenSketch
+
+    made = TokenSketch()
+    for row in range(rows):
+        made.add_rows([(row * 7 + i) % 300 for i in range(40 if long else 10 + row % 5)], [1, 10])
+    return made
+
+
+TRAINED = {"metadata": {"name": "lm"}, "spec": {"dataset": {"name": "chats"}}, "status": {"datasetVersion": "v2"}}
+
+
+def _dataset(*history) -> dict:
+    return {"metadata": {"name": "chats"}, "status": {"history": list(history)}}
+
+
+@pytest.mark.parametrize("case, job, dataset, problem", [
+    ("a model from a repository has no training Dataset", None, None, "serves no TrainingJob's model"),
+    ("a job still starting has not recorded its version", {**TRAINED, "status": {}}, _dataset(),
+     "has not recorded the Dataset version"),
+    ("a deleted Dataset", TRAINED, None, "Dataset chats, which TrainingJob lm trained on, does not exist"),
+    ("a version that aged out of the history", TRAINED, _dataset({"version": "v1", "reference": []}),
+     "no longer in the Dataset's status.history"),
+    ("a version made before sketches existed", TRAINED, _dataset({"version": "v2"}), "has no reference sketches"),
+    ("the version's sketches are the reference", TRAINED,
+     _dataset({"version": "v1"}, {"version": "v2", "reference": [{"column": "tokens", **_sketch(50).to_dict()}]}), None),
+])
+def test_drift_reference(case, job, dataset, problem):
+    reference = policy.drift_reference(job, dataset)
+    if problem is None:
+        assert reference.problem is None and reference.sketches == {"tokens": _sketch(50)}
+        assert reference.source == "Dataset chats version v2"
+    else:
+        assert problem in reference.problem and not reference.sketches
+
+
+def _drift_signals(current, previous=None) -> policy.Signals:
+    from strata_workloads.monitor.sketch import TokenSketch
+
+    return policy.Signals(sources=1, sketches={"tokens": {"current": current, "previous": previous or TokenSketch()}})
+
+
+@pytest.mark.parametrize("case, drift, signals, reference, verdict, says", [
+    ("inputs like the training data", {}, _drift_signals(_sketch(200)),
+     policy.DriftReference({"tokens": _sketch(2000)}, "Dataset chats version v2"), OK,
+     "against Dataset chats version v2: no drift"),
+    ("longer inputs than the training data", {}, _drift_signals(_sketch(200, long=True)),
+     policy.DriftReference({"tokens": _sketch(2000)}, "Dataset chats version v2"), BREACHED, "tokens.length"),
+    ("no reference says why", {}, _drift_signals(_sketch(200)),
+     policy.DriftReference(problem="TrainingJob lm has not recorded the Dataset version it trained on yet"),
+     INSUFFICIENT_DATA, "has not recorded"),
+    ("the window before as the reference", {"reference": "previousWindow"},
+     _drift_signals(_sketch(200, long=True), _sketch(200)), None, BREACHED, "against the 1h before"),
+    ("no traffic in the window before", {"reference": "previousWindow"}, _drift_signals(_sketch(200)), None,
+     INSUFFICIENT_DATA, "no sampled request in the window before"),
+])
+def test_the_drift_monitor(case, drift, signals, reference, verdict, says):
+    spec = spec_of(window="1h", monitors={"drift": {"maxPSI": 0.2, "minSamples": 100, **drift}})
+    (result,) = policy.evaluate(spec, signals, NOW, reference=reference)
+    assert (result.name, result.verdict) == ("drift", verdict) and says in result.message, result.message

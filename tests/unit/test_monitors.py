@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from strata_workloads.monitor import drift, feedback, toxicity
+from strata_workloads.monitor import drift, feedback, sketch, toxicity
 from strata_workloads.monitor.result import BREACHED, INSUFFICIENT_DATA, OK
 
 
@@ -121,3 +121,65 @@ def test_drift_needs_min_samples():
     rng = np.random.default_rng(0)
     result = drift.feature_drift({"x": rng.normal(0, 1, 1000)}, {"x": rng.normal(3, 1, 20)}, 0.1, 100, "w")
     assert result.verdict == INSUFFICIENT_DATA and result.samples == 20
+
+
+# ---- token sketches: pure-Python PSI and chi-squared, as the operator runs them ----
+
+def test_the_pure_chi_squared_tail_and_psi_equal_scipy_and_numpy():
+    from scipy import stats
+
+    for dof in (1, 2, 3, 11, 63, 200):
+        for statistic in (0.01, 0.5, 1.0, 5.0, 20.0, 63.0, 100.0, 300.0, 1000.0):
+            assert sketch.chi2_sf(statistic, dof) == pytest.approx(stats.chi2.sf(statistic, dof), rel=1e-9, abs=1e-300)
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        reference, current = rng.integers(0, 50, 64), rng.integers(0, 50, 64)
+        value, p = sketch.counts_drift(reference, current)
+        assert value == pytest.approx(drift.psi_from_shares(reference / reference.sum(), current / current.sum()))
+        table = np.vstack([reference, current])
+        assert p == pytest.approx(stats.chi2_contingency(table[:, table.sum(axis=0) > 0])[1], rel=1e-9)
+
+
+VOCABULARY = 400
+
+
+def _sketch_of(rng, count: int, mean_length: float, topic: int = 0) -> "sketch.TokenSketch":
+    """Zipf-like ids, as BPE token frequencies are; another topic makes other ids the frequent ones."""
+    weights = 1 / np.arange(1, VOCABULARY + 1)
+    ids = np.random.default_rng(topic).permutation(VOCABULARY)
+    made = sketch.TokenSketch()
+    made.add_sequences(ids[rng.choice(VOCABULARY, size=max(1, rng.poisson(mean_length)), p=weights / weights.sum())]
+                       for _ in range(count))
+    return made
+
+
+@pytest.mark.parametrize("case, mean_length, topic, breached_share", [
+    ("the reference's own distribution rarely alarms", 20, 0, (0.0, 0.02)),
+    ("prompts twice as long alarm", 40, 0, (0.95, 1.0)),
+    ("another topic's frequent tokens alarm", 20, 1, (0.95, 1.0)),
+])
+def test_sketch_drift_over_many_windows(case, mean_length, topic, breached_share):
+    rng = np.random.default_rng(4)
+    reference = {"tokens": _sketch_of(rng, 3000, 20)}
+    results = [sketch.sketch_drift(reference, {"tokens": _sketch_of(rng, 100, mean_length, topic)}, 0.2, 100, "1h")
+               for _ in range(100)]
+    assert all(result.verdict in (OK, BREACHED) and result.samples == 100 for result in results)
+    low, high = breached_share
+    assert low <= sum(result.breached for result in results) / len(results) <= high
+
+
+def test_sketch_drift_says_why_it_has_no_verdict():
+    rng = np.random.default_rng(5)
+    reference = {"tokens": _sketch_of(rng, 500, 20)}
+    few = sketch.sketch_drift(reference, {"tokens": _sketch_of(rng, 10, 20)}, 0.2, 100, "1h")
+    assert (few.verdict, few.samples) == (INSUFFICIENT_DATA, 10) and "100 needed" in few.message
+    other = sketch.sketch_drift(reference, {"image": _sketch_of(rng, 500, 20)}, 0.2, 100, "1h",
+                                against="Dataset chats version 3f2a")
+    assert other.verdict == INSUFFICIENT_DATA and "(tokens); inputs seen: image" in other.message
+    empty = sketch.sketch_drift({}, {"tokens": _sketch_of(rng, 500, 20)}, 0.2, 100, "1h")
+    assert empty.verdict == INSUFFICIENT_DATA and "no token sketches" in empty.message
+
+
+def test_a_sketch_refuses_counts_of_another_shape():
+    with pytest.raises(ValueError, match="12 length bins and 64 id buckets"):
+        sketch.TokenSketch.from_dict({"rows": 1, "length": [1], "ids": [0] * 64})

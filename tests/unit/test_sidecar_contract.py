@@ -100,6 +100,8 @@ FIELD_EFFECTS = [
     pytest.param({"monitoring": {"redact": ["pii"]}}, {"monitoring": {"redact": ["pii", "secrets"]}},
                  id="monitoring.redact secrets"),
     pytest.param({"monitoring": {"drift": True}}, {"monitoring": {"drift": False}}, id="monitoring.drift"),
+    pytest.param({"monitoring": {"driftSampleRate": 0.1}}, {"monitoring": {"driftSampleRate": 1.0}},
+                 id="monitoring.driftSampleRate"),
     pytest.param({"monitoring": {"toxicity": True}}, {"monitoring": {"toxicity": False}}, id="monitoring.toxicity"),
 ]
 

@@ -58,7 +58,7 @@ parameters: {{ key: "sleep_seconds", value: {{ string_value: "{sleep}" }} }}
 
 # name -> (datatype, sleep seconds)
 MODELS = {"identity": ("TYPE_FP32", 0.0), "sleep-0.5ms": ("TYPE_FP32", 0.0005), "sleep-5ms": ("TYPE_FP32", 0.005),
-          "text": ("TYPE_STRING", 0.0)}
+          "text": ("TYPE_STRING", 0.0), "ids": ("TYPE_INT64", 0.0)}
 
 
 def write_model_repository(root: Path, models: dict[str, tuple[str, float]] = MODELS, instances: int = 1) -> Path:

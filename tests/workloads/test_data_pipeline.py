@@ -345,3 +345,58 @@ def test_pipeline_config_uses_the_dataset_apis_field_names():
     paths = dict(_shared_paths(PipelineConfig, DatasetSpec))
     assert "cleaning.dedup.nearDuplicate.threshold" in paths and "preprocessing.text.tokenizer.vocabSize" in paths
     assert [path for path, shared in paths.items() if not shared] == []
+
+
+# ---- the drift reference: the version's token sketch, compared with served traffic ----
+
+def test_the_reference_sketch_is_what_the_sidecar_makes_of_the_same_tokens_and_alarms_only_on_shifted_inputs(tmp_path):
+    from tokenizers import Tokenizer
+
+    from strata_workloads.monitor.sketch import TOKENS_COLUMN, TokenSketch, sketch_drift
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(_texts(3000, seed=1, words=12)) + "\n")
+    config = PipelineConfig.model_validate({
+        "name": "reference", "sources": [{"path": str(corpus), "format": "text"}],
+        "preprocessing": {"text": {"tokenizer": {"kind": "bpe", "vocabSize": 400}}}, "validationFraction": 0.1})
+    result = run_pipeline(config, tmp_path / "out")
+    reference = TokenSketch.from_dict(result.manifest.pipeline.reference_statistics["sketches"][TOKENS_COLUMN])
+
+    # Both sides agree: the sidecar's sketch of the version's records, each sent as a
+    # [1, n] INT64 request, is the reference.
+    served = TokenSketch()
+    for split in result.manifest.splits:
+        for tokens in read_split(result.path, split).column("tokens").to_pylist():
+            served.add_rows(np.asarray([tokens], dtype=np.int64), [1, len(tokens)])
+    assert served == reference and reference.rows == result.manifest.pipeline.statistics["recordsOut"]
+
+    tokenizer = Tokenizer.from_file(str(result.path / result.manifest.pipeline.tokenizer))
+
+    def window(lines: list[str]) -> TokenSketch:
+        sketch = TokenSketch()
+        for encoding in tokenizer.encode_batch(lines, add_special_tokens=False):
+            sketch.add_rows(np.asarray([encoding.ids], dtype=np.int64), [1, len(encoding.ids)])
+        return sketch
+
+    def verdicts(windows) -> list[str]:
+        return [sketch_drift({TOKENS_COLUMN: reference}, {TOKENS_COLUMN: sketch}, 0.2, 100, "1h").verdict
+                for sketch in windows]
+
+    # False alarms: windows of 100 new records from the same distribution.
+    same = verdicts(window(_texts(100, seed=1000 + i, words=12)) for i in range(200))
+    false_alarms = same.count("Breached") / len(same)
+    print(f"false-alarm rate over {len(same)} windows of 100 inputs: {false_alarms:.3f}")
+    assert false_alarms <= 0.02 and same.count("OK") == len(same) - same.count("Breached")
+    # Shifted: longer texts; other words; random ids as a client that ignores the tokenizer sends.
+    longer = verdicts(window(_texts(100, seed=5000 + i, words=30)) for i in range(20))
+    other_words = verdicts(window([" ".join(random.Random(i * 100 + j).choice(("alpha", "beta", "gamma", "delta"))
+                                            + " quarterly report" for _ in range(6)) for j in range(100)])
+                           for i in range(20))
+    rng = np.random.default_rng(3)
+    random_ids = []
+    for _ in range(20):
+        sketch = TokenSketch()
+        for _ in range(100):
+            sketch.add_rows(rng.integers(1, 200, size=(1, 8)), [1, 8])
+        random_ids.append(sketch)
+    assert set(longer) == set(other_words) == set(verdicts(random_ids)) == {"Breached"}

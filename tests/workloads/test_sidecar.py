@@ -33,7 +33,7 @@ pytestmark = pytest.mark.triton
 
 ALICE, BOB = "alice-key-3f9d2", "bob-key-77ac1"
 ALICE_HEADERS = {"authorization": f"Bearer {ALICE}"}
-TEST_MODELS = ["identity", "text"]
+TEST_MODELS = ["identity", "text", "ids"]
 
 
 @pytest.fixture(scope="module")
@@ -452,7 +452,7 @@ def test_drift_statistics_summarise_the_sampled_inputs(sidecar):
         client.infer("identity", grpc_inputs(batch), headers=ALICE_HEADERS)
 
     def counted():
-        stats = sidecar.get("/stats")["models"]["identity"]["inputs"]["INPUT"]
+        stats = sidecar.get("/stats")["models"].get("identity", {}).get("inputs", {}).get("INPUT", {"count": 0})
         return stats if stats["count"] >= before["count"] + 3000 else None
 
     stats = wait_for(counted, timeout=30, interval=0.1, what="the drift statistics to include the batches")
@@ -465,6 +465,39 @@ def test_drift_statistics_summarise_the_sampled_inputs(sidecar):
                  tensor="INPUT") == stats["count"]
     assert value(metrics, "strata_sidecar_tensor_quantile", model="identity", side="inputs", tensor="INPUT",
                  quantile="0.5") == pytest.approx(stats["quantiles"]["0.5"])
+
+
+def test_integer_inputs_are_sketched_per_window_as_the_dataset_pipeline_sketches_tokens(sidecar):
+    """GET /stats?window= sums the per-minute token sketches of the last window ("current") and
+    the one before ("previous"); a FeedbackPolicy compares them with a Dataset version's."""
+    from strata_workloads.monitor.sketch import TokenSketch
+
+    rng = np.random.default_rng(5)
+    # Batched requests: each row is one sequence, as a batching client sends token ids.
+    batches = [rng.integers(0, 5000, size=(rows, length)).astype(np.int64)
+               for rows, length in ((1, 3), (2, 20), (4, 100), (1, 700))]
+    expected = TokenSketch()
+    for batch in batches:
+        expected.add_sequences(list(batch))
+    client = grpcclient.InferenceServerClient(sidecar.grpc_url)
+    for batch in batches:
+        client.infer("ids", grpc_inputs(batch, "INT64"), headers=ALICE_HEADERS)
+
+    def sketched():
+        windows = sidecar.get("/stats?window=600").get("sketches", {}).get("ids", {}).get("INPUT")
+        return windows if windows and windows["current"]["rows"] >= expected.rows else None
+
+    windows = wait_for(sketched, timeout=30, interval=0.1, what="the sketches to include the requests")
+    assert TokenSketch.from_dict(windows["current"]) == expected and expected.rows == 8
+    assert windows["previous"]["rows"] == 0
+    # Bins with lower edges 0, 4, 8, 16, 32, 64, 128, 256, 512, ...: 3, 2x20, 4x100 and 700 tokens.
+    assert expected.length == [1, 0, 0, 2, 0, 4, 0, 0, 1, 0, 0, 0] and sum(expected.ids) == 3 + 40 + 400 + 700
+    # Float inputs are not token ids: never sketched.
+    assert "INPUT" not in sidecar.get("/stats?window=600")["sketches"].get("identity", {})
+    for bad in ("0", "-5", "abc", str(10 ** 7)):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            sidecar.get(f"/stats?window={bad}")
+        assert refused.value.code == 400
 
 
 def test_feedback_is_recorded_validated_and_survives_a_restart(triton, api_keys, tmp_path):
@@ -592,6 +625,11 @@ def test_a_trainer_exported_model_answers_the_same_through_the_sidecar(transform
         assert stats["inputs"]["tokens"]["count"] == tokens.size
         assert stats["inputs"]["tokens"]["max"] == 256 and stats["inputs"]["tokens"]["datatype"] == "INT64"
         assert stats["outputs"]["logits"]["count"] == tokens.shape[1] * 259
+        # The exported model's token input has the Dataset column's name: drift compares the two.
+        from strata_workloads.monitor.sketch import TOKENS_COLUMN
+
+        sketches = instance.get("/stats?window=600")["sketches"]["textgen-python"]
+        assert sketches[TOKENS_COLUMN]["current"]["rows"] == 1 and "label" in sketches
     finally:
         instance.close()
         server.close()

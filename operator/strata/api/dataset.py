@@ -234,6 +234,15 @@ class GateVerdict(StrataModel):
     message: str = Field(default="", max_length=1024, description="The verdict in words.")
 
 
+class ReferenceSketch(StrataModel):
+    """A column's token sketch (strata_workloads.monitor.sketch): what drift monitors compare served inputs with."""
+
+    column: str = Field(max_length=64, description="The Dataset column summarised; a model input of this name is compared with it.")
+    rows: int = Field(default=0, ge=0, description="Records sketched.")
+    length: list[int] = Field(default_factory=list, max_length=12, description="Records per token-count bin (lower edges 0, 4, 8, 16, ... 4096).")
+    ids: list[int] = Field(default_factory=list, max_length=64, description="Tokens per bucket of token id modulo 64.")
+
+
 class DatasetVersion(StrataModel):
     version: str = Field(max_length=64, description="Content-addressed version id.")
     path: str = Field(max_length=1024, description="Where the version lives: its directory on the storage PVC.")
@@ -242,6 +251,7 @@ class DatasetVersion(StrataModel):
     counts: RecordCounts | None = Field(default=None, description="Records in and out of each cleaning step.")
     promoted: bool = Field(default=False, description="Whether it passed every quality gate and became current.")
     rejected_because: str | None = Field(default=None, max_length=1024, description="The quality gates it failed, when not promoted.")
+    reference: list[ReferenceSketch] = Field(default_factory=list, max_length=8, description="Token sketches of its records: the drift reference of models trained on it.")
 
 
 class DatasetStatus(StatusBase):

@@ -129,6 +129,7 @@ class Monitoring(StrataModel):
     audit_sample_rate: Fraction = Field(default=0.05, description="Share of requests written to the audit log.")
     redact: list[Literal["pii", "secrets"]] = Field(default_factory=list, max_length=4, description="Remove PII and/or secrets from audited requests and responses.")
     drift: bool = Field(default=True, description="Compare request inputs to the training data (for FeedbackPolicy drift monitors).")
+    drift_sample_rate: Fraction = Field(default=0.1, description="Share of requests whose inputs are summarised for drift (at most 50 per second per sidecar process).")
     toxicity: bool = Field(default=False, description="Score responses for toxicity (for FeedbackPolicy toxicity monitors).")
 
 

@@ -50,6 +50,7 @@ from strata.render.common import owner_labels
 from strata.render.config import render_config_map
 from strata.render.sidecar import SIDECAR_METRICS_PORT
 from strata_workloads.monitor.result import BREACHED, MonitorResult
+from strata_workloads.monitor.sketch import TokenSketch
 
 EVALUATION_SECONDS = float(os.environ.get("STRATA_FEEDBACK_EVALUATION_SECONDS", "30"))
 # Feedback records read per sidecar per evaluation at most (pages of FEEDBACK_PAGE).
@@ -94,9 +95,11 @@ def sidecar_urls(spec: FeedbackPolicySpec, namespace: str) -> list[str]:
             if (pod.get("status") or {}).get("phase") == "Running" and (pod.get("status") or {}).get("podIP")]
 
 
-def read_signals(urls: list[str]) -> policy.Signals:
-    """Every sidecar's feedback records and toxicity counts; the ones that answer count."""
+def read_signals(urls: list[str], window_seconds: float) -> policy.Signals:
+    """Every sidecar's feedback records, toxicity counts and input sketches over the window;
+    the ones that answer count."""
     records: list[dict[str, Any]] = []
+    sketches: dict[str, dict[str, TokenSketch]] = {}
     scored: int | None = None
     flagged = 0
     since: float | None = None
@@ -111,7 +114,7 @@ def read_signals(urls: list[str]) -> policy.Signals:
                 if page.get("next", after) == after or not page.get("records"):
                     break
                 after = page["next"]
-            stats = podmetrics.fetch_json(f"{url}/stats")
+            stats = podmetrics.fetch_json(f"{url}/stats?{urlencode({'window': window_seconds})}")
         except OSError as error:
             errors.append(str(error))
             continue
@@ -123,11 +126,26 @@ def read_signals(urls: list[str]) -> policy.Signals:
             flagged += int(toxicity.get("flagged") or 0)
         if stats.get("since") is not None:
             since = min(since or stats["since"], stats["since"])
+        for inputs in (stats.get("sketches") or {}).values():  # per model: the sidecar serves one
+            for name, sides in inputs.items():
+                mine = sketches.setdefault(name, {"current": TokenSketch(), "previous": TokenSketch()})
+                for side in mine:
+                    mine[side] = mine[side].merge(TokenSketch.from_dict(sides.get(side) or {}))
     if not urls:
         error = "no running pod of the target serves yet"
     else:
         error = None if sources else "no sidecar answered: " + "; ".join(errors)[:900]
-    return policy.Signals(tuple(records), scored, flagged, since, sources, error)
+    return policy.Signals(tuple(records), scored, flagged, since, sources, error, sketches)
+
+
+def drift_reference(spec: FeedbackPolicySpec, namespace: str, serving: str | None) -> policy.DriftReference | None:
+    """The served model's training Dataset version's sketches, when a drift monitor compares with them."""
+    if spec.monitors.drift is None or spec.monitors.drift.reference != "dataset":
+        return None
+    jobs = k8s.list_objects(TRAINING_JOB, namespace, serving) if serving else []
+    dataset_name = (((jobs[0].get("spec") or {}).get("dataset") or {}).get("name")) if jobs else None
+    datasets = k8s.list_objects(DATASET, namespace, dataset_name) if dataset_name else []
+    return policy.drift_reference(jobs[0] if jobs else None, datasets[0] if datasets else None)
 
 
 def results_from_status(previous: dict[str, Any]) -> tuple[MonitorResult, ...]:
@@ -191,8 +209,9 @@ def resolve(info: KindInfo, body: dict[str, Any], spec: FeedbackPolicySpec) -> P
     last = policy.parse_time(previous.get("lastEvaluation"))
     signals: policy.Signals | None = None
     if last is None or (now - last).total_seconds() >= policy.duration_seconds(spec.evaluation_interval):
-        signals = read_signals(sidecar_urls(spec, namespace))
-        results = tuple(policy.evaluate(spec, signals, now)) if signals.error is None else ()
+        signals = read_signals(sidecar_urls(spec, namespace), policy.duration_seconds(spec.window))
+        reference = drift_reference(spec, namespace, serving_name) if signals.error is None else None
+        results = tuple(policy.evaluate(spec, signals, now, reference=reference)) if signals.error is None else ()
         inputs = replace(inputs, results=results, evaluated_at=policy.format_time(now), signals_error=signals.error)
     else:
         inputs = replace(inputs, results=results_from_status(previous), evaluated_at=previous.get("lastEvaluation"))
@@ -258,10 +277,12 @@ def resolve(info: KindInfo, body: dict[str, Any], spec: FeedbackPolicySpec) -> P
             "message": decision.message[:1024]})))
 
     # A promoted model that breaches a monitor on its own feedback goes back out of service.
+    # Drift is about the inputs, not the model: the previous model would see the same traffic,
+    # so drift never rolls a promotion back.
     promoted_at = policy.promoted_at(target)
     if signals is not None and signals.error is None and promoted_at is not None:
-        rollback = policy.decide_rollback(spec.promotion, target, serving_name,
-                                          policy.evaluate(spec, signals, now, since=promoted_at))
+        own = [result for result in policy.evaluate(spec, signals, now, since=promoted_at) if result.name != "drift"]
+        rollback = policy.decide_rollback(spec.promotion, target, serving_name, own)
         if rollback is not None:
             return replace(inputs, promotion=rollback, history=tuple(policy.append_history(list(inputs.history), {
                 "at": policy.format_time(now), "action": "RolledBack", "reason": rollback.reason,

@@ -127,6 +127,8 @@ def judge_run(run: RunView, path_of: Any) -> RunVerdict:
     counts = dict(result.records)
     entry: dict[str, Any] = {"version": result.version, "path": path_of(result.version), "created": run.end_time,
                              "records": counts.get("out", 0), "counts": counts, "promoted": result.promoted}
+    if result.reference:
+        entry["reference"] = [{"column": column, **sketch} for column, sketch in sorted(result.reference.items())]
     failed = result.failed_gates
     if failed:
         because = "; ".join(f"{gate.name}: {gate.message}" for gate in failed)

@@ -31,6 +31,7 @@ from strata.render.common import child_labels, owner_reference
 from strata.render.training_job import MAX_NAME_LENGTH
 from strata_workloads.monitor import feedback as feedback_monitors
 from strata_workloads.monitor.result import BREACHED, INSUFFICIENT_DATA, MonitorResult
+from strata_workloads.monitor.sketch import TokenSketch, sketch_drift
 from strata_workloads.monitor.toxicity import toxicity_from_counts
 
 RETRAIN_INFIX = "-retrain-"
@@ -73,12 +74,51 @@ class Signals:
     # Sidecars read, and why none could be (when none could).
     sources: int = 0
     error: str | None = None
+    # Input name -> {"current": the token sketch of the last window, "previous": of the one
+    # before}, summed over the sidecars (GET /stats?window=).
+    sketches: dict[str, dict[str, TokenSketch]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DriftReference:
+    """What a drift monitor with reference "dataset" compares inputs with: the token sketches
+    of the Dataset version the served model was trained on, or why there are none."""
+
+    sketches: dict[str, TokenSketch] = field(default_factory=dict)
+    source: str = ""  # "Dataset lm-data version 3f2a..."
+    problem: str | None = None
+
+
+def drift_reference(training_job: dict[str, Any] | None, dataset: dict[str, Any] | None) -> DriftReference:
+    """Pure: the reference of the model a TrainingJob made, from its Dataset's status.history."""
+    if training_job is None:
+        return DriftReference(problem="the target serves no TrainingJob's model (spec.model.trainingJob), so there "
+                                      "is no training Dataset to compare with; use reference: previousWindow")
+    job = training_job["metadata"]["name"]
+    version = (training_job.get("status") or {}).get("datasetVersion")
+    name = ((training_job.get("spec") or {}).get("dataset") or {}).get("name")
+    if not version:
+        return DriftReference(problem=f"TrainingJob {job} has not recorded the Dataset version it trained on yet")
+    if dataset is None:
+        return DriftReference(problem=f"Dataset {name}, which TrainingJob {job} trained on, does not exist")
+    source = f"Dataset {name} version {version[:12]}"
+    entry = next((item for item in (dataset.get("status") or {}).get("history") or [] if item.get("version") == version),
+                 None)
+    if entry is None:
+        return DriftReference(source=source, problem=f"{source}, which TrainingJob {job} trained on, is no longer in "
+                                                     f"the Dataset's status.history")
+    sketches = {item["column"]: TokenSketch.from_dict(item) for item in entry.get("reference") or []}
+    if not sketches:
+        return DriftReference(source=source, problem=f"{source} has no reference sketches (made by an earlier "
+                                                     f"release); a new run of its pipeline records them")
+    return DriftReference(sketches, source)
 
 
 def evaluate(spec: FeedbackPolicySpec, signals: Signals, now: dt.datetime,
-             since: dt.datetime | None = None) -> list[MonitorResult]:
+             since: dt.datetime | None = None, reference: DriftReference | None = None) -> list[MonitorResult]:
     """Every monitor the spec enables, over the spec's window ending now; with `since`, only
-    the feedback given from then on (the served model's own, after a promotion)."""
+    the feedback given from then on (the served model's own, after a promotion). `reference`
+    is the drift monitor's when it compares with the training Dataset."""
     window = spec.window
     records = feedback_monitors.in_window(signals.feedback, now.timestamp(), duration_seconds(window))
     if since is not None:
@@ -103,11 +143,24 @@ def evaluate(spec: FeedbackPolicySpec, signals: Signals, now: dt.datetime,
         results.append(feedback_monitors.bias(records, [group.field for group in monitors.bias.groups],
                                               monitors.bias.max_disparity, monitors.bias.min_samples, window))
     if monitors.drift is not None:
-        results.append(MonitorResult("drift", None, INSUFFICIENT_DATA, 0, window,
-                                     "drift is not evaluated by the operator in this version: the sidecar keeps "
-                                     "input statistics since its start, not per window, and Datasets publish no "
-                                     "reference statistics yet"))
+        results.append(drift_monitor(monitors.drift.reference, monitors.drift.max_psi, monitors.drift.min_samples,
+                                     window, signals, reference))
     return results
+
+
+def drift_monitor(mode: str, max_psi: float, min_samples: int, window: str, signals: Signals,
+                  reference: DriftReference | None) -> MonitorResult:
+    current = {name: sides["current"] for name, sides in signals.sketches.items()}
+    if mode == "previousWindow":
+        baseline = {name: sides["previous"] for name, sides in signals.sketches.items() if sides["previous"].rows}
+        if not baseline:
+            return MonitorResult("drift", None, INSUFFICIENT_DATA, 0, window,
+                                 f"no sampled request in the window before the last {window} to compare with")
+        return sketch_drift(baseline, current, max_psi, min_samples, window, against=f"the {window} before")
+    if reference is None or reference.problem:
+        why = reference.problem if reference is not None else "the training Dataset's reference was not read"
+        return MonitorResult("drift", None, INSUFFICIENT_DATA, 0, window, why)
+    return sketch_drift(reference.sketches, current, max_psi, min_samples, window, against=reference.source)
 
 
 def monitor_status(result: MonitorResult) -> dict[str, Any]:
@@ -153,8 +206,6 @@ def policy_problem(spec: FeedbackPolicySpec, name: str, created: str, others: li
 def unimplemented_fields(spec: FeedbackPolicySpec) -> list[str]:
     """Fields this version accepts but does not act on, so the status can say so."""
     fields = []
-    if spec.monitors.drift is not None:
-        fields.append("spec.monitors.drift")
     if spec.retrain is not None and spec.retrain.refresh_dataset is not None and spec.retrain.refresh_dataset.include_feedback:
         fields.append("spec.retrain.refreshDataset.includeFeedback")
     fields += [f"spec.promotion.requireNoWorse[{index}] ({metric})"

@@ -51,7 +51,7 @@ def render_sidecar_config(spec: ModelDeploymentSpec, model_name: str) -> dict[st
         "upstream": {"host": TRITON_HOST, "httpPort": TRITON_HTTP_PORT, "grpcPort": TRITON_GRPC_PORT},
         "stateDir": SIDECAR_STATE_DIR,
         "audit": {"sampleRate": monitoring.audit_sample_rate, "redact": sorted(set(monitoring.redact))},
-        "drift": {"enabled": monitoring.drift},
+        "drift": {"enabled": monitoring.drift, "sampleRate": monitoring.drift_sample_rate},
         "toxicity": {"enabled": monitoring.toxicity},
     }
     keyed = access is not None and access.auth is not None and access.auth.api_keys is not None

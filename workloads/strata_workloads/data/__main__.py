@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         version=result.version, path=str(result.path), created=result.created,
         promoted=all(verdict.passed for verdict in verdicts), parent_version=config.parent_version,
         records=gates.record_counts(statistics), gates=tuple(verdicts),
+        reference=report.reference_statistics.get("sketches") or {} if report else {},
     )
     print(json.dumps({
         **json.loads(run.to_message()),

@@ -39,6 +39,7 @@ from strata_workloads.data.layout import (
 )
 from strata_workloads.data.minhash import NearDuplicateIndex, shingle_hashes
 from strata_workloads.data.sources import Quarantine, SourceDigest, local_files, read_source
+from strata_workloads.monitor.sketch import TOKENS_COLUMN, TokenSketch
 from strata_workloads.data.text import (
     LENGTH_EDGES,
     TOKEN_EDGES,
@@ -218,6 +219,7 @@ def run_pipeline(config: PipelineConfig, out: str | Path) -> PipelineResult:
         index = NearDuplicateIndex(near.threshold, near.num_perm) if near else None
         augmentation = config.augmentation
         length_histogram, token_histogram = Histogram(LENGTH_EDGES), Histogram(TOKEN_EDGES)
+        token_sketch = TokenSketch()  # of real records only: the drift reference of served inputs
         label_counts: dict[int, int] = {}
         real_train = 0
         split_threshold = int(config.validation_fraction * (1 << 32))
@@ -238,6 +240,7 @@ def run_pipeline(config: PipelineConfig, out: str | Path) -> PipelineResult:
             kept_rows = np.flatnonzero(keep)
             length_histogram.add([len(texts[i]) for i in kept_rows])
             token_histogram.add([len(token_ids[i]) for i in kept_rows])
+            token_sketch.add_sequences(token_ids[i] for i in kept_rows)
             for i in kept_rows:
                 after_near += 1
                 split = "validation" if int.from_bytes(keys[i][:4], "little") < split_threshold else "train"
@@ -311,6 +314,7 @@ def run_pipeline(config: PipelineConfig, out: str | Path) -> PipelineResult:
             "lengthDistribution": length_histogram.fractions(),
             "tokenDistribution": token_histogram.fractions(),
             "classDistribution": {str(k): v / total_labels for k, v in sorted(label_counts.items())},
+            "sketches": {TOKENS_COLUMN: token_sketch.to_dict()},
         }
         report = PipelineReport(
             lineage=Lineage(

@@ -12,11 +12,15 @@ The message is one JSON object of at most 4096 bytes (what Kubernetes keeps)::
      "records": {"in": 1200, "out": 1010, "duplicates": 120, "nearDuplicates": 30,
                  "missing": 12, "quarantined": 28, "synthetic": 0},
      "gates": [{"name": "maxDuplicateRatio", "passed": true, "value": 0.125, "limit": 0.3,
-                "message": "..."}]}
+                "message": "..."}],
+     "reference": {"tokens": {"rows": 1010, "length": [...], "ids": [...]}}}
 
 or, when the run could not produce a version, ``{"error": "..."}`` with exit code
 :data:`EXIT_INVALID_CONFIG` (the configuration is wrong: retrying cannot help) or
 :data:`EXIT_SOURCE_ERROR` (a source cannot be read: a later run may succeed).
+
+``reference`` holds the version's token sketches (strata_workloads.monitor.sketch), which the
+operator keeps in status.history for the drift monitors of models trained on the version.
 
 ``promoted`` is false when a quality gate failed: the version is written (versions are
 immutable and content-addressed) but must not become the Dataset's current version.
@@ -81,6 +85,8 @@ class RunResult:
     records: dict[str, int] = field(default_factory=dict)
     gates: tuple[GateVerdict, ...] = ()
     error: str | None = None
+    # Dataset column -> its token sketch (TokenSketch.to_dict()): the drift reference.
+    reference: dict[str, Any] = field(default_factory=dict)
 
     @property
     def failed_gates(self) -> list[GateVerdict]:
@@ -92,6 +98,7 @@ class RunResult:
             "version": self.version, "path": self.path, "created": self.created, "promoted": self.promoted,
             "parentVersion": self.parent_version, "records": dict(self.records),
             "gates": [asdict(gate) for gate in self.gates], "error": self.error,
+            "reference": dict(self.reference),
         }
         body = {key: value for key, value in body.items() if value not in (None, [], {})}
         text = json.dumps(body, separators=(",", ":"), sort_keys=True)
@@ -102,6 +109,11 @@ class RunResult:
                 gate["message"] = gate["message"][:keep]
             if body.get("error"):
                 body["error"] = body["error"][: max(keep * 10, 200)]
+            text = json.dumps(body, separators=(",", ":"), sort_keys=True)
+        if len(text.encode()) > TERMINATION_MESSAGE_LIMIT:
+            # The reference is the last thing to go: without it drift has no baseline, but
+            # the version is still recorded.
+            body.pop("reference", None)
             text = json.dumps(body, separators=(",", ":"), sort_keys=True)
         return text
 
@@ -114,6 +126,8 @@ class RunResult:
             records={key: int(records[key]) for key in RECORD_KEYS if isinstance(records.get(key), (int, float))},
             gates=tuple(GateVerdict.from_dict(gate) for gate in raw.get("gates") or []),
             error=raw.get("error"),
+            reference={str(name): sketch for name, sketch in (raw.get("reference") or {}).items()
+                       if isinstance(sketch, dict)},
         )
 
 

@@ -12,6 +12,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from strata_workloads.data.config import NoiseFilters, TextAugmentation, TextPreprocessing, Tokenizer
+from strata_workloads.monitor import sketch
 
 MASK_TOKEN = "[MASK]"
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", MASK_TOKEN]
@@ -136,7 +137,8 @@ def augment(text: str, augmentation: TextAugmentation, rng: random.Random) -> st
 
 
 LENGTH_EDGES = [0, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
-TOKEN_EDGES = [0, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
+# Drift monitoring bins serving traffic alike (monitor/sketch.py), so the two are one list.
+TOKEN_EDGES = list(sketch.LENGTH_EDGES)
 
 
 class Histogram:

@@ -11,6 +11,9 @@ false-alarm rate stays at alpha however many inputs the model has.
 Text is two features: its length in tokens (numeric, as above) and its token distribution
 (PSI over the reference's most frequent tokens plus one bucket for the rest, with a
 chi-squared test of homogeneity on the same counts).
+
+Token sketches of token-id inputs (what the Dataset pipeline and the serving sidecar both
+make) are compared the same way, in pure Python, by monitor/sketch.py.
 """
 
 from __future__ import annotations
@@ -23,18 +26,16 @@ import numpy as np
 from scipy import stats
 
 from strata_workloads.monitor.result import MonitorResult, judge
+from strata_workloads.monitor.sketch import DEFAULT_ALPHA, PSI_EPSILON, counts_drift, drift_verdict
 
 DEFAULT_BINS = 10
-DEFAULT_ALPHA = 0.01
 TOP_TOKENS = 50
-# Floor of a bin's share, so an empty bin adds a large but finite term.
-_EPSILON = 1e-4
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 
 
 def psi_from_shares(reference: np.ndarray, current: np.ndarray) -> float:
-    reference = np.clip(reference, _EPSILON, None)
-    current = np.clip(current, _EPSILON, None)
+    reference = np.clip(reference, PSI_EPSILON, None)
+    current = np.clip(current, PSI_EPSILON, None)
     return float(np.sum((current - reference) * np.log(current / reference)))
 
 
@@ -72,17 +73,9 @@ def token_drift(reference: Sequence[str], current: Sequence[str], top: int = TOP
         kept = [counts.get(token, 0) for token in vocabulary]
         return np.asarray(kept + [sum(counts.values()) - sum(kept)], dtype=float)
 
-    ref_hist, cur_hist = histogram(ref_counts), histogram(cur_counts)
-    if ref_hist.sum() == 0 or cur_hist.sum() == 0:
-        return 0.0, 1.0
-    value = psi_from_shares(ref_hist / ref_hist.sum(), cur_hist / cur_hist.sum())
-    table = np.vstack([ref_hist, cur_hist])
-    table = table[:, table.sum(axis=0) > 0]
-    if table.shape[1] < 2:
-        return value, 1.0
-    # Tokens within a text are not independent draws, so this p-value is optimistic; the PSI
+    # Tokens within a text are not independent draws, so the p-value is optimistic; the PSI
     # gate (both must agree) is what keeps long texts from alarming on noise.
-    return value, float(stats.chi2_contingency(table)[1])
+    return counts_drift(histogram(ref_counts), histogram(cur_counts))
 
 
 def feature_drift(reference: Mapping[str, Sequence], current: Mapping[str, Sequence], max_psi: float,
@@ -93,7 +86,6 @@ def feature_drift(reference: Mapping[str, Sequence], current: Mapping[str, Seque
     and its tokens are compared). The samples are the fewest values any feature has in the
     current window.
     """
-    per_feature: dict[str, dict[str, float]] = {}
     tests: list[tuple[str, float, float]] = []  # (what, psi, p)
     for name, ref_values in reference.items():
         cur_values = list(current.get(name, ()))
@@ -107,17 +99,9 @@ def feature_drift(reference: Mapping[str, Sequence], current: Mapping[str, Seque
             tests.append((f"{name}.tokens", *token_drift(ref_values, cur_values)))
         else:
             tests.append((name, psi(ref_values, cur_values, bins), ks_test(ref_values, cur_values)[1]))
-        per_feature[name] = {"samples": len(cur_values)}
     samples = min((len(list(current.get(name, ()))) for name in reference), default=0)
     if not tests:
         return judge("drift", None, 0, min_samples, window, False, "")
-    threshold = alpha / len(tests)
-    drifted = [(what, value, p) for what, value, p in tests if value > max_psi and p < threshold]
-    worst = max(tests, key=lambda test: test[1])
-    details = {what: {"psi": round(value, 6), "pValue": p} for what, value, p in tests}
-    if drifted:
-        names = ", ".join(f"{what} (PSI {value:.3f}, p {p:.2g})" for what, value, p in drifted)
-        message = f"drifted in {window}: {names}; limits PSI {max_psi:g} and p {threshold:.2g}"
-    else:
-        message = f"no drift in {window}: largest PSI {worst[1]:.3f} ({worst[0]}), limit {max_psi:g}"
-    return judge("drift", worst[1], samples, min_samples, window, bool(drifted), message, details)
+    return drift_verdict(tests, samples, max_psi, min_samples, window, alpha)
+
+

@@ -11,7 +11,12 @@ model, per input and output tensor, since the sidecar started:
   mean, std, min, max   over all values seen (exact; Chan's parallel update)
   quantiles  q01..q99 of a uniform reservoir of ``drift.reservoirSize`` values
   datatype, shape      of the latest sample
-The FeedbackPolicy compares these with the training data's statistics.
+
+Token sketches (GET /stats?window=SECONDS), per model and integer input tensor: each sampled
+request's rows summarised as strata_workloads.monitor.sketch.TokenSketch, kept per minute for
+SKETCH_RETENTION_SECONDS, and returned summed over the last window ("current") and the one
+before it ("previous"). A FeedbackPolicy's drift monitor compares them with the token sketch
+of the Dataset version the model was trained on, or the current with the previous window.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from strata_workloads.monitor import toxicity as toxicity_model
+from strata_workloads.monitor.sketch import TokenSketch
 from strata_workloads.serve import protocol
 
 log = logging.getLogger(__name__)
@@ -92,6 +98,35 @@ TOXICITY_BUCKETS = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0, math.inf)
 
 
 # ---- drift statistics ----
+
+SKETCH_MINUTE = 60
+SKETCH_RETENTION_SECONDS = 2 * 24 * 3600  # two of the longest window a policy is likely to use
+INTEGER_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
+
+
+class MinuteSketches:
+    """One tensor's token sketches per minute, dropped after the retention."""
+
+    def __init__(self):
+        self.minutes: dict[int, TokenSketch] = {}
+
+    def add(self, at: float, values: np.ndarray, shape: list[int]) -> None:
+        minute = int(at // SKETCH_MINUTE)
+        sketch = self.minutes.get(minute)
+        if sketch is None:
+            sketch = self.minutes[minute] = TokenSketch()
+            oldest = minute - SKETCH_RETENTION_SECONDS // SKETCH_MINUTE
+            for stale in [m for m in self.minutes if m < oldest]:
+                del self.minutes[stale]
+        sketch.add_rows(values, shape)
+
+    def between(self, start: float, end: float) -> TokenSketch:
+        """The minutes that began in [start, end)."""
+        total = TokenSketch()
+        for minute, sketch in self.minutes.items():
+            if start <= minute * SKETCH_MINUTE < end:
+                total = total.merge(sketch)
+        return total
 
 class TensorStats:
     def __init__(self, reservoir_size: int, rng: np.random.Generator):
@@ -173,6 +208,8 @@ class Analysis:
         self.errors = 0
         # (model, "inputs"|"outputs", tensor name) -> stats
         self.tensors: dict[tuple[str, str, str], TensorStats] = {}
+        # (model, input tensor name) -> per-minute token sketches of integer inputs
+        self.sketches: dict[tuple[str, str], MinuteSketches] = {}
         self.toxicity_scored = 0
         self.toxicity_sum = 0.0
         self.toxicity_flagged = 0  # score >= 0.5
@@ -211,6 +248,10 @@ class Analysis:
                         if stats is None:
                             stats = self.tensors[key] = TensorStats(self.config.drift.reservoir_size, self._rng)
                         stats.add(tensor.datatype, tensor.shape, values)
+                for tensor in inputs:
+                    if tensor.datatype in INTEGER_TYPES and isinstance(tensor.values, np.ndarray):
+                        self.sketches.setdefault((meta["model"], tensor.name), MinuteSketches()).add(
+                            float(meta.get("time") or time.time()), tensor.values, tensor.shape)
             if toxicity is not None:
                 self.toxicity_scored += 1
                 self.toxicity_sum += toxicity
@@ -250,13 +291,24 @@ class Analysis:
                 os.replace(self.audit_path, self.audit_path.with_name(AUDIT_FILE + ".1"))
                 self._audit = self.audit_path.open("a", encoding="utf-8")
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, window: float | None = None, now: float | None = None) -> dict[str, Any]:
+        """Everything /stats reports; with `window` (seconds), the token sketches of the last
+        window and the one before it."""
+        now = time.time() if now is None else now
         with self._lock:
             models: dict[str, dict[str, dict[str, Any]]] = {}
             for (model, side, name), stats in sorted(self.tensors.items()):
                 models.setdefault(model, {"inputs": {}, "outputs": {}})[side][name] = stats.summary()
             result = {"deployment": self.model_name, "since": self.started, "sampled": self.sampled,
                       "decodeErrors": self.errors, "models": models}
+            if window is not None:
+                sketches: dict[str, dict[str, Any]] = {}
+                for (model, name), minutes in sorted(self.sketches.items()):
+                    sketches.setdefault(model, {})[name] = {
+                        "current": minutes.between(now - window, now + SKETCH_MINUTE).to_dict(),
+                        "previous": minutes.between(now - 2 * window, now - window).to_dict()}
+                result["window"] = {"seconds": window, "end": now}
+                result["sketches"] = sketches
             if self.config.toxicity.enabled:
                 result["toxicity"] = {"scored": self.toxicity_scored, "flagged": self.toxicity_flagged,
                                       "mean": self.toxicity_sum / self.toxicity_scored if self.toxicity_scored else None}

@@ -231,7 +231,16 @@ class Supervisor:
                 if url.path == "/metrics":
                     self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
                 elif url.path == "/stats":
-                    self._json(supervisor.analysis.stats())
+                    from strata_workloads.serve.analysis import SKETCH_RETENTION_SECONDS
+
+                    window = query.get("window", [None])[0]
+                    try:
+                        window = None if window is None else float(window)
+                        if window is not None and not 0 < window <= SKETCH_RETENTION_SECONDS / 2:
+                            raise ValueError
+                    except ValueError:
+                        return self._json({"error": f"window must be seconds in (0, {SKETCH_RETENTION_SECONDS // 2}]"}, 400)
+                    self._json(supervisor.analysis.stats(window))
                 elif url.path == "/feedback":
                     try:
                         after = int(query.get("after", ["0"])[0])
