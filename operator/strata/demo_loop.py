@@ -7,7 +7,8 @@ corpus claim, and then acts only as a person and a client would:
     data        the Dataset's pipeline pod publishes a version
     training    two CPU workers train on it with DeepSpeed and export the model
     serving     Triton serves it behind the monitoring sidecar
-    feedback    a client calls the model over gRPC and rates most answers down
+    feedback    a client calls the model over gRPC with random token ids (traffic unlike
+                the training data, which the drift monitor reports) and rates most answers down
     retraining  the FeedbackPolicy sees approval fall and starts a retraining TrainingJob
     promotion   the retrained model is promoted (its validation loss is no worse) and served
 
@@ -21,7 +22,7 @@ import json
 import random
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -56,6 +57,8 @@ class Stage:
     name: str
     seconds: float
     detail: str
+    # What the stage saw that a later check may want (the monitors when a retraining began).
+    observed: dict[str, Any] = field(default_factory=dict)
 
 
 def corpus_lines(count: int, seed: int = 7) -> list[str]:
@@ -153,8 +156,8 @@ def run_loop(kubectl: Kubectl, namespace: str, manifests: Path, report: Callable
     key = next(iter(by_kind["Secret"]["stringData"].values()))
     stages: list[Stage] = []
 
-    def finish(name: str, started: float, detail: str) -> None:
-        stages.append(Stage(name, time.monotonic() - started, detail))
+    def finish(name: str, started: float, detail: str, **observed: Any) -> None:
+        stages.append(Stage(name, time.monotonic() - started, detail, observed))
         report(stages[-1])
 
     def apply(docs: list[dict[str, Any]]) -> None:
@@ -222,10 +225,13 @@ def run_loop(kubectl: Kubectl, namespace: str, manifests: Path, report: Callable
     retrained = _wait("the FeedbackPolicy to start a retraining",
                       lambda: (policy_status().get("lastRetrain") or {}).get("trainingJob"),
                       stage_timeout, lambda: json.dumps(policy_status().get("monitors")))
-    why = policy_status()["lastRetrain"]["reason"]
+    at_retraining = policy_status()
+    why = at_retraining["lastRetrain"]["reason"]
+    drift = next((m for m in at_retraining.get("monitors") or [] if m["name"] == "drift"), None)
     _wait(f"TrainingJob {retrained} to finish", lambda: finished(retrained), stage_timeout,
           lambda: _ready_message(job_status(retrained)))
-    finish("retraining", started, f"{retrained}: {why}")
+    seen = f" Drift: {drift['verdict']}, {drift.get('message')}" if drift else ""
+    finish("retraining", started, f"{retrained}: {why}{seen}", monitors=at_retraining.get("monitors") or [])
 
     started = time.monotonic()
     decided = _wait("the promotion decision",

@@ -41,12 +41,17 @@ def test_the_loop_retrains_when_approval_falls_and_promotes_the_retrained_model(
     retrained = policy["lastRetrain"]["trainingJob"]
     assert retrained == "assistant-retrain-1"
     assert "approval breached" in policy["lastRetrain"]["reason"] and "below the minimum 0.6" in policy["lastRetrain"]["reason"]
+    # The client's random token ids are unlike the corpus: the drift monitor saw it, against
+    # the token sketch the Dataset's pipeline pod recorded for the version the model trained on.
+    dataset = get_json(cluster, "dataset", "support-notes", "-n", namespace)["status"]
+    drift = next(m for m in stages[4].observed["monitors"] if m["name"] == "drift")
+    assert drift["verdict"] == "Breached" and drift["samples"] >= 20, drift
+    assert f"against Dataset support-notes version {dataset['version'][:12]}" in drift["message"], drift
     actions = [(record["action"], record.get("trainingJob")) for record in policy["history"]]
     assert ("Retrained", retrained) in actions
     job = get_json(cluster, "trainingjob", retrained, "-n", namespace)
     assert job["metadata"]["ownerReferences"][0]["kind"] == "FeedbackPolicy"
     # Both trained on the Dataset's published version.
-    dataset = get_json(cluster, "dataset", "support-notes", "-n", namespace)["status"]
     original = get_json(cluster, "trainingjob", "assistant", "-n", namespace)["status"]
     assert job["status"]["datasetVersion"] == original["datasetVersion"] == dataset["version"]
     deployment = get_json(cluster, "modeldeployment", "assistant", "-n", namespace)
