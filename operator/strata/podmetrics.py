@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -36,3 +37,19 @@ def fetch_json(url: str) -> Any:
             return json.loads(response.read())
     except (urllib.error.URLError, ValueError) as error:
         raise OSError(f"{url}: {error}") from error
+
+
+def prometheus_query(base_url: str, query: str) -> dict[str, Any]:
+    """An instant query's JSON answer from Prometheus's HTTP API. A query Prometheus refuses
+    answers 4xx with a JSON body saying why: that body is returned, for the caller to report."""
+    url = f"{base_url.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        try:
+            return json.loads(error.read())
+        except ValueError:
+            raise OSError(f"{base_url}: HTTP {error.code}") from error
+    except (urllib.error.URLError, ValueError) as error:
+        raise OSError(f"{base_url}: {error}") from error

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -269,3 +270,79 @@ def test_a_second_policy_on_the_same_deployment_and_an_invalid_schedule_are_repo
     out_of_range["spec"]["monitors"]["approval"]["minRate"] = 1.5
     result = cluster.kubectl("apply", "-f", "-", input=json.dumps(out_of_range), check=False)
     assert result.returncode != 0 and "spec.monitors.approval.minRate" in result.stderr
+
+
+@pytest.fixture
+def prometheus(sidecar, tmp_path):
+    """A real Prometheus (built from its Go module, as `strata dev up --monitoring` runs it)
+    scraping the sidecar every second twice: as a pod of ModelDeployment "lm", and as a pod of
+    another deployment whose name begins the same ("lm-big"), which the policy must not count."""
+    from strata.devcluster.binaries import PROMETHEUS_SERVER, build_component
+
+    metrics_url, _ = sidecar
+    build_component(PROMETHEUS_SERVER, ["prometheus"])
+    target = metrics_url.removeprefix("http://")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    state: dict = {}
+
+    def configure(namespace: str) -> str:
+        config = {"global": {"scrape_interval": "1s"}, "scrape_configs": [
+            {"job_name": name, "static_configs": [{"targets": [target], "labels": {"namespace": namespace, "pod": pod}}]}
+            for name, pod in (("lm", "lm-7c9f5d8b4-x2k4q"), ("decoy", "lm-big-7c9f5d8b4-x2k4q"))]}
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+        log = (tmp_path / "prometheus.log").open("w")
+        state["process"] = subprocess.Popen(
+            [str(PROMETHEUS_SERVER.cache_dir() / "prometheus"), f"--config.file={tmp_path / 'prometheus.yml'}",
+             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        state["log"] = log
+        return url
+
+    yield configure
+    if "process" in state:
+        state["process"].terminate()
+        state["process"].wait(timeout=30)
+        state["log"].close()
+
+
+def prometheus_value(url: str, query: str) -> float | None:
+    with urllib.request.urlopen(f"{url}/api/v1/query?{urllib.parse.urlencode({'query': query})}", timeout=5) as response:
+        result = json.loads(response.read())["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
+def test_approval_and_toxicity_are_read_from_prometheus_over_the_window_counting_only_the_targets_pods(
+        operator, crds_installed, namespace, sidecar, prometheus):
+    cluster = crds_installed
+    _, rate = sidecar
+    url = prometheus(namespace)
+    # Both scrapes see the counters at 0 before any rating, so increase() over the window counts all 25.
+    scraped = f'strata_sidecar_feedback_total{{namespace="{namespace}",rating="down"}}'
+    wait_for(lambda: prometheus_value(url, f"count({scraped})") == 2, timeout=60, what="Prometheus to scrape both jobs")
+    for n in range(25):
+        rate(f"req-{n}", "down" if n % 5 else "up")  # approval 0.2
+    wait_for(lambda: prometheus_value(url, f"min({scraped})") == 20, timeout=60, what="Prometheus to scrape the ratings")
+
+    spec = {"target": {"modelDeployment": "lm"}, "window": "1h", "evaluationInterval": "1s",
+            "signals": {"prometheus": {"url": url}},
+            "monitors": {"approval": {"minRate": 0.8, "minSamples": 20}, "toxicity": {"maxRate": 0.1, "minSamples": 5}}}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+        gpu_training_job(namespace, "lm", nodes=1, gpus_per_node=1), model_deployment(namespace),
+        {"apiVersion": "strata.dev/v1alpha1", "kind": "FeedbackPolicy",
+         "metadata": {"name": "lm-prometheus", "namespace": namespace}, "spec": spec}]}))
+    apply_training_inputs(cluster, namespace)
+
+    def monitors():
+        status = (get_json(cluster, "feedbackpolicy", "lm-prometheus", "-n", namespace) or {}).get("status") or {}
+        readings = {m["name"]: m for m in status.get("monitors") or []}
+        return readings if readings.get("approval", {}).get("verdict") == "Breached" else None
+
+    readings = wait_for(monitors, timeout=90, what="the approval monitor to read Prometheus")
+    approval = readings["approval"]
+    # increase() extrapolates a little past the last scrape; the decoy's series would double it.
+    assert 25 <= approval["samples"] <= 27 and approval["value"] == pytest.approx(0.2, abs=0.02), approval
+    assert approval["window"] == "1h" and "below the minimum 0.8" in approval["message"]
+    # No toxicity histogram is scraped (the sidecar scores no outputs): Prometheus answered the
+    # query with nothing, which is too few samples, not an error.
+    assert readings["toxicity"]["verdict"] == "InsufficientData" and readings["toxicity"]["samples"] == 0

@@ -321,3 +321,46 @@ def test_the_drift_monitor(case, drift, signals, reference, verdict, says):
     spec = spec_of(window="1h", monitors={"drift": {"maxPSI": 0.2, "minSamples": 100, **drift}})
     (result,) = policy.evaluate(spec, signals, NOW, reference=reference)
     assert (result.name, result.verdict) == ("drift", verdict) and says in result.message, result.message
+
+
+# ---- Prometheus as the source of approval and toxicity ----
+
+def test_the_prometheus_selector_is_the_targets_pods_unless_the_spec_names_one():
+    spec = spec_of(signals={"prometheus": {"url": "http://prometheus:9090"}})
+    assert policy.prometheus_selector(spec, "ml") == 'namespace="ml",pod=~"lm-[a-z0-9]+-[a-z0-9]+"'
+    spec = spec_of(signals={"prometheus": {"url": "http://prometheus:9090", "selector": 'service="lm"'}})
+    assert policy.prometheus_selector(spec, "ml") == 'service="lm"'
+    queries = policy.prometheus_queries('service="lm"', 3600)
+    assert queries["up"] == 'sum(increase(strata_sidecar_feedback_total{service="lm",rating="up"}[3600s]))'
+    assert queries["flagged"].endswith('sum(increase(strata_sidecar_toxicity_score_bucket{service="lm",le="0.5"}[3600s]))')
+
+
+def test_a_selector_that_is_not_label_matchers_is_refused_naming_the_field():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="selector"):
+        spec_of(signals={"prometheus": {"url": "http://prometheus:9090", "selector": "up{job='x'}"}})
+
+
+@pytest.mark.parametrize("case, response, value", [
+    ("an empty vector: no series matched yet", {"status": "success", "data": {"resultType": "vector", "result": []}}, 0),
+    ("increase() extrapolates: rounded", {"status": "success", "data": {"result": [{"value": [1, "19.6"]}]}}, 20),
+])
+def test_query_value(case, response, value):
+    assert policy.query_value(response) == value
+
+
+def test_a_refused_query_says_why():
+    with pytest.raises(ValueError, match="parse error"):
+        policy.query_value({"status": "error", "errorType": "bad_data", "error": "1:5: parse error: unexpected"})
+
+
+def test_counts_from_prometheus_replace_the_records_for_approval_and_toxicity():
+    spec = spec_of(window="1h", monitors={"approval": {"minRate": 0.8, "minSamples": 10},
+                                          "toxicity": {"maxRate": 0.1, "minSamples": 10}})
+    stale = tuple({"rating": "up", "time": NOW.timestamp() - 60} for _ in range(50))
+    counts = policy.WindowCounts(up=3, down=17, scored=40, flagged=8, window="1h")
+    results = {r.name: r for r in policy.evaluate(spec, policy.Signals(feedback=stale, toxicity_scored=100,
+                                                                       counts=counts), NOW)}
+    assert (results["approval"].verdict, results["approval"].value, results["approval"].samples) == (BREACHED, 0.15, 20)
+    assert (results["toxicity"].verdict, results["toxicity"].value, results["toxicity"].window) == (BREACHED, 0.2, "1h")

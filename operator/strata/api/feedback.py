@@ -102,7 +102,24 @@ class Review(StrataModel):
     queue_flagged: bool = Field(default=True, description="Keep flagged outputs for human review.")
 
 
+class PrometheusSignals(StrataModel):
+    url: str = Field(max_length=1024, pattern=r"^https?://",
+                     description="Prometheus's HTTP API (http://prometheus.monitoring:9090) that scrapes the target's sidecars.")
+    selector: str | None = Field(
+        default=None, max_length=512, pattern=r'^[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"',
+        description='PromQL label matchers of the target\'s sidecar series, e.g. namespace="ml",service="assistant". '
+        'Unset: namespace="<namespace>",pod=~"<target>-<hash>-<id>" (the labels the Prometheus Operator and '
+        "kubernetes_sd scrape configs give pods).",
+    )
+
+
 class Signals(StrataModel):
+    prometheus: PrometheusSignals | None = Field(
+        default=None,
+        description="Read approval and toxicity over the window from Prometheus (the sidecars' "
+        "strata_sidecar_feedback_total and strata_sidecar_toxicity_score), so they outlive pods. Bias and drift "
+        "need per-request records and sketches and are still read from the sidecars.",
+    )
     url: str | None = Field(
         default=None, max_length=1024, pattern=r"^https?://",
         description="The monitoring sidecar's metrics endpoint (http://host:9090) to read feedback and statistics "

@@ -138,6 +138,34 @@ def read_signals(urls: list[str], window_seconds: float) -> policy.Signals:
     return policy.Signals(tuple(records), scored, flagged, since, sources, error, sketches)
 
 
+def read_prometheus(spec: FeedbackPolicySpec, namespace: str, seconds: float,
+                    window: str) -> tuple[policy.WindowCounts | None, str | None]:
+    """Approval and toxicity counts over the last `seconds` from spec.signals.prometheus, or why not."""
+    prometheus = spec.signals.prometheus
+    assert prometheus is not None
+    values: dict[str, int] = {}
+    for name, query in policy.prometheus_queries(policy.prometheus_selector(spec, namespace), seconds).items():
+        try:
+            values[name] = policy.query_value(podmetrics.prometheus_query(prometheus.url, query))
+        except (OSError, ValueError) as error:
+            return None, f"Prometheus ({prometheus.url}) did not answer {query}: {error}"[:900]
+    return policy.WindowCounts(window=window, **values), None
+
+
+def read_all_signals(spec: FeedbackPolicySpec, namespace: str) -> policy.Signals:
+    """The sidecars' signals, or with spec.signals.prometheus, approval and toxicity from
+    Prometheus and the sidecars read only when bias or drift need their records."""
+    seconds = policy.duration_seconds(spec.window)
+    if spec.signals.prometheus is None:
+        return read_signals(sidecar_urls(spec, namespace), seconds)
+    counts, error = read_prometheus(spec, namespace, seconds, spec.window)
+    if spec.monitors.bias is not None or spec.monitors.drift is not None:
+        signals = read_signals(sidecar_urls(spec, namespace), seconds)
+    else:
+        signals = policy.Signals()
+    return replace(signals, counts=counts, error=error or signals.error)
+
+
 def drift_reference(spec: FeedbackPolicySpec, namespace: str, serving: str | None) -> policy.DriftReference | None:
     """The served model's training Dataset version's sketches, when a drift monitor compares with them."""
     if spec.monitors.drift is None or spec.monitors.drift.reference != "dataset":
@@ -209,7 +237,7 @@ def resolve(info: KindInfo, body: dict[str, Any], spec: FeedbackPolicySpec) -> P
     last = policy.parse_time(previous.get("lastEvaluation"))
     signals: policy.Signals | None = None
     if last is None or (now - last).total_seconds() >= policy.duration_seconds(spec.evaluation_interval):
-        signals = read_signals(sidecar_urls(spec, namespace), policy.duration_seconds(spec.window))
+        signals = read_all_signals(spec, namespace)
         reference = drift_reference(spec, namespace, serving_name) if signals.error is None else None
         results = tuple(policy.evaluate(spec, signals, now, reference=reference)) if signals.error is None else ()
         inputs = replace(inputs, results=results, evaluated_at=policy.format_time(now), signals_error=signals.error)
@@ -281,7 +309,13 @@ def resolve(info: KindInfo, body: dict[str, Any], spec: FeedbackPolicySpec) -> P
     # so drift never rolls a promotion back.
     promoted_at = policy.promoted_at(target)
     if signals is not None and signals.error is None and promoted_at is not None:
-        own = [result for result in policy.evaluate(spec, signals, now, since=promoted_at) if result.name != "drift"]
+        since_promotion = signals
+        if spec.signals.prometheus is not None:
+            counts, error = read_prometheus(spec, namespace, (now - promoted_at).total_seconds(),
+                                            f"since {policy.format_time(promoted_at)}")
+            since_promotion = replace(signals, counts=counts) if error is None else None
+        own = ([result for result in policy.evaluate(spec, since_promotion, now, since=promoted_at)
+                if result.name != "drift"] if since_promotion is not None else [])
         rollback = policy.decide_rollback(spec.promotion, target, serving_name, own)
         if rollback is not None:
             return replace(inputs, promotion=rollback, history=tuple(policy.append_history(list(inputs.history), {

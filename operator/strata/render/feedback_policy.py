@@ -77,6 +77,58 @@ class Signals:
     # Input name -> {"current": the token sketch of the last window, "previous": of the one
     # before}, summed over the sidecars (GET /stats?window=).
     sketches: dict[str, dict[str, TokenSketch]] = field(default_factory=dict)
+    # From Prometheus (spec.signals.prometheus), over the window: these replace what the
+    # records and the sidecars' since-start toxicity counts say about approval and toxicity.
+    counts: "WindowCounts | None" = None
+
+
+# ---- Prometheus as the source of approval and toxicity ----
+
+@dataclass(frozen=True)
+class WindowCounts:
+    """Ratings and scored outputs over a window, as Prometheus's increase() gives them."""
+
+    up: int
+    down: int
+    scored: int
+    flagged: int
+    window: str  # what the counts cover, e.g. "1h" or "since 2026-03-02T11:00:00Z"
+
+
+def prometheus_selector(spec: FeedbackPolicySpec, namespace: str) -> str:
+    """The label matchers of the target's sidecar series: the spec's, or its pods' by name (a
+    Deployment's pods are <name>-<hash>-<id>; the anchored regex leaves out <name>-other's)."""
+    prometheus = spec.signals.prometheus
+    assert prometheus is not None
+    if prometheus.selector:
+        return prometheus.selector
+    return f'namespace="{namespace}",pod=~"{re.escape(spec.target.model_deployment)}-[a-z0-9]+-[a-z0-9]+"'
+
+
+def prometheus_queries(selector: str, seconds: float) -> dict[str, str]:
+    """PromQL instant queries for WindowCounts' fields over the last `seconds`. Toxic outputs are
+    those scored above TOXIC_SCORE, a bucket bound of strata_sidecar_toxicity_score."""
+    from strata_workloads.monitor.toxicity import TOXIC_SCORE
+
+    window = f"{max(1, int(seconds))}s"
+
+    def total(metric: str, extra: str = "") -> str:
+        return f"sum(increase({metric}{{{selector}{extra}}}[{window}]))"
+
+    scored = total("strata_sidecar_toxicity_score_count")
+    not_toxic = total("strata_sidecar_toxicity_score_bucket", ',le="' + f"{TOXIC_SCORE:g}" + '"')
+    return {"up": total("strata_sidecar_feedback_total", ',rating="up"'),
+            "down": total("strata_sidecar_feedback_total", ',rating="down"'),
+            "scored": scored, "flagged": f"{scored} - {not_toxic}"}
+
+
+def query_value(response: dict[str, Any]) -> int:
+    """The value of an instant query's answer (a one-element vector; none when no series matched),
+    rounded: increase() extrapolates to the window's edges."""
+    if response.get("status") != "success":
+        raise ValueError(response.get("error") or f"Prometheus answered {response.get('status')!r}")
+    result = (response.get("data") or {}).get("result") or []
+    return max(0, round(float(result[0]["value"][1]))) if result else 0
 
 
 @dataclass(frozen=True)
@@ -125,11 +177,19 @@ def evaluate(spec: FeedbackPolicySpec, signals: Signals, now: dt.datetime,
         records = [record for record in records if float(record.get("time", 0)) >= since.timestamp()]
     monitors = spec.monitors
     results = []
+    counts = signals.counts
     if monitors.approval is not None:
-        results.append(feedback_monitors.approval(records, monitors.approval.min_rate, monitors.approval.min_samples,
-                                                  window))
+        if counts is not None:
+            results.append(feedback_monitors.approval_from_counts(counts.up, counts.down, monitors.approval.min_rate,
+                                                                  monitors.approval.min_samples, counts.window))
+        else:
+            results.append(feedback_monitors.approval(records, monitors.approval.min_rate,
+                                                      monitors.approval.min_samples, window))
     if monitors.toxicity is not None:
-        if signals.toxicity_scored is None:
+        if counts is not None:
+            results.append(toxicity_from_counts(counts.flagged, counts.scored, monitors.toxicity.max_rate,
+                                                monitors.toxicity.min_samples, counts.window))
+        elif signals.toxicity_scored is None:
             results.append(MonitorResult("toxicity", None, INSUFFICIENT_DATA, 0, window,
                                          "the sidecar scores no outputs: set the target ModelDeployment's "
                                          "spec.monitoring.toxicity to true"))

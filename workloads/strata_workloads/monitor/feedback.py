@@ -28,8 +28,15 @@ def _approval(records: list[dict[str, Any]]) -> float | None:
 
 def approval(records: list[dict[str, Any]], min_rate: float, min_samples: int, window: str) -> MonitorResult:
     """The share of "up" ratings; breached when it falls below `min_rate`."""
-    rate = _approval(records)
-    samples = sum(record.get("rating") in ("up", "down") for record in records)
+    up = sum(record.get("rating") == "up" for record in records)
+    down = sum(record.get("rating") == "down" for record in records)
+    return approval_from_counts(up, down, min_rate, min_samples, window)
+
+
+def approval_from_counts(up: int, down: int, min_rate: float, min_samples: int, window: str) -> MonitorResult:
+    """As :func:`approval`, from the counts of each rating (what Prometheus has)."""
+    samples = up + down
+    rate = up / samples if samples else None
     message = (f"approval {rate:.3f} over {samples} rating(s) in {window}, "
                f"{'below' if rate is not None and rate < min_rate else 'at or above'} the minimum {min_rate:g}"
                if rate is not None else "")

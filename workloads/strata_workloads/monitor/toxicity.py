@@ -15,7 +15,8 @@ from typing import Sequence
 
 from strata_workloads.monitor.result import MonitorResult, judge
 
-# A text whose score reaches this counts as toxic.
+# A text whose score exceeds this counts as toxic (the sidecar's score histogram has a bucket
+# bound here, so Prometheus counts toxic outputs the same way: _count - _bucket{le="0.5"}).
 TOXIC_SCORE = 0.5
 
 
@@ -41,8 +42,8 @@ def score(texts: Sequence[str], model_dir: str | None = None) -> list[float]:
 
 def toxicity(scores: Sequence[float], max_rate: float, min_samples: int, window: str,
              threshold: float = TOXIC_SCORE) -> MonitorResult:
-    """The share of scored outputs at or above `threshold`; breached above `max_rate`."""
-    flagged = sum(value >= threshold for value in scores)
+    """The share of scored outputs above `threshold`; breached above `max_rate`."""
+    flagged = sum(value > threshold for value in scores)
     return toxicity_from_counts(flagged, len(scores), max_rate, min_samples, window)
 
 

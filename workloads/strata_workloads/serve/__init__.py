@@ -34,7 +34,9 @@ For operators and the FeedbackPolicy (:9090, no key; not exposed by the Service'
                  strata_sidecar_upstream_ready, _workers, _worker_restarts_total,
                  _samples_analysed_total, _samples_dropped_total, _audit_records_total.
                  ``key`` is the API key's name (its file name), never the key.
-  GET /stats     drift statistics as JSON (analysis.py documents the fields)
+  GET /stats     drift statistics as JSON (analysis.py documents the fields); with
+                 ?window=<seconds>, the token sketches of integer inputs over that window
+                 and the one before (what a FeedbackPolicy's drift monitor reads)
   GET /feedback?after=<offset>&limit=<n>   feedback records and the next offset
   GET /healthz   200 when every worker is up and listening
 

@@ -212,7 +212,7 @@ class Analysis:
         self.sketches: dict[tuple[str, str], MinuteSketches] = {}
         self.toxicity_scored = 0
         self.toxicity_sum = 0.0
-        self.toxicity_flagged = 0  # score >= 0.5
+        self.toxicity_flagged = 0  # score > TOXIC_SCORE
         self.toxicity_buckets = [0] * len(TOXICITY_BUCKETS)  # non-cumulative counts per bucket
 
     def consume(self, meta: dict[str, Any], request: bytes | None, response: bytes | None) -> None:
@@ -255,7 +255,7 @@ class Analysis:
             if toxicity is not None:
                 self.toxicity_scored += 1
                 self.toxicity_sum += toxicity
-                self.toxicity_flagged += toxicity >= toxicity_model.TOXIC_SCORE
+                self.toxicity_flagged += toxicity > toxicity_model.TOXIC_SCORE
                 self.toxicity_buckets[next(i for i, bound in enumerate(TOXICITY_BUCKETS) if toxicity <= bound)] += 1
         if meta.get("audit"):
             self._write_audit(meta, inputs, outputs, request, toxicity)
