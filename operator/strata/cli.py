@@ -87,6 +87,23 @@ def _validate(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _review(args: argparse.Namespace) -> int:
+    from strata.review import ReviewError, current_namespace, list_review, resolve_review
+
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = str(args.kubeconfig)
+    namespace = args.namespace or current_namespace()
+    try:
+        if args.review_command == "list":
+            print(list_review(namespace, args.policy))
+        else:
+            print(resolve_review(namespace, args.policy, args.id, args.verdict))
+    except ReviewError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from strata.demo import run_demo, stop_demo
 
@@ -128,6 +145,19 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
         add_subcommands(dev_commands)
         dev.set_defaults(func=run_dev)
+
+    review = commands.add_parser("review", help="list and resolve the outputs a FeedbackPolicy flagged for review")
+    review_commands = review.add_subparsers(dest="review_command", required=True, metavar="COMMAND")
+    review_list = review_commands.add_parser("list", help="the open items of a FeedbackPolicy's review queue")
+    review_resolve = review_commands.add_parser(
+        "resolve", help="record a verdict (the annotation review.strata.dev/ID=VERDICT on the policy)")
+    for sub in (review_list, review_resolve):
+        sub.add_argument("policy", metavar="POLICY")
+        sub.add_argument("-n", "--namespace", help="the policy's namespace (default: the kubeconfig context's)")
+        sub.add_argument("--kubeconfig", type=Path, help="kubeconfig to use (default: $KUBECONFIG, ~/.kube/config)")
+    review_resolve.add_argument("id", metavar="ID", help="the item's id, as `strata review list` shows it")
+    review_resolve.add_argument("verdict", choices=("approve", "reject"))
+    review.set_defaults(func=_review)
 
     demo = commands.add_parser(
         "demo", help="start the dev cluster, install CRDs, run the operator, and run the whole loop "

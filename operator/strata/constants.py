@@ -42,6 +42,10 @@ ANNOTATION_PROMOTED_AT = "strata.dev/promoted-at"
 ANNOTATION_PROMOTED_OVER = "strata.dev/promoted-over"
 # ... and after a rollback, the TrainingJob taken out of service (never promoted again).
 ANNOTATION_ROLLED_BACK = "strata.dev/rolled-back"
+# On a FeedbackPolicy: a person's verdict on an output queued for review (status.review.items):
+# review.strata.dev/<item id> set to "approve" (the output is fine) or "reject" (it is not).
+REVIEW_ANNOTATION_PREFIX = "review.strata.dev/"
+REVIEW_VERDICTS = ("approve", "reject")
 # On a Dataset: a request for a pipeline run now (an RFC 3339 time; a FeedbackPolicy's
 # spec.retrain.refreshDataset sets it, and so may a person). A later time is a new request;
 # status.refreshRequestedAt echoes the one the latest run answers.

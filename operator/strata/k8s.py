@@ -173,12 +173,13 @@ def post_event(body: dict[str, Any], type_: str, reason: str, message: str) -> N
         _log.debug(f"Event {reason!r} on {body['kind']} {body['metadata']['name']} not posted: {error}")
 
 
-def merge_patch_object(api_version: str, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+def merge_patch_object(api_version: str, kind: str, namespace: str, name: str, patch: dict[str, Any],
+                       field_manager: str = FIELD_MANAGER) -> dict[str, Any]:
     """A JSON merge patch of someone else's object (a FeedbackPolicy promoting a ModelDeployment's
     model): the operator's field manager comes to own only the fields the patch sets, and every
     other field stays its user's (a server-side apply would claim the whole applied intent)."""
     live = _resource(api_version, kind).patch(
         body=patch, name=name, namespace=namespace, content_type="application/merge-patch+json",
-        field_manager=FIELD_MANAGER,
+        field_manager=field_manager,
     )
     return live.to_dict()

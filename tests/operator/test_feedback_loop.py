@@ -51,11 +51,12 @@ def sidecar(tmp_path):
         with urllib.request.urlopen(f"{metrics_url}/feedback?limit=100000", timeout=5) as response:
             return len(json.loads(response.read())["records"])
 
-    def rate(request_id: str, rating: str) -> None:
+    def rate(request_id: str, rating: str, attributes: dict | None = None) -> None:
         """Post a rating, and wait until the store the policy reads has it (a worker takes the
         POST and hands it to the supervisor)."""
         before = stored()
-        body = json.dumps({"requestId": request_id, "rating": rating}).encode()
+        body = json.dumps({"requestId": request_id, "rating": rating, "text": f"{rating}: {request_id}",
+                           **({"attributes": attributes} if attributes else {})}).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{ports['httpPort']}/v2/feedback", data=body,
                                          headers={"Content-Type": "application/json"}, method="POST")
         with urllib.request.urlopen(request, timeout=5) as response:
@@ -346,3 +347,50 @@ def test_approval_and_toxicity_are_read_from_prometheus_over_the_window_counting
     # No toxicity histogram is scraped (the sidecar scores no outputs): Prometheus answered the
     # query with nothing, which is too few samples, not an error.
     assert readings["toxicity"]["verdict"] == "InsufficientData" and readings["toxicity"]["samples"] == 0
+
+
+def test_the_worst_served_groups_down_ratings_are_queued_for_review_and_resolved_with_the_strata_command(
+        operator, crds_installed, namespace, sidecar):
+    cluster = crds_installed
+    metrics_url, rate = sidecar
+    for n in range(6):
+        rate(f"en-{n}", "up", {"locale": "en"})
+    for n in range(6):
+        rate(f"de-{n}", "down" if n < 4 else "up", {"locale": "de"})
+    spec = {"target": {"modelDeployment": "lm"}, "window": "1h", "evaluationInterval": "1s",
+            "signals": {"url": metrics_url},
+            "monitors": {"bias": {"groups": [{"field": "locale"}], "maxDisparity": 0.3, "minSamples": 5}}}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+        gpu_training_job(namespace, "lm", nodes=1, gpus_per_node=1), model_deployment(namespace),
+        {"apiVersion": "strata.dev/v1alpha1", "kind": "FeedbackPolicy",
+         "metadata": {"name": "lm-review", "namespace": namespace}, "spec": spec}]}))
+    apply_training_inputs(cluster, namespace)
+
+    def review(check):
+        def read():
+            status = (get_json(cluster, "feedbackpolicy", "lm-review", "-n", namespace) or {}).get("status") or {}
+            return status["review"] if check(status.get("review") or {}) else None
+        return read
+
+    queued = wait_for(review(lambda r: r.get("open") == 4), timeout=90, what="the down-rated answers to be queued")
+    assert {(item["source"], item["group"]) for item in queued["items"]} == {("bias", "locale=de")}
+    assert sorted(item["requestId"] for item in queued["items"]) == ["de-0", "de-1", "de-2", "de-3"]
+
+    def strata(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "strata.cli", "review", *args, "-n", namespace,
+                               "--kubeconfig", str(cluster.kubeconfig)], capture_output=True, text=True, timeout=60)
+
+    first = queued["items"][0]["id"]
+    done = strata("resolve", "lm-review", first, "reject")
+    assert done.returncode == 0 and f"review.strata.dev/{first}=reject" in done.stdout, done.stderr
+    wait_for(review(lambda r: (r.get("open"), r.get("resolved")) == (3, 1)), timeout=60, what="the verdict to count")
+    listed = strata("list", "lm-review")
+    assert listed.returncode == 0 and "3 open (3 shown), 1 resolved" in listed.stdout and first not in listed.stdout
+    refused = strata("resolve", "lm-review", "not-an-id", "approve")
+    assert refused.returncode == 1 and "lists no open item 'not-an-id'" in refused.stderr
+
+    # With kubectl alone; a value that is no verdict resolves nothing and is reported.
+    second = queued["items"][1]["id"]
+    cluster.kubectl("annotate", "feedbackpolicy", "lm-review", "-n", namespace, f"review.strata.dev/{second}=maybe")
+    problems = wait_for(review(lambda r: r.get("problems")), timeout=60, what="the bad verdict to be reported")
+    assert problems["open"] == 3 and "the value must be one of approve, reject" in problems["problems"][0]

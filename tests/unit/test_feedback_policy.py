@@ -364,3 +364,82 @@ def test_counts_from_prometheus_replace_the_records_for_approval_and_toxicity():
                                                                        counts=counts), NOW)}
     assert (results["approval"].verdict, results["approval"].value, results["approval"].samples) == (BREACHED, 0.15, 20)
     assert (results["toxicity"].verdict, results["toxicity"].value, results["toxicity"].window) == (BREACHED, 0.2, "1h")
+
+
+# ---- the review queue ----
+
+def _queued(request_id: str, at: float, score: float = 0.9) -> dict:
+    return {"requestId": request_id, "time": at, "model": "lm", "key": "alice", "source": "toxicity", "score": score,
+            "input": ["hi"], "output": ["you idiot [REDACTED:email]"]}
+
+
+def _rated(request_id: str, rating: str, locale: str, at: float) -> dict:
+    return {"requestId": request_id, "rating": rating, "time": at, "text": f"{rating} from {locale}",
+            "attributes": {"locale": locale}}
+
+
+def test_flagged_outputs_are_the_toxic_ones_and_the_worst_served_groups_down_ratings_while_bias_is_breached():
+    now = NOW.timestamp()
+    spec = spec_of(window="1h", monitors={"bias": {"groups": [{"field": "locale"}], "maxDisparity": 0.2,
+                                                   "minSamples": 2}})
+    feedback = (_rated("en-1", "up", "en", now - 30), _rated("en-2", "up", "en", now - 20),
+                _rated("de-1", "down", "de", now - 10), _rated("de-2", "up", "de", now - 5),
+                _rated("de-old", "down", "de", now - 7200))  # outside the window
+    signals = policy.Signals(feedback=feedback, review=(_queued("r-1", now - 60), _queued("r-1", now - 60)))
+    results = policy.evaluate(spec, signals, NOW)
+    items = policy.flagged_outputs(signals, spec, results, NOW)
+    assert [(item["source"], item["requestId"]) for item in items] == [("bias", "de-1"), ("toxicity", "r-1")]
+    assert items[0]["group"] == "locale=de" and items[0]["excerpt"] == "down from de"
+    assert items[1]["score"] == 0.9 and items[1]["excerpt"] == "you idiot [REDACTED:email]"
+    assert items[1]["id"] == policy.review_id("toxicity", "r-1") != policy.review_id("bias", "r-1")
+    # No bias breach, no bias items.
+    calm = policy.Signals(feedback=feedback[:2], review=signals.review)
+    assert [item["source"] for item in policy.flagged_outputs(calm, spec, policy.evaluate(spec, calm, NOW), NOW)] == ["toxicity"]
+
+
+@pytest.mark.parametrize("case, annotations, open_ids, resolved, problem", [
+    ("nothing resolved", {}, ["a", "b", "c"], 0, None),
+    ("a verdict resolves its item", {"review.strata.dev/b": "reject"}, ["a", "c"], 1, None),
+    ("other annotations are not verdicts", {"strata.dev/approve-promotion": "x"}, ["a", "b", "c"], 0, None),
+    ("a value that is no verdict is reported and resolves nothing", {"review.strata.dev/a": "maybe"},
+     ["a", "b", "c"], 0, "review.strata.dev/a='maybe': the value must be one of approve, reject"),
+    ("a verdict on an id no one flagged is reported", {"review.strata.dev/zzz": "approve"}, ["a", "b", "c"], 0,
+     "review.strata.dev/zzz: no flagged output has this id"),
+])
+def test_review_state(case, annotations, open_ids, resolved, problem):
+    candidates = [{"id": item_id, "source": "toxicity", "requestId": item_id, "time": "2026-03-02T11:00:00Z",
+                   "excerpt": ""} for item_id in ("a", "b", "c")]
+    state = policy.review_state(candidates, annotations)
+    assert [item["id"] for item in state["items"]] == open_ids
+    assert (state["open"], state["resolved"]) == (len(open_ids), resolved)
+    assert (problem is None) == ("problems" not in state)
+    if problem:
+        assert state["problems"][0].startswith(problem)
+
+
+def test_the_review_listing_shows_at_most_twenty_items_but_counts_all():
+    candidates = [{"id": f"i{n:02d}", "source": "toxicity", "requestId": f"r{n}", "time": "t", "excerpt": ""}
+                  for n in range(30)]
+    state = policy.review_state(candidates, {})
+    assert (state["open"], len(state["items"])) == (30, 20)
+
+
+def test_review_cli_table_and_patch():
+    from strata.review import ReviewError, resolution_patch, review_table
+
+    body = {"metadata": {"name": "assistant"}, "status": {"review": {"open": 2, "resolved": 1, "items": [
+        {"id": "3f2a9c1d0b7e", "source": "toxicity", "requestId": "r-1", "time": "2026-03-02T11:00:00Z",
+         "score": 0.93, "excerpt": "you idiot"},
+        {"id": "77ab01cd23ef", "source": "bias", "requestId": "r-2", "time": "2026-03-02T10:59:00Z",
+         "group": "locale=de", "excerpt": "wrong answer"}]}}}
+    table = review_table(body).splitlines()
+    assert table[0].split() == ["ID", "SOURCE", "TIME", "SCORE/GROUP", "EXCERPT"]
+    assert table[1].split()[:4] == ["3f2a9c1d0b7e", "toxicity", "2026-03-02T11:00:00Z", "0.93"]
+    assert "locale=de" in table[2] and table[-1] == "2 open (2 shown), 1 resolved"
+    assert resolution_patch(body, "77ab01cd23ef", "reject") == {
+        "metadata": {"annotations": {"review.strata.dev/77ab01cd23ef": "reject"}}}
+    with pytest.raises(ReviewError, match="lists no open item 'nope'"):
+        resolution_patch(body, "nope", "approve")
+    with pytest.raises(ReviewError, match="use one of approve, reject"):
+        resolution_patch(body, "77ab01cd23ef", "maybe")
+    assert "no review queue yet" in review_table({"metadata": {"name": "assistant"}})

@@ -500,6 +500,29 @@ def test_integer_inputs_are_sketched_per_window_as_the_dataset_pipeline_sketches
         assert refused.value.code == 400
 
 
+def test_toxic_outputs_are_queued_for_review_redacted_and_pleasant_ones_are_not(sidecar):
+    """GET /review pages the outputs scored above TOXIC_SCORE (the "text" model echoes its
+    input), redacted as the audit log is; a FeedbackPolicy lists them for a person."""
+    insult = f"you are a worthless idiot, mail jane.doe@example.com"
+    client = grpcclient.InferenceServerClient(sidecar.grpc_url)
+    ids = {}
+    for text in (insult, "have a nice day"):
+        result = client.infer("text", grpc_inputs(np.array([[text.encode()]], dtype=object), "BYTES"),
+                              headers=ALICE_HEADERS)
+        ids[text] = result.get_response().id
+
+    def queued():
+        items = sidecar.get("/review?limit=1000")["records"]
+        return next((item for item in items if item["requestId"] == ids[insult]), None)
+
+    item = wait_for(queued, timeout=30, interval=0.1, what="the toxic output to be queued")
+    assert item["source"] == "toxicity" and item["score"] > 0.5 and item["model"] == "text" and item["key"] == "alice"
+    assert item["output"] == ["you are a worthless idiot, mail [REDACTED:email]"]
+    assert all(other["requestId"] != ids["have a nice day"] for other in sidecar.get("/review?limit=1000")["records"])
+    page = sidecar.get("/review?after=0&limit=1")
+    assert len(page["records"]) == 1 and page["next"] > 0
+
+
 def test_feedback_is_recorded_validated_and_survives_a_restart(triton, api_keys, tmp_path):
     instance = Sidecar(tmp_path / "feedback", triton.grpc_port, triton.http_port, workers=2,
                        auth={"apiKeysDir": str(api_keys)}).start()

@@ -99,7 +99,12 @@ class Promotion(StrataModel):
 
 
 class Review(StrataModel):
-    queue_flagged: bool = Field(default=True, description="Keep flagged outputs for human review.")
+    queue_flagged: bool = Field(
+        default=True,
+        description="List outputs flagged for a person's review in status.review: those the sidecar scored toxic, and "
+        "the down-rated answers of the worst-served group while the bias monitor is breached. Resolve one with "
+        "`strata review resolve` or the annotation review.strata.dev/<id>=approve|reject.",
+    )
 
 
 class PrometheusSignals(StrataModel):
@@ -155,6 +160,23 @@ class FeedbackPolicySpec(StrataModel):
             job = self.retrain.template.from_training_job.name
             found.append(ObjectReference("TrainingJob", job, "spec.retrain.template.fromTrainingJob.name"))
         return found
+
+
+class ReviewItem(StrataModel):
+    id: str = Field(max_length=16, description="The item's id: resolve it with the annotation review.strata.dev/<id>=approve|reject.")
+    source: Literal["toxicity", "bias"] = Field(description="Which monitor flagged it.")
+    request_id: str = Field(max_length=128, description="The sidecar's request id of the answer.")
+    time: str | None = Field(default=None, max_length=64, description="When it was answered or rated (RFC 3339).")
+    score: float | None = Field(default=None, description="The toxicity score (toxicity items).")
+    group: str | None = Field(default=None, max_length=300, description="The group served worst, field=value (bias items).")
+    excerpt: str = Field(default="", max_length=512, description="The start of the output, redacted (toxicity), or of the rating's text (bias).")
+
+
+class ReviewState(StrataModel):
+    open: int = Field(default=0, ge=0, description="Flagged outputs no one has resolved.")
+    resolved: int = Field(default=0, ge=0, description="Flagged outputs resolved with a review.strata.dev/ annotation.")
+    items: list[ReviewItem] = Field(default_factory=list, max_length=20, description="The newest open items (at most 20).")
+    problems: list[str] = Field(default_factory=list, max_length=8, description="review.strata.dev/ annotations that resolve nothing, and why.")
 
 
 class MonitorReading(StrataModel):
@@ -213,6 +235,7 @@ class FeedbackPolicyStatus(StatusBase):
     promotion: PromotionState | None = Field(default=None, description="The latest retrained model's promotion.")
     dataset_refresh: DatasetRefreshState | None = Field(default=None, description="A Dataset refresh a triggered retraining waits for (spec.retrain.refreshDataset).")
     history: list[TriggerRecord] = Field(default_factory=list, max_length=20, description="The latest retraining and promotion decisions, oldest first (at most 20).")
+    review: ReviewState | None = Field(default=None, description="Flagged outputs waiting for a person (spec.review.queueFlagged).")
 
 
 FEEDBACK_POLICY = KindInfo(
@@ -227,5 +250,6 @@ FEEDBACK_POLICY = KindInfo(
         PrinterColumn(name="Breached", type="string", json_path=".status.breachedMonitors", description="Monitors breached."),
         PrinterColumn(name="Last-Retrain", type="string", json_path=".status.lastRetrain.trainingJob"),
         PrinterColumn(name="Serving", type="string", json_path=".status.serving", description="TrainingJob whose model is served."),
+        PrinterColumn(name="Review", type="integer", json_path=".status.review.open", description="Flagged outputs waiting for review.", priority=1),
     ),
 )

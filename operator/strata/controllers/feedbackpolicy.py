@@ -55,6 +55,7 @@ from strata_workloads.monitor.sketch import TokenSketch
 EVALUATION_SECONDS = float(os.environ.get("STRATA_FEEDBACK_EVALUATION_SECONDS", "30"))
 # Feedback records read per sidecar per evaluation at most (pages of FEEDBACK_PAGE).
 MAX_FEEDBACK_RECORDS = 200_000
+MAX_REVIEW_RECORDS = 20_000
 FEEDBACK_PAGE = 5000
 
 CHILD_KINDS = (("v1", "ConfigMap"), (API_VERSION, "TrainingJob"))
@@ -81,6 +82,7 @@ class PolicyInputs(Inputs):
     # this pass requests it (render annotates the Dataset).
     refresh: dict[str, Any] | None = None
     request_refresh: bool = False
+    review: dict[str, Any] | None = None  # status.review
 
 
 # ---------------------------------------------------------------------------------------
@@ -103,23 +105,20 @@ def read_signals(urls: list[str], window_seconds: float) -> policy.Signals:
     scored: int | None = None
     flagged = 0
     since: float | None = None
+    review: list[dict[str, Any]] = []
     errors: list[str] = []
     sources = 0
     for url in urls:
         try:
-            after, mine = 0, []
-            while len(mine) < MAX_FEEDBACK_RECORDS:
-                page = podmetrics.fetch_json(f"{url}/feedback?{urlencode({'after': after, 'limit': FEEDBACK_PAGE})}")
-                mine.extend(page.get("records") or [])
-                if page.get("next", after) == after or not page.get("records"):
-                    break
-                after = page["next"]
+            mine = read_pages(url, "/feedback", MAX_FEEDBACK_RECORDS)
+            queued = read_pages(url, "/review", MAX_REVIEW_RECORDS)
             stats = podmetrics.fetch_json(f"{url}/stats?{urlencode({'window': window_seconds})}")
         except OSError as error:
             errors.append(str(error))
             continue
         sources += 1
         records.extend(mine)
+        review.extend(queued)
         toxicity = stats.get("toxicity")
         if toxicity is not None:
             scored = (scored or 0) + int(toxicity.get("scored") or 0)
@@ -128,14 +127,26 @@ def read_signals(urls: list[str], window_seconds: float) -> policy.Signals:
             since = min(since or stats["since"], stats["since"])
         for inputs in (stats.get("sketches") or {}).values():  # per model: the sidecar serves one
             for name, sides in inputs.items():
-                mine = sketches.setdefault(name, {"current": TokenSketch(), "previous": TokenSketch()})
-                for side in mine:
-                    mine[side] = mine[side].merge(TokenSketch.from_dict(sides.get(side) or {}))
+                total = sketches.setdefault(name, {"current": TokenSketch(), "previous": TokenSketch()})
+                for side in total:
+                    total[side] = total[side].merge(TokenSketch.from_dict(sides.get(side) or {}))
     if not urls:
         error = "no running pod of the target serves yet"
     else:
         error = None if sources else "no sidecar answered: " + "; ".join(errors)[:900]
-    return policy.Signals(tuple(records), scored, flagged, since, sources, error, sketches)
+    return policy.Signals(tuple(records), scored, flagged, since, sources, error, sketches, review=tuple(review))
+
+
+def read_pages(url: str, path: str, most: int) -> list[dict[str, Any]]:
+    """Every record of a sidecar's paged log (GET /feedback or /review), up to `most`."""
+    after, records = 0, []
+    while len(records) < most:
+        page = podmetrics.fetch_json(f"{url}{path}?{urlencode({'after': after, 'limit': FEEDBACK_PAGE})}")
+        records.extend(page.get("records") or [])
+        if page.get("next", after) == after or not page.get("records"):
+            break
+        after = page["next"]
+    return records[:most]
 
 
 def read_prometheus(spec: FeedbackPolicySpec, namespace: str, seconds: float,
@@ -174,6 +185,25 @@ def drift_reference(spec: FeedbackPolicySpec, namespace: str, serving: str | Non
     dataset_name = (((jobs[0].get("spec") or {}).get("dataset") or {}).get("name")) if jobs else None
     datasets = k8s.list_objects(DATASET, namespace, dataset_name) if dataset_name else []
     return policy.drift_reference(jobs[0] if jobs else None, datasets[0] if datasets else None)
+
+
+def review_queue(spec: FeedbackPolicySpec, annotations: dict[str, str], signals: policy.Signals | None,
+                 results: list[MonitorResult], previous: dict[str, Any] | None, now: dt.datetime) -> dict[str, Any] | None:
+    """status.review: rebuilt from the sidecars when they were read this pass; otherwise the
+    previous listing less what a person resolved since."""
+    if signals is not None and signals.error is None:
+        return policy.review_state(policy.flagged_outputs(signals, spec, results, now), annotations)
+    if not previous:
+        return None
+    listed = previous.get("items") or []
+    carried = policy.review_state(listed, annotations)
+    newly = len(listed) - len(carried["items"])
+    state = {**carried, "open": max(0, previous.get("open", 0) - newly), "resolved": previous.get("resolved", 0) + newly}
+    # Ids resolved before this listing are not in it: the last full reading's problems stand.
+    state.pop("problems", None)
+    if previous.get("problems"):
+        state["problems"] = previous["problems"]
+    return state
 
 
 def results_from_status(previous: dict[str, Any]) -> tuple[MonitorResult, ...]:
@@ -243,6 +273,9 @@ def resolve(info: KindInfo, body: dict[str, Any], spec: FeedbackPolicySpec) -> P
         inputs = replace(inputs, results=results, evaluated_at=policy.format_time(now), signals_error=signals.error)
     else:
         inputs = replace(inputs, results=results_from_status(previous), evaluated_at=previous.get("lastEvaluation"))
+    if spec.review.queue_flagged:
+        inputs = replace(inputs, review=review_queue(spec, meta.get("annotations") or {}, signals,
+                                                     list(inputs.results), previous.get("review"), now))
     if spec.retrain is None:
         return inputs
 
@@ -436,6 +469,8 @@ def observe(info: KindInfo, spec: FeedbackPolicySpec, inputs: PolicyInputs, chil
         status["serving"] = serving
     if inputs.evaluated_at:
         status["lastEvaluation"] = inputs.evaluated_at
+    if inputs.review is not None:
+        status["review"] = inputs.review
     results = list(inputs.results)
     if results:
         status["monitors"] = [policy.monitor_status(result) for result in results]

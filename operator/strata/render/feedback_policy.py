@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,8 @@ from strata.constants import (
     ANNOTATION_PROMOTED_OVER,
     ANNOTATION_RETRAINED_FROM,
     ANNOTATION_ROLLED_BACK,
+    REVIEW_ANNOTATION_PREFIX,
+    REVIEW_VERDICTS,
     ChildPolicy,
     Phase,
     Reason,
@@ -80,6 +83,8 @@ class Signals:
     # From Prometheus (spec.signals.prometheus), over the window: these replace what the
     # records and the sidecars' since-start toxicity counts say about approval and toxicity.
     counts: "WindowCounts | None" = None
+    # Outputs the sidecars queued for review (GET /review): scored toxic.
+    review: tuple[dict[str, Any], ...] = ()
 
 
 # ---- Prometheus as the source of approval and toxicity ----
@@ -129,6 +134,67 @@ def query_value(response: dict[str, Any]) -> int:
         raise ValueError(response.get("error") or f"Prometheus answered {response.get('status')!r}")
     result = (response.get("data") or {}).get("result") or []
     return max(0, round(float(result[0]["value"][1]))) if result else 0
+
+
+# ---- the review queue ----
+
+REVIEW_ITEMS_SHOWN = 20
+
+
+def review_id(source: str, request_id: str) -> str:
+    """Short and annotation-safe (request ids may hold ':' and run to 128 characters)."""
+    return hashlib.sha256(f"{source}\0{request_id}".encode()).hexdigest()[:12]
+
+
+def flagged_outputs(signals: Signals, spec: FeedbackPolicySpec, results: list[MonitorResult],
+                    now: dt.datetime) -> list[dict[str, Any]]:
+    """status.review.items candidates, newest first: what the sidecars scored toxic, and while
+    the bias monitor is breached, the down-rated answers of each field's worst-served group."""
+    items = [{"id": review_id("toxicity", str(item["requestId"])), "source": "toxicity",
+              "requestId": str(item["requestId"])[:128], "time": format_time(dt.datetime.fromtimestamp(
+                  float(item.get("time", 0)), dt.timezone.utc)),
+              "score": round(float(item.get("score", 0)), 6),
+              "excerpt": " | ".join(item.get("output") or [])[:512]}
+             for item in signals.review if item.get("requestId")]
+    bias = next((result for result in results if result.name == "bias"), None)
+    if bias is not None and bias.breached and spec.monitors.bias is not None:
+        records = feedback_monitors.in_window(signals.feedback, now.timestamp(), duration_seconds(spec.window))
+        for group in spec.monitors.bias.groups:
+            rates = {value: rate for value, (rate, count) in
+                     feedback_monitors.approval_by_group(records, group.field).items()
+                     if rate is not None and count >= spec.monitors.bias.min_samples}
+            if len(rates) < 2:
+                continue
+            worst = min(rates, key=lambda value: rates[value])
+            for record in records:
+                if record.get("rating") == "down" and (record.get("attributes") or {}).get(group.field) == worst:
+                    items.append({"id": review_id("bias", str(record["requestId"])), "source": "bias",
+                                  "requestId": str(record["requestId"])[:128],
+                                  "time": format_time(dt.datetime.fromtimestamp(float(record.get("time", 0)),
+                                                                                dt.timezone.utc)),
+                                  "group": f"{group.field}={worst}"[:300], "excerpt": str(record.get("text") or "")[:512]})
+    unique = {item["id"]: item for item in items}
+    return sorted(unique.values(), key=lambda item: (item["time"], item["id"]), reverse=True)
+
+
+def review_state(candidates: list[dict[str, Any]], annotations: dict[str, str]) -> dict[str, Any]:
+    """status.review: the candidates without a person's verdict, and the annotations that are
+    not one (an unknown id, or a value other than approve or reject)."""
+    verdicts = {key[len(REVIEW_ANNOTATION_PREFIX):]: value for key, value in annotations.items()
+                if key.startswith(REVIEW_ANNOTATION_PREFIX)}
+    known = {item["id"] for item in candidates}
+    problems = [f"{REVIEW_ANNOTATION_PREFIX}{item_id}={value!r}: the value must be one of "
+                f"{', '.join(REVIEW_VERDICTS)}" for item_id, value in sorted(verdicts.items())
+                if value not in REVIEW_VERDICTS]
+    problems += [f"{REVIEW_ANNOTATION_PREFIX}{item_id}: no flagged output has this id (the pod that kept it may be "
+                 f"gone); remove the annotation" for item_id, value in sorted(verdicts.items())
+                 if value in REVIEW_VERDICTS and item_id not in known]
+    resolved = [item for item in candidates if verdicts.get(item["id"]) in REVIEW_VERDICTS]
+    waiting = [item for item in candidates if verdicts.get(item["id"]) not in REVIEW_VERDICTS]
+    state: dict[str, Any] = {"open": len(waiting), "resolved": len(resolved), "items": waiting[:REVIEW_ITEMS_SHOWN]}
+    if problems:
+        state["problems"] = [problem[:512] for problem in problems[:8]]
+    return state
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,8 @@ For operators and the FeedbackPolicy (:9090, no key; not exposed by the Service'
                  ?window=<seconds>, the token sketches of integer inputs over that window
                  and the one before (what a FeedbackPolicy's drift monitor reads)
   GET /feedback?after=<offset>&limit=<n>   feedback records and the next offset
+  GET /review?after=<offset>&limit=<n>     outputs scored toxic, queued for a person's review
+                 (analysis.py: REVIEW_FILE); a FeedbackPolicy lists them in its status
   GET /healthz   200 when every worker is up and listening
 
 Processes

@@ -41,6 +41,10 @@ from strata_workloads.serve import protocol
 log = logging.getLogger(__name__)
 
 AUDIT_FILE = "audit.jsonl"
+# Outputs the toxicity classifier scored above TOXIC_SCORE, for a person's review (GET /review):
+# {"requestId", "time", "model", "key", "source": "toxicity", "score", "input": [texts],
+#  "output": [texts]}, the texts redacted and cut as the audit log's are.
+REVIEW_FILE = "review.jsonl"
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 # Audited text: this many elements per tensor, each cut to this many characters.
 AUDIT_MAX_ELEMENTS = 16
@@ -200,6 +204,8 @@ class Analysis:
         self.audit_path = Path(config.state_dir) / AUDIT_FILE
         self.audit_path.parent.mkdir(parents=True, exist_ok=True)
         self._audit = self.audit_path.open("a", encoding="utf-8")
+        self.review_path = Path(config.state_dir) / REVIEW_FILE
+        self._review = self.review_path.open("a", encoding="utf-8")
         self._lock = threading.Lock()
         self._rng = np.random.default_rng()
         self.started = time.time()
@@ -259,6 +265,8 @@ class Analysis:
                 self.toxicity_buckets[next(i for i, bound in enumerate(TOXICITY_BUCKETS) if toxicity <= bound)] += 1
         if meta.get("audit"):
             self._write_audit(meta, inputs, outputs, request, toxicity)
+        if toxicity is not None and toxicity > toxicity_model.TOXIC_SCORE:
+            self._queue_for_review(meta, inputs, outputs, toxicity)
 
     def _tensor_record(self, tensor: protocol.Tensor) -> dict[str, Any]:
         record: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape,
@@ -267,6 +275,18 @@ class Analysis:
             record["text"] = [self.redact(item[:AUDIT_MAX_CHARS * 4].decode("utf-8", "replace")[:AUDIT_MAX_CHARS])
                               for item in tensor.values[:AUDIT_MAX_ELEMENTS]]
         return record
+
+    def _texts(self, tensors: list[protocol.Tensor]) -> list[str]:
+        return [self.redact(item[:AUDIT_MAX_CHARS * 4].decode("utf-8", "replace")[:AUDIT_MAX_CHARS])
+                for tensor in tensors if tensor.datatype == "BYTES" for item in tensor.values[:AUDIT_MAX_ELEMENTS]]
+
+    def _queue_for_review(self, meta, inputs, outputs, toxicity: float) -> None:
+        record = {"requestId": meta["requestId"], "time": meta["time"], "model": meta["model"], "key": meta["key"],
+                  "source": "toxicity", "score": toxicity, "input": self._texts(inputs), "output": self._texts(outputs)}
+        line = json.dumps(record, separators=(",", ":")) + "\n"
+        with self._lock:
+            self._review.write(line)
+            self._review.flush()
 
     def _write_audit(self, meta, inputs, outputs, request, toxicity) -> None:
         record = {"time": meta["time"], "deployment": self.model_name, "requestId": meta["requestId"],
@@ -290,6 +310,8 @@ class Analysis:
                 self._audit.close()
                 os.replace(self.audit_path, self.audit_path.with_name(AUDIT_FILE + ".1"))
                 self._audit = self.audit_path.open("a", encoding="utf-8")
+        self.review_path = Path(config.state_dir) / REVIEW_FILE
+        self._review = self.review_path.open("a", encoding="utf-8")
 
     def stats(self, window: float | None = None, now: float | None = None) -> dict[str, Any]:
         """Everything /stats reports; with `window` (seconds), the token sketches of the last
@@ -327,3 +349,4 @@ class Analysis:
     def close(self) -> None:
         with self._lock:
             self._audit.close()
+            self._review.close()

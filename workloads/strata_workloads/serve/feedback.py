@@ -90,22 +90,12 @@ class FeedbackStore:
         os.close(self._fd)
 
 
-class FeedbackLog:
-    """The reading side, in the supervisor: counts by rating and pages of records."""
+class JsonLines:
+    """Pages of an append-only JSON-lines file, by byte offset (what GET /feedback and
+    GET /review answer: ``{"records": [...], "next": <offset to ask for next>}``)."""
 
-    def __init__(self, state_dir: Path):
-        self.path = state_dir / FEEDBACK_FILE
-        self._lock = threading.Lock()
-        self._offset = 0
-        self.counts = {rating: 0 for rating in RATINGS}
-        self.refresh()
-
-    def refresh(self) -> None:
-        """Count the complete lines appended since the last look."""
-        with self._lock:
-            records, self._offset = self._read(self._offset)
-            for record in records:
-                self.counts[record["rating"]] = self.counts.get(record["rating"], 0) + 1
+    def __init__(self, path: Path):
+        self.path = path
 
     def _read(self, offset: int, limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
         try:
@@ -128,3 +118,21 @@ class FeedbackLog:
     def page(self, after: int = 0, limit: int = 1000) -> dict[str, Any]:
         records, offset = self._read(after, limit)
         return {"records": records, "next": offset}
+
+
+class FeedbackLog(JsonLines):
+    """The reading side, in the supervisor: counts by rating and pages of records."""
+
+    def __init__(self, state_dir: Path):
+        super().__init__(state_dir / FEEDBACK_FILE)
+        self._lock = threading.Lock()
+        self._offset = 0
+        self.counts = {rating: 0 for rating in RATINGS}
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Count the complete lines appended since the last look."""
+        with self._lock:
+            records, self._offset = self._read(self._offset)
+            for record in records:
+                self.counts[record["rating"]] = self.counts.get(record["rating"], 0) + 1

@@ -4,7 +4,8 @@
                when one dies
   analysis     a thread consuming the workers' samples: audit log, drift stats, toxicity
   metrics port Prometheus /metrics (all workers merged, plus the supervisor's own),
-               GET /stats (drift), GET /feedback?after=&limit= (records), GET /healthz
+               GET /stats (drift), GET /feedback?after=&limit= (records), GET /review?after=&limit=
+               (outputs queued for review), GET /healthz
   upstream     a thread probing Triton's readiness (strata_sidecar_upstream_ready)
 """
 
@@ -70,13 +71,15 @@ class Supervisor:
 
         from strata_workloads.serve.analysis import Analysis
         from strata_workloads.serve.auth import ApiKeys
-        from strata_workloads.serve.feedback import FeedbackLog
+        from strata_workloads.serve.analysis import REVIEW_FILE
+        from strata_workloads.serve.feedback import FeedbackLog, JsonLines
 
         self.api_keys = ApiKeys(config.auth.api_keys_dir) if config.auth else None
         if self.api_keys is not None:
             self.api_keys.watch(self.stop)
         self.analysis = Analysis(config, self.api_keys)
         self.feedback = FeedbackLog(config.state_path)
+        self.review = JsonLines(config.state_path / REVIEW_FILE)
         log.info("%d feedback record(s) on disk (up: %d, down: %d)", sum(self.feedback.counts.values()),
                  self.feedback.counts["up"], self.feedback.counts["down"])
 
@@ -241,20 +244,21 @@ class Supervisor:
                     except ValueError:
                         return self._json({"error": f"window must be seconds in (0, {SKETCH_RETENTION_SECONDS // 2}]"}, 400)
                     self._json(supervisor.analysis.stats(window))
-                elif url.path == "/feedback":
+                elif url.path in ("/feedback", "/review"):
                     try:
                         after = int(query.get("after", ["0"])[0])
                         limit = min(10_000, int(query.get("limit", ["1000"])[0]))
                     except ValueError:
                         return self._json({"error": "after and limit must be integers"}, 400)
-                    self._json(supervisor.feedback.page(after, limit))
+                    log = supervisor.feedback if url.path == "/feedback" else supervisor.review
+                    self._json(log.page(after, limit))
                 elif url.path == "/healthz":
                     # Ready when every worker is alive and listening.
                     ready = sum(p.is_alive() and supervisor.listening[i] for i, p in enumerate(supervisor.workers))
                     self._json({"workers": len(supervisor.workers), "ready": ready},
                                200 if ready == len(supervisor.workers) else 503)
                 else:
-                    self._json({"error": f"not found: {url.path}; try /metrics, /stats, /feedback or /healthz"}, 404)
+                    self._json({"error": f"not found: {url.path}; try /metrics, /stats, /feedback, /review or /healthz"}, 404)
 
         listen = self.config.listen
         server = ThreadingHTTPServer((listen.host, listen.metrics_port), Handler)
