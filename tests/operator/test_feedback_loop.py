@@ -308,8 +308,13 @@ def prometheus(sidecar, tmp_path):
 
 
 def prometheus_value(url: str, query: str) -> float | None:
-    with urllib.request.urlopen(f"{url}/api/v1/query?{urllib.parse.urlencode({'query': query})}", timeout=5) as response:
-        result = json.loads(response.read())["data"]["result"]
+    """The query's value; None while Prometheus starts or no series matches."""
+    try:
+        with urllib.request.urlopen(f"{url}/api/v1/query?{urllib.parse.urlencode({'query': query})}",
+                                    timeout=5) as response:
+            result = json.loads(response.read())["data"]["result"]
+    except OSError:
+        return None
     return float(result[0]["value"][1]) if result else None
 
 
