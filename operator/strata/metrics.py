@@ -45,6 +45,11 @@ FEEDBACK_MONITOR_SAMPLES = Gauge(
     MONITOR_LABELS,
 )
 _MONITOR_GAUGES = (FEEDBACK_MONITOR_VALUE, FEEDBACK_MONITOR_BREACHED, FEEDBACK_MONITOR_SAMPLES)
+FEEDBACK_REVIEW_OPEN = Gauge(
+    "strata_feedback_review_open",
+    "Outputs a FeedbackPolicy flagged for review that no one has resolved (status.review.open).",
+    ["namespace", "policy", "target"],
+)
 
 
 def _policy_series(gauge: Gauge, namespace: str, policy: str) -> list[tuple[str, ...]]:
@@ -74,6 +79,15 @@ def set_monitor_series(namespace: str, policy: str, target: str,
         FEEDBACK_MONITOR_BREACHED.labels(*labels).set(1 if verdict == "Breached" else 0)
 
 
+def set_review_series(namespace: str, policy: str, target: str, open_items: int | None) -> None:
+    """The policy's review backlog; no series while it keeps no queue."""
+    for labels in _policy_series(FEEDBACK_REVIEW_OPEN, namespace, policy):
+        if open_items is None or labels != (namespace, policy, target):
+            FEEDBACK_REVIEW_OPEN.remove(*labels)
+    if open_items is not None:
+        FEEDBACK_REVIEW_OPEN.labels(namespace, policy, target).set(open_items)
+
+
 def drop_object_series(kind: str, namespace: str, name: str) -> None:
     """Forget a deleted object's series."""
     try:
@@ -82,3 +96,4 @@ def drop_object_series(kind: str, namespace: str, name: str) -> None:
         pass
     if kind == "FeedbackPolicy":
         set_monitor_series(namespace, name, "", [])
+        set_review_series(namespace, name, "", None)

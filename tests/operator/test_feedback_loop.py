@@ -380,6 +380,9 @@ def test_the_worst_served_groups_down_ratings_are_queued_for_review_and_resolved
     queued = wait_for(review(lambda r: r.get("open") == 4), timeout=90, what="the down-rated answers to be queued")
     assert {(item["source"], item["group"]) for item in queued["items"]} == {("bias", "locale=de")}
     assert sorted(item["requestId"] for item in queued["items"]) == ["de-0", "de-1", "de-2", "de-3"]
+    with urllib.request.urlopen(operator.metrics_url, timeout=5) as response:
+        exposition = response.read().decode()
+    assert f'strata_feedback_review_open{{namespace="{namespace}",policy="lm-review",target="lm"}} 4.0' in exposition
 
     def strata(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "strata.cli", "review", *args, "-n", namespace,

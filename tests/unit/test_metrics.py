@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import generate_latest
 
-from strata.metrics import drop_object_series, set_monitor_series
+from strata.metrics import drop_object_series, set_monitor_series, set_review_series
 
 
 def series(policy: str) -> dict[str, float]:
@@ -36,3 +36,19 @@ def test_a_deleted_policy_leaves_no_series_and_others_keep_theirs():
     set_monitor_series("other", "p3", "lm", [("approval", 0.9, "OK", 40)])
     drop_object_series("FeedbackPolicy", "ml", "p3")
     assert all('namespace="other"' in name for name in series("p3")) and len(series("p3")) == 3
+
+
+def test_the_review_backlog_is_one_series_per_policy_gone_with_the_queue_or_the_policy():
+    def backlog(policy: str) -> dict[str, float]:
+        rows = [line for line in generate_latest().decode().splitlines()
+                if line.startswith("strata_feedback_review_open{") and f'policy="{policy}"' in line]
+        return {row.rsplit(" ", 1)[0]: float(row.rsplit(" ", 1)[1]) for row in rows}
+
+    set_review_series("ml", "p4", "lm", 3)
+    set_review_series("ml", "p4", "lm-v2", 2)  # a new target replaces the series
+    assert backlog("p4") == {'strata_feedback_review_open{namespace="ml",policy="p4",target="lm-v2"}': 2.0}
+    set_review_series("ml", "p4", "lm-v2", None)  # spec.review.queueFlagged turned off
+    assert backlog("p4") == {}
+    set_review_series("ml", "p5", "lm", 1)
+    drop_object_series("FeedbackPolicy", "ml", "p5")
+    assert backlog("p5") == {}

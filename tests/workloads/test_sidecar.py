@@ -67,6 +67,9 @@ def sidecar(triton, api_keys, tmp_path_factory):
     instance.start()
     yield instance
     instance.close()
+    # Analysis runs off the request path, so a failure there fails no request: the log shows it.
+    log = instance.process.log_path.read_text()
+    assert "Traceback" not in log, log[log.index("Traceback") - 200:][:3000]
 
 
 def direct_grpc(triton) -> str:

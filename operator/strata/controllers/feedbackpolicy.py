@@ -44,7 +44,7 @@ from strata.controllers.reconcile import (
     resolve_references,
 )
 from strata.controllers.registration import RESYNC_SECONDS, register_kind, watch_children
-from strata.metrics import set_monitor_series
+from strata.metrics import set_monitor_series, set_review_series
 from strata.render import feedback_policy as policy
 from strata.render.common import owner_labels
 from strata.render.config import render_config_map
@@ -406,6 +406,8 @@ def render(info: KindInfo, body: dict[str, Any], spec: FeedbackPolicySpec, input
     # The latest readings (fresh, or kept in status between evaluations) as metrics.
     set_monitor_series(inputs.namespace, body["metadata"]["name"], spec.target.model_deployment,
                        [(r.name, r.value, r.verdict, r.samples) for r in inputs.results])
+    set_review_series(inputs.namespace, body["metadata"]["name"], spec.target.model_deployment,
+                      inputs.review["open"] if inputs.review is not None else None)
     # Kept as they are: a retraining is created once (its policy says so), never updated, and
     # never deleted by the operator (the chart grants no delete on users' kinds): the garbage
     # collector removes them with their policy.

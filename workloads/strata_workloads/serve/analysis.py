@@ -310,8 +310,6 @@ class Analysis:
                 self._audit.close()
                 os.replace(self.audit_path, self.audit_path.with_name(AUDIT_FILE + ".1"))
                 self._audit = self.audit_path.open("a", encoding="utf-8")
-        self.review_path = Path(config.state_dir) / REVIEW_FILE
-        self._review = self.review_path.open("a", encoding="utf-8")
 
     def stats(self, window: float | None = None, now: float | None = None) -> dict[str, Any]:
         """Everything /stats reports; with `window` (seconds), the token sketches of the last
