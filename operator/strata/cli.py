@@ -88,7 +88,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _review(args: argparse.Namespace) -> int:
-    from strata.review import ReviewError, current_namespace, list_review, resolve_review
+    from strata.k8s import current_namespace
+    from strata.review import ReviewError, list_review, resolve_review
 
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = str(args.kubeconfig)

@@ -45,6 +45,15 @@ def load_configuration() -> kubernetes.client.Configuration:
 
 
 @functools.cache
+def current_namespace() -> str:
+    """The kubeconfig context's namespace, as kubectl picks it ("default" when it names none)."""
+    try:
+        _, context = kubernetes.config.list_kube_config_contexts()
+    except (kubernetes.config.ConfigException, OSError):
+        return "default"
+    return (context.get("context") or {}).get("namespace") or "default"
+
+
 def api_client() -> kubernetes.client.ApiClient:
     return kubernetes.client.ApiClient(load_configuration())
 

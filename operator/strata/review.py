@@ -61,16 +61,6 @@ def _policy(namespace: str, name: str) -> dict[str, Any]:
     return found[0]
 
 
-def current_namespace() -> str:
-    import kubernetes
-
-    try:
-        _, context = kubernetes.config.list_kube_config_contexts()
-    except (kubernetes.config.ConfigException, OSError):
-        return "default"
-    return (context.get("context") or {}).get("namespace") or "default"
-
-
 def list_review(namespace: str, name: str) -> str:
     return review_table(_policy(namespace, name))
 
