@@ -27,6 +27,9 @@ def review_table(policy: dict[str, Any]) -> str:
     if review is None:
         return (f"FeedbackPolicy {name} has no review queue yet: the operator lists one once it read the "
                 f"target's sidecars (and spec.review.queueFlagged is true).")
+    if not review.get("items"):
+        return (f"No flagged output of FeedbackPolicy {name} waits for review "
+                f"({review.get('resolved', 0)} resolved).")
     rows = [("ID", "SOURCE", "TIME", "SCORE/GROUP", "EXCERPT")]
     for item in review.get("items") or []:
         flagged = f"{item['score']:.2f}" if item.get("score") is not None else item.get("group") or ""

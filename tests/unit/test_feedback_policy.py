@@ -443,3 +443,5 @@ def test_review_cli_table_and_patch():
     with pytest.raises(ReviewError, match="use one of approve, reject"):
         resolution_patch(body, "77ab01cd23ef", "maybe")
     assert "no review queue yet" in review_table({"metadata": {"name": "assistant"}})
+    assert review_table({"metadata": {"name": "assistant"}, "status": {"review": {"open": 0, "resolved": 2}}}) == (
+        "No flagged output of FeedbackPolicy assistant waits for review (2 resolved).")
