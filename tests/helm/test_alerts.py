@@ -37,7 +37,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess:
 def test_rules_are_valid(rules_file):
     result = promtool("check", "rules", str(rules_file))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "5 rules found" in result.stdout
+    assert "6 rules found" in result.stdout
 
 
 def _run_rule_tests(rules_file: Path, tests: list[dict]) -> subprocess.CompletedProcess:
@@ -149,6 +149,26 @@ def test_a_breached_monitor_alerts_after_fifteen_minutes_naming_the_deployment_a
                     "description": "FeedbackPolicy lm-loop has read its approval monitor as breached for 15 minutes. "
                                    "Its status says the value, the threshold and what it did about it (kubectl "
                                    "describe feedbackpolicy lm-loop -n ml).",
+                },
+            }]},
+        ],
+    }])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_review_backlog_alerts_after_a_day_with_the_command_that_lists_it(rules_file):
+    backlog = f'strata_feedback_review_open{{job="{JOB}",namespace="ml",policy="lm-loop",target="lm"}}'
+    result = _run_rule_tests(rules_file, [{
+        "interval": "1m",
+        "input_series": [{"series": backlog, "values": "0x60 3x1600"}],
+        "alert_rule_test": [
+            {"eval_time": "12h", "alertname": "StrataFeedbackReviewBacklog", "exp_alerts": []},
+            {"eval_time": "26h", "alertname": "StrataFeedbackReviewBacklog", "exp_alerts": [{
+                "exp_labels": {"severity": "info", "namespace": "ml", "policy": "lm-loop", "target": "lm"},
+                "exp_annotations": {
+                    "summary": "Flagged outputs of ModelDeployment ml/lm wait for review",
+                    "description": "FeedbackPolicy lm-loop has listed flagged outputs that no one has resolved for "
+                                   "a day (3 open now). List and resolve them with strata review list lm-loop -n ml.",
                 },
             }]},
         ],

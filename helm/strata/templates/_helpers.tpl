@@ -147,4 +147,15 @@ groups:
             FeedbackPolicy {{`{{ $labels.policy }}`}} has read its {{`{{ $labels.monitor }}`}} monitor as breached
             for 15 minutes. Its status says the value, the threshold and what it did about it
             (kubectl describe feedbackpolicy {{`{{ $labels.policy }}`}} -n {{`{{ $labels.namespace }}`}}).
+      - alert: StrataFeedbackReviewBacklog
+        expr: max by (namespace, policy, target) (strata_feedback_review_open{job="{{ $job }}"}) > 0
+        for: 24h
+        labels:
+          severity: info
+        annotations:
+          summary: "Flagged outputs of ModelDeployment {{`{{ $labels.namespace }}`}}/{{`{{ $labels.target }}`}} wait for review"
+          description: >-
+            FeedbackPolicy {{`{{ $labels.policy }}`}} has listed flagged outputs that no one has resolved for a
+            day ({{`{{ $value }}`}} open now). List and resolve them with
+            strata review list {{`{{ $labels.policy }}`}} -n {{`{{ $labels.namespace }}`}}.
 {{- end }}
