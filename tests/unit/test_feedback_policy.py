@@ -445,3 +445,16 @@ def test_review_cli_table_and_patch():
     assert "no review queue yet" in review_table({"metadata": {"name": "assistant"}})
     assert review_table({"metadata": {"name": "assistant"}, "status": {"review": {"open": 0, "resolved": 2}}}) == (
         "No flagged output of FeedbackPolicy assistant waits for review (2 resolved).")
+
+
+def test_with_prometheus_unreadable_sidecars_cost_only_bias_and_drift():
+    spec = spec_of(window="1h", monitors={"approval": {"minRate": 0.8, "minSamples": 10},
+                                          "bias": {"groups": [{"field": "locale"}], "maxDisparity": 0.2},
+                                          "drift": {"reference": "previousWindow"}})
+    signals = policy.Signals(counts=policy.WindowCounts(up=3, down=17, scored=0, flagged=0, window="1h"),
+                             sidecar_error="no running pod of the target serves yet")
+    results = {r.name: r for r in policy.evaluate(spec, signals, NOW)}
+    assert results["approval"].verdict == BREACHED
+    for name in ("bias", "drift"):
+        assert (results[name].verdict, results[name].message) == (
+            INSUFFICIENT_DATA, "the sidecars were not read: no running pod of the target serves yet")

@@ -165,16 +165,18 @@ def read_prometheus(spec: FeedbackPolicySpec, namespace: str, seconds: float,
 
 def read_all_signals(spec: FeedbackPolicySpec, namespace: str) -> policy.Signals:
     """The sidecars' signals, or with spec.signals.prometheus, approval and toxicity from
-    Prometheus and the sidecars read only when bias or drift need their records."""
+    Prometheus and the sidecars read only for what needs their records (bias, drift, the review
+    queue). Then sidecars that cannot be read cost only those: approval and toxicity stand."""
     seconds = policy.duration_seconds(spec.window)
     if spec.signals.prometheus is None:
         return read_signals(sidecar_urls(spec, namespace), seconds)
     counts, error = read_prometheus(spec, namespace, seconds, spec.window)
-    if spec.monitors.bias is not None or spec.monitors.drift is not None:
-        signals = read_signals(sidecar_urls(spec, namespace), seconds)
-    else:
-        signals = policy.Signals()
-    return replace(signals, counts=counts, error=error or signals.error)
+    if spec.monitors.bias is None and spec.monitors.drift is None and not spec.review.queue_flagged:
+        return policy.Signals(counts=counts, error=error)
+    sidecars = read_signals(sidecar_urls(spec, namespace), seconds)
+    if sidecars.error is not None:
+        return policy.Signals(counts=counts, error=error, sidecar_error=sidecars.error)
+    return replace(sidecars, counts=counts, error=error)
 
 
 def drift_reference(spec: FeedbackPolicySpec, namespace: str, serving: str | None) -> policy.DriftReference | None:
@@ -191,7 +193,7 @@ def review_queue(spec: FeedbackPolicySpec, annotations: dict[str, str], signals:
                  results: list[MonitorResult], previous: dict[str, Any] | None, now: dt.datetime) -> dict[str, Any] | None:
     """status.review: rebuilt from the sidecars when they were read this pass; otherwise the
     previous listing less what a person resolved since."""
-    if signals is not None and signals.error is None:
+    if signals is not None and signals.error is None and signals.sidecar_error is None:
         return policy.review_state(policy.flagged_outputs(signals, spec, results, now), annotations)
     if not previous:
         return None

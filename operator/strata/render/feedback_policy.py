@@ -85,6 +85,8 @@ class Signals:
     counts: "WindowCounts | None" = None
     # Outputs the sidecars queued for review (GET /review): scored toxic.
     review: tuple[dict[str, Any], ...] = ()
+    # With counts from Prometheus: why the sidecars (bias, drift, review) could not be read.
+    sidecar_error: str | None = None
 
 
 # ---- Prometheus as the source of approval and toxicity ----
@@ -265,10 +267,14 @@ def evaluate(spec: FeedbackPolicySpec, signals: Signals, now: dt.datetime,
             results.append(toxicity_from_counts(signals.toxicity_flagged, signals.toxicity_scored,
                                                 monitors.toxicity.max_rate, monitors.toxicity.min_samples,
                                                 f"since {since}"))
+    unread = f"the sidecars were not read: {signals.sidecar_error}" if signals.sidecar_error else None
     if monitors.bias is not None:
-        results.append(feedback_monitors.bias(records, [group.field for group in monitors.bias.groups],
+        results.append(MonitorResult("bias", None, INSUFFICIENT_DATA, 0, window, unread) if unread else
+                       feedback_monitors.bias(records, [group.field for group in monitors.bias.groups],
                                               monitors.bias.max_disparity, monitors.bias.min_samples, window))
-    if monitors.drift is not None:
+    if monitors.drift is not None and unread:
+        results.append(MonitorResult("drift", None, INSUFFICIENT_DATA, 0, window, unread))
+    elif monitors.drift is not None:
         results.append(drift_monitor(monitors.drift.reference, monitors.drift.max_psi, monitors.drift.min_samples,
                                      window, signals, reference))
     return results
