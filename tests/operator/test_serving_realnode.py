@@ -2,9 +2,9 @@
 model; a ModelDeployment serves it with the real tritonserver (nvidia-pytriton's, python
 backend, CPU) behind the monitoring sidecar; a client pod calls it by the Service's name with
 tritonclient over gRPC; version changes roll out, a version that never becomes ready is rolled
-back; deletion cascades.
+back; deletion cascades; the HPA scales out on real CPU load through the sidecar and back in.
 
-Not here yet: the HPA scaling on real load. A test of it on Triton's queue/compute ratio
+Not here yet: the HPA on Triton's queue/compute ratio under real load. A test of it
 (`real_node_monitoring`: Prometheus and prometheus-adapter on this cluster) was written, but
 Prometheus did not report the pod's triton-metrics port as an up target within 60 s on this
 node, and it was taken out until that is understood (see the issue note).
@@ -187,3 +187,64 @@ def test_a_new_version_rolls_out_one_that_never_becomes_ready_is_rolled_back_and
 
     wait_until_empty(children, timeout=180, interval=1, what="the deployment's children to be deleted")
     assert get_json(cluster, "pvc", "-n", namespace, "models"), "the user's model repository stays"
+
+
+def test_the_hpa_scales_a_deployment_out_on_real_cpu_load_through_the_sidecar_and_back_in(cluster, namespace, exported):
+    """autoscaling.cpuUtilization on metrics-server's measure of the pods (Triton and the sidecar):
+    gRPC calls from four client threads through the sidecar push it over the target; when they
+    stop, the HPA scales back in (scaleDownStabilizationSeconds 0)."""
+    import threading
+
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import triton_to_np_dtype
+
+    from strata.render.sidecar import SIDECAR_GRPC_PORT
+
+    export = exported["status"]["exportedModel"]
+    apply(cluster, namespace, deployment("busy", {"trainingJob": {"name": JOB}, "backend": "python"},
+                                         autoscaling={"minReplicas": 1, "maxReplicas": 2, "cpuUtilization": 50,
+                                                      "scaleDownStabilizationSeconds": 0}))
+    serving(cluster, namespace, "busy", export["version"])
+    hpa = get_json(cluster, "hpa", "-n", namespace, "busy")
+    assert [m["resource"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Resource"] == ["cpu"]
+    pod = get_json(cluster, "pods", "-n", namespace, "-l", "strata.dev/owner-name=busy")["items"][0]
+    target = f"{pod['status']['podIP']}:{SIDECAR_GRPC_PORT}"
+    model, headers = export["variants"]["python"], {"authorization": f"Bearer {API_KEY}"}
+
+    stop = threading.Event()
+    calls = [0]
+
+    def load() -> None:
+        client = grpcclient.InferenceServerClient(target)
+        metadata = client.get_model_metadata(model, headers=headers, as_json=True)
+        inputs = []
+        for spec in metadata["inputs"]:
+            shape = [1] + [32 if int(d) < 0 else int(d) for d in spec["shape"][1:]]
+            tensor = grpcclient.InferInput(spec["name"], shape, spec["datatype"])
+            tensor.set_data_from_numpy(np.ones(shape, dtype=triton_to_np_dtype(spec["datatype"])))
+            inputs.append(tensor)
+        while not stop.is_set():
+            client.infer(model, inputs, headers=headers)
+            calls[0] += 1
+
+    threads = [threading.Thread(target=load, daemon=True) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        def scaled_out():
+            if not any(thread.is_alive() for thread in threads):
+                raise AssertionError("every load thread stopped (see the log for its error)")
+            return md_status(cluster, namespace, "busy").get("replicas") == {"ready": 2, "desired": 2}
+
+        wait_for(scaled_out, timeout=300, interval=3,
+                 what=f"the HPA to scale busy out to 2 ready replicas under load "
+                      f"({get_json(cluster, 'hpa', '-n', namespace, 'busy').get('status')})")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert calls[0] > 0
+    wait_for(lambda: md_status(cluster, namespace, "busy").get("replicas", {}).get("desired") == 1, timeout=300,
+             interval=3, what="the HPA to scale busy back in to 1 once the load stopped")
+    cluster.kubectl("delete", "modeldeployment", "-n", namespace, "busy", "--wait=false")
