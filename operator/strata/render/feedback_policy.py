@@ -60,6 +60,11 @@ def format_time(moment: dt.datetime) -> str:
     return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def format_unix(seconds: float) -> str:
+    """format_time of a Unix time (what the sidecars' records carry)."""
+    return format_time(dt.datetime.fromtimestamp(float(seconds), dt.timezone.utc))
+
+
 # ---------------------------------------------------------------------------------------
 # monitors
 # ---------------------------------------------------------------------------------------
@@ -153,8 +158,7 @@ def flagged_outputs(signals: Signals, spec: FeedbackPolicySpec, results: list[Mo
     """status.review.items candidates, newest first: what the sidecars scored toxic, and while
     the bias monitor is breached, the down-rated answers of each field's worst-served group."""
     items = [{"id": review_id("toxicity", str(item["requestId"])), "source": "toxicity",
-              "requestId": str(item["requestId"])[:128], "time": format_time(dt.datetime.fromtimestamp(
-                  float(item.get("time", 0)), dt.timezone.utc)),
+              "requestId": str(item["requestId"])[:128], "time": format_unix(item.get("time", 0)),
               "score": round(float(item.get("score", 0)), 6),
               "excerpt": " | ".join(item.get("output") or [])[:512]}
              for item in signals.review if item.get("requestId")]
@@ -172,8 +176,7 @@ def flagged_outputs(signals: Signals, spec: FeedbackPolicySpec, results: list[Mo
                 if record.get("rating") == "down" and (record.get("attributes") or {}).get(group.field) == worst:
                     items.append({"id": review_id("bias", str(record["requestId"])), "source": "bias",
                                   "requestId": str(record["requestId"])[:128],
-                                  "time": format_time(dt.datetime.fromtimestamp(float(record.get("time", 0)),
-                                                                                dt.timezone.utc)),
+                                  "time": format_unix(record.get("time", 0)),
                                   "group": f"{group.field}={worst}"[:300], "excerpt": str(record.get("text") or "")[:512]})
     unique = {item["id"]: item for item in items}
     return sorted(unique.values(), key=lambda item: (item["time"], item["id"]), reverse=True)
@@ -262,7 +265,7 @@ def evaluate(spec: FeedbackPolicySpec, signals: Signals, now: dt.datetime,
                                          "the sidecar scores no outputs: set the target ModelDeployment's "
                                          "spec.monitoring.toxicity to true"))
         else:
-            since = format_time(dt.datetime.fromtimestamp(signals.since, dt.timezone.utc)) if signals.since else "start"
+            since = format_unix(signals.since) if signals.since else "start"
             # The sidecar counts since it started, not per window (see MonitorReading.window).
             results.append(toxicity_from_counts(signals.toxicity_flagged, signals.toxicity_scored,
                                                 monitors.toxicity.max_rate, monitors.toxicity.min_samples,

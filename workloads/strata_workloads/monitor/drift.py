@@ -26,17 +26,12 @@ import numpy as np
 from scipy import stats
 
 from strata_workloads.monitor.result import MonitorResult, judge
-from strata_workloads.monitor.sketch import DEFAULT_ALPHA, PSI_EPSILON, counts_drift, drift_verdict
+from strata_workloads.monitor import sketch
+from strata_workloads.monitor.sketch import DEFAULT_ALPHA, counts_drift, drift_verdict
 
 DEFAULT_BINS = 10
 TOP_TOKENS = 50
 _TOKEN = re.compile(r"\w+", re.UNICODE)
-
-
-def psi_from_shares(reference: np.ndarray, current: np.ndarray) -> float:
-    reference = np.clip(reference, PSI_EPSILON, None)
-    current = np.clip(current, PSI_EPSILON, None)
-    return float(np.sum((current - reference) * np.log(current / reference)))
 
 
 def bin_edges(reference: np.ndarray, bins: int = DEFAULT_BINS) -> np.ndarray:
@@ -50,7 +45,7 @@ def psi(reference: Sequence[float], current: Sequence[float], bins: int = DEFAUL
     edges = bin_edges(reference, bins)
     ref_counts = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=edges.size + 1)
     cur_counts = np.bincount(np.searchsorted(edges, current, side="right"), minlength=edges.size + 1)
-    return psi_from_shares(ref_counts / ref_counts.sum(), cur_counts / cur_counts.sum())
+    return sketch.psi(ref_counts, cur_counts)
 
 
 def ks_test(reference: Sequence[float], current: Sequence[float]) -> tuple[float, float]:
