@@ -331,8 +331,10 @@ def test_the_prometheus_selector_is_the_targets_pods_unless_the_spec_names_one()
     spec = spec_of(signals={"prometheus": {"url": "http://prometheus:9090", "selector": 'service="lm"'}})
     assert policy.prometheus_selector(spec, "ml") == 'service="lm"'
     queries = policy.prometheus_queries('service="lm"', 3600)
-    assert queries["up"] == 'sum(increase(strata_sidecar_feedback_total{service="lm",rating="up"}[3600s]))'
-    assert queries["flagged"].endswith('sum(increase(strata_sidecar_toxicity_score_bucket{service="lm",le="0.5"}[3600s]))')
+    up = 'strata_sidecar_feedback_total{service="lm",rating="up"}[3600s]'
+    assert queries["up"] == f"sum(max_over_time({up}) - min_over_time({up}))"
+    bucket = 'strata_sidecar_toxicity_score_bucket{service="lm",le="0.5"}[3600s]'
+    assert queries["flagged"].endswith(f"sum(max_over_time({bucket}) - min_over_time({bucket}))")
 
 
 def test_a_selector_that_is_not_label_matchers_is_refused_naming_the_field():
@@ -344,7 +346,7 @@ def test_a_selector_that_is_not_label_matchers_is_refused_naming_the_field():
 
 @pytest.mark.parametrize("case, response, value", [
     ("an empty vector: no series matched yet", {"status": "success", "data": {"resultType": "vector", "result": []}}, 0),
-    ("increase() extrapolates: rounded", {"status": "success", "data": {"result": [{"value": [1, "19.6"]}]}}, 20),
+    ("a count", {"status": "success", "data": {"result": [{"value": [1, "20"]}]}}, 20),
 ])
 def test_query_value(case, response, value):
     assert policy.query_value(response) == value

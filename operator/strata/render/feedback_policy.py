@@ -98,7 +98,7 @@ class Signals:
 
 @dataclass(frozen=True)
 class WindowCounts:
-    """Ratings and scored outputs over a window, as Prometheus's increase() gives them."""
+    """Ratings and scored outputs over a window, as Prometheus has them (prometheus_queries)."""
 
     up: int
     down: int
@@ -119,13 +119,20 @@ def prometheus_selector(spec: FeedbackPolicySpec, namespace: str) -> str:
 
 def prometheus_queries(selector: str, seconds: float) -> dict[str, str]:
     """PromQL instant queries for WindowCounts' fields over the last `seconds`. Toxic outputs are
-    those scored above TOXIC_SCORE, a bucket bound of strata_sidecar_toxicity_score."""
+    those scored above TOXIC_SCORE, a bucket bound of strata_sidecar_toxicity_score.
+
+    Each series' growth in the window is its largest value less its smallest, not increase():
+    increase() extrapolates to the window's end, reading 20 ratings as 30 or more while the
+    series is young. These counters never reset within a series (the sidecar recounts its
+    files on a restart; a new pod is a new series), so the difference is exact for what was
+    scraped; events a new pod took before its first scrape are not counted."""
     from strata_workloads.monitor.toxicity import TOXIC_SCORE
 
     window = f"{max(1, int(seconds))}s"
 
     def total(metric: str, extra: str = "") -> str:
-        return f"sum(increase({metric}{{{selector}{extra}}}[{window}]))"
+        series = f"{metric}{{{selector}{extra}}}[{window}]"
+        return f"sum(max_over_time({series}) - min_over_time({series}))"
 
     scored = total("strata_sidecar_toxicity_score_count")
     not_toxic = total("strata_sidecar_toxicity_score_bucket", ',le="' + f"{TOXIC_SCORE:g}" + '"')
@@ -135,8 +142,7 @@ def prometheus_queries(selector: str, seconds: float) -> dict[str, str]:
 
 
 def query_value(response: dict[str, Any]) -> int:
-    """The value of an instant query's answer (a one-element vector; none when no series matched),
-    rounded: increase() extrapolates to the window's edges."""
+    """The value of an instant query's answer (a one-element vector; none when no series matched)."""
     if response.get("status") != "success":
         raise ValueError(response.get("error") or f"Prometheus answered {response.get('status')!r}")
     result = (response.get("data") or {}).get("result") or []
