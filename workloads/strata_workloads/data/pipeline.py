@@ -218,7 +218,7 @@ def run_pipeline(config: PipelineConfig, out: str | Path) -> PipelineResult:
         near = config.cleaning.dedup.near_duplicate
         index = NearDuplicateIndex(near.threshold, near.num_perm) if near else None
         augmentation = config.augmentation
-        length_histogram, token_histogram = Histogram(LENGTH_EDGES), Histogram(TOKEN_EDGES)
+        length_histogram = Histogram(LENGTH_EDGES)
         token_sketch = TokenSketch()  # of real records only: the drift reference of served inputs
         label_counts: dict[int, int] = {}
         real_train = 0
@@ -239,7 +239,6 @@ def run_pipeline(config: PipelineConfig, out: str | Path) -> PipelineResult:
             synthetic_texts: list[tuple[str, Any]] = []
             kept_rows = np.flatnonzero(keep)
             length_histogram.add([len(texts[i]) for i in kept_rows])
-            token_histogram.add([len(token_ids[i]) for i in kept_rows])
             token_sketch.add_sequences(token_ids[i] for i in kept_rows)
             for i in kept_rows:
                 after_near += 1
@@ -278,6 +277,8 @@ def run_pipeline(config: PipelineConfig, out: str | Path) -> PipelineResult:
         (work / _SPILL).unlink()
         work.rmdir()
 
+        # The sketch's length bins are the token histogram (TOKEN_EDGES is sketch.LENGTH_EDGES).
+        token_histogram = Histogram(TOKEN_EDGES, token_sketch.length)
         missing_dropped = sum(counts.missing_dropped.values())
         filtered = sum(counts.filtered.values())
         after_schema = counts.read - counts.schema_invalid - missing_dropped

@@ -144,9 +144,9 @@ TOKEN_EDGES = list(sketch.LENGTH_EDGES)
 class Histogram:
     """Fixed-edge histogram accumulated batch by batch."""
 
-    def __init__(self, edges: list[int]):
+    def __init__(self, edges: list[int], counts: list[int] | None = None):
         self.edges = edges
-        self.counts = np.zeros(len(edges), dtype=np.int64)
+        self.counts = np.zeros(len(edges), dtype=np.int64) if counts is None else np.asarray(counts, dtype=np.int64)
 
     def add(self, values: Iterator[int] | list[int]) -> None:
         array = np.asarray(list(values), dtype=np.int64)

@@ -272,13 +272,16 @@ class Analysis:
         record: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape,
                                   "sha256": hashlib.sha256(tensor.raw).hexdigest()}
         if tensor.datatype == "BYTES":
-            record["text"] = [self.redact(item[:AUDIT_MAX_CHARS * 4].decode("utf-8", "replace")[:AUDIT_MAX_CHARS])
-                              for item in tensor.values[:AUDIT_MAX_ELEMENTS]]
+            record["text"] = self._text(tensor)
         return record
 
-    def _texts(self, tensors: list[protocol.Tensor]) -> list[str]:
+    def _text(self, tensor: protocol.Tensor) -> list[str]:
+        """A BYTES tensor's elements as audit lines and review items keep them: redacted and cut."""
         return [self.redact(item[:AUDIT_MAX_CHARS * 4].decode("utf-8", "replace")[:AUDIT_MAX_CHARS])
-                for tensor in tensors if tensor.datatype == "BYTES" for item in tensor.values[:AUDIT_MAX_ELEMENTS]]
+                for item in tensor.values[:AUDIT_MAX_ELEMENTS]]
+
+    def _texts(self, tensors: list[protocol.Tensor]) -> list[str]:
+        return [text for tensor in tensors if tensor.datatype == "BYTES" for text in self._text(tensor)]
 
     def _queue_for_review(self, meta, inputs, outputs, toxicity: float) -> None:
         record = {"requestId": meta["requestId"], "time": meta["time"], "model": meta["model"], "key": meta["key"],
