@@ -2,7 +2,7 @@
 
 Not a test (pytest does not collect it). Run::
 
-    python tests/benchmarks/bench_trainer.py [--steps 40] [--nproc 2] [--gpu-only] [--compile]
+    python tests/benchmarks/bench_trainer.py [--steps 40] [--nproc 2] [--gpu-only] [--variants default,compile]
 
 CPU: both sides run under torchrun with the same number of ranks, model, data order, batch
 sizes, gradient accumulation, clipping, AdamW and LR schedule; the trainer uses ZeRO-2 over
@@ -14,7 +14,13 @@ context 1024, bf16, ZeRO-2, one rank per GPU) on short documents *packed* into f
 against a plain PyTorch loop on the same model and data (bf16 autocast, fused AdamW, DDP
 over NCCL when there are several GPUs). Printed: tokens/s (real tokens), their ratio, model
 FLOPs utilisation against ``--peak-tflops`` per GPU (default: the H100/H200 dense bf16
-figure) and peak GPU memory of each.
+figure, and against a bf16 matrix product measured in the same run) and peak GPU memory of
+each. The plain loop runs once; the trainer once per ``--variants`` entry (its performance
+settings), each row printed as soon as it is measured so that a run cut short keeps them.
+
+``--cpu-rehearsal`` runs the GPU section's whole flow with a tiny model on one CPU rank: a
+check, on a machine without CUDA, that a call on a GPU machine will not fail on anything
+but the GPU itself.
 """
 
 from __future__ import annotations
@@ -34,6 +40,14 @@ import yaml
 from strata.devcluster import free_port
 
 WARMUP_STEPS = 5
+
+# The trainer's performance settings measured on a GPU, by name.
+VARIANTS = {
+    "default": {},
+    "compile": {"compile": True},
+    "checkpointing": {"activationCheckpointing": True},
+    "compile+checkpointing": {"compile": True, "activationCheckpointing": True},
+}
 
 
 def matmul_parameters(layers: int, hidden: int, vocab: int) -> int:
@@ -153,10 +167,14 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="per-GPU dense bf16 peak for MFU")
     parser.add_argument("--gpu-only", action="store_true", help="skip the CPU comparison")
     parser.add_argument("--gpu-steps", type=int, default=30)
-    parser.add_argument("--gpu-micro-batch", type=int, default=8)
-    parser.add_argument("--compile", action="store_true", help="the trainer with performance.compile")
-    parser.add_argument("--checkpointing", action="store_true",
-                        help="the trainer with performance.activationCheckpointing")
+    # 16 x 1024 tokens per micro-batch: at 8 the trainer's fixed per-step cost showed (0.970 and
+    # 0.913 of plain in two runs on an H200) and both loops were under 50% MFU; at 16, 0.992 and
+    # 50.3% (tests/benchmarks/gpu-results.md). The H200 has room: 43.6 GiB at 16.
+    parser.add_argument("--gpu-micro-batch", type=int, default=16)
+    parser.add_argument("--variants", default="default",
+                        help=f"comma-separated trainer settings to measure on the GPU: {', '.join(VARIANTS)}")
+    parser.add_argument("--cpu-rehearsal", action="store_true",
+                        help="the GPU section's flow with a tiny model on one CPU rank (no figures)")
     parser.add_argument("--plain-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if min(args.steps, args.gpu_steps) <= WARMUP_STEPS + 1:
@@ -164,6 +182,9 @@ def main() -> None:
     if args.plain_worker:
         plain_worker(args.plain_worker)
         return
+    variants = args.variants.split(",")
+    if unknown := [v for v in variants if v not in VARIANTS]:
+        parser.error(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
 
     from strata_workloads.data.synthetic import write_text_dataset
 
@@ -173,35 +194,67 @@ def main() -> None:
 
     import torch
 
-    if not torch.cuda.is_available():
+    if args.cpu_rehearsal:
+        gpu_benchmark(workdir, args, variants, ranks=1, rehearsal=True)
+    elif not torch.cuda.is_available():
         print("\nNo CUDA GPU visible: tokens/s, MFU and memory at GPU scale NOT measured.")
-        return
-    gpus = torch.cuda.device_count()
-    gpu_size = {"layers": 24, "hidden": 2048, "heads": 16, "contextLength": 1024}
+    else:
+        gpu_benchmark(workdir, args, variants, ranks=torch.cuda.device_count())
+
+
+def measured_matmul_tflops() -> float:
+    """The card's bf16 matrix rate as found: 8192^3 products on random data, median of 10 after 3."""
+    import torch
+
+    a, b = (torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    times = []
+    for i in range(13):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        a @ b
+        end.record()
+        torch.cuda.synchronize()
+        if i >= 3:
+            times.append(start.elapsed_time(end) / 1e3)
+    return 2 * 8192**3 / statistics.median(times) / 1e12
+
+
+def gpu_benchmark(workdir: Path, args, variants: list[str], ranks: int, rehearsal: bool = False) -> None:
+    from strata_workloads.data.synthetic import write_text_dataset
+
+    import torch
+
+    if rehearsal:
+        size, rows, micro_batch, precision = {"layers": 2, "hidden": 64, "heads": 4, "contextLength": 128}, 2048, 4, "fp32"
+        device_name, matmul_tflops = "CPU rehearsal (no figures)", float("nan")
+    else:
+        size = {"layers": 24, "hidden": 2048, "heads": 16, "contextLength": 1024}
+        rows, micro_batch, precision = 65536, args.gpu_micro_batch, "bf16"
+        device_name, matmul_tflops = torch.cuda.get_device_name(0), measured_matmul_tflops()
     # ~30-byte sentences: unpacked, 97% of each 1024-token example would be padding.
-    write_text_dataset(workdir / "text-long", train_rows=65536, validation_rows=64, rows_per_shard=16384)
-    performance = {"compile": args.compile, "activationCheckpointing": args.checkpointing}
-    gpu_config = workdir / "gpu.yaml"
-    gpu_config.write_text(yaml.safe_dump(bench_config(workdir / "text-long", args.gpu_steps, gpu_size,
-                                                      micro_batch=args.gpu_micro_batch, precision="bf16",
-                                                      packing=True, performance=performance)))
-    plain_events = torchrun(gpus, [__file__, "--plain-worker", str(gpu_config)])
-    trainer_events = torchrun(gpus, ["-m", "strata_workloads.train", "--config", str(gpu_config)])
-    flops = model_flops_per_token(gpu_size["layers"], gpu_size["hidden"], gpu_size["contextLength"], 259)
-    rows = []
-    for name, events in (("plain PyTorch (autocast, fused AdamW)", plain_events),
-                         ("strata trainer, DeepSpeed ZeRO-2", trainer_events)):
+    write_text_dataset(workdir / "text-long", train_rows=rows, validation_rows=64, rows_per_shard=16384)
+    flops = model_flops_per_token(size["layers"], size["hidden"], size["contextLength"], 259)
+    print(f"\nGPU: {ranks} x {device_name}, transformer {size} "
+          f"({matmul_parameters(size['layers'], size['hidden'], 259) / 1e9:.2f}B parameters), {precision}, "
+          f"micro-batch {micro_batch} x accumulation 2, packed documents; {args.gpu_steps} steps, medians after "
+          f"step {WARMUP_STEPS}; MFU on real tokens against {args.peak_tflops:g} TFLOP/s (datasheet) and against "
+          f"{matmul_tflops:.0f} TFLOP/s (an 8192^3 bf16 matrix product measured now), per GPU\n", flush=True)
+    print(f"{'loop':<44}{'tokens/s':>12}{'MFU':>8}{'MFU meas.':>10}{'peak GiB':>10}{'vs plain':>10}", flush=True)
+    plain_tokens = None
+    runs = [("plain PyTorch (autocast, fused AdamW)", None)] + [(f"strata trainer, ZeRO-2, {v}", v) for v in variants]
+    for name, variant in runs:
+        config = workdir / f"gpu-{variant or 'plain'}.yaml"
+        config.write_text(yaml.safe_dump(bench_config(workdir / "text-long", args.gpu_steps, size, micro_batch=micro_batch,
+                                                      precision=precision, packing=True,
+                                                      performance=VARIANTS[variant] if variant else {})))
+        module_args = ([__file__, "--plain-worker", str(config)] if variant is None
+                       else ["-m", "strata_workloads.train", "--config", str(config)])
+        events = torchrun(ranks, module_args)
         _samples, tokens = steady_throughput(events)
-        rows.append((name, tokens, tokens * flops / (gpus * args.peak_tflops * 1e12), peak_memory_gib(events)))
-    settings = ", ".join(k for k, v in performance.items() if v) or "default performance settings"
-    print(f"\nGPU: {gpus} x {torch.cuda.get_device_name(0)}, transformer {gpu_size} "
-          f"({matmul_parameters(gpu_size['layers'], gpu_size['hidden'], 259) / 1e9:.2f}B parameters), bf16, micro-batch {args.gpu_micro_batch} x accumulation 2, "
-          f"packed documents, {settings}; {args.gpu_steps} steps, medians after step {WARMUP_STEPS}; "
-          f"MFU against {args.peak_tflops:g} TFLOP/s per GPU, real tokens only\n")
-    print(f"{'loop':<40}{'tokens/s':>12}{'MFU':>8}{'peak GiB':>10}")
-    for name, tokens, mfu, memory in rows:
-        print(f"{name:<40}{tokens:>12.0f}{mfu:>8.1%}{memory:>10.1f}")
-    print(f"{'ratio trainer / plain':<40}{rows[1][1] / rows[0][1]:>12.3f}")
+        plain_tokens = plain_tokens or tokens
+        achieved = tokens * flops / ranks / 1e12
+        print(f"{name:<44}{tokens:>12.0f}{achieved / args.peak_tflops:>8.1%}{achieved / matmul_tflops:>10.1%}"
+              f"{peak_memory_gib(events):>10.1f}{tokens / plain_tokens:>10.3f}", flush=True)
 
 
 def cpu_benchmark(workdir: Path, args) -> None:

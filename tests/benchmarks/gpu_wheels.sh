@@ -20,9 +20,12 @@ have=${2:-/dev/null}
 normalise() { tr 'A-Z_' 'a-z-' | sed -E 's/[<>=!~;[ ].*//'; }
 installed=$(normalise < "$have" | sort -u)
 : > "$wheels/.binary.txt"
+# Carried even where that machine has one: pydantic-core needs a recent typing-extensions, and an
+# older one there would fail at import, after the install.
+always="typing-extensions"
 grep -v '^#' tests/benchmarks/gpu_requirements.txt | grep . | grep -v '^deepspeed' | while read -r requirement; do
   name=$(echo "$requirement" | normalise)
-  if ! grep -qx "$name" <<< "$installed"; then echo "$requirement" >> "$wheels/.binary.txt"; fi
+  if ! grep -qx "$name" <<< "$installed" || grep -qx "$name" <<< "$always"; then echo "$requirement" >> "$wheels/.binary.txt"; fi
 done
 python3 -m pip download --no-deps --only-binary=:all: --python-version "$version" \
   --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \

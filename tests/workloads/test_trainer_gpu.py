@@ -89,24 +89,35 @@ def test_family_trains_on_gpus_and_exports(tmp_path, text_dataset, image_dataset
 
 
 def test_gpu_run_killed_after_a_checkpoint_resumes_where_it_left_off(tmp_path, text_dataset):
+    checkpoints = tmp_path / "checkpoints"
     config = gpu_config("transformer", "bf16", 3, {"model": {"numClasses": 0}, "data": {"packing": True}},
-                        text_dataset, tmp_path, checkpoints={"dir": str(tmp_path / "checkpoints"), "everySteps": 4},
-                        export={"dir": None})
+                        text_dataset, tmp_path, checkpoints={"dir": str(checkpoints), "everySteps": 4},
+                        hyperparameters={"maxSteps": 24}, export={"dir": None})
+    rank_pids: dict[int, int] = {}
     killed: list[int] = []
 
-    def kill_group(event, process):
+    def kill_ranks(event, _process):
+        # The ranks themselves, as a lost node would: torchrun starts each worker in a session of
+        # its own, so killing the launcher's process group leaves them running to the end.
+        if event["event"] == "process":
+            rank_pids[event["rank"]] = event["pid"]
         if event["event"] == "step" and event["step"] >= 6 and not killed:
-            os.killpg(process.pid, signal.SIGKILL)
+            for pid in rank_pids.values():
+                os.kill(pid, signal.SIGKILL)
             killed.append(event["step"])
 
-    first = launch(config, tmp_path, nproc=gpu_ranks(), on_event=kill_group, timeout=300)
+    first = launch(config, tmp_path, nproc=gpu_ranks(), on_event=kill_ranks, timeout=300)
     assert killed and first.returncode != 0
+    assert not first.of("completed")
+    latest = json.loads((checkpoints / "latest.json").read_text())
+    assert latest["step"] == max(e["step"] for e in first.of("checkpoint")) < 24
+
     second = launch(config, tmp_path, nproc=gpu_ranks(), timeout=300)
     assert second.returncode == 0, second.stderr[-4000:]
-    assert second.one("resumed")["step"] == 4
-    assert [e["step"] for e in second.of("step")] == list(range(5, 13))
+    assert second.one("resumed")["step"] == latest["step"]
+    assert [e["step"] for e in second.of("step")] == list(range(latest["step"] + 1, 25))
     original, resumed = first.step_losses(), second.step_losses()
     overlap = sorted(set(original) & set(resumed))
-    assert overlap and overlap[0] == 5
+    assert overlap and overlap[0] == latest["step"] + 1, (latest, sorted(original))
     for step in overlap:  # same weights, optimizer state, data and noise (GPU kernels may differ in the last bits)
         assert resumed[step] == pytest.approx(original[step], rel=2e-2), (step, original[step], resumed[step])
