@@ -2,12 +2,9 @@
 model; a ModelDeployment serves it with the real tritonserver (nvidia-pytriton's, python
 backend, CPU) behind the monitoring sidecar; a client pod calls it by the Service's name with
 tritonclient over gRPC; version changes roll out, a version that never becomes ready is rolled
-back; deletion cascades; the HPA scales out on real CPU load through the sidecar and back in.
-
-Not here yet: the HPA on Triton's queue/compute ratio under real load. A test of it
-(`real_node_monitoring`: Prometheus and prometheus-adapter on this cluster) was written, but
-Prometheus did not report the pod's triton-metrics port as an up target within 60 s on this
-node, and it was taken out until that is understood (see the issue note).
+back; deletion cascades; the HPA scales out on real CPU load through the sidecar and back in;
+with Prometheus and prometheus-adapter on this cluster (`real_node_monitoring`), it scales out
+on Triton's queue/compute ratio, computed from Triton's own metrics, under real load and back.
 """
 
 from __future__ import annotations
@@ -20,7 +17,8 @@ import pytest
 
 from conftest import REAL_NODE_NAMESPACE_PREFIX
 from realnode_support import apply, claim, status, text_dataset, training_job, volume_dir, write_text_corpus
-from strata.devcluster import DevCluster
+from strata.devcluster import DevCluster, monitoring
+from strata.render.serving import QUEUE_COMPUTE_METRIC
 from tests_support import get_json, temporary_namespace, wait_for, wait_until_empty
 
 pytestmark = [pytest.mark.realnode, pytest.mark.deepspeed]
@@ -248,3 +246,95 @@ def test_the_hpa_scales_a_deployment_out_on_real_cpu_load_through_the_sidecar_an
     wait_for(lambda: md_status(cluster, namespace, "busy").get("replicas", {}).get("desired") == 1, timeout=300,
              interval=3, what="the HPA to scale busy back in to 1 once the load stopped")
     cluster.kubectl("delete", "modeldeployment", "-n", namespace, "busy", "--wait=false")
+
+
+def load_threads(target: str, model: str, count: int, width: int) -> tuple[list, "threading.Event", list[int]]:
+    """`count` client threads calling `model` at `target` as fast as it answers, each on its own
+    channel; returns (threads, stop event, [calls])."""
+    import threading
+
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import triton_to_np_dtype
+
+    headers, stop, calls = {"authorization": f"Bearer {API_KEY}"}, threading.Event(), [0]
+
+    def load() -> None:
+        client = grpcclient.InferenceServerClient(target)
+        metadata = client.get_model_metadata(model, headers=headers, as_json=True)
+        inputs = []
+        for spec in metadata["inputs"]:
+            shape = [1] + [width if int(d) < 0 else int(d) for d in spec["shape"][1:]]
+            tensor = grpcclient.InferInput(spec["name"], shape, spec["datatype"])
+            tensor.set_data_from_numpy(np.ones(shape, dtype=triton_to_np_dtype(spec["datatype"])))
+            inputs.append(tensor)
+        while not stop.is_set():
+            client.infer(model, inputs, headers=headers)
+            calls[0] += 1
+
+    threads = [threading.Thread(target=load, daemon=True) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    return threads, stop, calls
+
+
+def custom_metric(cluster: DevCluster, namespace: str) -> dict[str, float]:
+    """pod -> the queue/compute ratio, from the custom metrics API as the HPA reads it."""
+    result = cluster.kubectl("get", "--raw", f"/apis/custom.metrics.k8s.io/v1beta1/namespaces/{namespace}"
+                             f"/pods/*/{QUEUE_COMPUTE_METRIC}", check=False)
+    if result.returncode != 0:
+        return {}
+    scale = {"n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3}
+    return {item["describedObject"]["name"]: float(item["value"][:-1]) * scale[item["value"][-1]]
+            if item["value"][-1] in scale else float(item["value"])
+            for item in json.loads(result.stdout)["items"]}
+
+
+def test_the_hpa_scales_on_tritons_queue_compute_ratio_under_real_load(cluster, namespace, exported,
+                                                                       real_node_monitoring):
+    """autoscaling.queueComputeRatio: Prometheus scrapes Triton's :8002 at the pod IP,
+    prometheus-adapter serves queue time over compute time per pod, and sixteen clients through
+    the sidecar queue requests in front of Triton's one model instance: the HPA scales out on
+    that ratio, and back in when the clients stop."""
+    from strata.render.sidecar import SIDECAR_GRPC_PORT
+
+    name, target = "queued", 0.5
+    export = exported["status"]["exportedModel"]
+    apply(cluster, namespace, deployment(name, {"trainingJob": {"name": JOB}, "backend": "python"}, autoscaling={
+        "minReplicas": 1, "maxReplicas": 2, "queueComputeRatio": target, "scaleDownStabilizationSeconds": 0}))
+    serving(cluster, namespace, name, export["version"])
+    hpa = get_json(cluster, "hpa", "-n", namespace, name)
+    assert [m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"] == [QUEUE_COMPUTE_METRIC]
+    [pod] = get_json(cluster, "pods", "-n", namespace, "-l", f"strata.dev/owner-name={name}")["items"]
+    pod_name = pod["metadata"]["name"]
+
+    # Prometheus found the pod through the apiserver and scrapes Triton's port at the pod IP.
+    port = cluster.monitoring_ports.prometheus
+    wait_for(lambda: [t for t in monitoring.targets(port) if t["labels"].get("pod") == pod_name
+                      and t["labels"].get("container") == "triton" and t["health"] == "up"],
+             timeout=90, interval=2, what=f"Prometheus to scrape {pod_name}'s triton-metrics port "
+                                          f"({[(t['labels'].get('pod'), t['health'], t.get('lastError')) for t in monitoring.targets(port)]})")
+
+    threads, stop, calls = load_threads(f"{pod['status']['podIP']}:{SIDECAR_GRPC_PORT}", export["variants"]["python"],
+                                        count=16, width=8)
+    try:
+        def alive() -> None:
+            if not any(thread.is_alive() for thread in threads):
+                raise AssertionError("every load thread stopped (see the log for its error)")
+
+        ratio = wait_for(lambda: (alive(), m := custom_metric(cluster, namespace))[1].get(pod_name, 0) > target and m,
+                         timeout=300, interval=3, what=f"{QUEUE_COMPUTE_METRIC} of {pod_name} above {target} under load")
+        wait_for(lambda: (alive(), md_status(cluster, namespace, name).get("replicas"))[1] == {"ready": 2, "desired": 2},
+                 timeout=300, interval=3, what=f"the HPA to scale {name} out to 2 ready replicas (ratio {ratio})")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert calls[0] > 0
+    wait_for(lambda: md_status(cluster, namespace, name).get("replicas", {}).get("desired") == 1, timeout=400,
+             interval=3, what=f"the HPA to scale {name} back in to 1 once the load stopped")
+    events = get_json(cluster, "events", "-n", namespace, "--field-selector",
+                      f"involvedObject.kind=HorizontalPodAutoscaler,involvedObject.name={name}")["items"]
+    messages = [event["message"] for event in events if event["reason"] == "SuccessfulRescale"]
+    assert any(QUEUE_COMPUTE_METRIC in message and "above target" in message for message in messages), messages
+    cluster.kubectl("delete", "modeldeployment", "-n", namespace, name, "--wait=false")

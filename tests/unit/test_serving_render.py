@@ -184,6 +184,9 @@ def test_triton_loads_only_the_declared_model_on_loopback():
     args = triton["args"]
     assert "--model-control-mode=explicit" in args and "--load-model=lm" in args
     assert "--http-address=127.0.0.1" in args and "--grpc-address=127.0.0.1" in args
+    # Metrics must be reachable at the pod IP (Prometheus, the HPA's custom metric): Triton would
+    # otherwise bind them to the HTTP address, loopback.
+    assert "--metrics-address=0.0.0.0" in args
     assert f"--http-port={contract.TRITON_HTTP_PORT}" in args and f"--metrics-port={contract.TRITON_METRICS_PORT}" in args
     assert "/v2/health/ready" in triton["readinessProbe"]["exec"]["command"][-1]
     assert "/v2/health/live" in triton["livenessProbe"]["exec"]["command"][-1]

@@ -269,6 +269,9 @@ def triton_args(model_name: str) -> list[str]:
         "--grpc-address=127.0.0.1",
         f"--grpc-port={contract.TRITON_GRPC_PORT}",
         "--allow-metrics=true",
+        # Triton binds metrics to --http-address unless told otherwise: loopback would hide them
+        # from Prometheus (and the queue/compute HPA metric) while the Service advertises the port.
+        "--metrics-address=0.0.0.0",
         f"--metrics-port={contract.TRITON_METRICS_PORT}",
         "--strict-readiness=true",
         "--exit-on-error=true",
