@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import http.server
 import json
+import os
 import random
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from strata_workloads.data.layout import read_manifest, read_split
 from strata_workloads.data.minhash import BatchMinHasher, NearDuplicateIndex, shingle_hashes
 from strata_workloads.data import pipeline
 from strata_workloads.data.pipeline import run_pipeline
+from strata_workloads.data.result import parse_termination_message
 from strata_workloads.data.text import augment, record_rng
 
 _WORDS = ("river stone window garden silver morning candle harbor meadow lantern orbit pepper canyon "
@@ -138,7 +140,7 @@ def test_rerun_gives_the_same_version_and_changes_give_new_ones(built, sources, 
     result, out = built
     with monkeypatch.context() as patch:
         # Unchanged local input: the version is found from the input bytes alone, before any processing.
-        patch.setattr(pipeline, "_first_pass", lambda *args: pytest.fail("the unchanged input was processed again"))
+        patch.setattr(pipeline, "_map_parts", lambda *args: pytest.fail("the unchanged input was processed again"))
         again = run_pipeline(_config(sources), out)
     assert (again.version, again.created) == (result.version, False)
     assert sorted(p.name for p in out.iterdir()) == [result.version]  # no new data, no leftovers
@@ -400,3 +402,52 @@ def test_the_reference_sketch_is_what_the_sidecar_makes_of_the_same_tokens_and_a
             sketch.add_rows(rng.integers(1, 200, size=(1, 8)), [1, 8])
         random_ids.append(sketch)
     assert set(longer) == set(other_words) == set(verdicts(random_ids)) == {"Breached"}
+
+
+def test_three_shards_build_the_same_version_as_one(sources, tmp_path):
+    """parallelism: the input's parts shared among three processes of the CLI (as an Indexed
+    Job's pods run them, each its own index) give the version one process gives: the same id,
+    records, files, statistics and quarantine, with duplicates and near duplicates found across
+    shards."""
+    base = _texts(30, seed=11)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for number in range(5):  # parts 4..8: shards 1, 2, 0, 1, 2
+        own = base[number * 6:(number + 1) * 6]
+        # Copies of records other shards read: exact (a file and a source earlier), near, and a malformed line.
+        lines = [json.dumps({"text": text, "label": number % 2}) for text in own]
+        lines.append(json.dumps({"text": base[((number + 1) % 5) * 6], "label": 0}))
+        lines.append(json.dumps({"text": _near_copy(base[((number + 2) % 5) * 6 + 1]), "label": 1}))
+        lines.append(json.dumps({"text": _texts(62, seed=7)[number], "label": 0}))
+        lines.append("{broken")
+        (folder / f"part-{number}.jsonl").write_text("\n".join(lines) + "\n")
+    raw = _config(sources).model_dump(mode="json", by_alias=True)
+    raw["sources"].append({"path": str(folder), "format": "jsonl"})
+    raw["output"] = str(tmp_path / "three")
+    config = PipelineConfig.model_validate(raw)
+    (tmp_path / "pipeline.yaml").write_text(json.dumps(raw))
+
+    one = run_pipeline(config, tmp_path / "one")
+    assert one.manifest.pipeline.statistics["duplicates"] > 0 and one.manifest.pipeline.statistics["nearDuplicates"] > 0
+
+    logs = {shard: tmp_path / f"termination-{shard}" for shard in range(3)}
+    shards = [subprocess.Popen([sys.executable, "-m", "strata_workloads.data", "--config", str(tmp_path / "pipeline.yaml"),
+                                "--shards", "3", "--run-id", "run-1", "--shard-timeout", "120",
+                                "--termination-log", str(logs[shard])],
+                               env={**os.environ, "JOB_COMPLETION_INDEX": str(shard)},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for shard in (0, 2, 1)]  # shard 0 first: it waits for the others
+    for process in shards:
+        _out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+    result = parse_termination_message(logs[0].read_text())
+    assert result is not None and result.version == one.version and result.created
+    assert parse_termination_message(logs[1].read_text()) is None  # a shard's summary is not a result
+    assert json.loads(logs[2].read_text())["shard"] == 2
+
+    three = read_manifest(Path(result.path))
+    assert three.model_dump(exclude={"created_at"}) == one.manifest.model_dump(exclude={"created_at"})
+    files = lambda root: {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))  # noqa: E731
+                          if p.is_file() and p.name != "manifest.json"}
+    assert files(Path(result.path)) == files(one.path)
+    assert [p.name for p in (tmp_path / "three").iterdir()] == [one.version]  # the shards' work is gone

@@ -2,11 +2,19 @@
 
 Two streaming passes, each holding one batch of records at a time:
 
-1. read every source (hashing the bytes read), apply the per-record schema, missing-value
-   rules, normalization, noise filters and exact dedup; survivors go to a spill Parquet file in
-   the staging directory (the BPE tokenizer trains from that file after this pass);
-2. read the spill, tokenize, MinHash + LSH near-duplicate removal, assign the split by content
-   hash, add capped synthetic records, and write shards through :class:`DatasetWriter`.
+1. map: read the input's parts (files, objects, HTTP sources; sources.source_parts), hashing
+   each part's bytes, and apply the per-record schema, missing-value rules, normalization,
+   noise filters and exact dedup; survivors go to a spill Parquet file, tagged with their part;
+2. merge: read the spill, tokenize (the BPE tokenizer trains from the spill first), MinHash +
+   LSH near-duplicate removal, assign the split by content hash, add capped synthetic records,
+   and write shards through :class:`DatasetWriter`.
+
+A parallel run (``shards`` > 1, one pod per shard in an Indexed Job) shares the parts out by
+index (part i to shard i mod shards). Every shard maps its parts into ``<out>/.runs/<run>/
+shard-<i>``; shard 0 then waits for the others, merges their spills in part order, dropping the
+exact duplicates across shards, and runs pass 2 over everything (so near duplicates are found
+across shards) before committing the version. Records meet every step in the same order as in
+a run of one shard, so the version id and content are the same for any number of shards.
 
 What grows with the input is only the dedup state: a set of 16-byte content keys and the LSH
 index of kept records.
@@ -18,7 +26,12 @@ work is discarded and the existing version returned (``created`` is False).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+import heapq
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -38,7 +51,14 @@ from strata_workloads.data.layout import (
     read_manifest,
 )
 from strata_workloads.data.minhash import NearDuplicateIndex, shingle_hashes
-from strata_workloads.data.sources import Quarantine, SourceDigest, local_files, read_source
+from strata_workloads.data.sources import (
+    Quarantine,
+    SourceDigest,
+    SourceError,
+    combined_digest,
+    file_digest,
+    source_parts,
+)
 from strata_workloads.monitor.sketch import TOKENS_COLUMN, TokenSketch
 from strata_workloads.data.text import (
     LENGTH_EDGES,
@@ -55,6 +75,12 @@ from strata_workloads.data.text import (
 QUARANTINE_FILENAME = "quarantine.jsonl"
 TOKENIZER_FILENAME = "tokenizer.json"
 _SPILL = "spill.parquet"
+# A shard's results in its directory; SHARD_DONE is written last (by rename): the others are complete.
+SHARD_DONE = "shard.json"
+SHARD_ERROR = "error.json"
+RUNS_DIR = ".runs"
+# How often shard 0 looks for the other shards' results.
+SHARD_POLL_SECONDS = 2.0
 
 
 @dataclass
@@ -76,6 +102,29 @@ class _Counts:
     near_duplicates: int = 0
     synthetic: int = 0
 
+    def add(self, other: dict[str, Any]) -> None:
+        """Add a shard's counts (its asdict()); keys sorted, so any sharding gives the same order."""
+        for name, value in other.items():
+            if isinstance(value, dict):
+                merged = getattr(self, name)
+                for key, count in value.items():
+                    merged[key] = merged.get(key, 0) + count
+                setattr(self, name, dict(sorted(merged.items())))
+            else:
+                setattr(self, name, getattr(self, name) + value)
+
+
+@dataclass
+class _PartRecord:
+    """One part as a shard read it: where it sits in the input, and what it delivered."""
+
+    index: int  # over all sources' parts, in order
+    source: int
+    name: str
+    sha256: str
+    bytes: int
+    records: int
+
 
 def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, float) and value != value)
@@ -89,73 +138,95 @@ _CONVERTERS = {
 }
 
 
-def _first_pass(config: PipelineConfig, spill: Path, quarantine: Quarantine, digests: list[SourceDigest], counts: _Counts):
+def _map_parts(config: PipelineConfig, shard: int, shards: int, work: Path) -> dict[str, Any]:
+    """Pass 1 over this shard's parts: survivors to ``work/spill.parquet`` (with their part),
+    malformed records to ``work/quarantine.jsonl``; returns the shard's summary (counts, parts)."""
     schema = config.record_schema
     text_config = config.preprocessing.text
     filters = Filters(config.cleaning.filters)
     rules = {rule.field: rule for rule in config.cleaning.missing_values}
     seen: set[bytes] = set()
+    counts = _Counts()
     label = schema.label_field
     # Ordered (not a set), so the field a record is counted missing under is the same every run.
     checked_fields = list(dict.fromkeys([schema.text_field, *([label] if label else []), *rules]))
-    columns: dict[str, list] = {"text": [], "key": []} | ({"label": []} if label else {})
-    spill_schema = pa.schema([("text", pa.string()), ("key", pa.binary(16))] + ([("label", pa.int64())] if label else []))
-    with pq.ParquetWriter(spill, spill_schema) as writer:
+    columns: dict[str, list] = {"text": [], "key": [], "part": []} | ({"label": []} if label else {})
+    spill_schema = pa.schema([("text", pa.string()), ("key", pa.binary(16)), ("part", pa.int32())]
+                             + ([("label", pa.int64())] if label else []))
+    parts: list[_PartRecord] = []
+    total_parts = 0
+    work.mkdir(parents=True, exist_ok=True)
+    with pq.ParquetWriter(work / _SPILL, spill_schema) as writer, (work / QUARANTINE_FILENAME).open("w") as quarantine_file:
+        quarantine = Quarantine(quarantine_file)
+
         def flush():
             if columns["text"]:
                 writer.write_table(pa.table(columns, schema=spill_schema))
                 for values in columns.values():
                     values.clear()
 
-        for source, digest in zip(config.sources, digests):
-            for record, location in read_source(source, schema.text_field, quarantine, digest, config.batch_size):
-                counts.read += 1
-                dropped = False
-                for name in checked_fields:
-                    if not _is_missing(record.get(name)):
-                        continue
-                    rule = rules.get(name)
-                    if rule is not None and rule.action == "impute":
-                        record[name] = rule.value
-                        counts.missing_imputed[name] = counts.missing_imputed.get(name, 0) + 1
-                    elif rule is not None or name in (schema.text_field, label):
-                        counts.missing_dropped[name] = counts.missing_dropped.get(name, 0) + 1
-                        dropped = True
-                        break
-                if dropped:
+        for source_index, source in enumerate(config.sources):
+            for part in source_parts(source):
+                index, total_parts = total_parts, total_parts + 1
+                if index % shards != shard:
                     continue
-                try:
-                    for name, kind in schema.fields.items():
+                digest = SourceDigest(source.describe())
+                quarantine.part = index
+                for record, location in part.read(schema.text_field, quarantine, digest, config.batch_size):
+                    counts.read += 1
+                    dropped = False
+                    for name in checked_fields:
                         if not _is_missing(record.get(name)):
-                            record[name] = _CONVERTERS[kind](record[name])
-                    text = record[schema.text_field]
-                    if not isinstance(text, str):
-                        raise TypeError(f"{schema.text_field}: expected a string, got {type(text).__name__}")
-                    label_value = _CONVERTERS["int"](record[label]) if label else None
-                    if label_value is not None and label_value < 0:
-                        raise ValueError(f"{label}: a label must be >= 0, got {label_value}")
-                except (TypeError, ValueError, KeyError) as error:
-                    quarantine.add(source.describe(), location, f"schema: {error}", record)
-                    counts.schema_invalid += 1
-                    continue
-                text = normalize(text, text_config)
-                reason = filters.reason(text)
-                if reason is not None:
-                    counts.filtered[reason] = counts.filtered.get(reason, 0) + 1
-                    continue
-                key = content_key(text)
-                if config.cleaning.dedup.exact:
-                    if key in seen:
-                        counts.exact_duplicates += 1
+                            continue
+                        rule = rules.get(name)
+                        if rule is not None and rule.action == "impute":
+                            record[name] = rule.value
+                            counts.missing_imputed[name] = counts.missing_imputed.get(name, 0) + 1
+                        elif rule is not None or name in (schema.text_field, label):
+                            counts.missing_dropped[name] = counts.missing_dropped.get(name, 0) + 1
+                            dropped = True
+                            break
+                    if dropped:
                         continue
-                    seen.add(key)
-                columns["text"].append(text)
-                columns["key"].append(key)
-                if label:
-                    columns["label"].append(label_value)
-                if len(columns["text"]) >= config.batch_size:
-                    flush()
+                    try:
+                        for name, kind in schema.fields.items():
+                            if not _is_missing(record.get(name)):
+                                record[name] = _CONVERTERS[kind](record[name])
+                        text = record[schema.text_field]
+                        if not isinstance(text, str):
+                            raise TypeError(f"{schema.text_field}: expected a string, got {type(text).__name__}")
+                        label_value = _CONVERTERS["int"](record[label]) if label else None
+                        if label_value is not None and label_value < 0:
+                            raise ValueError(f"{label}: a label must be >= 0, got {label_value}")
+                    except (TypeError, ValueError, KeyError) as error:
+                        quarantine.add(source.describe(), location, f"schema: {error}", record)
+                        counts.schema_invalid += 1
+                        continue
+                    text = normalize(text, text_config)
+                    reason = filters.reason(text)
+                    if reason is not None:
+                        counts.filtered[reason] = counts.filtered.get(reason, 0) + 1
+                        continue
+                    key = content_key(text)
+                    # Within the shard; shard 0 drops the duplicates across shards when it merges.
+                    if config.cleaning.dedup.exact:
+                        if key in seen:
+                            counts.exact_duplicates += 1
+                            continue
+                        seen.add(key)
+                    columns["text"].append(text)
+                    columns["key"].append(key)
+                    columns["part"].append(index)
+                    if label:
+                        columns["label"].append(label_value)
+                    if len(columns["text"]) >= config.batch_size:
+                        flush()
+                parts.append(_PartRecord(index=index, source=source_index, name=part.name, sha256=digest.hexdigest(),
+                                         bytes=digest.bytes, records=digest.records))
         flush()
+    return {"shard": shard, "shards": shards, "totalParts": total_parts, "counts": asdict(counts),
+            "parts": [asdict(part) for part in parts], "quarantined": quarantine.count,
+            "quarantineReasons": quarantine.reasons}
 
 
 def _spill_batches(spill: Path, batch_size: int) -> Iterator[pa.RecordBatch]:
@@ -166,48 +237,171 @@ def _version_id(spec_hash: str, input_hash: str) -> str:
     return hashlib.sha256(f"{spec_hash}\n{input_hash}".encode()).hexdigest()[:20]
 
 
+def _input_hash(source_digests: list[str]) -> str:
+    return hashlib.sha256("".join(source_digests).encode()).hexdigest()
+
+
 def _local_input_hash(config: PipelineConfig) -> str | None:
     """The input hash computed by reading the bytes only, when every source is local (else None)."""
     if any(source.path is None for source in config.sources):
         return None
-    digests = []
-    for source in config.sources:
-        digest = SourceDigest(source.describe())
-        for path in local_files(source.path):
-            digest.start_part(path.name if Path(source.path).is_file() else str(path.relative_to(source.path)))
-            with path.open("rb") as handle:
-                while chunk := handle.read(1 << 20):
-                    digest.update(chunk)
-        digests.append(digest.hexdigest())
-    return hashlib.sha256("".join(digests).encode()).hexdigest()
+    return _input_hash([combined_digest((part.name, file_digest(part.local_path)) for part in source_parts(source))
+                        for source in config.sources])
 
 
-def run_pipeline(config: PipelineConfig, out: str | Path) -> PipelineResult:
+def _existing(config: PipelineConfig, out: Path, spec_hash: str) -> PipelineResult | None:
+    """Unchanged local input and spec: the version exists, so all the work can be skipped."""
+    local_hash = _local_input_hash(config)
+    root = out / _version_id(spec_hash, local_hash) if local_hash is not None else None
+    if root is not None and (root / MANIFEST_FILENAME).exists():
+        return PipelineResult(root.name, root, read_manifest(root), created=False)
+    return None
+
+
+def shard_directory(out: str | Path, run_id: str, shard: int) -> Path:
+    return Path(out) / RUNS_DIR / run_id / f"shard-{shard}"
+
+
+def map_shard(config: PipelineConfig, out: str | Path, shard: int, shards: int, run_id: str) -> Path | None:
+    """One shard of a parallel run (any but shard 0): map its parts into its directory, which
+    appears whole (renamed into place) once done. None when the version exists already."""
+    if _existing(config, Path(out), config.spec_hash()) is not None:
+        return None
+    final = shard_directory(out, run_id, shard)
+    # A retried pod starts over: whatever an earlier attempt left is replaced.
+    partial = final.with_name(f"{final.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    summary = _map_parts(config, shard, shards, partial)
+    (partial / SHARD_DONE).write_text(json.dumps(summary))
+    shutil.rmtree(final, ignore_errors=True)
+    os.rename(partial, final)
+    return final
+
+
+def _await_shards(run_dir: Path, shards: int, timeout: float) -> list[Path]:
+    deadline = time.monotonic() + timeout
+    directories = [run_dir / f"shard-{index}" for index in range(shards)]
+    while missing := [d for d in directories if not (d / SHARD_DONE).exists()]:
+        if time.monotonic() > deadline:
+            raise SourceError(f"parallelism: shards {', '.join(d.name.split('-')[1] for d in missing)} of {shards} "
+                              f"did not finish within {timeout:.0f}s; every shard's pod must be able to run "
+                              f"at once: lower spec.parallelism or give the pipeline's pods room")
+        time.sleep(SHARD_POLL_SECONDS)
+    return directories
+
+
+def _merged_quarantine(shard_dirs: list[Path], target: Path) -> None:
+    """The shards' quarantine lines in input order (by part), without the part."""
+    handles = [(d / QUARANTINE_FILENAME).open() for d in shard_dirs]
+    try:
+        lines = heapq.merge(*(map(json.loads, handle) for handle in handles), key=lambda line: line["part"])
+        with target.open("w") as output:
+            for line in lines:
+                del line["part"]
+                output.write(json.dumps(line) + "\n")
+    finally:
+        for handle in handles:
+            handle.close()
+
+
+def _part_runs(spill: Path, batch_size: int) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """A shard's spill as (part, records of that part), in its order."""
+    for batch in _spill_batches(spill, batch_size):
+        parts = batch.column("part").to_numpy()
+        starts = np.flatnonzero(np.r_[True, parts[1:] != parts[:-1]])
+        for begin, end in zip(starts, np.r_[starts[1:], len(parts)]):
+            yield int(parts[begin]), batch.slice(begin, end - begin)
+
+
+def _merged_spill(shard_dirs: list[Path], target: Path, exact: bool, batch_size: int) -> int:
+    """The shards' spills in input order (by part) into one, dropping exact duplicates across
+    shards (each shard dropped its own); returns how many were dropped."""
+    seen: set[bytes] = set()
+    dropped = 0
+    runs = heapq.merge(*(_part_runs(d / _SPILL, batch_size) for d in shard_dirs), key=lambda run: run[0])
+    schema = pq.read_schema(shard_dirs[0] / _SPILL)
+    with pq.ParquetWriter(target, schema) as writer:
+        for _part, run in runs:
+            if exact:
+                keys = run.column("key").to_pylist()
+                keep = np.ones(len(keys), dtype=bool)
+                for row, key in enumerate(keys):
+                    if key in seen:
+                        keep[row] = False
+                        dropped += 1
+                    else:
+                        seen.add(key)
+                run = run.filter(pa.array(keep))
+            if run.num_rows:
+                writer.write_batch(run)
+    return dropped
+
+
+def _remove_run(run_dir: Path | None) -> None:
+    """The shards' work, once merged; `.runs` too when no other run is using it."""
+    if run_dir is None:
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    try:
+        run_dir.parent.rmdir()
+    except OSError:
+        pass
+
+
+def run_pipeline(config: PipelineConfig, out: str | Path, *, shards: int = 1, run_id: str | None = None,
+                 shard_timeout: float = 24 * 3600) -> PipelineResult:
+    """Build the version (as shard 0 when ``shards`` > 1: the others run :func:`map_shard`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     spec_hash = config.spec_hash()
-    # Unchanged local input and spec: the version exists, so skip all the work.
-    local_hash = _local_input_hash(config)
-    if local_hash is not None and (out / _version_id(spec_hash, local_hash) / MANIFEST_FILENAME).exists():
-        root = out / _version_id(spec_hash, local_hash)
-        return PipelineResult(root.name, root, read_manifest(root), created=False)
-    digests = [SourceDigest(source.describe()) for source in config.sources]
+    existing = _existing(config, out, spec_hash)
+    if existing is not None:
+        return existing
+    if shards > 1 and not run_id:
+        raise ValueError("a run of several shards needs the run's id (the directory they share)")
+    run_dir = out / RUNS_DIR / run_id if shards > 1 else None
     counts = _Counts()
     # The version id is known only after reading; the writer stages under a placeholder name.
     writer = DatasetWriter(out / ".pending", modality="text", rows_per_shard=config.rows_per_shard)
     with writer:
         staging = writer.staging
         work = staging / "_work"
-        work.mkdir()
+        if run_dir is None:
+            summaries = [_map_parts(config, 0, 1, work)]
+            shard_dirs = [work]
+        else:
+            summaries = [_map_parts(config, 0, shards, run_dir / "shard-0")]
+            (run_dir / "shard-0" / SHARD_DONE).write_text(json.dumps(summaries[0]))
+            shard_dirs = _await_shards(run_dir, shards, shard_timeout)
+            summaries = [json.loads((d / SHARD_DONE).read_text()) for d in shard_dirs]
+            work.mkdir()
+        parts = sorted((_PartRecord(**part) for summary in summaries for part in summary["parts"]), key=lambda p: p.index)
+        if {summary["totalParts"] for summary in summaries} != {len(parts)} or [p.index for p in parts] != list(range(len(parts))):
+            raise SourceError("sources: the input changed while the shards read it (they listed different parts); "
+                              "run again once it is stable")
+        for summary in summaries:
+            counts.add(summary["counts"])
         spill = work / _SPILL
-        with (staging / QUARANTINE_FILENAME).open("w") as quarantine_file:
-            quarantine = Quarantine(quarantine_file)
-            _first_pass(config, spill, quarantine, digests, counts)
-        input_hash = hashlib.sha256("".join(d.hexdigest() for d in digests).encode()).hexdigest()
+        if run_dir is not None:
+            counts.exact_duplicates += _merged_spill(shard_dirs, spill, config.cleaning.dedup.exact, config.batch_size)
+        _merged_quarantine(shard_dirs, staging / QUARANTINE_FILENAME)
+        quarantined = sum(summary["quarantined"] for summary in summaries)
+        quarantine_reasons: dict[str, int] = {}
+        for summary in summaries:
+            for reason, count in summary["quarantineReasons"].items():
+                quarantine_reasons[reason] = quarantine_reasons.get(reason, 0) + count
+        quarantine_reasons = dict(sorted(quarantine_reasons.items()))
+        sources = []
+        for source_index, source in enumerate(config.sources):
+            own = [part for part in parts if part.source == source_index]
+            sources.append(SourceLineage(source=source.describe(), sha256=combined_digest((p.name, p.sha256) for p in own),
+                                         bytes=sum(p.bytes for p in own), records=sum(p.records for p in own)))
+        input_hash = _input_hash([source.sha256 for source in sources])
         version = _version_id(spec_hash, input_hash)
         root = out / version
         if (root / MANIFEST_FILENAME).exists():
             writer.abort()
+            _remove_run(run_dir)
             return PipelineResult(version, root, read_manifest(root), created=False)
 
         tokenizer = TextTokenizer.build(
@@ -274,15 +468,15 @@ def run_pipeline(config: PipelineConfig, out: str | Path) -> PipelineResult:
                 writer.add(split, pa.table({"text": pa.array([], pa.string()), "tokens": pa.array([], pa.list_(pa.int32())),
                                             "synthetic": pa.array([], pa.bool_())}
                                            | ({"label": pa.array([], pa.int64())} if has_label else {})))
-        (work / _SPILL).unlink()
-        work.rmdir()
+        shutil.rmtree(work)
+        _remove_run(run_dir)
 
         # The sketch's length bins are the token histogram (TOKEN_EDGES is sketch.LENGTH_EDGES).
         token_histogram = Histogram(TOKEN_EDGES, token_sketch.length)
         missing_dropped = sum(counts.missing_dropped.values())
         filtered = sum(counts.filtered.values())
         after_schema = counts.read - counts.schema_invalid - missing_dropped
-        malformed = quarantine.count - counts.schema_invalid
+        malformed = quarantined - counts.schema_invalid
         after_filters = after_schema - filtered
         after_exact = after_filters - counts.exact_duplicates
         steps = [
@@ -298,8 +492,8 @@ def run_pipeline(config: PipelineConfig, out: str | Path) -> PipelineResult:
         statistics = {
             "recordsIn": counts.read + malformed,
             "recordsOut": after_near + counts.synthetic,
-            "quarantined": quarantine.count,
-            "quarantineReasons": quarantine.reasons,
+            "quarantined": quarantined,
+            "quarantineReasons": quarantine_reasons,
             "duplicates": counts.exact_duplicates,
             "nearDuplicates": counts.near_duplicates,
             "missing": {"dropped": counts.missing_dropped, "imputed": counts.missing_imputed},
@@ -319,12 +513,12 @@ def run_pipeline(config: PipelineConfig, out: str | Path) -> PipelineResult:
         }
         report = PipelineReport(
             lineage=Lineage(
-                sources=[SourceLineage(source=d.source, sha256=d.hexdigest(), bytes=d.bytes, records=d.records) for d in digests],
+                sources=sources,
                 spec_hash=spec_hash, input_hash=input_hash, parent_version=config.parent_version,
             ),
             steps=steps, statistics=statistics, reference_statistics=reference,
             tokenizer=TOKENIZER_FILENAME if tokenizer.backend is not None else None,
-            quarantine=QUARANTINE_FILENAME, quarantined=quarantine.count,
+            quarantine=QUARANTINE_FILENAME, quarantined=quarantined,
         )
         writer.root = root
         num_classes = (max(label_counts) + 1) if label_counts else 0

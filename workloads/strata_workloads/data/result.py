@@ -15,7 +15,11 @@ The message is one JSON object of at most 4096 bytes (what Kubernetes keeps)::
                 "message": "..."}],
      "reference": {"tokens": {"rows": 1010, "length": [...], "ids": [...]}}}
 
-or, when the run could not produce a version, ``{"error": "..."}`` with exit code
+A parallel run's shards other than 0 end with a summary of their share instead
+(``{"shard": 1, "shards": 2, "parts": 3, "records": 900, "versionExists": false}``), which
+:func:`parse_termination_message` does not take for a result; shard 0 writes the result.
+
+Or, when the run could not produce a version, ``{"error": "..."}`` with exit code
 :data:`EXIT_INVALID_CONFIG` (the configuration is wrong: retrying cannot help) or
 :data:`EXIT_SOURCE_ERROR` (a source cannot be read: a later run may succeed).
 
@@ -154,7 +158,12 @@ def write_termination_message(result: RunResult, path: str | Path | None = None)
     The default path is written only where it exists (the kubelet creates it in a container),
     so a run outside a pod leaves the host's /dev alone.
     """
+    write_termination_text(result.to_message(), path)
+
+
+def write_termination_text(text: str, path: str | Path | None = None) -> None:
+    """Any other message (a parallel run's shard summary, which is not a result), likewise."""
     target = termination_log_path(str(path) if path else None)
     if target == Path(DEFAULT_TERMINATION_LOG) and not target.exists():
         return
-    target.write_text(result.to_message())
+    target.write_text(text)

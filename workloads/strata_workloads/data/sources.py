@@ -1,5 +1,11 @@
 """Readers: records from local files, HTTP(S) and S3, streamed, with the bytes read hashed.
 
+A source is read as an ordered list of *parts* (:func:`source_parts`): a local file, an S3
+object, an HTTP file, or a paginated HTTP API as a whole (each page's URL comes from the page
+before). Parts are what a parallel run shares out among its pods, and each part's bytes are
+hashed on their own (:class:`SourceDigest`), so the input hash is the same however the parts
+were shared out (:func:`combined_digest`).
+
 Every reader yields ``(record, location)`` pairs and reports what it cannot parse to a
 :class:`Quarantine` instead of raising: a malformed line costs that line, never the run. A source
 that cannot be reached at all raises :class:`SourceError` (a version silently missing a source
@@ -41,18 +47,22 @@ class Quarantine:
         self.handle = handle
         self.count = 0
         self.reasons: dict[str, int] = {}
+        self.part: int | None = None  # a shard's lines carry their part, to be merged in input order
 
     def add(self, source: str, location: str, reason: str, raw: Any) -> None:
         self.count += 1
         kind = reason.split(":", 1)[0]
         self.reasons[kind] = self.reasons.get(kind, 0) + 1
         excerpt = raw if isinstance(raw, str) else repr(raw)
-        self.handle.write(json.dumps({"source": source, "location": location, "reason": reason,
-                                      "raw": excerpt[:RAW_EXCERPT_CHARS]}) + "\n")
+        line = {"source": source, "location": location, "reason": reason, "raw": excerpt[:RAW_EXCERPT_CHARS]}
+        if self.part is not None:
+            line["part"] = self.part
+        self.handle.write(json.dumps(line) + "\n")
 
 
 class SourceDigest:
-    """sha256 of the bytes a source delivered, in order, with their names; part of the version id."""
+    """sha256 of the bytes one part delivered, in order (pages of an API marked apart by
+    ``start_part``), with the bytes and records counted; see :func:`combined_digest`."""
 
     def __init__(self, source: str):
         self.source = source
@@ -69,6 +79,23 @@ class SourceDigest:
 
     def hexdigest(self) -> str:
         return self.digest.hexdigest()
+
+
+def combined_digest(parts: Iterable[tuple[str, str]]) -> str:
+    """A source's (or the whole input's) sha256 from its parts' ``(name, sha256)``, in order."""
+    digest = hashlib.sha256()
+    for name, part_digest in parts:
+        digest.update(f"{name}\0{part_digest}\n".encode())
+    return digest.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """A local file's part digest, computed from its bytes alone (the read-free unchanged check)."""
+    digest = SourceDigest(str(path))
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _chunks(stream: IO[bytes], digest: SourceDigest) -> Iterator[bytes]:
@@ -221,32 +248,47 @@ def _objects(records: list, name: str, where: str, quarantine: Quarantine) -> It
             quarantine.add(name, f"{where} record {index}", f"json: a record must be an object, got {type(record).__name__}", record)
 
 
-def read_source(source: DataSource, text_field: str, quarantine: Quarantine, digest: SourceDigest,
-                batch_size: int = 8192) -> Iterator[tuple[dict, str]]:
-    """All records of one source, streamed; ``digest`` sees every byte read."""
-    name = source.describe()
+class Part:
+    """One share of a source's input: its name (in the digest and lineage) and how to read it."""
+
+    def __init__(self, source: DataSource, name: str, reader: Callable[..., Iterator[tuple[dict, str]]],
+                 local_path: Path | None = None):
+        self.source = source
+        self.name = name
+        self.local_path = local_path  # a local file: hashable without reading records
+        self._reader = reader
+
+    def read(self, text_field: str, quarantine: Quarantine, digest: SourceDigest,
+             batch_size: int = 8192) -> Iterator[tuple[dict, str]]:
+        """The part's records, streamed; ``digest`` sees every byte read."""
+        return self._reader(text_field, quarantine, digest, batch_size)
+
+
+def source_parts(source: DataSource) -> list[Part]:
+    """A source's parts in their fixed order (files and objects by name). Listing reads no data."""
     if source.path is not None:
-        for path in local_files(source.path):
-            digest.start_part(path.name if Path(source.path).is_file() else str(path.relative_to(source.path)))
-            yield from _read_stream(source, str(path), lambda p=path: p.open("rb"), text_field, quarantine, digest,
-                                    batch_size, local_path=path)
-        return
+        single = Path(source.path).is_file()
+        return [Part(source, path.name if single else str(path.relative_to(source.path)),
+                     lambda text_field, quarantine, digest, batch_size, p=path: _read_stream(
+                         source, str(p), lambda: p.open("rb"), text_field, quarantine, digest, batch_size, local_path=p),
+                     local_path=path)
+                for path in local_files(source.path)]
     if source.s3 is not None:
         filesystem, objects = s3_objects(source.s3)
         bucket_prefix = source.s3.uri[len("s3://"):]
-        for key in objects:
-            digest.start_part(key[len(bucket_prefix):].lstrip("/") or key.rsplit("/", 1)[-1])
-            yield from _read_stream(source, f"s3://{key}", lambda k=key: _s3_open(filesystem, k), text_field, quarantine,
-                                    digest, batch_size)
-        return
+        return [Part(source, key[len(bucket_prefix):].lstrip("/") or key.rsplit("/", 1)[-1],
+                     lambda text_field, quarantine, digest, batch_size, k=key: _read_stream(
+                         source, f"s3://{k}", lambda: _s3_open(filesystem, k), text_field, quarantine, digest, batch_size))
+                for key in objects]
     assert source.http is not None
-    headers = _headers(source.http.headers_path)
+    http = source.http
     if source.format == "json":
-        yield from _read_json_pages(source, quarantine, digest, headers)
-        return
-    digest.start_part(source.http.url)
-    yield from _read_stream(source, source.http.url, lambda: _open_url(source.http.url, headers), text_field, quarantine,
-                            digest, batch_size)
+        return [Part(source, "pages" if http.pagination else http.url,
+                     lambda text_field, quarantine, digest, batch_size: _read_json_pages(
+                         source, quarantine, digest, _headers(http.headers_path)))]
+    return [Part(source, http.url, lambda text_field, quarantine, digest, batch_size: _read_stream(
+        source, http.url, lambda: _open_url(http.url, _headers(http.headers_path)), text_field, quarantine, digest,
+        batch_size))]
 
 
 def _s3_credentials(s3: S3Source) -> dict[str, str]:
