@@ -3,9 +3,11 @@ image, publishes a content-addressed version on the storage PVC and records it i
 of the same input and spec finds the same version and writes nothing; a version that breaks a
 quality gate is kept but the previous one stays current; a TrainingJob trains on the version.
 
+A Dataset with parallelism 2 runs as an Indexed Job of two pods and publishes the version, byte
+for byte, that one pod publishes.
+
 The session's real-node cluster and operator (tests/operator/conftest.py) run it, with the locally
 built data and trainer images.
-Not done here: parallelism (an Indexed Job) is not implemented.
 """
 
 from __future__ import annotations
@@ -121,6 +123,46 @@ def test_a_version_that_breaks_a_gate_is_kept_and_the_previous_stays_current(clu
     rejected = after["history"][-1]
     assert rejected["version"] != before["version"] and rejected["promoted"] is False
     assert (published["storage"] / "tickets" / rejected["version"] / "manifest.json").is_file()
+
+
+def test_two_pods_of_an_indexed_job_publish_the_version_one_pod_publishes(cluster, namespace, published):
+    corpus = published["corpus"].parent / "shared"
+    corpus.mkdir()
+    texts = lines(300, seed=3)
+    for part in range(4):  # duplicates across the files, so across the pods' shares
+        own = texts[part * 75:(part + 1) * 75] + texts[((part + 1) % 4) * 75:][:10]
+        (corpus / f"part{part}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in own))
+
+    def shared(parallelism: int, storage: str) -> dict:
+        manifest = dataset(max_duplicate_ratio=0.5)
+        manifest["metadata"]["name"] = "shared"
+        manifest["spec"]["sources"][0]["pvc"]["path"] = "shared"
+        manifest["spec"]["storage"]["pvc"]["path"] = storage
+        manifest["spec"]["parallelism"] = parallelism
+        return manifest
+
+    def published_version(storage: str) -> dict:
+        return wait_for(lambda: (s := status(cluster, namespace, "dataset", "shared")).get("phase") == "Succeeded"
+                        and s.get("path", "").startswith(storage) and s, timeout=600, what=f"a version in {storage}")
+
+    apply(cluster, namespace, shared(1, "one"))
+    one = published_version("one")
+    cluster.kubectl("delete", "dataset", "shared", "-n", namespace, "--wait=true")
+    apply(cluster, namespace, shared(2, "two"))
+    two = published_version("two")
+
+    job = get_json(cluster, "job", "-n", namespace, two["job"])
+    assert (job["spec"]["completionMode"], job["spec"]["completions"]) == ("Indexed", 2)
+    pods = get_json(cluster, "pods", "-n", namespace, "-l", f"batch.kubernetes.io/job-name={two['job']}")["items"]
+    assert sorted(p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] for p in pods) == ["0", "1"]
+    assert two["version"] == one["version"] and two["records"] == one["records"]
+    assert one["records"]["duplicates"] == 40
+    storage = published["storage"]
+    files = lambda root: {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))  # noqa: E731
+                          if p.is_file() and p.name != "manifest.json"}
+    assert files(storage / "two" / two["version"]) == files(storage / "one" / one["version"])
+    assert sorted(p.name for p in (storage / "two").iterdir()) == [two["version"]]  # the pods' shares are gone
+    cluster.kubectl("delete", "dataset", "shared", "-n", namespace, "--wait=false")
 
 
 def test_a_spec_the_pipeline_cannot_run_is_refused(cluster, namespace, operator):

@@ -16,6 +16,7 @@ from strata.observe.dataset import HISTORY_LIMIT, RunState, RunView, merge_histo
 from strata.render.dataset import (
     ANNOTATION_REFRESH_TICK,
     ANNOTATION_RUN_CONFIG,
+    BACKOFF_LIMIT,
     NO_TICK,
     PipelineRun,
     invalid_schedule,
@@ -164,6 +165,26 @@ def test_the_job_mounts_config_storage_pvc_sources_and_secrets():
     assert mounts["/etc/strata"]["readOnly"] and "/tmp" in mounts
 
 
+def test_one_pod_by_default_sized_by_spec_resources():
+    manifest = _job(spec(resources={"cpu": "2", "memory": "3Gi"}))
+    assert "completionMode" not in manifest["spec"] and "--shards" not in " ".join(container(manifest)["args"])
+    assert container(manifest)["resources"] == {"requests": {"cpu": "2", "memory": "3Gi"}, "limits": {"memory": "3Gi"}}
+    assert container(_job())["resources"]["requests"] == {"cpu": "500m", "memory": "1Gi"}
+
+
+def test_parallelism_runs_an_indexed_job_whose_pods_share_the_input_and_meet_in_the_jobs_directory():
+    manifest = _job(spec(parallelism=3))
+    job_spec = manifest["spec"]
+    assert (job_spec["completionMode"], job_spec["completions"], job_spec["parallelism"]) == ("Indexed", 3, 3)
+    # Each pod's share comes from $JOB_COMPLETION_INDEX, which the Job controller sets.
+    args = container(manifest)["args"]
+    assert "--shards=3" in args and f"--run-id={manifest['metadata']['name']}" in args
+    assert any(arg.startswith("--shard-timeout=") for arg in args)
+    assert job_spec["backoffLimit"] == 3 * BACKOFF_LIMIT
+    # The run's config (and so its Job and the version) does not depend on how many pods build it.
+    assert render_pipeline_config(spec(parallelism=3), "chats") == render_pipeline_config(spec(), "chats")
+
+
 def test_job_names_are_dns_labels_fixed_by_the_config_and_the_tick():
     long_name = "a" * 70
     names = {job_name(long_name, "abc", "0"), job_name(long_name, "abc", "0")}
@@ -252,11 +273,11 @@ def _job_object(conditions=(), start="2026-01-01T00:00:00Z"):
                                                           for t in conditions]}}
 
 
-def _pod(phase, exit_code=None, message=None):
+def _pod(phase, exit_code=None, message=None, finished="2026-01-01T00:05:00Z"):
     pod = {"metadata": {"name": "chats-1-x", "creationTimestamp": "2026-01-01T00:00:01Z"}, "status": {"phase": phase}}
     if exit_code is not None:
         pod["status"]["containerStatuses"] = [{"name": CONTAINER_NAME, "state": {"terminated": {
-            "exitCode": exit_code, "message": message, "finishedAt": "2026-01-01T00:05:00Z"}}}]
+            "exitCode": exit_code, "message": message, "finishedAt": finished}}}]
     return pod
 
 
@@ -275,6 +296,12 @@ GATE_FAILED = RunResult(version="v9", path="/p", created=True, promoted=False, r
     pytest.param(_job_object(["Failed"]), [_pod("Failed", 2, RunResult(error="bad").to_message())], RunState.FAILED, None, 2,
                  id="a failed Job: its pod's exit code and error"),
     pytest.param(_job_object(["Complete"]), [], RunState.SUCCEEDED, None, None, id="a complete Job whose pod is gone"),
+    pytest.param(_job_object(["Complete"]), [_pod("Succeeded", 0, RESULT.to_message()),
+                                             _pod("Succeeded", 0, '{"shard":1,"shards":2,"parts":3,"records":9}', finished="2026-01-01T00:06:00Z")],
+                 RunState.SUCCEEDED, "v8", 0, id="a parallel run: shard 0's result, not another shard's summary"),
+    pytest.param(_job_object(["Failed"]), [_pod("Failed", 1, RunResult(error="sources: s3://b cannot be read").to_message()),
+                                           _pod("Failed", 143, "Terminated", finished="2026-01-01T00:06:00Z")],
+                 RunState.FAILED, None, 1, id="a parallel run: the failed shard's error, not shard 0 stopped after it"),
 ])
 def test_observe_run(job, pods, state, version, exit_code):
     run = observe_run(job, pods, ANNOTATIONS)

@@ -12,6 +12,7 @@ from strata.api.base import (
     KindInfo,
     PrinterColumn,
     PVCLocation,
+    Quantity,
     S3Location,
     SecretRef,
     StatusBase,
@@ -180,6 +181,11 @@ class QualityGates(StrataModel):
     min_records: int | None = Field(default=None, ge=0, description="Fewest records a version must hold.")
 
 
+class PipelineResources(StrataModel):
+    cpu: Quantity = Field(default="500m", description="CPU request of each pipeline pod, as a quantity (cores: 2, 500m).")
+    memory: Quantity = Field(default="1Gi", description="Memory request and limit of each pipeline pod, as a quantity (bytes: 1Gi, 512Mi); the pipeline streams, so this need not grow with the input.")
+
+
 class DatasetSpec(StrataModel):
     model_config = ConfigDict(
         json_schema_extra=cel(
@@ -214,6 +220,8 @@ class DatasetSpec(StrataModel):
     storage: StorageLocation = Field(description="Where versions are written; each version is a sub-directory.")
     refresh: Refresh | None = Field(default=None, description="Re-ingest on a schedule; unchanged input keeps the version.")
     quality_gates: QualityGates | None = Field(default=None, description="Limits a new version must meet to become current.")
+    parallelism: int = Field(default=1, ge=1, le=32, description="Pods that share out a run's input (files and objects; an HTTP source is one share), as an Indexed Job; the first merges their work, drops duplicates across shares and commits. The version is the same for any value. All must run at once, on a storage PVC they can all mount (ReadWriteMany beyond one node). Takes effect from the next run.")
+    resources: PipelineResources = Field(default_factory=PipelineResources, description="CPU and memory of each pipeline pod.")
 
 
 class RecordCounts(StrataModel):

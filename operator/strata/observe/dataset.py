@@ -66,13 +66,17 @@ def _termination(pod: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def observe_run(job: dict[str, Any], pods: list[dict[str, Any]], annotations: tuple[str, str]) -> RunView:
-    """A run from its Job and the Job's pods; the newest pod that ended tells what happened."""
+    """A run from its Job and the Job's pods; the newest pod that ended with a result (or an
+    error) tells what happened, else the newest that ended. In a parallel run that is shard 0's
+    result (it ends last), or the error of the shard that failed; the other shards' summaries
+    are not results."""
     meta = job["metadata"]
     job_status = job.get("status") or {}
     config_annotation, tick_annotation = annotations
     ended = sorted((pod for pod in pods if _termination(pod)),
                    key=lambda pod: (_termination(pod).get("finishedAt") or "", pod["metadata"].get("creationTimestamp") or ""))
-    termination = _termination(ended[-1]) if ended else None
+    with_result = [pod for pod in ended if parse_termination_message(_termination(pod).get("message"))]
+    termination = _termination((with_result or ended)[-1]) if ended else None
     complete, failed = _condition(job, "Complete"), _condition(job, "Failed")
     if complete:
         state = RunState.SUCCEEDED

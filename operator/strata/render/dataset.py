@@ -42,8 +42,9 @@ WORKLOAD_UID = 1000
 # Retries of a failed pod within one run (a source may be briefly unreachable); an invalid
 # configuration (exit 2) fails the run at once.
 BACKOFF_LIMIT = 2
-# What the pipeline asks of a node: it streams, so memory stays flat as the input grows.
-REQUESTS = {"cpu": "500m", "memory": "1Gi"}
+# How long shard 0 of a parallel run waits for the others (their pods must run at once): past
+# it the run fails saying so, and the next run starts over.
+SHARD_TIMEOUT_SECONDS = 6 * 3600
 # The run's key and why it was created, on the Job (the status and events read them).
 ANNOTATION_RUN_CONFIG = "strata.dev/pipeline-config"
 ANNOTATION_REFRESH_TICK = "strata.dev/refresh-tick"
@@ -266,13 +267,19 @@ def render_pipeline_job(spec: DatasetSpec, owner: dict[str, Any], run: PipelineR
     args = ["-m", "strata_workloads.data", "--config", CONFIG_PATH]
     if run.parent_version:
         args.append(f"--parent-version={run.parent_version}")
+    job = meta["name"]
+    if spec.parallelism > 1:
+        # Each pod's share is its index ($JOB_COMPLETION_INDEX); they meet in a directory named for the Job.
+        args += [f"--shards={spec.parallelism}", f"--run-id={job}", f"--shard-timeout={SHARD_TIMEOUT_SECONDS}"]
     container = {
         "name": CONTAINER_NAME,
         "image": image,
         "command": ["python3"],
         "args": args,
         "env": [{"name": "HOME", "value": "/tmp"}, {"name": "PYTHONUNBUFFERED", "value": "1"}],
-        "resources": {"requests": dict(REQUESTS)},
+        # The pipeline streams: memory stays flat as the input grows.
+        "resources": {"requests": {"cpu": str(spec.resources.cpu), "memory": str(spec.resources.memory)},
+                      "limits": {"memory": str(spec.resources.memory)}},
         "volumeMounts": mounts,
         # The pipeline writes its result (strata_workloads.data.result) here; a crash leaves the log's tail.
         "terminationMessagePath": "/dev/termination-log",
@@ -290,12 +297,18 @@ def render_pipeline_job(spec: DatasetSpec, owner: dict[str, Any], run: PipelineR
         "containers": [container],
         "volumes": volumes,
     }
+    parallel = {}
+    if spec.parallelism > 1:
+        # Every pod at once (shard 0 waits for the others); a failed shard's pod is retried, and a
+        # failure past the limit fails the Job, which stops the rest.
+        parallel = {"completionMode": "Indexed", "completions": spec.parallelism, "parallelism": spec.parallelism}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": meta,
         "spec": {
-            "backoffLimit": BACKOFF_LIMIT,
+            **parallel,
+            "backoffLimit": BACKOFF_LIMIT * spec.parallelism,
             # A configuration the pipeline refuses fails the run at once: no retry can succeed.
             "podFailurePolicy": {"rules": [
                 {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER_NAME, "operator": "In",
