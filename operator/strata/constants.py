@@ -50,6 +50,9 @@ REVIEW_VERDICTS = ("approve", "reject")
 # spec.retrain.refreshDataset sets it, and so may a person). A later time is a new request;
 # status.refreshRequestedAt echoes the one the latest run answers.
 ANNOTATION_REFRESH_REQUESTED = "strata.dev/refresh-requested-at"
+# On a Dataset: the ConfigMap of feedback samples its runs read as one more source (a
+# FeedbackPolicy's spec.retrain.refreshDataset.includeFeedback sets it with its request).
+ANNOTATION_FEEDBACK_SAMPLES = "strata.dev/feedback-samples"
 
 
 class ChildPolicy:

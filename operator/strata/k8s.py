@@ -135,6 +135,16 @@ def list_children(api_version: str, kind: str, namespace: str, labels: dict[str,
     return [item.to_dict() for item in result.items]
 
 
+def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """One object by name; None when there is none."""
+    try:
+        return _resource(api_version, kind).get(name=name, namespace=namespace).to_dict()
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
 def delete(api_version: str, kind: str, namespace: str, name: str) -> None:
     """Delete the object and, in the background, what it owns (a Job's pods: the API's
     default for Jobs would orphan them)."""

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
 import yaml
@@ -24,12 +25,14 @@ from strata.devcluster import free_port
 from tests_support import get_json, wait_for
 
 
-@pytest.fixture
-def sidecar(tmp_path):
+def start_sidecar(tmp_path, upstream: tuple[int, int] | None = None, **settings):
+    """The real sidecar (one worker, no keys) in front of `upstream` (Triton's gRPC and HTTP
+    ports; free ports with nothing behind them when none). Yields (metrics URL, rate, ports)."""
     ports = {"httpPort": free_port(), "grpcPort": free_port(), "metricsPort": free_port()}
+    grpc_port, http_port = upstream or (free_port(), free_port())
     config = {"modelName": "lm", "workers": 1, "stateDir": str(tmp_path / "state"),
               "listen": {"host": "127.0.0.1", **ports},
-              "upstream": {"host": "127.0.0.1", "httpPort": free_port(), "grpcPort": free_port()}}
+              "upstream": {"host": "127.0.0.1", "httpPort": http_port, "grpcPort": grpc_port}, **settings}
     path = tmp_path / "sidecar.yaml"
     path.write_text(yaml.safe_dump(config))
     log = (tmp_path / "sidecar.log").open("w")
@@ -63,10 +66,18 @@ def sidecar(tmp_path):
             assert response.status == 201
         wait_for(lambda: stored() > before, timeout=10, interval=0.05, what=f"rating {request_id} to be stored")
 
-    yield metrics_url, rate
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+    try:
+        yield metrics_url, rate, ports
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture
+def sidecar(tmp_path):
+    for metrics_url, rate, _ports in start_sidecar(tmp_path):
+        yield metrics_url, rate
 
 
 def policy(namespace: str, signals_url: str) -> dict:
@@ -401,3 +412,67 @@ def test_the_worst_served_groups_down_ratings_are_queued_for_review_and_resolved
     cluster.kubectl("annotate", "feedbackpolicy", "lm-review", "-n", namespace, f"review.strata.dev/{second}=maybe")
     problems = wait_for(review(lambda r: r.get("problems")), timeout=60, what="the bad verdict to be reported")
     assert problems["open"] == 3 and "the value must be one of approve, reject" in problems["problems"][0]
+
+
+def test_include_feedback_folds_the_answers_rated_up_into_the_refreshed_datasets_sources(
+        operator, crds_installed, namespace, tmp_path):
+    """refreshDataset.includeFeedback with the real Triton behind the real sidecar: the text of
+    the answers rated up, as the audit log kept it, goes to the policy's samples ConfigMap, which
+    the Dataset's run reads as one more source."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workloads"))
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    from sidecar_harness import write_model_repository
+    from workload_harness import start_tritonserver
+
+    cluster = crds_installed
+    repository = write_model_repository(tmp_path / "repository", {"text": ("TYPE_STRING", 0.0)})
+    triton, _ = start_tritonserver(repository, ["text"], tmp_path / "triton")
+    try:
+        for metrics_url, rate, ports in start_sidecar(tmp_path / "sidecar", (triton.grpc_port, triton.http_port),
+                                                      audit={"sampleRate": 1.0}):
+            client = grpcclient.InferenceServerClient(f"127.0.0.1:{ports['grpcPort']}")
+            questions = [f"where is parcel {n}?" for n in range(5)]
+            answered = {}
+            for question in questions:
+                tensor = grpcclient.InferInput("INPUT", [1, 1], "BYTES")
+                tensor.set_data_from_numpy(np.array([[question.encode()]], dtype=object))
+                answered[client.infer("text", [tensor]).get_response().id] = question
+            for request_id in answered:
+                rate(request_id, "up")
+            for n in range(20):
+                rate(f"other-{n}", "down")  # approval 5/25: breached
+            apply_training_inputs(cluster, namespace)
+            refreshing = policy(namespace, metrics_url)
+            refreshing["spec"]["retrain"]["refreshDataset"] = {"includeFeedback": True}
+            cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+                gpu_training_job(namespace, "lm", nodes=1, gpus_per_node=1), model_deployment(namespace), refreshing]}))
+            requested = wait_for(lambda: (p := get_json(cluster, "feedbackpolicy", "lm-loop", "-n", namespace) or {})
+                                 .get("status", {}).get("datasetRefresh") and p, timeout=90, what="a dataset refresh request")
+    finally:
+        triton.close()
+
+    samples = get_json(cluster, "configmap", "lm-loop-feedback-samples", "-n", namespace)
+    assert samples["metadata"]["ownerReferences"][0]["name"] == "lm-loop"
+    lines = [json.loads(line) for line in samples["data"]["samples.jsonl"].splitlines()]
+    # The Dataset's text field: the question, then the answer (the model echoes it).
+    assert sorted(line["text"] for line in lines) == sorted(f"{q}\n{q}" for q in questions)
+    assert {line["requestId"] for line in lines} == set(answered)
+    summary = json.loads(samples["metadata"]["annotations"]["strata.dev/feedback-summary"])
+    assert (summary["samples"], summary["fromFeedback"], summary["withoutText"]) == (5, 5, 0)
+    assert "with 5 feedback samples" in conditions_of(requested)["Retraining"]["message"]
+
+    dataset = get_json(cluster, "dataset", "chats", "-n", namespace)
+    assert dataset["metadata"]["annotations"]["strata.dev/feedback-samples"] == "lm-loop-feedback-samples"
+
+    def run_reading_the_samples():
+        for job in get_json(cluster, "jobs", "-n", namespace, "-l", "strata.dev/owner-name=chats")["items"]:
+            if any(volume["name"] == "feedback" and volume.get("configMap", {}).get("name") == "lm-loop-feedback-samples"
+                   for volume in job["spec"]["template"]["spec"]["volumes"]):
+                return job
+        return None
+
+    job = wait_for(run_reading_the_samples, timeout=60, what="a pipeline run that mounts the samples")
+    config_map = job["metadata"]["annotations"]["strata.dev/pipeline-config"]
+    config = yaml.safe_load(get_json(cluster, "configmap", config_map, "-n", namespace)["data"]["pipeline.yaml"])
+    assert config["sources"][-1] == {"path": "/var/lib/strata/feedback/samples.jsonl", "format": "jsonl"}

@@ -29,7 +29,7 @@ from strata.render.dataset import (
     unsupported_features,
 )
 from strata_workloads.data.config import PipelineConfig
-from strata_workloads.data.result import CONFIG_PATH, CONTAINER_NAME, STORAGE_DIR, GateVerdict, RunResult
+from strata_workloads.data.result import CONFIG_PATH, CONTAINER_NAME, FEEDBACK_DIR, STORAGE_DIR, GateVerdict, RunResult
 from tests_support import example_spec
 
 OWNER = {"metadata": {"name": "chats", "namespace": "ml", "uid": "u-1", "creationTimestamp": "2026-01-01T00:00:00Z"}}
@@ -183,6 +183,19 @@ def test_parallelism_runs_an_indexed_job_whose_pods_share_the_input_and_meet_in_
     assert job_spec["backoffLimit"] == 3 * BACKOFF_LIMIT
     # The run's config (and so its Job and the version) does not depend on how many pods build it.
     assert render_pipeline_config(spec(parallelism=3), "chats") == render_pipeline_config(spec(), "chats")
+
+
+def test_a_feedback_policys_samples_are_one_more_source_mounted_from_its_config_map():
+    config = render_pipeline_config(spec(), "chats", feedback_samples="lm-feedback-samples")
+    assert config["sources"][-1] == {"path": f"{FEEDBACK_DIR}/samples.jsonl", "format": "jsonl"}
+    assert config["sources"][:-1] == render_pipeline_config(spec(), "chats")["sources"]
+    manifest = render_pipeline_job(spec(), OWNER, PipelineRun("chats-pipeline-abc", "abc", "0", None, "Started",
+                                                              "lm-feedback-samples"), "data:1")
+    volumes = {volume["name"]: volume for volume in manifest["spec"]["template"]["spec"]["volumes"]}
+    mounts = {mount["mountPath"]: mount for mount in container(manifest)["volumeMounts"]}
+    assert volumes["feedback"] == {"name": "feedback", "configMap": {"name": "lm-feedback-samples"}}
+    assert mounts[FEEDBACK_DIR]["name"] == "feedback" and mounts[FEEDBACK_DIR]["readOnly"]
+    assert "feedback" not in {volume["name"] for volume in _job()["spec"]["template"]["spec"]["volumes"]}
 
 
 def test_job_names_are_dns_labels_fixed_by_the_config_and_the_tick():

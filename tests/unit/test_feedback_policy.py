@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 
@@ -460,3 +461,65 @@ def test_with_prometheus_unreadable_sidecars_cost_only_bias_and_drift():
     for name in ("bias", "drift"):
         assert (results[name].verdict, results[name].message) == (
             INSUFFICIENT_DATA, "the sidecars were not read: no running pod of the target serves yet")
+
+
+# --- feedback folded into a Dataset refresh (refreshDataset.includeFeedback) --------------------
+
+def _rating(request_id, rating, time, **extra):
+    return {"requestId": request_id, "rating": rating, "time": time, **extra}
+
+
+FEEDBACK = (_rating("r1", "up", 10), _rating("r2", "up", 30), _rating("r3", "down", 20), _rating("r4", "up", 40),
+            _rating("r5", "down", 50), _rating("r6", "up", 60))
+EXCHANGES = {"r1": {"input": ["where is my parcel"], "output": ["it ships today"]},
+             "r2": {"input": ["refund?"], "output": ["within 14 days"]},
+             "r5": {"input": ["hola"], "output": ["hello"]},
+             "r6": {"input": ["rude?"], "output": ["you idiot"]}}
+FLAGGED = ({"requestId": "t1", "time": 70, "input": ["say it"], "output": ["awful words"]},
+           {"requestId": "r6", "time": 60, "input": ["rude?"], "output": ["you idiot"]})
+VERDICTS = {f"review.strata.dev/{policy.review_id('toxicity', 't1')}": "approve",
+            f"review.strata.dev/{policy.review_id('toxicity', 'r6')}": "reject",
+            f"review.strata.dev/{policy.review_id('bias', 'r5')}": "approve"}
+
+
+def _samples(annotations=VERDICTS, max_bytes=policy.FEEDBACK_SAMPLES_MAX_BYTES):
+    text, counts = policy.feedback_samples(FEEDBACK, EXCHANGES, FLAGGED, annotations, "body", max_bytes)
+    return [json.loads(line) for line in text.splitlines()], counts
+
+
+def test_samples_are_approved_reviews_then_answers_rated_up_newest_first_without_rejected_or_textless_ones():
+    lines, counts = _samples()
+    # t1: flagged toxic, approved by a person; r5: rated down, approved in a bias review; r2,
+    # r1: rated up; r6: rated up but rejected in review; r4: rated up, no text kept.
+    assert [(line["requestId"], line["strataSource"]) for line in lines] == [
+        ("t1", "review"), ("r5", "review"), ("r2", "feedback"), ("r1", "feedback")]
+    assert lines[0]["body"] == "say it\nawful words"  # the Dataset's text field: input, then output
+    assert counts == {"samples": 4, "fromFeedback": 2, "fromReview": 2, "withoutText": 1, "rejected": 1, "cut": 0}
+    assert "4 feedback samples (2 approved in review); 1 answer had no text" in policy.describe_samples(counts)
+
+
+def test_without_verdicts_only_answers_rated_up_with_text_are_samples():
+    lines, counts = _samples(annotations={})
+    assert [line["requestId"] for line in lines] == ["r6", "r2", "r1"]
+    assert counts["fromReview"] == 0 and counts["withoutText"] == 1
+    assert policy.exchanges_wanted(FEEDBACK, {}) == ["r6", "r4", "r2", "r1"]
+    assert policy.exchanges_wanted(FEEDBACK, VERDICTS)[:2] == ["r6", "r5"]  # a bias approval needs its text
+
+
+def test_samples_stop_at_the_size_a_config_map_holds():
+    lines, counts = _samples(max_bytes=120)
+    assert len(lines) == 1 and counts["cut"] == 3
+
+
+def test_the_samples_config_map_is_the_policys_and_says_what_it_holds():
+    owner = {"apiVersion": "strata.dev/v1alpha1", "kind": "FeedbackPolicy",
+             "metadata": {"name": "lm-loop", "namespace": "ns", "uid": "u1"}}
+    config_map = policy.render_feedback_samples(FEEDBACK_POLICY, owner, '{"text": "x"}\n', {"samples": 1})
+    assert config_map["metadata"]["name"] == "lm-loop-feedback-samples"
+    assert config_map["metadata"]["ownerReferences"][0]["uid"] == "u1"
+    assert config_map["data"] == {"samples.jsonl": '{"text": "x"}\n'}
+    assert json.loads(config_map["metadata"]["annotations"][policy.ANNOTATION_FEEDBACK_SUMMARY]) == {"samples": 1}
+    assert "spec.retrain.refreshDataset.includeFeedback" not in policy.unimplemented_fields(FeedbackPolicySpec.model_validate({
+        "target": {"modelDeployment": "lm"}, "monitors": {"approval": {"minRate": 0.5}},
+        "retrain": {"triggers": [{"monitorBreached": "any"}], "refreshDataset": {"includeFeedback": True},
+                    "template": {"fromTrainingJob": {"name": "lm"}}}}))

@@ -526,6 +526,29 @@ def test_toxic_outputs_are_queued_for_review_redacted_and_pleasant_ones_are_not(
     assert len(page["records"]) == 1 and page["next"] > 0
 
 
+def test_audited_answers_text_is_served_by_request_id_for_folding_feedback_into_a_dataset(sidecar):
+    """GET /exchanges?ids=: the text of audited answers (redacted as audit lines are), which a
+    FeedbackPolicy with refreshDataset.includeFeedback folds into the Dataset; answers with only
+    numeric tensors, and ids never seen, are absent."""
+    client = grpcclient.InferenceServerClient(sidecar.grpc_url)
+    question = "how do I return a parcel? mail jane.doe@example.com"
+    text_id = client.infer("text", grpc_inputs(np.array([[question.encode()]], dtype=object), "BYTES"),
+                           headers=ALICE_HEADERS).get_response().id
+    _, trailing = raw_infer(sidecar.grpc_url, identity_request(np.ones((1, 2))), (("x-api-key", ALICE),))
+    numeric_id = trailing["strata-request-id"]
+    ids = ",".join([text_id, numeric_id, "never-seen"])
+    exchanges = wait_for(lambda: (found := sidecar.get(f"/exchanges?ids={ids}")["exchanges"]) and found, timeout=30,
+                         interval=0.1, what=f"the audited answer {text_id}")
+    assert set(exchanges) == {text_id}
+    redacted = "how do I return a parcel? mail [REDACTED:email]"
+    assert exchanges[text_id]["input"] == [redacted] and exchanges[text_id]["output"] == [redacted]  # echoed
+    assert exchanges[text_id]["model"] == "text"
+    for bad in ("/exchanges", "/exchanges?ids=", "/exchanges?ids=" + ",".join(f"r{n}" for n in range(201))):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            sidecar.get(bad)
+        assert refused.value.code == 400
+
+
 def test_feedback_is_recorded_validated_and_survives_a_restart(triton, api_keys, tmp_path):
     instance = Sidecar(tmp_path / "feedback", triton.grpc_port, triton.http_port, workers=2,
                        auth={"apiKeysDir": str(api_keys)}).start()

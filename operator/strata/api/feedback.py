@@ -75,7 +75,7 @@ class RetrainTrigger(StrataModel):
 
 
 class RefreshDataset(StrataModel):
-    include_feedback: bool = Field(default=True, description="Add approved feedback samples to the next Dataset version (not done in this version: the refresh reads the Dataset's sources only).")
+    include_feedback: bool = Field(default=True, description="Fold feedback into the refreshed version: answers rated up and outputs a person approved in review, as the sidecars' audit logs kept their text (input then output, redacted), go to a ConfigMap the Dataset's runs read as one more source; answers a person rejected stay out.")
 
 
 class RetrainTemplate(StrataModel):

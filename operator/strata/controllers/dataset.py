@@ -29,7 +29,7 @@ from strata import __version__, k8s
 from strata.api import DATASET, KindInfo
 from strata.api.dataset import DatasetSpec
 from strata.conditions import now_rfc3339
-from strata.constants import ANNOTATION_REFRESH_REQUESTED, ConditionStatus, Phase, Reason
+from strata.constants import ANNOTATION_FEEDBACK_SAMPLES, ANNOTATION_REFRESH_REQUESTED, ConditionStatus, Phase, Reason
 from strata.controllers.reconcile import Inputs, Outcome, is_controlled_by, missing_reference_outcome, resolve_references
 from strata.controllers.registration import register_kind, watch_children
 from strata.observe.dataset import RunState, RunView, gate_status, judge_run, merge_history, newest_run, observe_run
@@ -45,6 +45,7 @@ from strata.render.dataset import (
     kept_job,
     latest_tick,
     refresh_tick,
+    render_pipeline_config,
     render_pipeline_job,
     request_tick,
     unsupported_features,
@@ -72,6 +73,8 @@ class DatasetInputs(Inputs):
     runs: tuple[RunView, ...] = ()
     previous: dict[str, Any] = field(default_factory=dict)  # the status this pass started from
     refresh_requested: str | None = None  # the strata.dev/refresh-requested-at annotation
+    # The strata.dev/feedback-samples ConfigMap, when it exists: its samples are one more source.
+    feedback_samples: str | None = None
 
 
 def resolve(info: KindInfo, body: dict[str, Any], spec: DatasetSpec) -> DatasetInputs:
@@ -83,6 +86,9 @@ def resolve(info: KindInfo, body: dict[str, Any], spec: DatasetSpec) -> DatasetI
                            image=os.environ.get(DATA_IMAGE_ENV) or DEFAULT_DATA_IMAGE,
                            previous=body.get("status") or {},
                            refresh_requested=(meta.get("annotations") or {}).get(ANNOTATION_REFRESH_REQUESTED))
+    samples = (meta.get("annotations") or {}).get(ANNOTATION_FEEDBACK_SAMPLES)
+    if samples and k8s.get("v1", "ConfigMap", meta["namespace"], samples) is not None:
+        inputs = replace(inputs, feedback_samples=samples)
     problem = unsupported_features(spec)
     blocked = (Reason.UNSUPPORTED_FEATURE, problem) if problem else None
     if blocked is None and (problem := invalid_schedule(spec)):
@@ -120,11 +126,11 @@ def plan_run(spec: DatasetSpec, inputs: DatasetInputs, config_map: str, config_h
         because = f"Started the scheduled refresh of {tick[:4]}-{tick[4:6]}-{tick[6:8]} {tick[8:10]}:{tick[10:]} UTC" \
             if tick != NO_TICK else "Started a pipeline run"
     parent = inputs.previous.get("version")
-    return None, PipelineRun(config_map, config_hash, tick, parent, because)
+    return None, PipelineRun(config_map, config_hash, tick, parent, because, inputs.feedback_samples)
 
 
 def render(info: KindInfo, body: dict[str, Any], spec: DatasetSpec, inputs: DatasetInputs) -> list[dict[str, Any]]:
-    config_map = render_config_map(info, body, spec)
+    config_map = render_config_map(info, body, spec, render_pipeline_config(spec, inputs.name, inputs.feedback_samples))
     children = [config_map]
     keep, run = plan_run(spec, inputs, config_map["metadata"]["name"], content_hash(config_map["data"]))
     if keep is not None:

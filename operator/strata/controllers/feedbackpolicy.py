@@ -17,6 +17,7 @@ are read when spec.evaluationInterval has passed since status.lastEvaluation.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -29,6 +30,7 @@ from strata.api.feedback import FeedbackPolicySpec
 from strata.constants import (
     ANNOTATION_APPROVE_PROMOTION,
     ANNOTATION_CREATED_BECAUSE,
+    ANNOTATION_FEEDBACK_SAMPLES,
     ANNOTATION_REFRESH_REQUESTED,
     API_VERSION,
     ConditionStatus,
@@ -49,6 +51,7 @@ from strata.render import feedback_policy as policy
 from strata.render.common import owner_labels
 from strata.render.config import render_config_map
 from strata.render.sidecar import SIDECAR_METRICS_PORT
+from strata_workloads.data.result import FEEDBACK_SAMPLES_FILE
 from strata_workloads.monitor.result import BREACHED, MonitorResult
 from strata_workloads.monitor.sketch import TokenSketch
 
@@ -56,6 +59,9 @@ EVALUATION_SECONDS = float(os.environ.get("STRATA_FEEDBACK_EVALUATION_SECONDS", 
 # Feedback records read per sidecar per evaluation at most (pages of FEEDBACK_PAGE).
 MAX_FEEDBACK_RECORDS = 200_000
 MAX_REVIEW_RECORDS = 20_000
+# Answers whose text a refresh asks the sidecars for at most, in pages (their GET /exchanges limit).
+MAX_SAMPLE_EXCHANGES = 5_000
+EXCHANGES_PAGE = 200
 FEEDBACK_PAGE = 5000
 
 CHILD_KINDS = (("v1", "ConfigMap"), (API_VERSION, "TrainingJob"))
@@ -82,6 +88,10 @@ class PolicyInputs(Inputs):
     # this pass requests it (render annotates the Dataset).
     refresh: dict[str, Any] | None = None
     request_refresh: bool = False
+    # refreshDataset.includeFeedback: the samples this pass folds in (JSON lines, counts), and the
+    # ConfigMap that holds the last ones (kept as it is between refreshes).
+    samples: tuple[str, dict[str, int]] | None = None
+    samples_live: dict[str, Any] | None = None
     review: dict[str, Any] | None = None  # status.review
 
 
@@ -135,6 +145,33 @@ def read_signals(urls: list[str], window_seconds: float) -> policy.Signals:
     else:
         error = None if sources else "no sidecar answered: " + "; ".join(errors)[:900]
     return policy.Signals(tuple(records), scored, flagged, since, sources, error, sketches, review=tuple(review))
+
+
+def read_exchanges(urls: list[str], request_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The text the sidecars' audit logs kept of these answers (GET /exchanges), by request id;
+    a sidecar that does not answer costs only its answers."""
+    found: dict[str, dict[str, Any]] = {}
+    for url in urls:
+        for start in range(0, len(request_ids), EXCHANGES_PAGE):
+            ids = [i for i in request_ids[start:start + EXCHANGES_PAGE] if i not in found]
+            if not ids:
+                continue
+            try:
+                found.update(podmetrics.fetch_json(f"{url}/exchanges?{urlencode({'ids': ','.join(ids)})}")
+                             .get("exchanges") or {})
+            except OSError:
+                break
+    return found
+
+
+def feedback_for_refresh(spec: FeedbackPolicySpec, namespace: str, annotations: dict[str, str],
+                         dataset: dict[str, Any]) -> tuple[str, dict[str, int]]:
+    """The samples a refresh of `dataset` folds in (spec.retrain.refreshDataset.includeFeedback)."""
+    urls = sidecar_urls(spec, namespace)
+    signals = read_signals(urls, policy.duration_seconds(spec.window))
+    exchanges = read_exchanges(urls, policy.exchanges_wanted(signals.feedback, annotations)[:MAX_SAMPLE_EXCHANGES])
+    text_field = ((dataset.get("spec") or {}).get("schema") or {}).get("textField") or "text"
+    return policy.feedback_samples(signals.feedback, exchanges, signals.review, annotations, text_field)
 
 
 def read_pages(url: str, path: str, most: int) -> list[dict[str, Any]]:
@@ -255,6 +292,10 @@ def resolve(info: KindInfo, body: dict[str, Any], spec: FeedbackPolicySpec) -> P
                         if is_controlled_by(job, meta["uid"]))
     inputs = replace(inputs, retrainings=retrainings, **recorded_retraining(inputs, retrainings,
                                                                             spec.target.model_deployment))
+    samples_name = policy.feedback_samples_name(name)
+    inputs = replace(inputs, samples_live=next(
+        (cm for cm in k8s.list_children("v1", "ConfigMap", namespace, owner_labels(info, name))
+         if cm["metadata"]["name"] == samples_name and is_controlled_by(cm, meta["uid"])), None))
     if problem:
         reason = Reason.POLICY_CONFLICT if problem.startswith("spec.target") else Reason.INVALID_SPEC
         return replace(inputs, problem=(reason, problem))
@@ -314,11 +355,15 @@ def resolve(info: KindInfo, body: dict[str, Any], spec: FeedbackPolicySpec) -> P
             recent = made if made > (policy.format_time(last_start) if last_start else "") else None
             pending = {"dataset": dataset, "requestedAt": recent or policy.format_time(now),
                        "reason": decision.message[:900]}
+            samples = None
+            if recent is None and spec.retrain.refresh_dataset.include_feedback:
+                samples = feedback_for_refresh(spec, namespace, meta.get("annotations") or {}, datasets[0])
             decision = policy.RetrainDecision(
                 False, Reason.REFRESHING_DATASET,
-                f"Requested a refresh of Dataset {dataset} (spec.retrain.refreshDataset); the retraining starts once "
+                f"Requested a refresh of Dataset {dataset} (spec.retrain.refreshDataset"
+                f"{f', with {policy.describe_samples(samples[1])}' if samples else ''}); the retraining starts once "
                 f"it ran. {decision.message}")
-            inputs = replace(inputs, refresh=pending, request_refresh=recent is None)
+            inputs = replace(inputs, refresh=pending, request_refresh=recent is None, samples=samples)
     inputs = replace(inputs, retrain=decision)
     if decision.create:
         numbers = [policy.retraining_number(job["metadata"]["name"], spec.target.model_deployment) or 0
@@ -398,12 +443,30 @@ def render(info: KindInfo, body: dict[str, Any], spec: FeedbackPolicySpec, input
             k8s.post_event(body, "Normal", Reason.PROMOTED, what)
         else:
             k8s.post_event(body, "Warning", Reason.ROLLED_BACK, f"{what}. {promotion.message}")
+    samples = None
+    if inputs.samples is not None:
+        samples = policy.render_feedback_samples(info, body, *inputs.samples)
+    elif inputs.samples_live is not None:
+        # Between refreshes the last samples stay as they are (a Dataset's later runs read them).
+        live = inputs.samples_live["metadata"]
+        samples = policy.render_feedback_samples(
+            info, body, (inputs.samples_live.get("data") or {}).get(FEEDBACK_SAMPLES_FILE, ""),
+            json.loads((live.get("annotations") or {}).get(policy.ANNOTATION_FEEDBACK_SUMMARY) or "{}"))
+    if samples is not None:
+        children.append(samples)
     if inputs.request_refresh and inputs.refresh is not None:
+        annotations = {ANNOTATION_REFRESH_REQUESTED: inputs.refresh["requestedAt"]}
+        words = "a new version before retraining"
+        if inputs.samples is not None:
+            # In place before the Dataset is asked: its run must find them.
+            k8s.apply(samples)
+            annotations[ANNOTATION_FEEDBACK_SAMPLES] = samples["metadata"]["name"]
+            words += f", with {policy.describe_samples(inputs.samples[1])} (ConfigMap {samples['metadata']['name']})"
         k8s.merge_patch_object(API_VERSION, DATASET.kind, inputs.namespace, inputs.refresh["dataset"],
-                               {"metadata": {"annotations": {ANNOTATION_REFRESH_REQUESTED: inputs.refresh["requestedAt"]}}})
+                               {"metadata": {"annotations": annotations}})
         k8s.post_event(body, "Normal", Reason.REFRESHING_DATASET,
                        f"Set Dataset {inputs.refresh['dataset']} {ANNOTATION_REFRESH_REQUESTED}="
-                       f"{inputs.refresh['requestedAt']}: a new version before retraining")
+                       f"{inputs.refresh['requestedAt']}: {words}")
     _announce_changes(body, inputs)
     # The latest readings (fresh, or kept in status between evaluations) as metrics.
     set_monitor_series(inputs.namespace, body["metadata"]["name"], spec.target.model_deployment,

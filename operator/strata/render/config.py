@@ -57,10 +57,12 @@ def config_map_name(info: KindInfo, owner_name: str, data: dict[str, str]) -> st
     return owner_name[: MAX_NAME_LENGTH - len(suffix)] + suffix
 
 
-def render_config_map(info: KindInfo, owner: dict[str, Any], spec: StrataModel) -> dict[str, Any]:
+def render_config_map(info: KindInfo, owner: dict[str, Any], spec: StrataModel,
+                      config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The kind's config file from its spec (or `config`, built by the controller from more)."""
     component, filename, build = CONFIG_FILES[info.kind]
     name = owner["metadata"]["name"]
-    data = {filename: yaml.safe_dump(build(spec, name), sort_keys=True)}
+    data = {filename: yaml.safe_dump(build(spec, name) if config is None else config, sort_keys=True)}
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",

@@ -31,6 +31,8 @@ from strata_workloads.data.result import (
     CONFIG_PATH,
     CONTAINER_NAME,
     EXIT_INVALID_CONFIG,
+    FEEDBACK_DIR,
+    FEEDBACK_SAMPLES_FILE,
     SECRETS_DIR,
     SOURCES_DIR,
     STORAGE_DIR,
@@ -66,6 +68,7 @@ class PipelineRun:
     tick: str
     parent_version: str | None
     because: str  # the creation event's words
+    feedback_samples: str | None = None  # a FeedbackPolicy's samples ConfigMap, read as one more source
 
 
 # ------------------------------------------------------------------------------ checks
@@ -158,8 +161,9 @@ def secret_mount(kind: str, index: int) -> str:
     return f"{SECRETS_DIR}/{kind}-{index}"
 
 
-def render_pipeline_config(spec: DatasetSpec, name: str) -> dict[str, Any]:
-    """The pipeline's configuration (strata_workloads.data.config.PipelineConfig, on the wire)."""
+def render_pipeline_config(spec: DatasetSpec, name: str, feedback_samples: str | None = None) -> dict[str, Any]:
+    """The pipeline's configuration (strata_workloads.data.config.PipelineConfig, on the wire);
+    with `feedback_samples` (the strata.dev/feedback-samples ConfigMap), its samples last."""
     sources = []
     for index, source in enumerate(spec.sources):
         entry: dict[str, Any] = {"format": source.format}
@@ -181,6 +185,8 @@ def render_pipeline_config(spec: DatasetSpec, name: str) -> dict[str, Any]:
                 s3["credentialsPath"] = secret_mount("s3", index)
             entry["s3"] = s3
         sources.append(entry)
+    if feedback_samples is not None:
+        sources.append({"path": f"{FEEDBACK_DIR}/{FEEDBACK_SAMPLES_FILE}", "format": "jsonl"})
     schema: dict[str, Any] = {"textField": spec.record_schema.text_field or "text"}
     if spec.record_schema.label_field:
         schema["labelField"] = spec.record_schema.label_field
@@ -228,8 +234,10 @@ def job_name(owner_name: str, config_hash: str, tick: str) -> str:
     return f"{owner_name[: MAX_JOB_NAME - RUN_HASH_LENGTH - 1].rstrip('-.')}-{run_hash}"
 
 
-def _volumes(spec: DatasetSpec, config_map: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(volumes, mounts): the config, the storage, each PVC source, each Secret a source names, /tmp."""
+def _volumes(spec: DatasetSpec, config_map: str,
+             feedback_samples: str | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, mounts): the config, the storage, each PVC source, each Secret a source names,
+    /tmp, and a FeedbackPolicy's samples."""
     assert spec.storage.pvc is not None
     storage = spec.storage.pvc
     volumes: list[dict[str, Any]] = [
@@ -255,6 +263,9 @@ def _volumes(spec: DatasetSpec, config_map: str) -> tuple[list[dict[str, Any]], 
             volume = f"{kind}-{index}"
             volumes.append({"name": volume, "secret": {"secretName": secret.name, "defaultMode": 0o440}})
             mounts.append(volume_mount(volume, secret_mount(kind, index), read_only=True))
+    if feedback_samples is not None:
+        volumes.append({"name": "feedback", "configMap": {"name": feedback_samples}})
+        mounts.append(volume_mount("feedback", FEEDBACK_DIR, read_only=True))
     return volumes, mounts
 
 
@@ -263,7 +274,7 @@ def render_pipeline_job(spec: DatasetSpec, owner: dict[str, Any], run: PipelineR
     meta = child_metadata(DATASET, owner, job_name(name, run.config_hash, run.tick), COMPONENT, ChildPolicy.CREATE_ONCE)
     meta["annotations"].update({ANNOTATION_RUN_CONFIG: run.config_map, ANNOTATION_REFRESH_TICK: run.tick,
                                 ANNOTATION_CREATED_BECAUSE: run.because})
-    volumes, mounts = _volumes(spec, run.config_map)
+    volumes, mounts = _volumes(spec, run.config_map, run.feedback_samples)
     args = ["-m", "strata_workloads.data", "--config", CONFIG_PATH]
     if run.parent_version:
         args.append(f"--parent-version={run.parent_version}")

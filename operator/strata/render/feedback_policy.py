@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,7 @@ from strata.constants import (
     Phase,
     Reason,
 )
-from strata.render.common import child_labels, owner_reference
+from strata.render.common import child_labels, child_metadata, owner_reference
 from strata.render.training_job import MAX_NAME_LENGTH
 from strata_workloads.monitor import feedback as feedback_monitors
 from strata_workloads.monitor.result import BREACHED, INSUFFICIENT_DATA, MonitorResult
@@ -344,12 +345,113 @@ def policy_problem(spec: FeedbackPolicySpec, name: str, created: str, others: li
     return None
 
 
+# ---------------------------------------------------------------------------------------
+# feedback folded into a Dataset refresh (spec.retrain.refreshDataset.includeFeedback)
+# ---------------------------------------------------------------------------------------
+
+FEEDBACK_SAMPLES_COMPONENT = "feedback-samples"
+# What one ConfigMap holds comfortably (the API server's limit is 1 MiB): newest samples first.
+FEEDBACK_SAMPLES_MAX_BYTES = 512 * 1024
+# What the samples ConfigMap says of them (JSON counts), for kubectl describe and the event.
+ANNOTATION_FEEDBACK_SUMMARY = "strata.dev/feedback-summary"
+
+
+def feedback_samples_name(policy_name: str) -> str:
+    return f"{policy_name[:253 - len('-feedback-samples')]}-feedback-samples"
+
+
+def _verdicts(annotations: dict[str, str]) -> dict[str, str]:
+    return {key[len(REVIEW_ANNOTATION_PREFIX):]: value for key, value in annotations.items()
+            if key.startswith(REVIEW_ANNOTATION_PREFIX) and value in REVIEW_VERDICTS}
+
+
+def exchanges_wanted(feedback: tuple[dict[str, Any], ...], annotations: dict[str, str]) -> list[str]:
+    """Request ids whose answers' text the samples need: rated up, or down-rated answers a person
+    approved in review (bias items); newest first."""
+    verdicts = _verdicts(annotations)
+    wanted = [str(record["requestId"]) for record in sorted(feedback, key=lambda r: r.get("time", 0), reverse=True)
+              if record.get("requestId") and (record.get("rating") == "up"
+                                              or verdicts.get(review_id("bias", str(record["requestId"]))) == "approve")]
+    return list(dict.fromkeys(wanted))
+
+
+def feedback_samples(feedback: tuple[dict[str, Any], ...], exchanges: dict[str, dict[str, Any]],
+                     review: tuple[dict[str, Any], ...], annotations: dict[str, str], text_field: str,
+                     max_bytes: int = FEEDBACK_SAMPLES_MAX_BYTES) -> tuple[str, dict[str, int]]:
+    """The records a Dataset refresh folds in, as JSON lines, and their counts.
+
+    A sample is an answer's text (its input then its output, as the sidecar's audit kept them,
+    redacted) under the Dataset's text field. In, first: outputs a person approved in review
+    (flagged toxic, or a down-rated answer of a worst-served group); then answers rated up,
+    newest first. Out: any answer a person rejected in review, and answers whose text the
+    sidecars did not keep (numeric tensors only, or not audited). Cut at ``max_bytes``."""
+    verdicts = _verdicts(annotations)
+    rejected = {str(item["requestId"]) for item in review if verdicts.get(review_id("toxicity", str(item["requestId"]))) == "reject"}
+    rejected |= {str(record["requestId"]) for record in feedback
+                 if verdicts.get(review_id("bias", str(record.get("requestId")))) == "reject"}
+    candidates: list[tuple[str, str, list[str]]] = []  # (request id, source, texts)
+    for item in sorted(review, key=lambda i: i.get("time", 0), reverse=True):
+        if verdicts.get(review_id("toxicity", str(item["requestId"]))) == "approve":
+            candidates.append((str(item["requestId"]), "review", [*(item.get("input") or []), *(item.get("output") or [])]))
+    without_text = 0
+    bias_approved = {str(record["requestId"]) for record in feedback
+                     if verdicts.get(review_id("bias", str(record.get("requestId")))) == "approve"}
+    for request_id in exchanges_wanted(feedback, annotations):
+        exchange = exchanges.get(request_id)
+        texts = [*(exchange.get("input") or []), *(exchange.get("output") or [])] if exchange else []
+        if not texts:
+            without_text += 1
+            continue
+        candidates.append((request_id, "review" if request_id in bias_approved else "feedback", texts))
+    lines, seen, counts = [], set(), {"samples": 0, "fromFeedback": 0, "fromReview": 0, "withoutText": without_text,
+                                      "rejected": 0, "cut": 0}
+    size = 0
+    for request_id, source, texts in candidates:
+        if request_id in seen:
+            continue
+        seen.add(request_id)
+        if request_id in rejected:
+            counts["rejected"] += 1
+            continue
+        text = "\n".join(t for t in texts if t.strip())
+        if not text:
+            counts["withoutText"] += 1
+            continue
+        line = json.dumps({text_field: text, "requestId": request_id, "strataSource": source}, ensure_ascii=False) + "\n"
+        if size + len(line.encode()) > max_bytes:
+            counts["cut"] += 1
+            continue
+        size += len(line.encode())
+        lines.append(line)
+        counts["samples"] += 1
+        counts["fromFeedback" if source == "feedback" else "fromReview"] += 1
+    return "".join(lines), counts
+
+
+def describe_samples(counts: dict[str, int]) -> str:
+    words = f"{counts['samples']} feedback samples ({counts['fromReview']} approved in review)"
+    if counts.get("withoutText"):
+        plural = "s" if counts["withoutText"] != 1 else ""
+        words += f"; {counts['withoutText']} answer{plural} had no text in the sidecars' audit logs"
+    if counts.get("rejected"):
+        words += f"; {counts['rejected']} rejected in review left out"
+    if counts.get("cut"):
+        words += f"; {counts['cut']} over the {FEEDBACK_SAMPLES_MAX_BYTES // 1024} KiB limit left out"
+    return words
+
+
+def render_feedback_samples(info: KindInfo, owner: dict[str, Any], samples: str, counts: dict[str, int]) -> dict[str, Any]:
+    """The ConfigMap a Dataset's runs read the samples from (strata.dev/feedback-samples)."""
+    from strata_workloads.data.result import FEEDBACK_SAMPLES_FILE
+
+    meta = child_metadata(info, owner, feedback_samples_name(owner["metadata"]["name"]), FEEDBACK_SAMPLES_COMPONENT)
+    meta["annotations"][ANNOTATION_FEEDBACK_SUMMARY] = json.dumps(counts, sort_keys=True)
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {FEEDBACK_SAMPLES_FILE: samples}}
+
+
 def unimplemented_fields(spec: FeedbackPolicySpec) -> list[str]:
     """Fields this version accepts but does not act on, so the status can say so."""
-    fields = []
-    if spec.retrain is not None and spec.retrain.refresh_dataset is not None and spec.retrain.refresh_dataset.include_feedback:
-        fields.append("spec.retrain.refreshDataset.includeFeedback")
-    fields += [f"spec.promotion.requireNoWorse[{index}] ({metric})"
+    fields = [f"spec.promotion.requireNoWorse[{index}] ({metric})"
                for index, metric in enumerate(spec.promotion.require_no_worse) if metric not in TRAINING_METRICS]
     return fields
 

@@ -56,6 +56,10 @@ CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_FILE}"
 STORAGE_DIR = "/var/lib/strata/dataset"
 SOURCES_DIR = "/var/lib/strata/sources"
 SECRETS_DIR = "/var/run/secrets/strata"
+# A FeedbackPolicy's samples (refreshDataset.includeFeedback), mounted from its ConfigMap and
+# read as one more JSON-lines source.
+FEEDBACK_DIR = "/var/lib/strata/feedback"
+FEEDBACK_SAMPLES_FILE = "samples.jsonl"
 
 # The counts the message carries, in the operator's status.records names.
 RECORD_KEYS = ("in", "out", "duplicates", "nearDuplicates", "missing", "quarantined", "synthetic")

@@ -314,6 +314,32 @@ class Analysis:
                 os.replace(self.audit_path, self.audit_path.with_name(AUDIT_FILE + ".1"))
                 self._audit = self.audit_path.open("a", encoding="utf-8")
 
+    def exchanges(self, request_ids: set[str]) -> dict[str, dict[str, Any]]:
+        """The text of audited answers (BYTES tensors, redacted and cut as audit lines keep them),
+        by request id: what a FeedbackPolicy folds into a Dataset refresh (GET /exchanges).
+        Answers with no text (numeric tensors only), or not audited, are absent."""
+        found: dict[str, dict[str, Any]] = {}
+        with self._lock:
+            self._audit.flush()
+        for path in (self.audit_path.with_name(AUDIT_FILE + ".1"), self.audit_path):
+            if not path.exists():
+                continue
+            with path.open(encoding="utf-8") as handle:
+                for line in handle:
+                    try:
+                        record = json.loads(line)
+                    except ValueError:
+                        continue  # a line cut by a crash
+                    request_id = record.get("requestId")
+                    if request_id not in request_ids:
+                        continue
+                    texts = {side: [text for tensor in record.get(side) or [] for text in tensor.get("text") or []]
+                             for side in ("inputs", "outputs")}
+                    if texts["inputs"] or texts["outputs"]:
+                        found[request_id] = {"time": record.get("time"), "model": record.get("model"),
+                                             "input": texts["inputs"], "output": texts["outputs"]}
+        return found
+
     def stats(self, window: float | None = None, now: float | None = None) -> dict[str, Any]:
         """Everything /stats reports; with `window` (seconds), the token sketches of the last
         window and the one before it."""

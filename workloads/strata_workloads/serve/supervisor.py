@@ -5,7 +5,8 @@
   analysis     a thread consuming the workers' samples: audit log, drift stats, toxicity
   metrics port Prometheus /metrics (all workers merged, plus the supervisor's own),
                GET /stats (drift), GET /feedback?after=&limit= (records), GET /review?after=&limit=
-               (outputs queued for review), GET /healthz
+               (outputs queued for review), GET /exchanges?ids=a,b (audited answers' text),
+               GET /healthz
   upstream     a thread probing Triton's readiness (strata_sidecar_upstream_ready)
 """
 
@@ -34,6 +35,8 @@ from strata_workloads.serve import metrics as data_path_metrics
 log = logging.getLogger(__name__)
 
 SAMPLE_QUEUE_SIZE = 64  # batches
+# Request ids one GET /exchanges may ask about (a FeedbackPolicy asks in pages of this size).
+MAX_EXCHANGE_IDS = 200
 
 
 def worker_count(configured: int) -> int:
@@ -252,13 +255,19 @@ class Supervisor:
                         return self._json({"error": "after and limit must be integers"}, 400)
                     log = supervisor.feedback if url.path == "/feedback" else supervisor.review
                     self._json(log.page(after, limit))
+                elif url.path == "/exchanges":
+                    ids = {i for value in query.get("ids", []) for i in value.split(",") if i}
+                    if not 0 < len(ids) <= MAX_EXCHANGE_IDS:
+                        return self._json({"error": f"ids: 1 to {MAX_EXCHANGE_IDS} request ids, comma-separated"}, 400)
+                    self._json({"exchanges": supervisor.analysis.exchanges(ids)})
                 elif url.path == "/healthz":
                     # Ready when every worker is alive and listening.
                     ready = sum(p.is_alive() and supervisor.listening[i] for i, p in enumerate(supervisor.workers))
                     self._json({"workers": len(supervisor.workers), "ready": ready},
                                200 if ready == len(supervisor.workers) else 503)
                 else:
-                    self._json({"error": f"not found: {url.path}; try /metrics, /stats, /feedback, /review or /healthz"}, 404)
+                    self._json({"error": f"not found: {url.path}; try /metrics, /stats, /feedback, /review, "
+                                         f"/exchanges or /healthz"}, 404)
 
         listen = self.config.listen
         server = ThreadingHTTPServer((listen.host, listen.metrics_port), Handler)
