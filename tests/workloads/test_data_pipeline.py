@@ -404,6 +404,41 @@ def test_the_reference_sketch_is_what_the_sidecar_makes_of_the_same_tokens_and_a
     assert set(longer) == set(other_words) == set(verdicts(random_ids)) == {"Breached"}
 
 
+def test_the_text_reference_is_what_the_sidecar_makes_of_the_same_texts_and_alarms_only_on_shifted_ones(tmp_path):
+    """Models that take text (BYTES inputs named like the text column) are compared with the
+    version's texts as UTF-8 bytes, letters folded to lower case on both sides."""
+    from strata_workloads.monitor.sketch import TEXT_COLUMN, TokenSketch, sketch_drift
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(_texts(3000, seed=1, words=12)) + "\n")
+    config = PipelineConfig.model_validate({
+        "name": "reference", "sources": [{"path": str(corpus), "format": "text"}],
+        "preprocessing": {"text": {"lowercase": True, "tokenizer": {"kind": "byte"}}}, "validationFraction": 0.1})
+    result = run_pipeline(config, tmp_path / "out")
+    reference = TokenSketch.from_dict(result.manifest.pipeline.reference_statistics["sketches"][TEXT_COLUMN])
+    served = TokenSketch()
+    for split in result.manifest.splits:
+        served.add_texts(text.encode() for text in read_split(result.path, split).column("text").to_pylist())
+    assert served == reference and reference.rows == result.manifest.pipeline.statistics["recordsOut"]
+
+    def verdicts(windows) -> list[str]:
+        results = []
+        for texts in windows:
+            sketch = TokenSketch()
+            sketch.add_texts(text.encode() for text in texts)
+            results.append(sketch_drift({TEXT_COLUMN: reference}, {TEXT_COLUMN: sketch}, 0.2, 100, "1h").verdict)
+        return results
+
+    # Served as clients type them: upper case where the version was lowercased is no drift.
+    same = verdicts([text.upper() if n % 2 else text for n, text in enumerate(_texts(100, seed=1000 + i, words=12))]
+                    for i in range(100))
+    assert same.count("Breached") <= 2 and same.count("OK") == len(same) - same.count("Breached")
+    longer = verdicts(_texts(100, seed=5000 + i, words=30) for i in range(10))
+    digits = verdicts([" ".join(str(random.Random(i * 100 + j).randrange(10 ** 6)) for _ in range(12)) for j in range(100)]
+                      for i in range(10))
+    assert set(longer) == set(digits) == {"Breached"}
+
+
 def test_three_shards_build_the_same_version_as_one(sources, tmp_path):
     """parallelism: the input's parts shared among three processes of the CLI (as an Indexed
     Job's pods run them, each its own index) give the version one process gives: the same id,

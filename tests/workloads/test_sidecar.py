@@ -497,6 +497,23 @@ def test_integer_inputs_are_sketched_per_window_as_the_dataset_pipeline_sketches
     assert expected.length == [1, 0, 0, 2, 0, 4, 0, 0, 1, 0, 0, 0] and sum(expected.ids) == 3 + 40 + 400 + 700
     # Float inputs are not token ids: never sketched.
     assert "INPUT" not in sidecar.get("/stats?window=600")["sketches"].get("identity", {})
+    # Text inputs are sketched as the pipeline sketches a version's text column: UTF-8 bytes.
+    # Other tests of the module send text too: what these requests add is compared.
+    def text_sketch() -> TokenSketch:
+        window = sidecar.get("/stats?window=600").get("sketches", {}).get("text", {}).get("INPUT")
+        return TokenSketch.from_dict(window["current"]) if window else TokenSketch()
+
+    before = text_sketch()
+    texts = [["Where is my PARCEL?".encode(), "ok".encode()], ["Ünïcode text".encode(), "x".encode()]]
+    expected_text = TokenSketch()
+    for batch in texts:
+        expected_text.add_texts(batch)
+        client.infer("text", grpc_inputs(np.array([batch], dtype=object), "BYTES"), headers=ALICE_HEADERS)
+    after = wait_for(lambda: (sketch := text_sketch()).rows >= before.rows + 4 and sketch, timeout=30, interval=0.1,
+                     what="the text sketches to include the requests")
+    added = TokenSketch(after.rows - before.rows, [a - b for a, b in zip(after.length, before.length)],
+                        [a - b for a, b in zip(after.ids, before.ids)])
+    assert added == expected_text and expected_text.rows == 4
     for bad in ("0", "-5", "abc", str(10 ** 7)):
         with pytest.raises(urllib.error.HTTPError) as refused:
             sidecar.get(f"/stats?window={bad}")

@@ -59,7 +59,7 @@ from strata_workloads.data.sources import (
     file_digest,
     source_parts,
 )
-from strata_workloads.monitor.sketch import TOKENS_COLUMN, TokenSketch
+from strata_workloads.monitor.sketch import TEXT_COLUMN, TOKENS_COLUMN, TokenSketch
 from strata_workloads.data.text import (
     LENGTH_EDGES,
     TOKEN_EDGES,
@@ -414,6 +414,7 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, shards: int = 1, ru
         augmentation = config.augmentation
         length_histogram = Histogram(LENGTH_EDGES)
         token_sketch = TokenSketch()  # of real records only: the drift reference of served inputs
+        text_sketch = TokenSketch()  # the same records' text, for models that take text
         label_counts: dict[int, int] = {}
         real_train = 0
         split_threshold = int(config.validation_fraction * (1 << 32))
@@ -434,6 +435,7 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, shards: int = 1, ru
             kept_rows = np.flatnonzero(keep)
             length_histogram.add([len(texts[i]) for i in kept_rows])
             token_sketch.add_sequences(token_ids[i] for i in kept_rows)
+            text_sketch.add_texts(texts[i] for i in kept_rows)
             for i in kept_rows:
                 after_near += 1
                 split = "validation" if int.from_bytes(keys[i][:4], "little") < split_threshold else "train"
@@ -509,7 +511,7 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, shards: int = 1, ru
             "lengthDistribution": length_histogram.fractions(),
             "tokenDistribution": token_histogram.fractions(),
             "classDistribution": {str(k): v / total_labels for k, v in sorted(label_counts.items())},
-            "sketches": {TOKENS_COLUMN: token_sketch.to_dict()},
+            "sketches": {TOKENS_COLUMN: token_sketch.to_dict(), TEXT_COLUMN: text_sketch.to_dict()},
         }
         report = PipelineReport(
             lineage=Lineage(

@@ -13,7 +13,11 @@ A sketch of rows of token ids holds:
   ids      token ids per bucket, bucket = id mod ID_BUCKETS: the token distribution in a
            fixed, small shape that needs no vocabulary (the sidecar has no tokenizer)
 
-A reference names its sketches by the Dataset column they summarise ("tokens"); a model
+A text sketch treats each text as the sequence of its UTF-8 bytes (lengths in bytes, byte
+values as the ids, ASCII letters folded to lower case, as a Dataset may lowercase): text
+inputs (BYTES tensors) are compared with the version's text column without a tokenizer.
+
+A reference names its sketches by the Dataset column they summarise ("tokens", "text"); a model
 input tensor of the same name is compared with it.
 """
 
@@ -28,6 +32,7 @@ from strata_workloads.monitor.result import INSUFFICIENT_DATA, MonitorResult, ju
 LENGTH_EDGES = (0, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 ID_BUCKETS = 64
 TOKENS_COLUMN = "tokens"
+TEXT_COLUMN = "text"
 DEFAULT_ALPHA = 0.01
 # Floor of a bin's share in PSI, so an empty bin adds a large but finite term.
 PSI_EPSILON = 1e-4
@@ -64,6 +69,16 @@ class TokenSketch:
         self.rows += len(arrays)
         self.length = [a + int(b) for a, b in zip(self.length, bins)]
         self.ids = [a + int(b) for a, b in zip(self.ids, buckets)]
+
+    def add_texts(self, texts: Iterable[bytes | str]) -> None:
+        """Texts as sequences of their UTF-8 bytes, ASCII letters in lower case."""
+        import numpy as np
+
+        def folded(text: bytes | str):
+            raw = np.frombuffer(text.encode() if isinstance(text, str) else bytes(text), dtype=np.uint8)
+            return np.where((raw >= 65) & (raw <= 90), raw + 32, raw)
+
+        self.add_sequences(folded(text) for text in texts)
 
     def add_rows(self, values, shape: list[int]) -> None:
         """A tensor as the sidecar sees it: the first dimension is the batch when there are two

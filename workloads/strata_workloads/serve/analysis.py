@@ -114,7 +114,7 @@ class MinuteSketches:
     def __init__(self):
         self.minutes: dict[int, TokenSketch] = {}
 
-    def add(self, at: float, values: np.ndarray, shape: list[int]) -> None:
+    def _minute(self, at: float) -> TokenSketch:
         minute = int(at // SKETCH_MINUTE)
         sketch = self.minutes.get(minute)
         if sketch is None:
@@ -122,7 +122,15 @@ class MinuteSketches:
             oldest = minute - SKETCH_RETENTION_SECONDS // SKETCH_MINUTE
             for stale in [m for m in self.minutes if m < oldest]:
                 del self.minutes[stale]
-        sketch.add_rows(values, shape)
+        return sketch
+
+    def add(self, at: float, values: np.ndarray, shape: list[int]) -> None:
+        """Token ids: each row of a batched tensor a sequence."""
+        self._minute(at).add_rows(values, shape)
+
+    def add_texts(self, at: float, texts: list[bytes]) -> None:
+        """A BYTES tensor's elements, each a text."""
+        self._minute(at).add_texts(texts)
 
     def between(self, start: float, end: float) -> TokenSketch:
         """The minutes that began in [start, end)."""
@@ -255,9 +263,13 @@ class Analysis:
                             stats = self.tensors[key] = TensorStats(self.config.drift.reservoir_size, self._rng)
                         stats.add(tensor.datatype, tensor.shape, values)
                 for tensor in inputs:
+                    at = float(meta.get("time") or time.time())
                     if tensor.datatype in INTEGER_TYPES and isinstance(tensor.values, np.ndarray):
                         self.sketches.setdefault((meta["model"], tensor.name), MinuteSketches()).add(
-                            float(meta.get("time") or time.time()), tensor.values, tensor.shape)
+                            at, tensor.values, tensor.shape)
+                    elif tensor.datatype == "BYTES" and tensor.values:
+                        self.sketches.setdefault((meta["model"], tensor.name), MinuteSketches()).add_texts(
+                            at, list(tensor.values))
             if toxicity is not None:
                 self.toxicity_scored += 1
                 self.toxicity_sum += toxicity
