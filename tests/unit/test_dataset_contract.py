@@ -22,7 +22,7 @@ from strata.render.config import render_config_map
 from strata.render.dataset import ANNOTATION_REFRESH_TICK, ANNOTATION_RUN_CONFIG
 from strata.render.feedback_policy import drift_reference
 from strata_workloads.data.result import CONFIG_FILE, CONTAINER_NAME, SOURCES_DIR, STORAGE_DIR
-from strata_workloads.monitor.sketch import TOKENS_COLUMN, TokenSketch
+from strata_workloads.monitor.sketch import TEXT_COLUMN, TOKENS_COLUMN, TokenSketch
 
 OWNER = {"metadata": {"name": "notes", "namespace": "ml", "uid": "u-1"}}
 SPEC = DatasetSpec.model_validate({
@@ -80,8 +80,12 @@ def test_the_rendered_config_runs_and_its_result_becomes_the_status_a_training_j
     # The version's token sketch travels in the termination message into status.history, where
     # a FeedbackPolicy finds the drift reference of a model trained on the version.
     manifest = json.loads((tmp_path / "pvc-datasets" / status["path"] / "manifest.json").read_text())
-    sketch = manifest["pipeline"]["referenceStatistics"]["sketches"][TOKENS_COLUMN]
-    assert status["history"][-1]["reference"] == [{"column": TOKENS_COLUMN, **sketch}] and sketch["rows"] == 3
+    sketches = manifest["pipeline"]["referenceStatistics"]["sketches"]
+    sketch = sketches[TOKENS_COLUMN]
+    assert set(sketches) == {TOKENS_COLUMN, TEXT_COLUMN} and sketch["rows"] == sketches[TEXT_COLUMN]["rows"] == 3
+    assert sorted(status["history"][-1]["reference"], key=lambda item: item["column"]) == [
+        {"column": name, **sketches[name]} for name in sorted(sketches)]
     trained = {"metadata": {"name": "lm"}, "spec": {"dataset": {"name": "notes"}}, "status": {"datasetVersion": version}}
     reference = drift_reference(trained, {"metadata": {"name": "notes"}, "status": status})
-    assert reference.problem is None and reference.sketches == {TOKENS_COLUMN: TokenSketch.from_dict(sketch)}
+    assert reference.problem is None
+    assert reference.sketches == {name: TokenSketch.from_dict(value) for name, value in sketches.items()}
