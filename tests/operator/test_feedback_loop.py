@@ -460,7 +460,10 @@ def test_include_feedback_folds_the_answers_rated_up_into_the_refreshed_datasets
     assert {line["requestId"] for line in lines} == set(answered)
     summary = json.loads(samples["metadata"]["annotations"]["strata.dev/feedback-summary"])
     assert (summary["samples"], summary["fromFeedback"], summary["withoutText"]) == (5, 5, 0)
-    assert "with 5 feedback samples" in conditions_of(requested)["Retraining"]["message"]
+    assert requested["status"]["datasetRefresh"]["dataset"] == "chats"
+    events = get_json(cluster, "events", "-n", namespace, "--field-selector", "involvedObject.name=lm-loop")["items"]
+    assert any(event["reason"] == "RefreshingDataset" and "with 5 feedback samples (0 approved in review)" in event["message"]
+               for event in events), [event["message"] for event in events]
 
     dataset = get_json(cluster, "dataset", "chats", "-n", namespace)
     assert dataset["metadata"]["annotations"]["strata.dev/feedback-samples"] == "lm-loop-feedback-samples"
