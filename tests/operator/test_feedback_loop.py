@@ -28,6 +28,7 @@ from tests_support import get_json, wait_for
 def start_sidecar(tmp_path, upstream: tuple[int, int] | None = None, **settings):
     """The real sidecar (one worker, no keys) in front of `upstream` (Triton's gRPC and HTTP
     ports; free ports with nothing behind them when none). Yields (metrics URL, rate, ports)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     ports = {"httpPort": free_port(), "grpcPort": free_port(), "metricsPort": free_port()}
     grpc_port, http_port = upstream or (free_port(), free_port())
     config = {"modelName": "lm", "workers": 1, "stateDir": str(tmp_path / "state"),
