@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import textwrap
+from typing import Any
 
 import pytest
 
@@ -191,12 +192,6 @@ def test_the_hpa_scales_a_deployment_out_on_real_cpu_load_through_the_sidecar_an
     """autoscaling.cpuUtilization on metrics-server's measure of the pods (Triton and the sidecar):
     gRPC calls from four client threads through the sidecar push it over the target; when they
     stop, the HPA scales back in (scaleDownStabilizationSeconds 0)."""
-    import threading
-
-    import numpy as np
-    import tritonclient.grpc as grpcclient
-    from tritonclient.utils import triton_to_np_dtype
-
     from strata.render.sidecar import SIDECAR_GRPC_PORT
 
     export = exported["status"]["exportedModel"]
@@ -208,27 +203,7 @@ def test_the_hpa_scales_a_deployment_out_on_real_cpu_load_through_the_sidecar_an
     assert [m["resource"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Resource"] == ["cpu"]
     pod = get_json(cluster, "pods", "-n", namespace, "-l", "strata.dev/owner-name=busy")["items"][0]
     target = f"{pod['status']['podIP']}:{SIDECAR_GRPC_PORT}"
-    model, headers = export["variants"]["python"], {"authorization": f"Bearer {API_KEY}"}
-
-    stop = threading.Event()
-    calls = [0]
-
-    def load() -> None:
-        client = grpcclient.InferenceServerClient(target)
-        metadata = client.get_model_metadata(model, headers=headers, as_json=True)
-        inputs = []
-        for spec in metadata["inputs"]:
-            shape = [1] + [32 if int(d) < 0 else int(d) for d in spec["shape"][1:]]
-            tensor = grpcclient.InferInput(spec["name"], shape, spec["datatype"])
-            tensor.set_data_from_numpy(np.ones(shape, dtype=triton_to_np_dtype(spec["datatype"])))
-            inputs.append(tensor)
-        while not stop.is_set():
-            client.infer(model, inputs, headers=headers)
-            calls[0] += 1
-
-    threads = [threading.Thread(target=load, daemon=True) for _ in range(4)]
-    for thread in threads:
-        thread.start()
+    threads, stop, calls = load_threads(target, export["variants"]["python"], count=4, width=32)
     try:
         def scaled_out():
             if not any(thread.is_alive() for thread in threads):
@@ -248,7 +223,7 @@ def test_the_hpa_scales_a_deployment_out_on_real_cpu_load_through_the_sidecar_an
     cluster.kubectl("delete", "modeldeployment", "-n", namespace, "busy", "--wait=false")
 
 
-def load_threads(target: str, model: str, count: int, width: int) -> tuple[list, "threading.Event", list[int]]:
+def load_threads(target: str, model: str, count: int, width: int) -> tuple[list, Any, list[int]]:
     """`count` client threads calling `model` at `target` as fast as it answers, each on its own
     channel; returns (threads, stop event, [calls])."""
     import threading
