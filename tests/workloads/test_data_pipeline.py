@@ -10,6 +10,7 @@ import random
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -486,3 +487,15 @@ def test_three_shards_build_the_same_version_as_one(sources, tmp_path):
                           if p.is_file() and p.name != "manifest.json"}
     assert files(Path(result.path)) == files(one.path)
     assert [p.name for p in (tmp_path / "three").iterdir()] == [one.version]  # the shards' work is gone
+
+
+def test_work_left_by_a_failed_parallel_run_is_removed_once_no_shard_can_still_be_running(sources, tmp_path):
+    stale, fresh = tmp_path / ".runs" / "failed-run" / "shard-1", tmp_path / ".runs" / "running" / "shard-1"
+    for directory in (stale, fresh):
+        directory.mkdir(parents=True)
+        (directory / "spill.parquet").write_bytes(b"x")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    for path in (stale / "spill.parquet", stale, stale.parent):
+        os.utime(path, (two_days_ago, two_days_ago))
+    run_pipeline(_config(sources), tmp_path, shard_timeout=24 * 3600)
+    assert not stale.parent.exists() and (fresh / "spill.parquet").is_file()

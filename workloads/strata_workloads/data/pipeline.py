@@ -348,6 +348,19 @@ def _remove_run(run_dir: Path | None) -> None:
         pass
 
 
+def _remove_stale_runs(out: Path, older_than: float) -> None:
+    """Parallel runs' work left by runs that failed: untouched for longer than shard 0 waits,
+    no shard of them can still be running."""
+    runs = out / RUNS_DIR
+    if not runs.is_dir():
+        return
+    cutoff = time.time() - older_than
+    for run in runs.iterdir():
+        newest = max([run.stat().st_mtime, *(path.stat().st_mtime for path in run.rglob("*"))])
+        if newest < cutoff:
+            shutil.rmtree(run, ignore_errors=True)
+
+
 def run_pipeline(config: PipelineConfig, out: str | Path, *, shards: int = 1, run_id: str | None = None,
                  shard_timeout: float = 24 * 3600) -> PipelineResult:
     """Build the version (as shard 0 when ``shards`` > 1: the others run :func:`map_shard`)."""
@@ -357,6 +370,7 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, shards: int = 1, ru
     existing = _existing(config, out, spec_hash)
     if existing is not None:
         return existing
+    _remove_stale_runs(out, shard_timeout)
     if shards > 1 and not run_id:
         raise ValueError("a run of several shards needs the run's id (the directory they share)")
     run_dir = out / RUNS_DIR / run_id if shards > 1 else None
