@@ -77,7 +77,6 @@ TOKENIZER_FILENAME = "tokenizer.json"
 _SPILL = "spill.parquet"
 # A shard's results in its directory; SHARD_DONE is written last (by rename): the others are complete.
 SHARD_DONE = "shard.json"
-SHARD_ERROR = "error.json"
 RUNS_DIR = ".runs"
 # How often shard 0 looks for the other shards' results.
 SHARD_POLL_SECONDS = 2.0
@@ -268,6 +267,13 @@ def map_shard(config: PipelineConfig, out: str | Path, shard: int, shards: int, 
     if _existing(config, Path(out), config.spec_hash()) is not None:
         return None
     final = shard_directory(out, run_id, shard)
+    _map_into(config, shard, shards, final)
+    return final
+
+
+def _map_into(config: PipelineConfig, shard: int, shards: int, final: Path) -> dict[str, Any]:
+    """Map the shard's parts into `final`, which appears whole (renamed into place, its summary
+    in SHARD_DONE) once done; returns the summary."""
     # A retried pod starts over: whatever an earlier attempt left is replaced.
     partial = final.with_name(f"{final.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
@@ -275,7 +281,7 @@ def map_shard(config: PipelineConfig, out: str | Path, shard: int, shards: int, 
     (partial / SHARD_DONE).write_text(json.dumps(summary))
     shutil.rmtree(final, ignore_errors=True)
     os.rename(partial, final)
-    return final
+    return summary
 
 
 def _await_shards(run_dir: Path, shards: int, timeout: float) -> list[Path]:
@@ -384,8 +390,7 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, shards: int = 1, ru
             summaries = [_map_parts(config, 0, 1, work)]
             shard_dirs = [work]
         else:
-            summaries = [_map_parts(config, 0, shards, run_dir / "shard-0")]
-            (run_dir / "shard-0" / SHARD_DONE).write_text(json.dumps(summaries[0]))
+            _map_into(config, 0, shards, run_dir / "shard-0")
             shard_dirs = _await_shards(run_dir, shards, shard_timeout)
             summaries = [json.loads((d / SHARD_DONE).read_text()) for d in shard_dirs]
             work.mkdir()

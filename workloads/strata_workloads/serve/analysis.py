@@ -331,8 +331,7 @@ class Analysis:
         by request id: what a FeedbackPolicy folds into a Dataset refresh (GET /exchanges).
         Answers with no text (numeric tensors only), or not audited, are absent."""
         found: dict[str, dict[str, Any]] = {}
-        with self._lock:
-            self._audit.flush()
+        # Each audit line is flushed as it is written: the files hold every one so far.
         for path in (self.audit_path.with_name(AUDIT_FILE + ".1"), self.audit_path):
             if not path.exists():
                 continue
