@@ -149,7 +149,7 @@ def test_a_new_version_rolls_out_one_that_never_becomes_ready_is_rolled_back_and
     repository = exported["models"] / export["repository"]["pvc"]["path"]
     model = {"repository": {"location": {"pvc": {"claimName": "models", "path": export["repository"]["pvc"]["path"]}},
                             "name": model_name, "version": 1}}
-    apply(cluster, namespace, deployment("versions", model, rollout={"progressDeadlineSeconds": 60}))
+    apply(cluster, namespace, deployment("versions", model))
     serving(cluster, namespace, "versions", 1)
 
     # Version 2: the same weights published again, as a retraining would publish new ones.
@@ -160,8 +160,10 @@ def test_a_new_version_rolls_out_one_that_never_becomes_ready_is_rolled_back_and
     assert rolled["modelVersion"]["previous"] == 1
 
     # Version 3 does not exist: the init step fails, and after the deadline version 2 serves again.
+    # The short deadline comes only now: versions 1 and 2 may start slowly on a busy node.
     cluster.kubectl("patch", "modeldeployment", "-n", namespace, "versions", "--type=merge",
-                    "-p", json.dumps({"spec": {"model": {"repository": {"version": 3}}}}))
+                    "-p", json.dumps({"spec": {"model": {"repository": {"version": 3}},
+                                               "rollout": {"progressDeadlineSeconds": 60}}}))
     back = wait_for(lambda: (s := md_status(cluster, namespace, "versions")).get("phase") == "RolledBack" and s,
                     timeout=400, interval=2, what="version 3 to be rolled back")
     assert back["modelVersion"]["current"] == 2 and back["modelVersion"]["target"] == 3

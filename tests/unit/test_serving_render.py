@@ -77,6 +77,8 @@ ROLLOUT_CASES = [
     pytest.param(V3, live(V4, available=True, history=[V3, V4], rollback={"failed": V5.to_dict(), "restored": V4.to_dict(), "message": "m"}),
                  V3, [V3, V4], None, id="naming another version clears the rollback and rolls it out"),
     pytest.param(V5, live(V5, deadline=True), V5, [], None, id="a first version past its deadline has nothing to roll back to"),
+    pytest.param(V5, live(V5, available=True, rollback={"failed": V5.to_dict(), "restored": None, "message": "m"}),
+                 V5, [V5], None, id="a failed first version that becomes available late serves"),
     pytest.param(None, live(V4, available=True, history=[V4]), V4, [V4], None,
                  id="an unresolvable model keeps serving what is served"),
 ]
@@ -94,6 +96,23 @@ def test_a_failed_version_without_auto_rollback_is_left_failed():
     plan = plan_rollout(spec_of(rollout={"autoRollback": False}).rollout, V5, live(V5, deadline=True, history=[V4]))
     assert plan.serve == V5 and plan.newly_failed
     assert plan.rollback["restored"] is None and "autoRollback is false" in plan.rollback["message"]
+
+
+@pytest.mark.parametrize("auto_rollback", [True, False], ids=["with autoRollback", "without autoRollback"])
+def test_a_failure_with_nothing_restored_is_cleared_when_the_target_becomes_available(auto_rollback):
+    failed = {"failed": V5.to_dict(), "restored": None, "message": "m"}
+    still_failing = plan_rollout(spec_of(rollout={"autoRollback": auto_rollback}).rollout, V5,
+                                 live(V5, deadline=True, history=[V4], rollback=failed))
+    assert still_failing.rollback == failed and not still_failing.newly_failed
+    late = plan_rollout(spec_of(rollout={"autoRollback": auto_rollback}).rollout, V5,
+                        live(V5, available=True, history=[V4], rollback=failed))
+    assert late.rollback is None and late.serve == V5 and late.newly_available == V5 and late.history == [V4, V5]
+
+
+def test_a_restored_version_stays_restored_while_the_spec_names_the_failed_one():
+    rolled_back = {"failed": V5.to_dict(), "restored": V4.to_dict(), "message": "m"}
+    plan = plan_rollout(spec_of().rollout, V5, live(V4, available=True, history=[V3, V4], rollback=rolled_back))
+    assert plan.rollback == rolled_back and plan.serve == V4
 
 
 def test_the_history_keeps_at_most_revision_history_entries():

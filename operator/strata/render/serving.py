@@ -158,6 +158,8 @@ def plan_rollout(rollout: Rollout, target: ServedModel | None, live: dict[str, A
     The target (what the spec names) unless it failed: a target whose rollout exceeded the
     deadline is recorded as failed on the Deployment, and with autoRollback the newest
     revision that was available before it is served again, until the spec names another.
+    A failed target that stayed templated (nothing to restore, or autoRollback off) and then
+    became available is serving, so its failure is cleared.
     """
     history = [ServedModel.from_dict(entry) for entry in _annotation_json(live, ANNOTATION_REVISIONS, [])
                if isinstance(entry, dict)]
@@ -174,6 +176,10 @@ def plan_rollout(rollout: Rollout, target: ServedModel | None, live: dict[str, A
     rollback = _annotation_json(live, ANNOTATION_ROLLBACK, None)
     if not isinstance(rollback, dict) or rollback.get("failed") != target.to_dict():
         rollback = None  # the spec moved on from the failed model: roll out what it names
+    elif not rollback.get("restored") and live_model == target and deployment_available(live):
+        # Nothing was restored, so the failed model stayed templated, and it became available
+        # after all (late: a slow pull or start): it serves, and the failure is history.
+        rollback = None
     newly_failed = False
     if rollback is None and live_model == target and deadline_exceeded(live):
         newly_failed = True
