@@ -324,6 +324,56 @@ def test_the_drift_monitor(case, drift, signals, reference, verdict, says):
     assert (result.name, result.verdict) == ("drift", verdict) and says in result.message, result.message
 
 
+def _latent(rows: int, mean: float = 0.0, seed: int = 0):
+    """A float input's value sketch: rows of 16 values of N(mean, 1)."""
+    import numpy as np
+    from strata_workloads.monitor.sketch import ValueSketch
+
+    made = ValueSketch()
+    made.add(np.random.default_rng(seed).normal(mean, 1, rows * 16), rows=rows)
+    return made
+
+
+def _float_signals(current, previous, tokens=None) -> policy.Signals:
+    from strata_workloads.monitor.sketch import ValueSketch
+
+    return policy.Signals(sources=1, sketches={"tokens": tokens} if tokens else {},
+                          value_sketches={"latent": {"current": current, "previous": previous or ValueSketch()}})
+
+
+TRAINING_TOKENS = policy.DriftReference({"tokens": _sketch(2000)}, "Dataset chats version v2")
+
+
+@pytest.mark.parametrize("case, drift, signals, reference, verdict, says", [
+    ("a float input like the window before's", {"reference": "previousWindow"},
+     _float_signals(_latent(200, seed=1), _latent(200, seed=2)), None, OK, "against the 1h before: no drift"),
+    ("a float input whose mean moved", {"reference": "previousWindow"},
+     _float_signals(_latent(200, 1.0, seed=1), _latent(200, seed=2)), None, BREACHED, "drifted in 1h: latent (PSI"),
+    ("a float-only model with no training Dataset is compared with the window before", {},
+     _float_signals(_latent(200, 1.0, seed=1), _latent(200, seed=2)),
+     policy.DriftReference(problem="the target serves no TrainingJob's model"), BREACHED, "against the 1h before"),
+    ("tokens against the Dataset and floats against the window before, in one verdict", {},
+     _float_signals(_latent(200, 1.0, seed=1), _latent(200, seed=2), {"current": _sketch(200)}), TRAINING_TOKENS,
+     BREACHED, "against Dataset chats version v2 (tokens) and the 1h before (latent): drifted in 1h: latent"),
+    ("a float input first seen in this window says it was not compared", {},
+     _float_signals(_latent(200, seed=1), None, {"current": _sketch(200)}), TRAINING_TOKENS, OK,
+     "not compared: the 1h before had no sampled request with the float inputs latent"),
+    ("token inputs without a reference say so beside the floats' verdict", {},
+     _float_signals(_latent(200, seed=1), _latent(200, seed=2), {"current": _sketch(200)}),
+     policy.DriftReference(problem="TrainingJob lm has not recorded the Dataset version it trained on yet"), OK,
+     "not compared: TrainingJob lm has not recorded"),
+    ("too few rows of a float input for a verdict", {"reference": "previousWindow"},
+     _float_signals(_latent(20, 1.0, seed=1), _latent(200, seed=2)), None, INSUFFICIENT_DATA, "100 needed"),
+    ("no float input in either window and no reference", {},
+     policy.Signals(sources=1), policy.DriftReference(problem="the target serves no TrainingJob's model"),
+     INSUFFICIENT_DATA, "serves no TrainingJob's model"),
+])
+def test_the_drift_monitor_with_float_inputs(case, drift, signals, reference, verdict, says):
+    spec = spec_of(window="1h", monitors={"drift": {"maxPSI": 0.2, "minSamples": 100, **drift}})
+    (result,) = policy.evaluate(spec, signals, NOW, reference=reference)
+    assert (result.name, result.verdict) == ("drift", verdict) and says in result.message, result.message
+
+
 # ---- Prometheus as the source of approval and toxicity ----
 
 def test_the_prometheus_selector_is_the_targets_pods_unless_the_spec_names_one():

@@ -3,6 +3,8 @@ drift test's false-alarm and detection rates measured over many windows."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -185,3 +187,171 @@ def test_sketch_drift_says_why_it_has_no_verdict():
 def test_a_sketch_refuses_counts_of_another_shape():
     with pytest.raises(ValueError, match="12 length bins and 64 id buckets"):
         sketch.TokenSketch.from_dict({"rows": 1, "length": [1], "ids": [0] * 64})
+
+
+# ---- value sketches: float inputs ----
+
+def _values(rng, count: int) -> np.ndarray:
+    """Values of every kind a sketch keeps apart: both signs over many magnitudes, zeros, NaN
+    and both infinities."""
+    values = rng.normal(0, 1, count) * 10.0 ** rng.integers(-12, 14, count)
+    values[rng.random(count) < 0.05] = 0.0
+    values[rng.random(count) < 0.02] = np.nan
+    values[rng.random(count) < 0.01] = np.inf
+    values[rng.random(count) < 0.01] = -np.inf
+    return values
+
+
+def test_merging_value_sketches_equals_sketching_the_union():
+    rng = np.random.default_rng(11)
+    parts = [_values(rng, size) for size in (0, 1, 500, 3000)]
+    merged = sketch.ValueSketch()
+    for part in parts:
+        one = sketch.ValueSketch()
+        one.add(part)
+        merged = merged.merge(one)
+    union = sketch.ValueSketch()
+    union.add(np.concatenate(parts), rows=len(parts))
+    assert merged == union and union.count == sum(part.size for part in parts)
+
+
+def test_a_value_sketch_round_trips_through_json():
+    made = sketch.ValueSketch()
+    made.add(_values(np.random.default_rng(12), 2000), rows=7)
+    again = sketch.ValueSketch.from_dict(json.loads(json.dumps(made.to_dict())))
+    assert again == made and (again.rows, again.count) == (7, 2000)
+    with pytest.raises(ValueError, match="relative accuracy"):
+        sketch.ValueSketch.from_dict({**made.to_dict(), "relativeAccuracy": 0.05})
+
+
+def test_nan_and_infinities_are_counted_apart_from_the_buckets():
+    made = sketch.ValueSketch()
+    made.add([np.nan, np.inf, -np.inf, -np.inf, 0.0, 1e-12, 2.5])
+    assert (made.nan, made.positive_infinity, made.negative_infinity, made.count) == (1, 1, 2, 7)
+    assert sum(made.counts.values()) == 3 and made.counts[0] == 2  # 0 and 1e-12 are both zero
+
+
+def test_buckets_follow_the_values_order_within_the_relative_accuracy():
+    rng = np.random.default_rng(13)
+    values = np.sort(rng.normal(0, 1, 5000) * 10.0 ** rng.integers(-8, 11, 5000))
+    keys = sketch.buckets(values)
+    assert (np.diff(keys) >= 0).all()
+    # Within a bucket, magnitudes differ by at most gamma = (1 + a) / (1 - a).
+    gamma = (1 + sketch.RELATIVE_ACCURACY) / (1 - sketch.RELATIVE_ACCURACY)
+    for key in np.unique(keys[keys != 0]):
+        magnitudes = np.abs(values[keys == key])
+        assert magnitudes.max() / magnitudes.min() <= gamma * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("datatype, dtype", [("FP32", "<f4"), ("FP64", "<f8"), ("FP16", "<f2")])
+def test_a_tensors_raw_bytes_sketch_as_its_values_do(datatype, dtype):
+    with np.errstate(over="ignore"):  # FP16 holds the largest magnitudes as infinities
+        values = _values(np.random.default_rng(14), 3000).astype(dtype)
+    from_bytes = sketch.ValueSketch()
+    from_bytes.add_raw(values.tobytes(), datatype, [3, 1000], limit=10_000)
+    from_values = sketch.ValueSketch()
+    from_values.add(values.astype(float).tolist(), rows=3)
+    assert from_bytes == from_values
+
+
+def test_bf16_is_the_high_half_of_an_fp32():
+    values = np.random.default_rng(15).normal(0, 3, 1000).astype(np.float32)
+    high = (values.view(np.uint32) >> 16).astype("<u2")
+    from_bytes = sketch.ValueSketch()
+    from_bytes.add_raw(high.tobytes(), "BF16", [1000], limit=1000)
+    truncated = sketch.ValueSketch()
+    truncated.add((high.astype(np.uint32) << 16).view(np.float32))
+    assert from_bytes == truncated
+
+
+def test_a_large_tensor_is_sampled_evenly_up_to_the_limit():
+    # A batch of 64 rows of 512: 4096 of 32768 values, every 8th, one in each row.
+    batch = np.arange(64 * 512, dtype=np.float32).reshape(64, 512)
+    made = sketch.ValueSketch()
+    made.add_raw(batch.tobytes(), "FP32", [64, 512], limit=4096)
+    expected = sketch.ValueSketch()
+    expected.add(batch.reshape(-1)[::8], rows=64)
+    assert made == expected and made.count == 4096
+    few = sketch.ValueSketch()
+    few.add_raw(batch.tobytes(), "FP32", [64, 512], limit=16)  # every 2048th: rows 0, 4, 8, ...
+    assert (few.count, few.rows) == (16, 16)
+
+
+ALARM_WINDOWS = 100
+
+
+def _alarm_bound(alpha: float, windows: int = ALARM_WINDOWS) -> int:
+    """The most alarms `windows` independent windows give at a false-alarm rate of alpha but
+    once in a thousand runs."""
+    from scipy import stats
+
+    return int(stats.binom.ppf(0.999, windows, alpha))
+
+
+def _value_windows(rng, draw, rows: int = 200, per_row: int = 10) -> list[sketch.ValueSketch]:
+    windows = []
+    for _ in range(ALARM_WINDOWS):
+        window = sketch.ValueSketch()
+        window.add(draw(rng, (rows, per_row)).reshape(-1), rows=rows)
+        windows.append(window)
+    return windows
+
+
+def _alarms(reference: sketch.ValueSketch, windows: list[sketch.ValueSketch], max_psi: float) -> int:
+    results = [sketch.compared_drift([sketch.value_comparison({"latent": reference}, {"latent": window}, "1h",
+                                                              "the 1h before")], max_psi, 100, "1h")
+               for window in windows]
+    assert all(result.verdict in (OK, BREACHED) and result.samples == 200 for result in results)
+    return sum(result.breached for result in results)
+
+
+def test_value_drift_false_alarms_stay_within_alpha():
+    rng = np.random.default_rng(16)
+    reference = sketch.ValueSketch()
+    reference.add(rng.normal(0, 1, 20_000))
+    same = _value_windows(rng, lambda r, shape: r.normal(0, 1, shape))
+    bound = _alarm_bound(sketch.DEFAULT_ALPHA)
+    # The chi-squared test alone (no PSI gate) on independent values: calibrated at alpha.
+    assert _alarms(reference, same, max_psi=0.0) <= bound
+    # Values of a row that share a row's offset are not independent: the p-value is optimistic
+    # there, and the PSI gate is what holds the false alarms down.
+    correlated = _value_windows(rng, lambda r, shape: r.normal(0, 0.5, (shape[0], 1)) + r.normal(0, 0.87, shape))
+    assert _alarms(reference, correlated, max_psi=0.2) <= bound
+
+
+@pytest.mark.parametrize("case, draw", [
+    ("a shifted mean", lambda r, shape: r.normal(1, 1, shape)),
+    ("a doubled spread", lambda r, shape: r.normal(0, 2, shape)),
+])
+def test_value_drift_alarms_on_a_changed_distribution(case, draw):
+    rng = np.random.default_rng(17)
+    reference = sketch.ValueSketch()
+    reference.add(rng.normal(0, 1, 20_000))
+    assert _alarms(reference, _value_windows(rng, draw), max_psi=0.2) >= 0.95 * ALARM_WINDOWS
+
+
+def test_values_turning_nan_or_infinite_drift():
+    rng = np.random.default_rng(18)
+    reference = sketch.ValueSketch()
+    reference.add(rng.normal(0, 1, 5000))
+    for broken in (np.nan, np.inf):
+        current = rng.normal(0, 1, 2000)
+        current[:400] = broken
+        window = sketch.ValueSketch()
+        window.add(current)
+        value, p = sketch.value_drift(reference, window)
+        assert value > 0.2 and p < 1e-6, (broken, value, p)
+
+
+def test_a_value_the_reference_holds_in_bulk_is_one_bin():
+    # A third zeros: the zero bucket is never split, so its share is compared as a whole.
+    def mixture(rng, zeros: float, count: int) -> sketch.ValueSketch:
+        made = sketch.ValueSketch()
+        made.add(np.where(rng.random(count) < zeros, 0.0, rng.exponential(1, count)))
+        return made
+
+    rng = np.random.default_rng(19)
+    reference = mixture(rng, 1 / 3, 20_000)
+    assert not sketch.value_drift(reference, mixture(rng, 1 / 3, 2000))[1] < sketch.DEFAULT_ALPHA / 10
+    value, p = sketch.value_drift(reference, mixture(rng, 2 / 3, 2000))
+    assert value > 0.2 and p < 1e-6

@@ -53,7 +53,7 @@ from strata.render.config import render_config_map
 from strata.render.sidecar import SIDECAR_METRICS_PORT
 from strata_workloads.data.result import FEEDBACK_SAMPLES_FILE
 from strata_workloads.monitor.result import BREACHED, MonitorResult
-from strata_workloads.monitor.sketch import TokenSketch
+from strata_workloads.monitor.sketch import TokenSketch, ValueSketch
 
 EVALUATION_SECONDS = float(os.environ.get("STRATA_FEEDBACK_EVALUATION_SECONDS", "30"))
 # Feedback records read per sidecar per evaluation at most (pages of FEEDBACK_PAGE).
@@ -112,6 +112,7 @@ def read_signals(urls: list[str], window_seconds: float) -> policy.Signals:
     the ones that answer count."""
     records: list[dict[str, Any]] = []
     sketches: dict[str, dict[str, TokenSketch]] = {}
+    value_sketches: dict[str, dict[str, ValueSketch]] = {}
     scored: int | None = None
     flagged = 0
     since: float | None = None
@@ -140,11 +141,17 @@ def read_signals(urls: list[str], window_seconds: float) -> policy.Signals:
                 total = sketches.setdefault(name, {"current": TokenSketch(), "previous": TokenSketch()})
                 for side in total:
                     total[side] = total[side].merge(TokenSketch.from_dict(sides.get(side) or {}))
+        for inputs in (stats.get("valueSketches") or {}).values():  # absent from sidecars before float drift
+            for name, sides in inputs.items():
+                values = value_sketches.setdefault(name, {"current": ValueSketch(), "previous": ValueSketch()})
+                for side in values:
+                    values[side] = values[side].merge(ValueSketch.from_dict(sides.get(side) or {}))
     if not urls:
         error = "no running pod of the target serves yet"
     else:
         error = None if sources else "no sidecar answered: " + "; ".join(errors)[:900]
-    return policy.Signals(tuple(records), scored, flagged, since, sources, error, sketches, review=tuple(review))
+    return policy.Signals(tuple(records), scored, flagged, since, sources, error, sketches, review=tuple(review),
+                          value_sketches=value_sketches)
 
 
 def read_exchanges(urls: list[str], request_ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -35,7 +35,14 @@ from strata.render.common import child_labels, child_metadata, owner_reference
 from strata.render.training_job import MAX_NAME_LENGTH
 from strata_workloads.monitor import feedback as feedback_monitors
 from strata_workloads.monitor.result import BREACHED, INSUFFICIENT_DATA, MonitorResult
-from strata_workloads.monitor.sketch import TokenSketch, sketch_drift
+from strata_workloads.monitor.sketch import (
+    Comparison,
+    TokenSketch,
+    ValueSketch,
+    compared_drift,
+    token_comparison,
+    value_comparison,
+)
 from strata_workloads.monitor.toxicity import toxicity_from_counts
 
 RETRAIN_INFIX = "-retrain-"
@@ -93,6 +100,9 @@ class Signals:
     review: tuple[dict[str, Any], ...] = ()
     # With counts from Prometheus: why the sidecars (bias, drift, review) could not be read.
     sidecar_error: str | None = None
+    # Float input name -> {"current": its value sketch of the last window, "previous": of the
+    # one before}, summed over the sidecars (GET /stats?window=, "valueSketches").
+    value_sketches: dict[str, dict[str, ValueSketch]] = field(default_factory=dict)
 
 
 # ---- Prometheus as the source of approval and toxicity ----
@@ -292,17 +302,27 @@ def evaluate(spec: FeedbackPolicySpec, signals: Signals, now: dt.datetime,
 
 def drift_monitor(mode: str, max_psi: float, min_samples: int, window: str, signals: Signals,
                   reference: DriftReference | None) -> MonitorResult:
+    """One verdict over token-id and text inputs (against `mode`'s reference) and float inputs
+    (against the window before, whatever the mode: a Dataset version sketches only its token
+    and text columns, so it has no float reference to give)."""
     current = {name: sides["current"] for name, sides in signals.sketches.items()}
+    before = f"the {window} before"
+    values = value_comparison({name: sides["previous"] for name, sides in signals.value_sketches.items()},
+                              {name: sides["current"] for name, sides in signals.value_sketches.items()},
+                              window, against=before)
     if mode == "previousWindow":
         baseline = {name: sides["previous"] for name, sides in signals.sketches.items() if sides["previous"].rows}
-        if not baseline:
+        if not baseline and not values.tests:
             return MonitorResult("drift", None, INSUFFICIENT_DATA, 0, window,
                                  f"no sampled request in the window before the last {window} to compare with")
-        return sketch_drift(baseline, current, max_psi, min_samples, window, against=f"the {window} before")
-    if reference is None or reference.problem:
+        tokens = token_comparison(baseline, current, window, against=before)
+    elif reference is None or reference.problem:
         why = reference.problem if reference is not None else "the training Dataset's reference was not read"
-        return MonitorResult("drift", None, INSUFFICIENT_DATA, 0, window, why)
-    return sketch_drift(reference.sketches, current, max_psi, min_samples, window, against=reference.source)
+        tokens = Comparison("the training Dataset", [], 0, unmet=why,
+                            seen=any(sketch.rows for sketch in current.values()))
+    else:
+        tokens = token_comparison(reference.sketches, current, window, against=reference.source)
+    return compared_drift([tokens, values], max_psi, min_samples, window)
 
 
 def monitor_status(result: MonitorResult) -> dict[str, Any]:

@@ -19,11 +19,20 @@ inputs (BYTES tensors) are compared with the version's text column without a tok
 
 A reference names its sketches by the Dataset column they summarise ("tokens", "text"); a model
 input tensor of the same name is compared with it.
+
+A value sketch (:class:`ValueSketch`) summarises float inputs (FP16, FP32, FP64, BF16: a VAE
+decoder's latent, a generator's noise, an image) with no range known in advance: signed
+logarithmic buckets of fixed relative accuracy, as DDSketch makes them. The sidecar sketches
+each float input per minute; the FeedbackPolicy compares a window's with the window before's
+(:func:`value_drift`). As with token sketches, reading, merging and comparing them is pure
+Python; adding imports numpy (the sidecar has it).
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from strata_workloads.monitor.result import INSUFFICIENT_DATA, MonitorResult, judge
@@ -109,6 +118,144 @@ class TokenSketch:
         return f"TokenSketch(rows={self.rows})"
 
 
+# ---- value sketches: float inputs ----
+
+# Bucket i holds the magnitudes in (gamma^(i-1), gamma^i], gamma = (1 + a) / (1 - a): every
+# value lies within a (DDSketch's relative accuracy) of its bucket's middle. Far finer than the
+# COMPARED_BINS bins drift is judged on, so those fall where the reference's quantiles are, not
+# where buckets happen to end; coarse enough that a minute of a feature fills a few hundred.
+RELATIVE_ACCURACY = 0.02
+_GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
+_LOG_GAMMA = math.log(_GAMMA)
+# Magnitudes below ZERO_MAGNITUDE count as zero; those above MAX_MAGNITUDE share the outermost
+# bucket. The clamp bounds a sketch to 2 * (_MAX_INDEX - _MIN_INDEX + 1) + 1 buckets (about
+# 2,400) whatever a client sends; values a model takes seldom fill more than a few hundred.
+ZERO_MAGNITUDE = 1e-9
+MAX_MAGNITUDE = 1e12
+_MIN_INDEX = math.ceil(math.log(ZERO_MAGNITUDE) / _LOG_GAMMA)
+_MAX_INDEX = math.ceil(math.log(MAX_MAGNITUDE) / _LOG_GAMMA)
+# Triton datatype -> (numpy code of its little-endian elements, bytes per element). BF16 is
+# the high half of an FP32 and is widened to one.
+FLOAT_TYPES = {"FP16": ("f2", 2), "FP32": ("f4", 4), "FP64": ("f8", 8), "BF16": ("u2", 2)}
+# What value drift is judged on: the reference's values in this many equal-mass bins.
+COMPARED_BINS = 10
+
+
+def buckets(values) -> "Any":
+    """The bucket of each finite value (a numpy array), ordered as the values are: 0 for
+    |value| < ZERO_MAGNITUDE, else sign * (1 + index - the smallest index), where the index is
+    ceil(log_gamma |value|) clamped to the magnitudes sketched (bucket index i holds the
+    magnitudes in (gamma^(i-1), gamma^i]). One function buckets every value added, whatever
+    the way in, so two sketches of the same values are equal."""
+    import numpy as np
+
+    magnitude = np.abs(values)
+    small = magnitude < ZERO_MAGNITUDE
+    with np.errstate(divide="ignore"):
+        index = np.ceil(np.log(np.where(small, 1.0, magnitude)) / _LOG_GAMMA)
+    level = np.clip(index, _MIN_INDEX, _MAX_INDEX).astype(np.int64) - _MIN_INDEX + 1
+    return np.where(small, 0, np.where(values > 0, level, -level))
+
+
+class ValueSketch:
+    """Counts of float values per logarithmic bucket (a dict, sparse), with NaN and the
+    infinities counted apart; `rows` are the rows the values came from (what a drift
+    monitor's minSamples counts), `count` every value added. Merging adds counts, so a sum
+    of sketches equals the sketch of all their values: the sidecar's minutes add up to a
+    window, and the sidecars of a deployment to one sketch."""
+
+    def __init__(self, rows: int = 0, counts: Mapping[int, int] | None = None, nan: int = 0,
+                 negative_infinity: int = 0, positive_infinity: int = 0):
+        self.rows = int(rows)
+        self.counts: dict[int, int] = {int(key): int(n) for key, n in (counts or {}).items() if int(n)}
+        self.nan = int(nan)
+        self.negative_infinity = int(negative_infinity)
+        self.positive_infinity = int(positive_infinity)
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts.values()) + self.nan + self.negative_infinity + self.positive_infinity
+
+    def add(self, values: Iterable[float], rows: int = 1) -> None:
+        """Values (any iterable of numbers, or an array) that came from `rows` rows (by default
+        one)."""
+        import numpy as np
+
+        self._add_array(np.fromiter(values, dtype=np.float64) if not hasattr(values, "dtype")
+                        else np.asarray(values, dtype=np.float64).reshape(-1), rows)
+
+    def add_raw(self, raw: bytes, datatype: str, shape: Sequence[int], limit: int) -> None:
+        """A tensor as Triton carries it: `raw` its little-endian elements of `datatype` (a
+        FLOAT_TYPES key). At most `limit` elements are taken, evenly spaced over the whole
+        tensor (every row's and every channel's, where the first `limit` would be an image's
+        top rows); the same shape is always sampled at the same positions, so two windows of
+        like requests are sampled alike. The first dimension is the batch when there are two
+        or more (as TokenSketch.add_rows has it): the rows counted are those a sampled
+        element lies in."""
+        import numpy as np
+
+        code, size = FLOAT_TYPES[datatype]
+        view = memoryview(raw).cast("B")
+        elements = len(view) // size
+        if elements == 0 or limit <= 0:
+            return
+        step = -(-elements // limit)  # ceil: at most `limit` taken
+        # Only the chosen elements are read: a strided view of the bytes, nothing copied before.
+        chosen = np.frombuffer(view[:elements * size], dtype=f"<{code}")[::step]
+        if datatype == "BF16":  # the high 16 bits of an FP32
+            values = (chosen.astype(np.uint32) << 16).view(np.float32)
+        else:
+            values = chosen
+        batch = int(shape[0]) if len(shape) >= 2 and int(shape[0]) > 0 else 1
+        rows = 1
+        if batch > 1:
+            per_row = max(1, elements // batch)
+            rows = min(batch, len(np.unique(np.arange(0, elements, step) // per_row)))
+        self._add_array(values.astype(np.float64), rows)
+
+    def _add_array(self, values, rows: int) -> None:
+        import numpy as np
+
+        nan = np.isnan(values)
+        infinite = np.isinf(values)
+        self.nan += int(nan.sum())
+        self.positive_infinity += int((infinite & (values > 0)).sum())
+        self.negative_infinity += int((infinite & (values < 0)).sum())
+        keys, counts = np.unique(buckets(values[~(nan | infinite)]), return_counts=True)
+        for key, n in zip(keys.tolist(), counts.tolist()):
+            self.counts[key] = self.counts.get(key, 0) + n
+        self.rows += int(rows)
+
+    def merge(self, other: "ValueSketch") -> "ValueSketch":
+        counts = dict(self.counts)
+        for key, n in other.counts.items():
+            counts[key] = counts.get(key, 0) + n
+        return ValueSketch(self.rows + other.rows, counts, self.nan + other.nan,
+                           self.negative_infinity + other.negative_infinity,
+                           self.positive_infinity + other.positive_infinity)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON: bucket keys as strings, in value order; the accuracy, so that a sketch made
+        with other buckets is refused rather than compared."""
+        return {"rows": self.rows, "count": self.count, "relativeAccuracy": RELATIVE_ACCURACY,
+                "buckets": {str(key): self.counts[key] for key in sorted(self.counts)}, "nan": self.nan,
+                "negativeInfinity": self.negative_infinity, "positiveInfinity": self.positive_infinity}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> "ValueSketch":
+        accuracy = raw.get("relativeAccuracy", RELATIVE_ACCURACY)
+        if accuracy != RELATIVE_ACCURACY:
+            raise ValueError(f"a value sketch has buckets of relative accuracy {RELATIVE_ACCURACY}, got {accuracy}")
+        return cls(int(raw.get("rows", 0)), {int(key): n for key, n in (raw.get("buckets") or {}).items()},
+                   int(raw.get("nan", 0)), int(raw.get("negativeInfinity", 0)), int(raw.get("positiveInfinity", 0)))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ValueSketch) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"ValueSketch(rows={self.rows}, count={self.count})"
+
+
 # ---- comparing histograms (pure Python: the operator runs these) ----
 
 def psi(reference: Sequence[float], current: Sequence[float]) -> float:
@@ -191,14 +338,26 @@ def drift_verdict(tests: list[tuple[str, float, float]], samples: int, max_psi: 
     return judge("drift", worst[1], samples, min_samples, window, bool(drifted), message, details)
 
 
-def sketch_drift(reference: Mapping[str, TokenSketch], current: Mapping[str, TokenSketch], max_psi: float,
-                 min_samples: int, window: str, alpha: float = DEFAULT_ALPHA, against: str = "the reference") -> MonitorResult:
-    """Drift of every input sketched on both sides under one name: its length bins and its id
-    buckets. The samples are the fewest rows any compared input has in the current window.
+@dataclass(frozen=True)
+class Comparison:
+    """One kind of input compared with one baseline: its tests, or why there are none."""
+
+    against: str  # "Dataset chats version 3f2a", "the 1h before"
+    tests: list[tuple[str, float, float]]  # (what, PSI, p-value)
+    samples: int  # the fewest rows any compared input has in the current window
+    inputs: tuple[str, ...] = ()  # the inputs compared
+    unmet: str = ""  # why nothing was compared, when nothing was
+    seen: bool = False  # whether the current window had inputs of this kind at all
+
+
+def token_comparison(reference: Mapping[str, TokenSketch], current: Mapping[str, TokenSketch], window: str,
+                     against: str = "the reference") -> Comparison:
+    """Every input sketched on both sides under one name: its length bins and its id buckets.
 
     Token ids within a row are not independent draws, so the ids' p-value is optimistic; the
     PSI gate (both must agree) is what keeps that from alarming on noise.
     """
+    seen = any(sketch.rows for sketch in current.values())
     compared = sorted(name for name in reference if reference[name].rows and name in current)
     if not compared:
         if not any(sketch.rows for sketch in reference.values()):
@@ -206,13 +365,89 @@ def sketch_drift(reference: Mapping[str, TokenSketch], current: Mapping[str, Tok
         else:
             why = (f"no sampled request in {window} had an input named like a column of {against} "
                    f"({', '.join(sorted(reference))}); inputs seen: {', '.join(sorted(current)) or 'none'}")
-        return MonitorResult("drift", None, INSUFFICIENT_DATA, 0, window, why)
+        return Comparison(against, [], 0, unmet=why, seen=seen)
     tests: list[tuple[str, float, float]] = []
     for name in compared:
         tests.append((f"{name}.length", *counts_drift(reference[name].length, current[name].length)))
         tests.append((f"{name}.ids", *counts_drift(reference[name].ids, current[name].ids)))
-    samples = min(current[name].rows for name in compared)
-    result = drift_verdict(tests, samples, max_psi, min_samples, window, alpha)
-    message = result.message if result.verdict == INSUFFICIENT_DATA else f"against {against}: {result.message}"
-    return MonitorResult(result.name, result.value, result.verdict, result.samples, result.window, message,
-                         result.details)
+    return Comparison(against, tests, min(current[name].rows for name in compared), tuple(compared), seen=seen)
+
+
+def value_drift(reference: ValueSketch, current: ValueSketch, bins: int = COMPARED_BINS) -> tuple[float, float]:
+    """PSI and the chi-squared test of homogeneity's p-value of two value sketches, over at most
+    `bins` bins of equal reference mass (edges at the reference's quantiles, as
+    drift.feature_drift bins numeric features), plus a bin each for NaN and either infinity
+    when either sketch has any (a feature that starts to overflow has drifted).
+
+    Equal-mass bins keep PSI stable: its expectation under no drift is about
+    (bins - 1) * (1/n_reference + 1/n_current), however the values spread, and no bin has
+    so few expected values that the chi-squared approximation fails. A bucket is never split,
+    so a value the reference holds in bulk (zero, say) makes one bin and fewer bins result.
+    Values of one row are seldom independent (an image's pixels, a latent's dimensions), so
+    the p-value is optimistic when rows carry many values; the PSI gate, which does not
+    shrink with the sample size, keeps that from alarming on noise.
+    """
+    finite = sorted(reference.counts.items())
+    total = sum(n for _, n in finite)
+    edges: list[int] = []  # the largest bucket key of each bin but the last, which is open above
+    cumulative, target = 0, total / bins
+    for key, n in finite[:-1]:
+        cumulative += n
+        if cumulative >= target:
+            edges.append(key)
+            target = (math.floor(cumulative * bins / total) + 1) * total / bins
+    ref_bins, cur_bins = [0] * (len(edges) + 1), [0] * (len(edges) + 1)
+    for key, n in finite:
+        ref_bins[bisect_left(edges, key)] += n
+    for key, n in current.counts.items():
+        cur_bins[bisect_left(edges, key)] += n
+    for ref_count, cur_count in ((reference.nan, current.nan),
+                                 (reference.negative_infinity, current.negative_infinity),
+                                 (reference.positive_infinity, current.positive_infinity)):
+        if ref_count or cur_count:
+            ref_bins.append(ref_count)
+            cur_bins.append(cur_count)
+    return counts_drift(ref_bins, cur_bins)
+
+
+def value_comparison(reference: Mapping[str, ValueSketch], current: Mapping[str, ValueSketch], window: str,
+                     against: str) -> Comparison:
+    """Every float input sketched in both windows: its values (value_drift)."""
+    seen = sorted(name for name, sketch in current.items() if sketch.rows)
+    compared = [name for name in seen if name in reference and reference[name].count]
+    if not compared:
+        why = (f"{against} had no sampled request with the float inputs {', '.join(seen)}" if seen
+               else f"no sampled request in {window} had a float input")
+        return Comparison(against, [], 0, unmet=why, seen=bool(seen))
+    tests = [(name, *value_drift(reference[name], current[name])) for name in compared]
+    return Comparison(against, tests, min(current[name].rows for name in compared), tuple(compared), seen=True)
+
+
+def compared_drift(comparisons: Sequence[Comparison], max_psi: float, min_samples: int, window: str,
+                   alpha: float = DEFAULT_ALPHA) -> MonitorResult:
+    """One verdict over every comparison's tests (drift_verdict: alpha split over them all). The
+    samples are the fewest of any comparison; a kind of input seen but not compared says why."""
+    made = [comparison for comparison in comparisons if comparison.tests]
+    if not made:
+        unmet = [c.unmet for c in comparisons if c.seen] or [c.unmet for c in comparisons]
+        return MonitorResult("drift", None, INSUFFICIENT_DATA, 0, window, "; ".join(unmet))
+    tests = [test for comparison in made for test in comparison.tests]
+    result = drift_verdict(tests, min(comparison.samples for comparison in made), max_psi, min_samples, window, alpha)
+    if result.verdict == INSUFFICIENT_DATA:
+        return result
+    baselines = list(dict.fromkeys(comparison.against for comparison in made))
+    if len(baselines) == 1:
+        against = baselines[0]
+    else:
+        against = " and ".join(f"{c.against} ({', '.join(c.inputs)})" for c in made)
+    notes = "".join(f"; not compared: {c.unmet}" for c in comparisons if c.seen and not c.tests)
+    return MonitorResult(result.name, result.value, result.verdict, result.samples, result.window,
+                         f"against {against}: {result.message}{notes}", result.details)
+
+
+def sketch_drift(reference: Mapping[str, TokenSketch], current: Mapping[str, TokenSketch], max_psi: float,
+                 min_samples: int, window: str, alpha: float = DEFAULT_ALPHA, against: str = "the reference") -> MonitorResult:
+    """Drift of every token-id or text input sketched on both sides under one name
+    (token_comparison); the samples are the fewest rows any compared input has."""
+    return compared_drift([token_comparison(reference, current, window, against)], max_psi, min_samples, window,
+                          alpha)

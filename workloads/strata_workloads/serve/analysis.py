@@ -12,11 +12,17 @@ model, per input and output tensor, since the sidecar started:
   quantiles  q01..q99 of a uniform reservoir of ``drift.reservoirSize`` values
   datatype, shape      of the latest sample
 
-Token sketches (GET /stats?window=SECONDS), per model and integer input tensor: each sampled
-request's rows summarised as strata_workloads.monitor.sketch.TokenSketch, kept per minute for
-SKETCH_RETENTION_SECONDS, and returned summed over the last window ("current") and the one
-before it ("previous"). A FeedbackPolicy's drift monitor compares them with the token sketch
-of the Dataset version the model was trained on, or the current with the previous window.
+Token sketches (GET /stats?window=SECONDS, "sketches"), per model and integer or text input
+tensor: each sampled request's rows summarised as strata_workloads.monitor.sketch.TokenSketch,
+kept per minute for SKETCH_RETENTION_SECONDS, and returned summed over the last window
+("current") and the one before it ("previous"). A FeedbackPolicy's drift monitor compares them
+with the token sketch of the Dataset version the model was trained on, or the current with the
+previous window.
+
+Value sketches ("valueSketches", alike), per model and float input tensor (FP16, FP32, FP64,
+BF16): at most FLOAT_VALUES_PER_TENSOR evenly spaced values of each sampled request's tensor,
+summarised as sketch.ValueSketch. A drift monitor compares the current window's with the
+previous one's (Dataset versions have no float columns to compare with).
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from strata_workloads.monitor import toxicity as toxicity_model
-from strata_workloads.monitor.sketch import TokenSketch
+from strata_workloads.monitor.sketch import FLOAT_TYPES, TokenSketch, ValueSketch
 from strata_workloads.serve import protocol
 
 log = logging.getLogger(__name__)
@@ -106,6 +112,9 @@ TOXICITY_BUCKETS = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0, math.inf)
 SKETCH_MINUTE = 60
 SKETCH_RETENTION_SECONDS = 2 * 24 * 3600  # two of the longest window a policy is likely to use
 INTEGER_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
+# Values of one float tensor sketched per request: an image of millions costs what a latent of
+# a few thousand does (about a millisecond).
+FLOAT_VALUES_PER_TENSOR = 4096
 
 
 class MinuteSketches:
@@ -139,6 +148,65 @@ class MinuteSketches:
             if start <= minute * SKETCH_MINUTE < end:
                 total = total.merge(sketch)
         return total
+
+
+class MinuteValueSketches:
+    """One float tensor's value sketches per minute, dropped after the retention.
+
+    A sketch is a dict of buckets, about 100 bytes each, and a minute of a feature fills a few
+    hundred: two days of minutes would take some 100 MB per input. So only the last two
+    minutes (a sample may arrive after the next minute began) stay dicts; earlier ones keep
+    their buckets as two arrays, 10 bytes a bucket.
+    """
+
+    OPEN_MINUTES = 2
+
+    def __init__(self):
+        self.open: dict[int, ValueSketch] = {}
+        # minute -> (rows, bucket keys, counts, nan, negative infinity, positive infinity)
+        self.sealed: dict[int, tuple[int, np.ndarray, np.ndarray, int, int, int]] = {}
+
+    def add(self, at: float, raw: bytes, datatype: str, shape: list[int]) -> None:
+        minute = int(at // SKETCH_MINUTE)
+        if minute not in self.open:
+            self.open[minute] = self._unseal(minute)
+        self.open[minute].add_raw(raw, datatype, shape, FLOAT_VALUES_PER_TENSOR)
+        if len(self.open) > self.OPEN_MINUTES:
+            for done in sorted(self.open)[:-self.OPEN_MINUTES]:
+                self._seal(done)
+            oldest = max(self.open) - SKETCH_RETENTION_SECONDS // SKETCH_MINUTE
+            for stale in [m for m in self.sealed if m < oldest]:
+                del self.sealed[stale]
+
+    def _seal(self, minute: int) -> None:
+        sketch = self.open.pop(minute)
+        keys = sorted(sketch.counts)
+        self.sealed[minute] = (sketch.rows, np.asarray(keys, dtype=np.int16),
+                               np.asarray([sketch.counts[key] for key in keys], dtype=np.int64), sketch.nan,
+                               sketch.negative_infinity, sketch.positive_infinity)
+
+    def _unseal(self, minute: int) -> ValueSketch:
+        sealed = self.sealed.pop(minute, None)
+        if sealed is None:
+            return ValueSketch()
+        rows, keys, counts, nan, negative, positive = sealed
+        return ValueSketch(rows, dict(zip(keys.tolist(), counts.tolist())), nan, negative, positive)
+
+    def between(self, start: float, end: float) -> ValueSketch:
+        """The minutes that began in [start, end)."""
+        total = ValueSketch()
+        for minute, sketch in self.open.items():
+            if start <= minute * SKETCH_MINUTE < end:
+                total = total.merge(sketch)
+        chosen = [sealed for minute, sealed in self.sealed.items() if start <= minute * SKETCH_MINUTE < end]
+        if chosen:
+            keys, where = np.unique(np.concatenate([sealed[1] for sealed in chosen]), return_inverse=True)
+            counts = np.zeros(keys.size, dtype=np.int64)
+            np.add.at(counts, where, np.concatenate([sealed[2] for sealed in chosen]))
+            total = total.merge(ValueSketch(sum(sealed[0] for sealed in chosen), dict(zip(keys.tolist(), counts.tolist())),
+                                            *(sum(sealed[field] for sealed in chosen) for field in (3, 4, 5))))
+        return total
+
 
 class TensorStats:
     def __init__(self, reservoir_size: int, rng: np.random.Generator):
@@ -222,8 +290,10 @@ class Analysis:
         self.errors = 0
         # (model, "inputs"|"outputs", tensor name) -> stats
         self.tensors: dict[tuple[str, str, str], TensorStats] = {}
-        # (model, input tensor name) -> per-minute token sketches of integer inputs
+        # (model, input tensor name) -> per-minute token sketches of integer and text inputs
         self.sketches: dict[tuple[str, str], MinuteSketches] = {}
+        # (model, input tensor name) -> per-minute value sketches of float inputs
+        self.value_sketches: dict[tuple[str, str], MinuteValueSketches] = {}
         self.toxicity_scored = 0
         self.toxicity_sum = 0.0
         self.toxicity_flagged = 0  # score > TOXIC_SCORE
@@ -270,6 +340,12 @@ class Analysis:
                     elif tensor.datatype == "BYTES" and tensor.values:
                         self.sketches.setdefault((meta["model"], tensor.name), MinuteSketches()).add_texts(
                             at, list(tensor.values))
+                    elif tensor.datatype in FLOAT_TYPES and len(tensor.raw) == (
+                            FLOAT_TYPES[tensor.datatype][1] * math.prod(tensor.shape)):
+                        # The size check leaves out what Triton refuses (a shape the data does
+                        # not fill) and JSON BF16, whose values the decoder holds as FP64.
+                        self.value_sketches.setdefault((meta["model"], tensor.name), MinuteValueSketches()).add(
+                            at, tensor.raw, tensor.datatype, tensor.shape)
             if toxicity is not None:
                 self.toxicity_scored += 1
                 self.toxicity_sum += toxicity
@@ -352,8 +428,8 @@ class Analysis:
         return found
 
     def stats(self, window: float | None = None, now: float | None = None) -> dict[str, Any]:
-        """Everything /stats reports; with `window` (seconds), the token sketches of the last
-        window and the one before it."""
+        """Everything /stats reports; with `window` (seconds), the token and value sketches of
+        the last window and the one before it."""
         now = time.time() if now is None else now
         with self._lock:
             models: dict[str, dict[str, dict[str, Any]]] = {}
@@ -367,8 +443,14 @@ class Analysis:
                     sketches.setdefault(model, {})[name] = {
                         "current": minutes.between(now - window, now + SKETCH_MINUTE).to_dict(),
                         "previous": minutes.between(now - 2 * window, now - window).to_dict()}
+                value_sketches: dict[str, dict[str, Any]] = {}
+                for (model, name), value_minutes in sorted(self.value_sketches.items()):
+                    value_sketches.setdefault(model, {})[name] = {
+                        "current": value_minutes.between(now - window, now + SKETCH_MINUTE).to_dict(),
+                        "previous": value_minutes.between(now - 2 * window, now - window).to_dict()}
                 result["window"] = {"seconds": window, "end": now}
                 result["sketches"] = sketches
+                result["valueSketches"] = value_sketches
             if self.config.toxicity.enabled:
                 result["toxicity"] = {"scored": self.toxicity_scored, "flagged": self.toxicity_flagged,
                                       "mean": self.toxicity_sum / self.toxicity_scored if self.toxicity_scored else None}
