@@ -77,11 +77,60 @@ def test_the_rendered_config_is_one_the_pipeline_accepts_with_locations_where_th
     assert (config.record_schema.text_field, config.record_schema.label_field) == ("text", "intent")
 
 
+def image_spec(**changes) -> DatasetSpec:
+    """The example's storage with an image folder of classes, brought to 32x32 grey and augmented."""
+    return spec(**{"modality": "image", "schema": {}, "sources": [{"pvc": {"claimName": "photos", "path": "pets"},
+                                                                    "format": "imagefolder"}],
+                   "preprocessing": {"image": {"width": 32, "height": 24, "resize": "pad", "colorSpace": "L"}},
+                   "augmentation": {"image": {"horizontalFlip": True, "rotationDegrees": 10}, "maxSyntheticFraction": 0.25},
+                   "cleaning": {"dedup": {"nearDuplicate": {"threshold": 0.9}}, "filters": {"minImageSide": 16}},
+                   **changes})
+
+
+def test_an_image_datasets_settings_arrive_in_a_config_the_pipeline_accepts():
+    dataset = image_spec()
+    assert unsupported_features(dataset) is None
+    config = PipelineConfig.model_validate(render_pipeline_config(dataset, "pets"))
+    assert config.modality == "image" and config.sources[0].format == "imagefolder"
+    image = config.preprocessing.image
+    assert (image.width, image.height, image.resize, image.color_space) == (32, 24, "pad", "L")
+    assert config.augmentation.image.horizontal_flip and config.augmentation.image.rotation_degrees == 10
+    assert config.augmentation.max_synthetic_fraction == 0.25
+    assert config.cleaning.filters.min_image_side == 16 and config.cleaning.dedup.near_duplicate.threshold == 0.9
+
+
+def test_feedback_samples_are_text_and_are_not_folded_into_an_image_dataset():
+    config = PipelineConfig.model_validate(render_pipeline_config(image_spec(), "pets", feedback_samples="policy-feedback-samples"))
+    assert [source.format for source in config.sources] == ["imagefolder"]
+
+
 @pytest.mark.parametrize("changes, field", [
-    pytest.param({"modality": "image", "schema": {"imageField": "img"}, "preprocessing": None}, "spec.modality",
-                 id="an image dataset is refused naming modality"),
+    pytest.param({"preprocessing": None, "cleaning__filters": {}}, None, id="an image dataset with defaults is accepted"),
+    pytest.param({"cleaning__filters__minLength": 3}, "spec.cleaning.filters.minLength",
+                 id="a text filter on images is refused naming the field"),
+    pytest.param({"augmentation__text": {"masking": 0.1}}, "spec.augmentation.text",
+                 id="text augmentation on images is refused naming the field"),
+    pytest.param({"cleaning__dedup__nearDuplicate__numPerm": 64}, "spec.cleaning.dedup.nearDuplicate.numPerm",
+                 id="MinHash permutations on images are refused, since images are compared by hash bits"),
+    pytest.param({"cleaning__dedup__nearDuplicate__threshold": 0.6}, "spec.cleaning.dedup.nearDuplicate.threshold",
+                 id="a near-duplicate threshold at which unrelated images match is refused"),
+    pytest.param({"preprocessing__image__normalize": False}, "spec.preprocessing.image.normalize",
+                 id="unnormalized pixels are refused naming the field"),
+    pytest.param({"schema": {"labelField": "kind"}}, "spec.schema.labelField",
+                 id="a label field beside an image folder's class directories is refused"),
+])
+def test_image_settings_the_pipeline_cannot_honour_are_refused_naming_the_field(changes, field):
+    problem = unsupported_features(image_spec(**changes))
+    assert (problem is None) if field is None else (problem is not None and problem.startswith(field)), problem
+
+
+@pytest.mark.parametrize("changes, field", [
+    pytest.param({"modality": "audio", "schema": {"audioField": "clip"}, "preprocessing": None}, "spec.modality",
+                 id="an audio dataset is refused naming modality"),
     pytest.param({"sources": [{"pvc": {"claimName": "c"}, "format": "imagefolder"}]}, "spec.sources[0].format",
-                 id="an image folder source is refused naming its format"),
+                 id="an image folder source in a text dataset is refused naming its format"),
+    pytest.param({"sources": [{"pvc": {"claimName": "c"}, "format": "audiofolder"}]}, "spec.sources[0].format",
+                 id="an audio folder source is refused naming its format"),
     pytest.param({"preprocessing__text__stripStopwords": True}, "spec.preprocessing.text.stripStopwords",
                  id="stop-word removal is refused naming the field"),
     pytest.param({"cleaning__filters__minImageSide": 8}, "spec.cleaning.filters.minImageSide",

@@ -61,8 +61,10 @@ class RecordSchema(StrataModel):
 
 
 class NearDuplicate(StrataModel):
-    threshold: Fraction = Field(default=0.85, description="Jaccard similarity above which records are duplicates.")
-    num_perm: int = Field(default=128, ge=16, le=1024, description="MinHash permutations (accuracy vs speed).")
+    threshold: Fraction = Field(default=0.85, description="Similarity at or above which records are duplicates: for text the Jaccard "
+                                                          "similarity of token shingles, for images the share of equal bits of a "
+                                                          "64-bit difference hash.")
+    num_perm: int = Field(default=128, ge=16, le=1024, description="MinHash permutations (accuracy vs speed); text only.")
 
 
 class Dedup(StrataModel):

@@ -26,6 +26,7 @@ from strata.api import DATASET
 from strata.api.dataset import DatasetSpec
 from strata.constants import ANNOTATION_CREATED_BECAUSE, ChildPolicy
 from strata.render.common import child_labels, child_metadata, volume_mount
+from strata_workloads.data.config import MIN_IMAGE_NEAR_DUPLICATE_THRESHOLD
 from strata_workloads.data.result import (
     CONFIG_DIR,
     CONFIG_PATH,
@@ -75,25 +76,57 @@ class PipelineRun:
 
 
 def unsupported_features(spec: DatasetSpec) -> str | None:
-    """What the spec asks that this version's pipeline does not do, naming the field and the fix."""
+    """What the spec asks that this version's pipeline does not do, or that does not apply to its
+    modality, naming the field and the fix."""
     problems = []
-    if spec.modality != "text":
-        problems.append(f"spec.modality: {spec.modality} datasets are not implemented yet (text is); use modality text")
-    for index, source in enumerate(spec.sources):
-        if source.format in ("imagefolder", "audiofolder"):
-            problems.append(f"spec.sources[{index}].format: {source.format} is not implemented yet; "
-                            f"use jsonl, json, csv, parquet or text")
     preprocessing, augmentation, filters = spec.preprocessing, spec.augmentation, spec.cleaning.filters
+    if spec.modality == "audio":
+        problems.append("spec.modality: audio datasets are not implemented yet (text and image are)")
+    for index, source in enumerate(spec.sources):
+        if source.format == "audiofolder":
+            problems.append(f"spec.sources[{index}].format: audiofolder is not implemented yet")
+        elif source.format == "imagefolder" and spec.modality == "text":
+            problems.append(f"spec.sources[{index}].format: an imagefolder holds images; set spec.modality to image")
     for field_path, value in (
-        ("spec.preprocessing.image", preprocessing.image if preprocessing else None),
         ("spec.preprocessing.audio", preprocessing.audio if preprocessing else None),
-        ("spec.augmentation.image", augmentation.image if augmentation else None),
         ("spec.augmentation.audio", augmentation.audio if augmentation else None),
-        ("spec.cleaning.filters.minImageSide", filters.min_image_side),
         ("spec.cleaning.filters.minAudioSeconds", filters.min_audio_seconds),
     ):
         if value is not None:
-            problems.append(f"{field_path}: image and audio processing is not implemented yet; remove it")
+            problems.append(f"{field_path}: audio processing is not implemented yet; remove it")
+    if spec.modality == "text":
+        for field_path, value in (
+            ("spec.augmentation.image", augmentation.image if augmentation else None),
+            ("spec.cleaning.filters.minImageSide", filters.min_image_side),
+            ("spec.schema.imageField", spec.record_schema.image_field),
+        ):
+            if value is not None:
+                problems.append(f"{field_path}: applies to image datasets only; remove it")
+    if spec.modality == "image":
+        # Settings that only text has: accepted silently they would do nothing.
+        for field_path, value in (
+            ("spec.preprocessing.text", preprocessing.text if preprocessing else None),
+            ("spec.augmentation.text", augmentation.text if augmentation else None),
+            ("spec.cleaning.filters.minLength", filters.min_length),
+            ("spec.cleaning.filters.maxLength", filters.max_length),
+            ("spec.cleaning.filters.maxNonAlphaRatio", filters.max_non_alpha_ratio),
+            ("spec.schema.textField", spec.record_schema.text_field),
+        ):
+            if value is not None:
+                problems.append(f"{field_path}: applies to text datasets only; remove it")
+        near = spec.cleaning.dedup.near_duplicate
+        if near is not None and "num_perm" in near.model_fields_set:
+            problems.append("spec.cleaning.dedup.nearDuplicate.numPerm: images are compared by a 64-bit difference "
+                            "hash, not MinHash; remove it (threshold is the share of equal bits)")
+        if near is not None and near.threshold < MIN_IMAGE_NEAR_DUPLICATE_THRESHOLD:
+            problems.append(f"spec.cleaning.dedup.nearDuplicate.threshold: images need at least "
+                            f"{MIN_IMAGE_NEAR_DUPLICATE_THRESHOLD}, since unrelated images share about half the bits "
+                            f"of their difference hashes; raise it")
+        if preprocessing and preprocessing.image and not preprocessing.image.normalize:
+            problems.append("spec.preprocessing.image.normalize: false is not implemented (versions hold pixels in "
+                            "[-1, 1], what the image model families train on); remove it")
+        if spec.record_schema.label_field and any(source.format == "imagefolder" for source in spec.sources):
+            problems.append("spec.schema.labelField: an imagefolder's classes are its directories; remove it")
     if preprocessing and preprocessing.text and preprocessing.text.strip_stopwords:
         problems.append("spec.preprocessing.text.stripStopwords: not implemented yet; set it to false")
     if spec.storage.s3 is not None:
@@ -185,15 +218,19 @@ def render_pipeline_config(spec: DatasetSpec, name: str, feedback_samples: str |
                 s3["credentialsPath"] = secret_mount("s3", index)
             entry["s3"] = s3
         sources.append(entry)
-    if feedback_samples is not None:
+    # A policy's samples are text (question and answer); an image dataset has nothing to fold in.
+    if feedback_samples is not None and spec.modality == "text":
         sources.append({"path": f"{FEEDBACK_DIR}/{FEEDBACK_SAMPLES_FILE}", "format": "jsonl"})
     schema: dict[str, Any] = {"textField": spec.record_schema.text_field or "text"}
     if spec.record_schema.label_field:
         schema["labelField"] = spec.record_schema.label_field
+    if spec.record_schema.image_field:
+        schema["imageField"] = spec.record_schema.image_field
     cleaning = spec.cleaning
     filters = {key: value for key, value in (("minLength", cleaning.filters.min_length),
                                              ("maxLength", cleaning.filters.max_length),
-                                             ("maxNonAlphaRatio", cleaning.filters.max_non_alpha_ratio)) if value is not None}
+                                             ("maxNonAlphaRatio", cleaning.filters.max_non_alpha_ratio),
+                                             ("minImageSide", cleaning.filters.min_image_side)) if value is not None}
     dedup: dict[str, Any] = {"exact": cleaning.dedup.exact}
     if cleaning.dedup.near_duplicate is not None:
         dedup["nearDuplicate"] = cleaning.dedup.near_duplicate.to_wire()
@@ -210,11 +247,16 @@ def render_pipeline_config(spec: DatasetSpec, name: str, feedback_samples: str |
     if text is not None:
         config["preprocessing"] = {"text": {"normalize": text.normalize, "lowercase": text.lowercase,
                                             "tokenizer": {"kind": text.tokenizer.kind, "vocabSize": text.tokenizer.vocab_size}}}
+    image = spec.preprocessing.image if spec.preprocessing else None
+    if image is not None:
+        config.setdefault("preprocessing", {})["image"] = image.to_wire()
     if spec.augmentation is not None:
         augmentation = spec.augmentation
         config["augmentation"] = {"maxSyntheticFraction": augmentation.max_synthetic_fraction, "seed": augmentation.seed}
         if augmentation.text is not None:
             config["augmentation"]["text"] = augmentation.text.to_wire()
+        if augmentation.image is not None:
+            config["augmentation"]["image"] = augmentation.image.to_wire()
     if spec.quality_gates is not None:
         config["qualityGates"] = spec.quality_gates.to_wire()
     return config

@@ -58,7 +58,9 @@ class DataSource(_Model):
     path: str | None = Field(default=None, description="(pipeline only) A local file or directory; a PVC's mounted path.")
     http: HTTPSource | None = Field(default=None, description="Fetch records from an http(s) endpoint.")
     s3: S3Source | None = Field(default=None, description="Read objects under an S3 prefix.")
-    format: Literal["jsonl", "json", "csv", "parquet", "text"] = Field(description="How records are encoded at the source.")
+    format: Literal["jsonl", "json", "csv", "parquet", "text", "imagefolder"] = Field(
+        description="How records are encoded at the source; imagefolder: one image per file, its class the first "
+                    "directory under the source's root (none when the files sit at the root).")
 
     @model_validator(mode="after")
     def _one_location(self) -> "DataSource":
@@ -74,9 +76,17 @@ class DataSource(_Model):
 
 FieldType = Literal["string", "int", "float", "bool"]
 
+# Images are near duplicates when this share of their 64-bit difference hashes' bits agree, at
+# least: two unrelated images agree on about half, so a lower threshold would drop distinct ones
+# (and the hash index's bands would be too narrow to find candidates cheaply).
+MIN_IMAGE_NEAR_DUPLICATE_THRESHOLD = 0.75
+
 
 class RecordSchema(_Model):
     text_field: str = Field(default="text", max_length=128, description="Field holding the text.")
+    image_field: str | None = Field(default=None, max_length=128,
+                                    description="Field holding an image's encoded bytes (Parquet binary, or base64 text); "
+                                                "image datasets, unless every source is an imagefolder.")
     label_field: str | None = Field(default=None, max_length=128, description="Field holding an integer class label.")
     fields: dict[str, FieldType] = Field(
         default_factory=dict,
@@ -110,6 +120,7 @@ class NoiseFilters(_Model):
     min_length: int | None = Field(default=None, ge=0, description="Drop text shorter than this (characters).")
     max_length: int | None = Field(default=None, ge=1, description="Drop text longer than this (characters).")
     max_non_alpha_ratio: float | None = Field(default=None, ge=0.0, le=1.0, description="Drop text that is mostly symbols.")
+    min_image_side: int | None = Field(default=None, ge=1, description="Drop images whose shorter side is smaller (pixels).")
     drop_patterns: list[str] = Field(default_factory=list, max_length=64,
                                      description="(pipeline only) Drop text matching any of these regular expressions.")
 
@@ -149,10 +160,21 @@ class TextPreprocessing(_Model):
     tokenizer: Tokenizer = Field(default_factory=Tokenizer)
 
 
+class ImagePreprocessing(_Model):
+    width: int = Field(default=64, ge=8, le=4096, description="Width images are brought to (pixels).")
+    height: int = Field(default=64, ge=8, le=4096, description="Height images are brought to (pixels).")
+    resize: Literal["stretch", "centerCrop", "pad"] = Field(default="centerCrop", description="How images reach width x height.")
+    color_space: Literal["RGB", "L"] = Field(default="RGB", description="RGB (3 channels) or L (grayscale).")
+    # Versions hold pixels in [-1, 1] (the layout's contract, what the trainer's image families
+    # expect); the operator's API has normalize, and refuses false.
+    normalize: Literal[True] = Field(default=True, description="Scale pixels to [-1, 1] (the only scaling implemented).")
+
+
 class Preprocessing(_Model):
-    # Image and audio sections are extension points: the operator's API has them, this pipeline
-    # refuses them (extra="forbid") until it implements them.
+    # The audio section is an extension point: the operator's API has it, this pipeline refuses
+    # it (extra="forbid") until it implements it.
     text: TextPreprocessing = Field(default_factory=TextPreprocessing)
+    image: ImagePreprocessing = Field(default_factory=ImagePreprocessing)
 
 
 class TextAugmentation(_Model):
@@ -161,8 +183,16 @@ class TextAugmentation(_Model):
     random_deletion: float = Field(default=0.0, ge=0.0, le=1.0, description="(pipeline only) Share of words deleted.")
 
 
+class ImageAugmentation(_Model):
+    horizontal_flip: bool = Field(default=False, description="Mirror the variants.")
+    rotation_degrees: float = Field(default=0.0, ge=0, le=180, description="Largest random rotation either way (degrees).")
+    color_jitter: float = Field(default=0.0, ge=0.0, le=1.0, description="Strength of random brightness, contrast and saturation changes.")
+    random_crop: float = Field(default=0.0, ge=0.0, le=1.0, description="Largest share of each side cut away.")
+
+
 class Augmentation(_Model):
     text: TextAugmentation = Field(default_factory=TextAugmentation)
+    image: ImageAugmentation = Field(default_factory=ImageAugmentation)
     max_synthetic_fraction: float = Field(default=0.2, ge=0.0, lt=1.0,
                                           description="Cap on augmented records as a share of the training split.")
     seed: int = Field(default=0, ge=0, description="Makes augmentation reproducible.")
@@ -184,7 +214,7 @@ class QualityGates(_Model):
 
 class PipelineConfig(_Model):
     name: str = Field(default="dataset", max_length=253, description="(pipeline only) Dataset name in the manifest.")
-    modality: Literal["text"] = Field(default="text", description="Only text is implemented by this pipeline so far.")
+    modality: Literal["text", "image"] = Field(default="text", description="What the records are (audio is not implemented).")
     sources: list[DataSource] = Field(min_length=1, max_length=16)
     record_schema: RecordSchema = Field(alias="schema", default_factory=RecordSchema)
     cleaning: Cleaning = Field(default_factory=Cleaning)
@@ -200,10 +230,32 @@ class PipelineConfig(_Model):
                                description="(pipeline only) Directory the versions are written under (the storage's mount).")
     quality_gates: QualityGates | None = Field(default=None, description="Limits a new version must meet to become current.")
 
+    @model_validator(mode="after")
+    def _sources_fit_modality(self) -> "PipelineConfig":
+        folders = [source.format == "imagefolder" for source in self.sources]
+        if self.modality == "text" and any(folders):
+            raise ValueError(f"sources[{folders.index(True)}].format: imagefolder holds images; set modality image")
+        near = self.cleaning.dedup.near_duplicate
+        if self.modality == "image" and near is not None and near.threshold < MIN_IMAGE_NEAR_DUPLICATE_THRESHOLD:
+            raise ValueError(f"cleaning.dedup.nearDuplicate.threshold: images need at least "
+                             f"{MIN_IMAGE_NEAR_DUPLICATE_THRESHOLD} (unrelated images share half their hash bits)")
+        if any(folders) and self.record_schema.label_field is not None:
+            raise ValueError("schema.labelField: an imagefolder's classes are its directories; unset labelField")
+        if self.modality == "image" and not all(folders) and self.record_schema.image_field is None:
+            raise ValueError("schema.imageField: an image dataset needs it unless every source is an imagefolder")
+        return self
+
     def spec_hash(self) -> str:
         """Hash of everything that shapes the output (a loaded tokenizer by its content)."""
-        spec: dict[str, Any] = self.model_dump(mode="json", by_alias=True,
-                                               exclude={"batch_size", "parent_version", "output", "quality_gates"})
+        exclude: dict[str, Any] = {"batch_size": True, "parent_version": True, "output": True, "quality_gates": True}
+        if self.modality == "text":
+            # Image settings arrived after text versions existed: leaving them out of a text
+            # spec keeps those versions' ids.
+            exclude |= {"record_schema": {"image_field"}, "cleaning": {"filters": {"min_image_side"}},
+                        "preprocessing": {"image"}, "augmentation": {"image"}}
+        else:
+            exclude |= {"preprocessing": {"text"}, "augmentation": {"text"}}
+        spec: dict[str, Any] = self.model_dump(mode="json", by_alias=True, exclude=exclude)
         tokenizer_path = self.preprocessing.text.tokenizer.path
         if tokenizer_path is not None:
             spec["tokenizerSha256"] = hashlib.sha256(Path(tokenizer_path).read_bytes()).hexdigest()

@@ -1,4 +1,4 @@
-"""The text Dataset pipeline: sources -> cleaning -> preprocessing -> near dedup -> augmentation -> version.
+"""The Dataset pipeline (text and images): sources -> cleaning -> preprocessing -> near dedup -> augmentation -> version.
 
 Two streaming passes, each holding one batch of records at a time:
 
@@ -8,6 +8,10 @@ Two streaming passes, each holding one batch of records at a time:
 2. merge: read the spill, tokenize (the BPE tokenizer trains from the spill first), MinHash +
    LSH near-duplicate removal, assign the split by content hash, add capped synthetic records,
    and write shards through :class:`DatasetWriter`.
+
+Images take the same two passes: pass 1 decodes (an undecodable file is quarantined), filters
+by size and brings each image to the version's colour space and size (``data/image.py``);
+pass 2 removes near duplicates by difference hash and augments.
 
 A parallel run (``shards`` > 1, one pod per shard in an Indexed Job) shares the parts out by
 index (part i to shard i mod shards). Every shard maps its parts into ``<out>/.runs/<run>/
@@ -25,6 +29,8 @@ work is discarded and the existing version returned (``created`` is False).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import heapq
 import json
@@ -50,13 +56,17 @@ from strata_workloads.data.layout import (
     StepCounts,
     read_manifest,
 )
+from strata_workloads.data import image as images
+from strata_workloads.data.image import ImageError
 from strata_workloads.data.minhash import NearDuplicateIndex, shingle_hashes
 from strata_workloads.data.sources import (
+    FOLDER_IMAGE_FIELD,
     Quarantine,
     SourceDigest,
     SourceError,
     combined_digest,
     file_digest,
+    folder_class,
     source_parts,
 )
 from strata_workloads.monitor.sketch import TEXT_COLUMN, TOKENS_COLUMN, TokenSketch
@@ -78,6 +88,10 @@ _SPILL = "spill.parquet"
 # A shard's results in its directory; SHARD_DONE is written last (by rename): the others are complete.
 SHARD_DONE = "shard.json"
 RUNS_DIR = ".runs"
+# Images' mean pixel value (in [-1, 1]) in this many equal bins: a version's brightness distribution.
+BRIGHTNESS_BINS = 10
+# Where an image folder's class index sits in a record (from its directory, not from the file).
+FOLDER_CLASS_FIELD = "class"
 # How often shard 0 looks for the other shards' results.
 SHARD_POLL_SECONDS = 2.0
 
@@ -137,21 +151,93 @@ _CONVERTERS = {
 }
 
 
+class _TextRecords:
+    """Text records in pass 1: the text, normalized; noise filters; the exact-dedup key."""
+
+    spill_columns = [("text", pa.string())]
+
+    def __init__(self, config: PipelineConfig):
+        self.field = config.record_schema.text_field
+        self.preprocessing = config.preprocessing.text
+        self.filters = Filters(config.cleaning.filters)
+
+    def value(self, record: dict[str, Any]) -> str:
+        text = record[self.field]
+        if not isinstance(text, str):
+            raise TypeError(f"{self.field}: expected a string, got {type(text).__name__}")
+        return text
+
+    def map(self, text: str) -> tuple[dict[str, Any], bytes] | str:
+        """The spill's values and the content key, or why the record is filtered out."""
+        text = normalize(text, self.preprocessing)
+        reason = self.filters.reason(text)
+        if reason is not None:
+            return reason
+        return {"text": text}, content_key(text)
+
+
+class _ImageRecords:
+    """Image records in pass 1: decoded (or quarantined), size filter, brought to the version's
+    colour space and size; the exact-dedup key is the resulting pixels'."""
+
+    spill_columns = [("image", pa.binary())]
+
+    def __init__(self, config: PipelineConfig):
+        self.field = config.record_schema.image_field or FOLDER_IMAGE_FIELD
+        settings = config.preprocessing.image
+        self.shape = image_shape(config)
+        self.resize = settings.resize
+        self.min_side = config.cleaning.filters.min_image_side
+
+    def value(self, record: dict[str, Any]) -> Any:
+        data = record[self.field]
+        if isinstance(data, str):
+            try:
+                data = base64.b64decode(data, validate=True)
+            except binascii.Error:
+                raise ImageError(f"image: {self.field} is text but not base64") from None
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError(f"{self.field}: expected an image's bytes, got {type(data).__name__}")
+        return images.decode(bytes(data))
+
+    def map(self, image: Any) -> tuple[dict[str, Any], bytes] | str:
+        if self.min_side is not None and min(image.size) < self.min_side:
+            return "minImageSide"
+        pixels = images.preprocess(image, self.shape, self.resize).tobytes()
+        return {"image": pixels}, hashlib.blake2b(pixels, digest_size=16).digest()
+
+
+def image_shape(config: PipelineConfig) -> images.ImageShape:
+    settings = config.preprocessing.image
+    return images.ImageShape(settings.width, settings.height, 3 if settings.color_space == "RGB" else 1)
+
+
+def folder_classes(config: PipelineConfig) -> list[str]:
+    """Class names of the image folders' class directories, sorted: a class's label is its index."""
+    return sorted({name for source in config.sources if source.format == "imagefolder"
+                   for part in source_parts(source) if (name := folder_class(part.name)) is not None})
+
+
+def _quarantine_excerpt(record: dict[str, Any]) -> dict[str, Any]:
+    """A record as the quarantine shows it: bytes by their size, not their content."""
+    return {name: f"<{len(value)} bytes>" if isinstance(value, (bytes, bytearray)) else value for name, value in record.items()}
+
+
 def _map_parts(config: PipelineConfig, shard: int, shards: int, work: Path) -> dict[str, Any]:
     """Pass 1 over this shard's parts: survivors to ``work/spill.parquet`` (with their part),
     malformed records to ``work/quarantine.jsonl``; returns the shard's summary (counts, parts)."""
     schema = config.record_schema
-    text_config = config.preprocessing.text
-    filters = Filters(config.cleaning.filters)
+    records = _TextRecords(config) if config.modality == "text" else _ImageRecords(config)
     rules = {rule.field: rule for rule in config.cleaning.missing_values}
     seen: set[bytes] = set()
     counts = _Counts()
-    label = schema.label_field
+    classes = {name: index for index, name in enumerate(folder_classes(config))} if config.modality == "image" else {}
+    label = FOLDER_CLASS_FIELD if classes else schema.label_field
     # Ordered (not a set), so the field a record is counted missing under is the same every run.
-    checked_fields = list(dict.fromkeys([schema.text_field, *([label] if label else []), *rules]))
-    columns: dict[str, list] = {"text": [], "key": [], "part": []} | ({"label": []} if label else {})
-    spill_schema = pa.schema([("text", pa.string()), ("key", pa.binary(16)), ("part", pa.int32())]
+    checked_fields = list(dict.fromkeys([records.field, *([label] if label else []), *rules]))
+    spill_schema = pa.schema(records.spill_columns + [("key", pa.binary(16)), ("part", pa.int32())]
                              + ([("label", pa.int64())] if label else []))
+    columns: dict[str, list] = {name: [] for name in spill_schema.names}
     parts: list[_PartRecord] = []
     total_parts = 0
     work.mkdir(parents=True, exist_ok=True)
@@ -159,7 +245,7 @@ def _map_parts(config: PipelineConfig, shard: int, shards: int, work: Path) -> d
         quarantine = Quarantine(quarantine_file)
 
         def flush():
-            if columns["text"]:
+            if columns["key"]:
                 writer.write_table(pa.table(columns, schema=spill_schema))
                 for values in columns.values():
                     values.clear()
@@ -171,8 +257,11 @@ def _map_parts(config: PipelineConfig, shard: int, shards: int, work: Path) -> d
                     continue
                 digest = SourceDigest(source.describe())
                 quarantine.part = index
+                part_class = folder_class(part.name) if source.format == "imagefolder" else None
                 for record, location in part.read(schema.text_field, quarantine, digest, config.batch_size):
                     counts.read += 1
+                    if part_class is not None:
+                        record[FOLDER_CLASS_FIELD] = classes[part_class]
                     dropped = False
                     for name in checked_fields:
                         if not _is_missing(record.get(name)):
@@ -181,7 +270,7 @@ def _map_parts(config: PipelineConfig, shard: int, shards: int, work: Path) -> d
                         if rule is not None and rule.action == "impute":
                             record[name] = rule.value
                             counts.missing_imputed[name] = counts.missing_imputed.get(name, 0) + 1
-                        elif rule is not None or name in (schema.text_field, label):
+                        elif rule is not None or name in (records.field, label):
                             counts.missing_dropped[name] = counts.missing_dropped.get(name, 0) + 1
                             dropped = True
                             break
@@ -191,34 +280,33 @@ def _map_parts(config: PipelineConfig, shard: int, shards: int, work: Path) -> d
                         for name, kind in schema.fields.items():
                             if not _is_missing(record.get(name)):
                                 record[name] = _CONVERTERS[kind](record[name])
-                        text = record[schema.text_field]
-                        if not isinstance(text, str):
-                            raise TypeError(f"{schema.text_field}: expected a string, got {type(text).__name__}")
+                        value = records.value(record)
                         label_value = _CONVERTERS["int"](record[label]) if label else None
                         if label_value is not None and label_value < 0:
                             raise ValueError(f"{label}: a label must be >= 0, got {label_value}")
                     except (TypeError, ValueError, KeyError) as error:
-                        quarantine.add(source.describe(), location, f"schema: {error}", record)
+                        reason = str(error) if isinstance(error, ImageError) else f"schema: {error}"
+                        quarantine.add(source.describe(), location, reason, _quarantine_excerpt(record))
                         counts.schema_invalid += 1
                         continue
-                    text = normalize(text, text_config)
-                    reason = filters.reason(text)
-                    if reason is not None:
-                        counts.filtered[reason] = counts.filtered.get(reason, 0) + 1
+                    mapped = records.map(value)
+                    if isinstance(mapped, str):
+                        counts.filtered[mapped] = counts.filtered.get(mapped, 0) + 1
                         continue
-                    key = content_key(text)
+                    values, key = mapped
                     # Within the shard; shard 0 drops the duplicates across shards when it merges.
                     if config.cleaning.dedup.exact:
                         if key in seen:
                             counts.exact_duplicates += 1
                             continue
                         seen.add(key)
-                    columns["text"].append(text)
+                    for name, item in values.items():
+                        columns[name].append(item)
                     columns["key"].append(key)
                     columns["part"].append(index)
                     if label:
                         columns["label"].append(label_value)
-                    if len(columns["text"]) >= config.batch_size:
+                    if len(columns["key"]) >= config.batch_size:
                         flush()
                 parts.append(_PartRecord(index=index, source=source_index, name=part.name, sha256=digest.hexdigest(),
                                          bytes=digest.bytes, records=digest.records))
@@ -367,6 +455,173 @@ def _remove_stale_runs(out: Path, older_than: float) -> None:
             shutil.rmtree(run, ignore_errors=True)
 
 
+@dataclass
+class _SecondPass:
+    """What pass 2 of a modality hands to the commit."""
+
+    records: int  # real records kept (after near dedup)
+    label_counts: dict[int, int]
+    statistics: dict[str, Any]  # the modality's own statistics
+    reference: dict[str, Any]  # the modality's own reference statistics (drift monitoring)
+    tokenizer: str | None = None
+    num_classes: int = 0  # 0: from the labels seen
+
+
+def _synthetic_cap(augmentation, real_train: int) -> int:
+    """Most synthetic records allowed after `real_train` real training records."""
+    return int(real_train * augmentation.max_synthetic_fraction / (1 - augmentation.max_synthetic_fraction))
+
+
+def _text_pass(config: PipelineConfig, spill: Path, staging: Path, writer: DatasetWriter, counts: _Counts) -> _SecondPass:
+    """Tokenizer (trained on the spill), near dedup, split, augmentation; rows to the writer."""
+    tokenizer = TextTokenizer.build(
+        config.preprocessing.text.tokenizer,
+        (text for batch in _spill_batches(spill, config.batch_size) for text in batch.column("text").to_pylist()),
+    )
+    tokenizer.save(staging / TOKENIZER_FILENAME)
+    near = config.cleaning.dedup.near_duplicate
+    index = NearDuplicateIndex(near.threshold, near.num_perm) if near else None
+    augmentation = config.augmentation
+    length_histogram = Histogram(LENGTH_EDGES)
+    token_sketch = TokenSketch()  # of real records only: the drift reference of served inputs
+    text_sketch = TokenSketch()  # the same records' text, for models that take text
+    label_counts: dict[int, int] = {}
+    real_train = 0
+    split_threshold = int(config.validation_fraction * (1 << 32))
+    has_label = config.record_schema.label_field is not None
+    after_near = 0
+    for batch in _spill_batches(spill, config.batch_size):
+        texts = batch.column("text").to_pylist()
+        keys = batch.column("key").to_pylist()
+        labels = batch.column("label").to_pylist() if has_label else None
+        token_ids = tokenizer.encode_batch(texts)
+        if index is not None:
+            keep = index.filter(*shingle_hashes(token_ids, near.shingle_size))
+            counts.near_duplicates += int((~keep).sum())
+        else:
+            keep = np.ones(len(texts), dtype=bool)
+        rows: dict[str, dict[str, list]] = {}
+        synthetic_texts: list[tuple[str, Any]] = []
+        kept_rows = np.flatnonzero(keep)
+        length_histogram.add([len(texts[i]) for i in kept_rows])
+        token_sketch.add_sequences(token_ids[i] for i in kept_rows)
+        text_sketch.add_texts(texts[i] for i in kept_rows)
+        for i in kept_rows:
+            after_near += 1
+            split = "validation" if int.from_bytes(keys[i][:4], "little") < split_threshold else "train"
+            target = rows.setdefault(split, {"text": [], "tokens": [], "synthetic": []} | ({"label": []} if has_label else {}))
+            target["text"].append(texts[i])
+            target["tokens"].append(token_ids[i])
+            target["synthetic"].append(False)
+            if has_label:
+                target["label"].append(labels[i])
+                label_counts[labels[i]] = label_counts.get(labels[i], 0) + 1
+            if split == "train":
+                real_train += 1
+                if augmentation is not None and augmentation.max_synthetic_fraction > 0:
+                    if counts.synthetic + len(synthetic_texts) < _synthetic_cap(augmentation, real_train):
+                        variant = augment(texts[i], augmentation.text, record_rng(augmentation.seed, keys[i]))
+                        if variant != texts[i]:
+                            synthetic_texts.append((variant, labels[i] if has_label else None))
+        if synthetic_texts:
+            target = rows.setdefault("train", {"text": [], "tokens": [], "synthetic": []} | ({"label": []} if has_label else {}))
+            for (variant, label), ids in zip(synthetic_texts, tokenizer.encode_batch([t for t, _ in synthetic_texts])):
+                target["text"].append(variant)
+                target["tokens"].append(ids)
+                target["synthetic"].append(True)
+                if has_label:
+                    target["label"].append(label)
+            counts.synthetic += len(synthetic_texts)
+        for split, columns in rows.items():
+            writer.add(split, pa.table({**columns, "tokens": pa.array(columns["tokens"], pa.list_(pa.int32()))}))
+    for split in ("train", "validation"):
+        if split not in writer.splits and (split == "train" or config.validation_fraction > 0):
+            writer.add(split, pa.table({"text": pa.array([], pa.string()), "tokens": pa.array([], pa.list_(pa.int32())),
+                                        "synthetic": pa.array([], pa.bool_())}
+                                       | ({"label": pa.array([], pa.int64())} if has_label else {})))
+
+    # The sketch's length bins are the token histogram (TOKEN_EDGES is sketch.LENGTH_EDGES).
+    token_histogram = Histogram(TOKEN_EDGES, token_sketch.length)
+    return _SecondPass(
+        records=after_near, label_counts=label_counts,
+        statistics={"lengthHistogram": length_histogram.to_dict(), "tokenHistogram": token_histogram.to_dict(),
+                    "vocabSize": tokenizer.vocab_size},
+        reference={"lengthDistribution": length_histogram.fractions(), "tokenDistribution": token_histogram.fractions(),
+                   "sketches": {TOKENS_COLUMN: token_sketch.to_dict(), TEXT_COLUMN: text_sketch.to_dict()}},
+        tokenizer=TOKENIZER_FILENAME if tokenizer.backend is not None else None)
+
+
+def _image_pass(config: PipelineConfig, spill: Path, staging: Path, writer: DatasetWriter, counts: _Counts) -> _SecondPass:
+    """Near dedup (difference hashes), split, augmentation; rows to the writer as [-1, 1] floats."""
+    shape = image_shape(config)
+    hw_c = (shape.height, shape.width, shape.channels)
+    near = config.cleaning.dedup.near_duplicate
+    index = images.HashIndex(near.threshold) if near else None
+    augmentation = config.augmentation
+    image_augmentation = augmentation.image if augmentation is not None and augmentation.max_synthetic_fraction > 0 else None
+    has_label = "label" in pq.read_schema(spill).names
+    label_counts: dict[int, int] = {}
+    # Per channel, over real records: the reference a served model's image inputs are compared with.
+    channel_sum = np.zeros(shape.channels)
+    channel_squares = np.zeros(shape.channels)
+    brightness = np.zeros(BRIGHTNESS_BINS, dtype=np.int64)  # images by mean pixel: the quality gate's drift
+    kept = real_train = 0
+    split_threshold = int(config.validation_fraction * (1 << 32))
+    for batch in _spill_batches(spill, config.batch_size):
+        pixels = batch.column("image").to_pylist()
+        keys = batch.column("key").to_pylist()
+        labels = batch.column("label").to_pylist() if has_label else None
+        rows: dict[str, dict[str, list]] = {}
+
+        def add(split: str, image: np.ndarray, synthetic: bool, label: int | None) -> None:
+            target = rows.setdefault(split, {"image": [], "synthetic": []} | ({"label": []} if has_label else {}))
+            target["image"].append(images.to_layout(image))
+            target["synthetic"].append(synthetic)
+            if has_label:
+                target["label"].append(label)
+
+        for i, data in enumerate(pixels):
+            image = np.frombuffer(data, dtype=np.uint8).reshape(hw_c)
+            if index is not None and not index.keep(images.difference_hash(image)):
+                counts.near_duplicates += 1
+                continue
+            kept += 1
+            scaled = image.reshape(-1, shape.channels) / 127.5 - 1.0
+            channel_sum += scaled.sum(axis=0)
+            channel_squares += (scaled * scaled).sum(axis=0)
+            brightness[min(int((scaled.mean() + 1.0) / 2.0 * BRIGHTNESS_BINS), BRIGHTNESS_BINS - 1)] += 1
+            label = labels[i] if labels is not None else None
+            if label is not None:
+                label_counts[label] = label_counts.get(label, 0) + 1
+            split = "validation" if int.from_bytes(keys[i][:4], "little") < split_threshold else "train"
+            add(split, image, False, label)
+            if split == "train":
+                real_train += 1
+                if image_augmentation is not None and counts.synthetic < _synthetic_cap(augmentation, real_train):
+                    variant = images.augment(image, image_augmentation, record_rng(augmentation.seed, keys[i]))
+                    if not np.array_equal(variant, image):
+                        add("train", variant, True, label)
+                        counts.synthetic += 1
+        for split, columns in rows.items():
+            writer.add(split, pa.table({**columns, "image": pa.array(columns["image"], pa.list_(pa.float32()))}))
+    for split in ("train", "validation"):
+        if split not in writer.splits and (split == "train" or config.validation_fraction > 0):
+            writer.add(split, pa.table({"image": pa.array([], pa.list_(pa.float32())), "synthetic": pa.array([], pa.bool_())}
+                                       | ({"label": pa.array([], pa.int64())} if has_label else {})))
+    pixels_per_channel = kept * shape.height * shape.width
+    mean = channel_sum / pixels_per_channel if kept else channel_sum
+    std = np.sqrt(np.maximum(channel_squares / pixels_per_channel - mean * mean, 0.0)) if kept else channel_squares
+    classes = folder_classes(config)
+    statistics: dict[str, Any] = {"imageShape": shape.chw}
+    if classes:
+        statistics["classNames"] = classes
+    return _SecondPass(records=kept, label_counts=label_counts, statistics=statistics,
+                       reference={"channelMean": [float(v) for v in mean], "channelStd": [float(v) for v in std],
+                                  "brightnessDistribution": {f"{-1 + 2 * i / BRIGHTNESS_BINS:.1f}": int(n) / max(kept, 1)
+                                                             for i, n in enumerate(brightness) if n}},
+                       num_classes=len(classes))
+
+
 def run_pipeline(config: PipelineConfig, out: str | Path, *, shards: int = 1, run_id: str | None = None,
                  shard_timeout: float = 24 * 3600) -> PipelineResult:
     """Build the version (as shard 0 when ``shards`` > 1: the others run :func:`map_shard`)."""
@@ -382,7 +637,8 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, shards: int = 1, ru
     run_dir = out / RUNS_DIR / run_id if shards > 1 else None
     counts = _Counts()
     # The version id is known only after reading; the writer stages under a placeholder name.
-    writer = DatasetWriter(out / ".pending", modality="text", rows_per_shard=config.rows_per_shard)
+    writer = DatasetWriter(out / ".pending", modality=config.modality, rows_per_shard=config.rows_per_shard,
+                           image_shape=image_shape(config).chw if config.modality == "image" else None)
     with writer:
         staging = writer.staging
         work = staging / "_work"
@@ -423,83 +679,17 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, shards: int = 1, ru
             _remove_run(run_dir)
             return PipelineResult(version, root, read_manifest(root), created=False)
 
-        tokenizer = TextTokenizer.build(
-            config.preprocessing.text.tokenizer,
-            (text for batch in _spill_batches(spill, config.batch_size) for text in batch.column("text").to_pylist()),
-        )
-        tokenizer.save(staging / TOKENIZER_FILENAME)
-        near = config.cleaning.dedup.near_duplicate
-        index = NearDuplicateIndex(near.threshold, near.num_perm) if near else None
-        augmentation = config.augmentation
-        length_histogram = Histogram(LENGTH_EDGES)
-        token_sketch = TokenSketch()  # of real records only: the drift reference of served inputs
-        text_sketch = TokenSketch()  # the same records' text, for models that take text
-        label_counts: dict[int, int] = {}
-        real_train = 0
-        split_threshold = int(config.validation_fraction * (1 << 32))
-        has_label = config.record_schema.label_field is not None
-        after_near = 0
-        for batch in _spill_batches(spill, config.batch_size):
-            texts = batch.column("text").to_pylist()
-            keys = batch.column("key").to_pylist()
-            labels = batch.column("label").to_pylist() if has_label else None
-            token_ids = tokenizer.encode_batch(texts)
-            if index is not None:
-                keep = index.filter(*shingle_hashes(token_ids, near.shingle_size))
-                counts.near_duplicates += int((~keep).sum())
-            else:
-                keep = np.ones(len(texts), dtype=bool)
-            rows: dict[str, dict[str, list]] = {}
-            synthetic_texts: list[tuple[str, Any]] = []
-            kept_rows = np.flatnonzero(keep)
-            length_histogram.add([len(texts[i]) for i in kept_rows])
-            token_sketch.add_sequences(token_ids[i] for i in kept_rows)
-            text_sketch.add_texts(texts[i] for i in kept_rows)
-            for i in kept_rows:
-                after_near += 1
-                split = "validation" if int.from_bytes(keys[i][:4], "little") < split_threshold else "train"
-                target = rows.setdefault(split, {"text": [], "tokens": [], "synthetic": []} | ({"label": []} if has_label else {}))
-                target["text"].append(texts[i])
-                target["tokens"].append(token_ids[i])
-                target["synthetic"].append(False)
-                if has_label:
-                    target["label"].append(labels[i])
-                    label_counts[labels[i]] = label_counts.get(labels[i], 0) + 1
-                if split == "train":
-                    real_train += 1
-                    if augmentation is not None and augmentation.max_synthetic_fraction > 0:
-                        cap = int(real_train * augmentation.max_synthetic_fraction / (1 - augmentation.max_synthetic_fraction))
-                        if counts.synthetic + len(synthetic_texts) < cap:
-                            variant = augment(texts[i], augmentation.text, record_rng(augmentation.seed, keys[i]))
-                            if variant != texts[i]:
-                                synthetic_texts.append((variant, labels[i] if has_label else None))
-            if synthetic_texts:
-                target = rows.setdefault("train", {"text": [], "tokens": [], "synthetic": []} | ({"label": []} if has_label else {}))
-                for (variant, label), ids in zip(synthetic_texts, tokenizer.encode_batch([t for t, _ in synthetic_texts])):
-                    target["text"].append(variant)
-                    target["tokens"].append(ids)
-                    target["synthetic"].append(True)
-                    if has_label:
-                        target["label"].append(label)
-                counts.synthetic += len(synthetic_texts)
-            for split, columns in rows.items():
-                writer.add(split, pa.table({**columns, "tokens": pa.array(columns["tokens"], pa.list_(pa.int32()))}))
-        for split in ("train", "validation"):
-            if split not in writer.splits and (split == "train" or config.validation_fraction > 0):
-                writer.add(split, pa.table({"text": pa.array([], pa.string()), "tokens": pa.array([], pa.list_(pa.int32())),
-                                            "synthetic": pa.array([], pa.bool_())}
-                                           | ({"label": pa.array([], pa.int64())} if has_label else {})))
+        second = (_text_pass if config.modality == "text" else _image_pass)(config, spill, staging, writer, counts)
         shutil.rmtree(work)
         _remove_run(run_dir)
 
-        # The sketch's length bins are the token histogram (TOKEN_EDGES is sketch.LENGTH_EDGES).
-        token_histogram = Histogram(TOKEN_EDGES, token_sketch.length)
         missing_dropped = sum(counts.missing_dropped.values())
         filtered = sum(counts.filtered.values())
         after_schema = counts.read - counts.schema_invalid - missing_dropped
         malformed = quarantined - counts.schema_invalid
         after_filters = after_schema - filtered
         after_exact = after_filters - counts.exact_duplicates
+        after_near = second.records
         steps = [
             StepCounts(step="read", records_in=counts.read + malformed, records_out=counts.read),
             StepCounts(step="missingValues", records_in=counts.read, records_out=counts.read - missing_dropped),
@@ -509,6 +699,7 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, shards: int = 1, ru
             StepCounts(step="nearDedup", records_in=after_exact, records_out=after_near),
             StepCounts(step="augmentation", records_in=after_near, records_out=after_near + counts.synthetic),
         ]
+        label_counts = second.label_counts
         total_labels = sum(label_counts.values())
         statistics = {
             "recordsIn": counts.read + malformed,
@@ -520,17 +711,13 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, shards: int = 1, ru
             "missing": {"dropped": counts.missing_dropped, "imputed": counts.missing_imputed},
             "filtered": counts.filtered,
             "synthetic": counts.synthetic,
-            "lengthHistogram": length_histogram.to_dict(),
-            "tokenHistogram": token_histogram.to_dict(),
+            **second.statistics,
             "classCounts": {str(k): v for k, v in sorted(label_counts.items())},
-            "vocabSize": tokenizer.vocab_size,
         }
         reference = {
             "records": after_near,
-            "lengthDistribution": length_histogram.fractions(),
-            "tokenDistribution": token_histogram.fractions(),
+            **second.reference,
             "classDistribution": {str(k): v / total_labels for k, v in sorted(label_counts.items())},
-            "sketches": {TOKENS_COLUMN: token_sketch.to_dict(), TEXT_COLUMN: text_sketch.to_dict()},
         }
         report = PipelineReport(
             lineage=Lineage(
@@ -538,11 +725,11 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, shards: int = 1, ru
                 spec_hash=spec_hash, input_hash=input_hash, parent_version=config.parent_version,
             ),
             steps=steps, statistics=statistics, reference_statistics=reference,
-            tokenizer=TOKENIZER_FILENAME if tokenizer.backend is not None else None,
+            tokenizer=second.tokenizer,
             quarantine=QUARANTINE_FILENAME, quarantined=quarantined,
         )
         writer.root = root
-        num_classes = (max(label_counts) + 1) if label_counts else 0
+        num_classes = second.num_classes or ((max(label_counts) + 1) if label_counts else 0)
         try:
             manifest = writer.commit(name=config.name, version=version, num_classes=num_classes, pipeline=report)
         except OSError:

@@ -11,8 +11,9 @@ Every reader yields ``(record, location)`` pairs and reports what it cannot pars
 that cannot be reached at all raises :class:`SourceError` (a version silently missing a source
 would be worse than no version).
 
-Image folders and WAV audio are the next formats; they plug in as further ``_read_<format>``
-functions yielding records with the file's bytes.
+An image folder's files are one record each: ``{"image": <the file's bytes>}`` (the pipeline
+decodes it, and takes the class from the part's name: :func:`folder_class`). WAV audio is the
+next format; it plugs in the same way.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ import pyarrow.parquet as pq
 from strata_workloads.data.config import DataSource, S3Source
 
 CHUNK_BYTES = 1 << 20
+# The field an image folder's records hold the file's bytes in.
+FOLDER_IMAGE_FIELD = "image"
 RAW_EXCERPT_CHARS = 1000
 
 
@@ -291,6 +294,12 @@ def source_parts(source: DataSource) -> list[Part]:
         batch_size))]
 
 
+def folder_class(part_name: str) -> str | None:
+    """An image folder file's class: the first directory under the source's root, if any."""
+    directory, _, rest = part_name.partition("/")
+    return directory if rest else None
+
+
 def _s3_credentials(s3: S3Source) -> dict[str, str]:
     """Keys from the mounted Secret when one is configured, else from the AWS_* environment."""
     names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
@@ -348,7 +357,10 @@ def _s3_open(filesystem: Any, key: str) -> IO[bytes]:
 def _read_stream(source, name, opener, text_field, quarantine, digest, batch_size,
                  local_path: Path | None = None) -> Iterator[tuple[dict, str]]:
     with opener() as stream:
-        if source.format in _LINE_READERS:
+        if source.format == "imagefolder":
+            digest.records += 1
+            yield {FOLDER_IMAGE_FIELD: b"".join(_chunks(stream, digest))}, name
+        elif source.format in _LINE_READERS:
             for record, location in _LINE_READERS[source.format](_chunks(stream, digest), name, text_field, quarantine):
                 digest.records += 1
                 yield record, f"{name} {location}"
