@@ -520,6 +520,44 @@ def test_integer_inputs_are_sketched_per_window_as_the_dataset_pipeline_sketches
         assert refused.value.code == 400
 
 
+def test_float_inputs_are_sketched_per_window_as_value_sketches(sidecar):
+    """GET /stats?window= has the float inputs' value sketches under "valueSketches": at most
+    FLOAT_VALUES_PER_TENSOR values of each request's tensor, over both protocols."""
+    from strata_workloads.monitor.sketch import ValueSketch
+    from strata_workloads.serve.analysis import FLOAT_VALUES_PER_TENSOR
+
+    def value_sketch() -> ValueSketch:
+        window = sidecar.get("/stats?window=600").get("valueSketches", {}).get("identity", {}).get("INPUT")
+        return ValueSketch.from_dict(window["current"]) if window else ValueSketch()
+
+    # Other tests of the module send to "identity" too: what these requests add is compared.
+    before = value_sketch()
+    rng = np.random.default_rng(6)
+    batches = [rng.normal(0, 1, (1, 300)), rng.normal(5, 2, (2, 4)), rng.normal(-3, 0.5, (1, 3 * FLOAT_VALUES_PER_TENSOR))]
+    batches = [batch.astype(np.float32) for batch in batches]
+    batches[1][0, 0], batches[1][1, 3] = np.nan, np.inf
+    expected = ValueSketch()
+    for batch in batches:
+        expected.add_raw(batch.tobytes(), "FP32", list(batch.shape), FLOAT_VALUES_PER_TENSOR)
+    grpc_client = grpcclient.InferenceServerClient(sidecar.grpc_url)
+    http_client = httpclient.InferenceServerClient(sidecar.http_url)
+    grpc_client.infer("identity", grpc_inputs(batches[0]), headers=ALICE_HEADERS)
+    # A copy: the HTTP client adds its own headers to the dict it is given.
+    http_client.infer("identity", http_inputs(batches[1], binary=True), headers=dict(ALICE_HEADERS))
+    grpc_client.infer("identity", grpc_inputs(batches[2]), headers=ALICE_HEADERS)
+    after = wait_for(lambda: (sketch := value_sketch()).rows >= before.rows + expected.rows and sketch, timeout=30,
+                     interval=0.1, what="the value sketches to include the requests")
+    added = ValueSketch(after.rows - before.rows,
+                        {key: n - before.counts.get(key, 0) for key, n in after.counts.items()},
+                        after.nan - before.nan, after.negative_infinity - before.negative_infinity,
+                        after.positive_infinity - before.positive_infinity)
+    assert added == expected and expected.count == 300 + 8 + FLOAT_VALUES_PER_TENSOR
+    assert (expected.nan, expected.positive_infinity) == (1, 1)
+    # The token sketches stay as they were: float inputs are not among them.
+    assert "INPUT" not in sidecar.get("/stats?window=600")["sketches"].get("identity", {})
+    assert "valueSketches" not in sidecar.get("/stats")
+
+
 def test_toxic_outputs_are_queued_for_review_redacted_and_pleasant_ones_are_not(sidecar):
     """GET /review pages the outputs scored above TOXIC_SCORE (the "text" model echoes its
     input), redacted as the audit log is; a FeedbackPolicy lists them for a person."""
