@@ -289,6 +289,24 @@ def test_resources_and_gpus_reach_the_triton_container():
     assert triton["resources"]["limits"] == {"cpu": "3", "memory": "8Gi", "amd.com/gpu": "2"}
 
 
+def test_monitoring_storage_gives_each_pod_its_own_directory_of_the_claim_and_the_sidecar_the_whole():
+    spec = spec_of(monitoring={"storage": {"pvc": {"claimName": "records", "path": "/qa/"}}})
+    template = by_kind(children(spec, plan_rollout(spec.rollout, V4, None)))["Deployment"]["spec"]["template"]["spec"]
+    volumes = {volume["name"]: volume for volume in template["volumes"]}
+    assert volumes["sidecar-state"] == {"name": "sidecar-state", "persistentVolumeClaim": {"claimName": "records"}}
+    sidecar = next(c for c in template["containers"] if c["name"] == "sidecar")
+    state = [mount for mount in sidecar["volumeMounts"] if mount["name"] == "sidecar-state"]
+    assert state == [{"name": "sidecar-state", "mountPath": contract.SIDECAR_STATE_DIR, "subPathExpr": "qa/$(POD_NAME)"},
+                     {"name": "sidecar-state", "mountPath": contract.SIDECAR_SHARED_STATE_DIR, "subPath": "qa"}]
+    assert sidecar["env"] == [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
+    assert all(m["name"] != "sidecar-state" for c in template["containers"] if c["name"] != "sidecar"
+               for m in c["volumeMounts"])
+
+    default = by_kind(children(spec_of(), plan_rollout(spec_of().rollout, V4, None)))["Deployment"]["spec"]["template"]["spec"]
+    assert {v["name"]: v for v in default["volumes"]}["sidecar-state"]["emptyDir"]
+    assert "env" not in next(c for c in default["containers"] if c["name"] == "sidecar")
+
+
 def test_api_keys_are_mounted_for_the_sidecar_only():
     spec = spec_of(access={"auth": {"apiKeys": {"secretRef": {"name": "keys"}}}})
     template = by_kind(children(spec, plan_rollout(spec.rollout, V4, None)))["Deployment"]["spec"]["template"]["spec"]

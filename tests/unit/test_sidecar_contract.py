@@ -49,6 +49,8 @@ SPECS = [
                  id="monitoring all off"),
     pytest.param(variant(monitoring={"auditSampleRate": 1, "redact": ["secrets", "pii", "pii"]}),
                  id="everything audited, both redactions"),
+    pytest.param(variant(monitoring={"storage": {"pvc": {"claimName": "records", "path": "qa"}, "retentionDays": 3}}),
+                 id="records kept on a shared claim"),
 ]
 
 
@@ -103,6 +105,11 @@ FIELD_EFFECTS = [
     pytest.param({"monitoring": {"driftSampleRate": 0.1}}, {"monitoring": {"driftSampleRate": 1.0}},
                  id="monitoring.driftSampleRate"),
     pytest.param({"monitoring": {"toxicity": True}}, {"monitoring": {"toxicity": False}}, id="monitoring.toxicity"),
+    pytest.param({"monitoring": {}}, {"monitoring": {"storage": {"pvc": {"claimName": "records"}}}},
+                 id="monitoring.storage"),
+    pytest.param({"monitoring": {"storage": {"pvc": {"claimName": "records"}, "retentionDays": 30}}},
+                 {"monitoring": {"storage": {"pvc": {"claimName": "records"}, "retentionDays": 7}}},
+                 id="monitoring.storage.retentionDays"),
 ]
 
 

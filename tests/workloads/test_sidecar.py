@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -634,6 +635,69 @@ def test_feedback_is_recorded_validated_and_survives_a_restart(triton, api_keys,
         assert [r["rating"] for r in page["records"]] == ["up"]
     finally:
         instance.close()
+
+
+def test_with_shared_state_a_new_pods_sidecar_serves_a_gone_pods_feedback_review_and_exchanges(triton, api_keys, tmp_path):
+    """monitoring.storage: each pod's state is its own directory of one volume (the Deployment
+    mounts it by subPathExpr); a pod replaced by a rollout leaves its records there, and the
+    next pod's sidecar serves them (GET /pods, then pod= on /feedback and /review)."""
+    shared = tmp_path / "claim"
+
+    def pod(name: str) -> Sidecar:
+        return Sidecar(tmp_path / name, triton.grpc_port, triton.http_port, workers=1, modelName="text",
+                       auth={"apiKeysDir": str(api_keys)}, audit={"sampleRate": 1.0},
+                       stateDir=str(shared / name), sharedStateDir=str(shared), sharedStateRetentionDays=1)
+
+    old = pod("serve-abc").start()
+    try:
+        request_id = grpcclient.InferenceServerClient(old.grpc_url).infer(
+            "text", grpc_inputs(np.array([[b"where is my parcel"]], dtype=object), "BYTES"),
+            headers=ALICE_HEADERS).get_response().id
+        assert http_post(f"http://{old.http_url}/v2/feedback", json.dumps({"requestId": request_id, "rating": "up"}).encode(),
+                         {"x-api-key": ALICE})[0] == 201
+        wait_for(lambda: old.get(f"/exchanges?ids={request_id}")["exchanges"], what="the audit line")
+    finally:
+        old.kill()  # the pod is gone; its directory stays on the volume
+    # A third pod gone for longer than the retention: the next sidecar to start removes it.
+    stale = shared / "serve-old"
+    stale.mkdir()
+    (stale / "feedback.jsonl").write_text(json.dumps({"requestId": "r-0", "rating": "down"}) + "\n")
+    os.utime(stale / "feedback.jsonl", (time.time() - 2 * 86400, time.time() - 2 * 86400))
+    os.utime(stale, (time.time() - 2 * 86400, time.time() - 2 * 86400))
+
+    new = pod("serve-def").start()
+    try:
+        pods = new.get("/pods")
+        assert pods["shared"] and [entry["pod"] for entry in pods["pods"]] == ["serve-abc", "serve-def"]
+        assert not new.get("/feedback")["records"]  # its own log starts empty
+        gone = new.get("/feedback?pod=serve-abc")["records"]
+        assert [(r["requestId"], r["rating"]) for r in gone] == [(request_id, "up")]
+        assert new.get("/review?pod=serve-abc")["records"] == []
+        assert new.get(f"/exchanges?ids={request_id}")["exchanges"][request_id]["input"] == ["where is my parcel"]
+        for bad in ("serve-xyz", "..%2Fserve-abc", "serve-abc%2F..%2Fserve-def"):  # unknown, or not a pod's name
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                new.get(f"/feedback?pod={bad}")
+            assert refused.value.code == 404
+
+        # A FeedbackPolicy reads every pod's records once, whichever live sidecars it asks.
+        from strata.controllers.feedbackpolicy import read_signals
+
+        other = pod("serve-ghi").start()
+        try:
+            urls = [f"http://127.0.0.1:{live.metrics_port}" for live in (new, other)]
+            signals = read_signals(urls, 60)
+            assert signals.sources == 2 and [r["requestId"] for r in signals.feedback] == [request_id]
+        finally:
+            other.close()
+    finally:
+        new.close()
+
+
+def test_without_shared_state_pod_is_refused_and_pods_is_empty(sidecar):
+    assert sidecar.get("/pods") == {"shared": False, "pods": []}
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        sidecar.get("/feedback?pod=serve-abc")
+    assert refused.value.code == 404
 
 
 # ---- Triton going away and coming back ----

@@ -10,6 +10,7 @@ from strata.api.base import (
     Fraction,
     KindInfo,
     LocalObjectRef,
+    PVCLocation,
     ObjectReference,
     PrinterColumn,
     Quantity,
@@ -125,12 +126,23 @@ class Access(StrataModel):
     rate_limit: RateLimit | None = Field(default=None, description="Requests allowed per second; unlimited when unset.")
 
 
+class MonitoringStorage(StrataModel):
+    pvc: PVCLocation = Field(description="A ReadWriteMany claim (yours: Strata never creates or deletes it) and a directory "
+                                         "in it; each pod keeps its records in <path>/<pod name>.")
+    retention_days: int = Field(default=30, ge=1, le=3650,
+                                description="Days a gone pod's records are kept after its sidecar was last alive.")
+
+
 class Monitoring(StrataModel):
     audit_sample_rate: Fraction = Field(default=0.05, description="Share of requests written to the audit log.")
     redact: list[Literal["pii", "secrets"]] = Field(default_factory=list, max_length=4, description="Remove PII and/or secrets from audited requests and responses.")
     drift: bool = Field(default=True, description="Compare request inputs to the training data (for FeedbackPolicy drift monitors).")
     drift_sample_rate: Fraction = Field(default=0.1, description="Share of requests whose inputs are summarised for drift (at most 50 per second per sidecar process).")
     toxicity: bool = Field(default=False, description="Score responses for toxicity (for FeedbackPolicy toxicity monitors).")
+    storage: MonitoringStorage | None = Field(
+        default=None,
+        description="Where sidecars keep feedback, the review queue and the audit log so that they outlive pods (a rollout or "
+                    "a scale-in replaces pods); each pod's own emptyDir, lost with the pod, when unset.")
 
 
 class ModelDeploymentSpec(StrataModel):

@@ -52,7 +52,8 @@ class DriftMonitor(StrataModel):
     reference: Literal["dataset", "previousWindow"] = Field(
         default="dataset",
         description="Compare inputs with the Dataset version the served model trained on (a model input named "
-                    "like a Dataset column: tokens for token ids, text for text), or with the window before the last one.",
+                    "like a Dataset column: tokens for token ids, text for text), or with the window before the last one. "
+                    "Float inputs are always compared with the window before (a Dataset version has no float columns).",
     )
     max_psi: float = Field(default=0.2, gt=0, le=10, alias="maxPSI", description="Population stability index limit.")
     min_samples: int = Field(default=100, ge=1, description="No verdict until the window holds this many sampled input rows (see the ModelDeployment's spec.monitoring.driftSampleRate).")

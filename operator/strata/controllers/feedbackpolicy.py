@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import urllib.error
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlencode
@@ -119,15 +120,16 @@ def read_signals(urls: list[str], window_seconds: float) -> policy.Signals:
     review: list[dict[str, Any]] = []
     errors: list[str] = []
     sources = 0
+    every_pods_logs_read = False  # with shared state, one sidecar serves every pod's logs
     for url in urls:
         try:
-            mine = read_pages(url, "/feedback", MAX_FEEDBACK_RECORDS)
-            queued = read_pages(url, "/review", MAX_REVIEW_RECORDS)
+            mine, queued, shared = read_logs(url) if not every_pods_logs_read else ([], [], True)
             stats = podmetrics.fetch_json(f"{url}/stats?{urlencode({'window': window_seconds})}")
         except OSError as error:
             errors.append(str(error))
             continue
         sources += 1
+        every_pods_logs_read = shared
         records.extend(mine)
         review.extend(queued)
         toxicity = stats.get("toxicity")
@@ -181,11 +183,33 @@ def feedback_for_refresh(spec: FeedbackPolicySpec, namespace: str, annotations: 
     return policy.feedback_samples(signals.feedback, exchanges, signals.review, annotations, text_field)
 
 
-def read_pages(url: str, path: str, most: int) -> list[dict[str, Any]]:
-    """Every record of a sidecar's paged log (GET /feedback or /review), up to `most`."""
+def read_logs(url: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], bool]:
+    """(feedback, review queue, whether they are every pod's): a sidecar with shared state
+    (ModelDeployment monitoring.storage) serves every pod's, gone pods' too; one without, its own."""
+    try:
+        listing = podmetrics.fetch_json(f"{url}/pods")
+    except OSError as error:
+        cause = error.__cause__
+        if not (isinstance(cause, urllib.error.HTTPError) and cause.code == 404):
+            raise
+        listing = {"shared": False}  # a sidecar from before shared state
+    if not listing.get("shared"):
+        return read_pages(url, "/feedback", MAX_FEEDBACK_RECORDS), read_pages(url, "/review", MAX_REVIEW_RECORDS), False
+    feedback: list[dict[str, Any]] = []
+    review: list[dict[str, Any]] = []
+    for entry in listing.get("pods") or []:
+        feedback.extend(read_pages(url, "/feedback", MAX_FEEDBACK_RECORDS - len(feedback), entry["pod"]))
+        review.extend(read_pages(url, "/review", MAX_REVIEW_RECORDS - len(review), entry["pod"]))
+    return feedback, review, True
+
+
+def read_pages(url: str, path: str, most: int, pod: str | None = None) -> list[dict[str, Any]]:
+    """Every record of a sidecar's paged log (GET /feedback or /review; another pod's with
+    shared state), up to `most`."""
     after, records = 0, []
     while len(records) < most:
-        page = podmetrics.fetch_json(f"{url}{path}?{urlencode({'after': after, 'limit': FEEDBACK_PAGE})}")
+        query = {"after": after, "limit": FEEDBACK_PAGE} | ({"pod": pod} if pod is not None else {})
+        page = podmetrics.fetch_json(f"{url}{path}?{urlencode(query)}")
         records.extend(page.get("records") or [])
         if page.get("next", after) == after or not page.get("records"):
             break

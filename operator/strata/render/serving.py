@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -333,6 +334,14 @@ def render_pod_template(info: KindInfo, owner: dict[str, Any], spec: ModelDeploy
     }
     sidecar_mounts = [config_mount, {"name": "sidecar-state", "mountPath": contract.SIDECAR_STATE_DIR},
                       {"name": "tmp", "mountPath": "/tmp"}]
+    storage = spec.monitoring.storage
+    if storage is not None:
+        # The pod's own directory of the claim, made by the kubelet on first mount, and the
+        # whole directory beside it, where the sidecar reads gone pods' records.
+        base = storage.pvc.path.strip("/")
+        sidecar_mounts[1]["subPathExpr"] = posixpath.join(base, "$(POD_NAME)")
+        sidecar_mounts.append({"name": "sidecar-state", "mountPath": contract.SIDECAR_SHARED_STATE_DIR,
+                               **({"subPath": base} if base else {})})
     volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": config_map}},
         {"name": "models", "emptyDir": {"sizeLimit": "64Mi"}},
@@ -340,7 +349,8 @@ def render_pod_template(info: KindInfo, owner: dict[str, Any], spec: ModelDeploy
         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
         # The python backend passes tensors to its stub through shared memory.
         {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
-        {"name": "sidecar-state", "emptyDir": {"sizeLimit": "2Gi"}},
+        {"name": "sidecar-state", "persistentVolumeClaim": {"claimName": storage.pvc.claim_name}} if storage is not None
+        else {"name": "sidecar-state", "emptyDir": {"sizeLimit": "2Gi"}},
     ]
     auth = spec.access.auth if spec.access else None
     if auth and auth.api_keys:
@@ -364,6 +374,8 @@ def render_pod_template(info: KindInfo, owner: dict[str, Any], spec: ModelDeploy
         "volumeMounts": sidecar_mounts,
         "securityContext": RESTRICTED_CONTAINER,
     }
+    if storage is not None:
+        sidecar["env"] = [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
     return {
         "metadata": {
             "labels": pod_labels(info, name),

@@ -19,6 +19,8 @@ SIDECAR_CONFIG_PATH = f"{SIDECAR_CONFIG_DIR}/{SIDECAR_CONFIG_FILE}"
 API_KEYS_DIR = "/etc/strata/api-keys"
 # Feedback and audit records that must survive a sidecar restart (a volume).
 SIDECAR_STATE_DIR = "/var/strata/sidecar"
+# With monitoring.storage: every pod's state directory (this pod's is SIDECAR_STATE_DIR too).
+SIDECAR_SHARED_STATE_DIR = "/var/strata/pods"
 
 # What clients call: Triton's own ports, served by the sidecar.
 SIDECAR_HTTP_PORT = 8000
@@ -40,7 +42,9 @@ def render_sidecar_config(spec: ModelDeploymentSpec, model_name: str) -> dict[st
     ``model_name`` is the Triton model the deployment serves; the sidecar records it on audit
     lines, feedback records and its drift statistics. The Deployment mounts the API-key
     Secret (``access.auth.apiKeys.secretRef``) at API_KEYS_DIR, one file per key, and a
-    volume at SIDECAR_STATE_DIR; this file only says where they are.
+    volume at SIDECAR_STATE_DIR (with ``monitoring.storage``, the pod's own directory of the
+    claim, whose whole directory is at SIDECAR_SHARED_STATE_DIR); this file only says where
+    they are.
     """
     monitoring = spec.monitoring
     access = spec.access
@@ -54,6 +58,9 @@ def render_sidecar_config(spec: ModelDeploymentSpec, model_name: str) -> dict[st
         "drift": {"enabled": monitoring.drift, "sampleRate": monitoring.drift_sample_rate},
         "toxicity": {"enabled": monitoring.toxicity},
     }
+    if monitoring.storage is not None:
+        config["sharedStateDir"] = SIDECAR_SHARED_STATE_DIR
+        config["sharedStateRetentionDays"] = monitoring.storage.retention_days
     keyed = access is not None and access.auth is not None and access.auth.api_keys is not None
     if keyed:
         config["auth"] = {"apiKeysDir": API_KEYS_DIR}

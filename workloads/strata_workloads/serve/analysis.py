@@ -402,13 +402,15 @@ class Analysis:
                 os.replace(self.audit_path, self.audit_path.with_name(AUDIT_FILE + ".1"))
                 self._audit = self.audit_path.open("a", encoding="utf-8")
 
-    def exchanges(self, request_ids: set[str]) -> dict[str, dict[str, Any]]:
+    def exchanges(self, request_ids: set[str], directories: list[Path] | None = None) -> dict[str, dict[str, Any]]:
         """The text of audited answers (BYTES tensors, redacted and cut as audit lines keep them),
         by request id: what a FeedbackPolicy folds into a Dataset refresh (GET /exchanges).
-        Answers with no text (numeric tensors only), or not audited, are absent."""
+        Answers with no text (numeric tensors only), or not audited, are absent. `directories`:
+        the state directories to search (every pod's, with shared state); this pod's alone when None."""
         found: dict[str, dict[str, Any]] = {}
         # Each audit line is flushed as it is written: the files hold every one so far.
-        for path in (self.audit_path.with_name(AUDIT_FILE + ".1"), self.audit_path):
+        roots = [self.audit_path.parent] if directories is None else directories
+        for path in (root / name for root in roots for name in (AUDIT_FILE + ".1", AUDIT_FILE)):
             if not path.exists():
                 continue
             with path.open(encoding="utf-8") as handle:

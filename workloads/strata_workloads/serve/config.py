@@ -112,6 +112,11 @@ class SidecarConfig(_Section):
     workers: Annotated[int, Field(ge=0, le=256)] = 0
     # Feedback (feedback.jsonl) and the audit log (audit.jsonl): a volume that outlives restarts.
     state_dir: str = "/var/strata/sidecar"
+    # Every pod's state directory (a ReadWriteMany volume, this pod's own being state_dir):
+    # the read endpoints then serve any pod's records, gone pods' too (serve/state.py).
+    shared_state_dir: str | None = None
+    # A gone pod's directory is removed once its sidecar has not been alive for this long.
+    shared_state_retention_days: Annotated[float, Field(gt=0, le=3650)] = 30.0
     auth: Auth | None = None
     rate_limit: RateLimit | None = None
     audit: Audit = Audit()

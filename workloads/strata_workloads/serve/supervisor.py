@@ -6,7 +6,9 @@
   metrics port Prometheus /metrics (all workers merged, plus the supervisor's own),
                GET /stats (drift), GET /feedback?after=&limit= (records), GET /review?after=&limit=
                (outputs queued for review), GET /exchanges?ids=a,b (audited answers' text),
-               GET /healthz
+               GET /healthz; with shared state (state.py) GET /pods, and pod=<name> on
+               /feedback and /review
+  shared state a thread keeping this pod's heartbeat and removing long-gone pods' records
   upstream     a thread probing Triton's readiness (strata_sidecar_upstream_ready)
 """
 
@@ -83,6 +85,13 @@ class Supervisor:
         self.analysis = Analysis(config, self.api_keys)
         self.feedback = FeedbackLog(config.state_path)
         self.review = JsonLines(config.state_path / REVIEW_FILE)
+        self.shared = None
+        if config.shared_state_dir is not None:
+            from strata_workloads.serve.state import SharedState
+
+            self.shared = SharedState(Path(config.shared_state_dir), config.state_path,
+                                      config.shared_state_retention_days * 86400)
+            self.shared.heartbeat()
         log.info("%d feedback record(s) on disk (up: %d, down: %d)", sum(self.feedback.counts.values()),
                  self.feedback.counts["up"], self.feedback.counts["down"])
 
@@ -102,7 +111,7 @@ class Supervisor:
         log.info("starting %d data-path worker(s)", count)
         self.listening = self.context.RawArray("b", count)
         self.workers = [self._spawn(index) for index in range(count)]
-        for target in (self._consume_samples, self._probe_upstream):
+        for target in (self._consume_samples, self._probe_upstream, self._keep_shared_state):
             threading.Thread(target=target, daemon=True, name=target.__name__).start()
         server = self._metrics_server()
         threading.Thread(target=server.serve_forever, daemon=True, name="metrics").start()
@@ -144,6 +153,28 @@ class Supervisor:
                     self.analysis.consume(meta, request, response)
                 except Exception:
                     log.exception("analysing a sampled request failed")
+
+    def _keep_shared_state(self) -> None:
+        from strata_workloads.serve.state import HEARTBEAT_SECONDS
+
+        while self.shared is not None and not self.stop.is_set():
+            try:
+                self.shared.heartbeat()
+                self.shared.remove_expired()
+            except OSError as error:  # the volume hiccuped: the next round tries again
+                log.warning("shared state: %s", error)
+            self.stop.wait(HEARTBEAT_SECONDS)
+
+    def _log_of(self, path: str, pod: str | None):
+        """The paged log GET /feedback or /review reads: this pod's, or another's by name."""
+        from strata_workloads.serve.analysis import REVIEW_FILE
+        from strata_workloads.serve.feedback import FEEDBACK_FILE, JsonLines
+
+        if pod is None:
+            return self.feedback if path == "/feedback" else self.review
+        if self.shared is None:
+            raise LookupError("pod: this sidecar has no shared state (monitoring.storage is unset)")
+        return JsonLines(self.shared.directory(pod) / (FEEDBACK_FILE if path == "/feedback" else REVIEW_FILE))
 
     def _probe_upstream(self) -> None:
         upstream = self.config.upstream
@@ -253,13 +284,20 @@ class Supervisor:
                         limit = min(10_000, int(query.get("limit", ["1000"])[0]))
                     except ValueError:
                         return self._json({"error": "after and limit must be integers"}, 400)
-                    log = supervisor.feedback if url.path == "/feedback" else supervisor.review
-                    self._json(log.page(after, limit))
+                    try:
+                        records = supervisor._log_of(url.path, query.get("pod", [None])[0])
+                    except LookupError as error:
+                        return self._json({"error": str(error)}, 404)
+                    self._json(records.page(after, limit))
+                elif url.path == "/pods":
+                    self._json({"shared": supervisor.shared is not None,
+                                "pods": supervisor.shared.pods() if supervisor.shared is not None else []})
                 elif url.path == "/exchanges":
                     ids = {i for value in query.get("ids", []) for i in value.split(",") if i}
                     if not 0 < len(ids) <= MAX_EXCHANGE_IDS:
                         return self._json({"error": f"ids: 1 to {MAX_EXCHANGE_IDS} request ids, comma-separated"}, 400)
-                    self._json({"exchanges": supervisor.analysis.exchanges(ids)})
+                    directories = supervisor.shared.directories() if supervisor.shared is not None else None
+                    self._json({"exchanges": supervisor.analysis.exchanges(ids, directories)})
                 elif url.path == "/healthz":
                     # Ready when every worker is alive and listening.
                     ready = sum(p.is_alive() and supervisor.listening[i] for i, p in enumerate(supervisor.workers))
@@ -267,7 +305,7 @@ class Supervisor:
                                200 if ready == len(supervisor.workers) else 503)
                 else:
                     self._json({"error": f"not found: {url.path}; try /metrics, /stats, /feedback, /review, "
-                                         f"/exchanges or /healthz"}, 404)
+                                         f"/exchanges, /pods or /healthz"}, 404)
 
         listen = self.config.listen
         server = ThreadingHTTPServer((listen.host, listen.metrics_port), Handler)
