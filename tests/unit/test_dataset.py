@@ -77,6 +77,12 @@ def test_the_rendered_config_is_one_the_pipeline_accepts_with_locations_where_th
     assert (config.record_schema.text_field, config.record_schema.label_field) == ("text", "intent")
 
 
+def test_stop_word_removal_arrives_in_the_pipelines_config():
+    raw = render_pipeline_config(spec(preprocessing__text__stripStopwords=True), "chats")
+    assert PipelineConfig.model_validate(raw).preprocessing.text.strip_stopwords
+    assert not PipelineConfig.model_validate(render_pipeline_config(spec(), "chats")).preprocessing.text.strip_stopwords
+
+
 def image_spec(**changes) -> DatasetSpec:
     """The example's storage with an image folder of classes, brought to 32x32 grey and augmented."""
     return spec(**{"modality": "image", "schema": {}, "sources": [{"pvc": {"claimName": "photos", "path": "pets"},
@@ -131,8 +137,6 @@ def test_image_settings_the_pipeline_cannot_honour_are_refused_naming_the_field(
                  id="an image folder source in a text dataset is refused naming its format"),
     pytest.param({"sources": [{"pvc": {"claimName": "c"}, "format": "audiofolder"}]}, "spec.sources[0].format",
                  id="an audio folder source is refused naming its format"),
-    pytest.param({"preprocessing__text__stripStopwords": True}, "spec.preprocessing.text.stripStopwords",
-                 id="stop-word removal is refused naming the field"),
     pytest.param({"cleaning__filters__minImageSide": 8}, "spec.cleaning.filters.minImageSide",
                  id="an image filter on text is refused naming the field"),
     pytest.param({"storage": {"s3": {"uri": "s3://versions/x"}}}, "spec.storage.s3",

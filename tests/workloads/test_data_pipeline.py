@@ -293,6 +293,17 @@ def test_a_tokenizer_loaded_from_a_path_is_used_and_its_content_is_part_of_the_s
     assert config.spec_hash() != before
 
 
+def test_stop_words_are_removed_after_normalization_and_make_a_new_version(built, sources, tmp_path):
+    stripped = run_pipeline(_config(sources, preprocessing={"text": {"stripStopwords": True}}), tmp_path / "versions")
+    assert stripped.version != built[0].version
+    (tmp_path / "prose.jsonl").write_text(json.dumps({"text": "The parcel is AT the depot, and it will be sent on Monday"}) + "\n")
+    prose = PipelineConfig.model_validate({"sources": [{"path": str(tmp_path / "prose.jsonl"), "format": "jsonl"}],
+                                           "preprocessing": {"text": {"stripStopwords": True, "tokenizer": {"kind": "byte"}}},
+                                           "validationFraction": 0.0})
+    rows = read_split(run_pipeline(prose, tmp_path / "prose").path, "train").to_pylist()
+    assert [row["text"] for row in rows] == ["parcel depot, sent Monday"]
+
+
 def test_cli_builds_a_version_reruns_unchanged_and_exits_1_on_an_unreadable_source(sources, tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(json.dumps(_config(sources).model_dump(mode="json", by_alias=True, exclude_none=True)))

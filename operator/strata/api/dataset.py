@@ -116,7 +116,7 @@ class Tokenizer(StrataModel):
 class TextPreprocessing(StrataModel):
     normalize: Literal["none", "NFC", "NFKC"] = Field(default="NFKC", description="Unicode normalization form applied to text (none, NFC or NFKC).")
     lowercase: bool = Field(default=False, description="Lower-case all text.")
-    strip_stopwords: bool = Field(default=False, description="Remove common stop words.")
+    strip_stopwords: bool = Field(default=False, description="Remove English stop words (scikit-learn's list) after normalization and lower-casing.")
     tokenizer: Tokenizer = Field(default_factory=Tokenizer, description="How text becomes tokens.")
 
 

@@ -127,8 +127,6 @@ def unsupported_features(spec: DatasetSpec) -> str | None:
                             "[-1, 1], what the image model families train on); remove it")
         if spec.record_schema.label_field and any(source.format == "imagefolder" for source in spec.sources):
             problems.append("spec.schema.labelField: an imagefolder's classes are its directories; remove it")
-    if preprocessing and preprocessing.text and preprocessing.text.strip_stopwords:
-        problems.append("spec.preprocessing.text.stripStopwords: not implemented yet; set it to false")
     if spec.storage.s3 is not None:
         problems.append("spec.storage.s3: versions are written to a PVC in this version of Strata; use storage.pvc")
     return "; ".join(problems) or None
@@ -246,6 +244,7 @@ def render_pipeline_config(spec: DatasetSpec, name: str, feedback_samples: str |
     text = spec.preprocessing.text if spec.preprocessing else None
     if text is not None:
         config["preprocessing"] = {"text": {"normalize": text.normalize, "lowercase": text.lowercase,
+                                            "stripStopwords": text.strip_stopwords,
                                             "tokenizer": {"kind": text.tokenizer.kind, "vocabSize": text.tokenizer.vocab_size}}}
     image = spec.preprocessing.image if spec.preprocessing else None
     if image is not None:

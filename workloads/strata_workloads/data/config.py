@@ -157,6 +157,7 @@ class Tokenizer(_Model):
 class TextPreprocessing(_Model):
     normalize: Literal["none", "NFC", "NFKC"] = Field(default="NFKC", description="Unicode normalization form.")
     lowercase: bool = Field(default=False, description="Lower-case all text.")
+    strip_stopwords: bool = Field(default=False, description="Remove English stop words (scikit-learn's list), after normalization.")
     tokenizer: Tokenizer = Field(default_factory=Tokenizer)
 
 
@@ -252,7 +253,9 @@ class PipelineConfig(_Model):
             # Image settings arrived after text versions existed: leaving them out of a text
             # spec keeps those versions' ids.
             exclude |= {"record_schema": {"image_field"}, "cleaning": {"filters": {"min_image_side"}},
-                        "preprocessing": {"image"}, "augmentation": {"image"}}
+                        "preprocessing": {"image": True, **({"text": {"strip_stopwords"}}
+                                                            if not self.preprocessing.text.strip_stopwords else {})},
+                        "augmentation": {"image"}}
         else:
             exclude |= {"preprocessing": {"text"}, "augmentation": {"text"}}
         spec: dict[str, Any] = self.model_dump(mode="json", by_alias=True, exclude=exclude)

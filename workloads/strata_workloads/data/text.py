@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import re
@@ -38,7 +39,18 @@ def normalize(text: str, preprocessing: TextPreprocessing) -> str:
         text = unicodedata.normalize(preprocessing.normalize, text)
     if preprocessing.lowercase:
         text = text.lower()
+    if preprocessing.strip_stopwords:
+        text = _WHITESPACE.sub(" ", _stop_words().sub("", text))
     return text.strip()
+
+
+@functools.cache
+def _stop_words() -> re.Pattern[str]:
+    """English stop words as whole words, any case: scikit-learn's list (imported only when asked)."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    words = sorted(ENGLISH_STOP_WORDS, key=lambda word: (-len(word), word))  # longest first
+    return re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + r")\b", re.IGNORECASE)
 
 
 def content_key(text: str) -> bytes:
