@@ -112,6 +112,8 @@ def test_feedback_samples_are_text_and_are_not_folded_into_an_image_dataset():
 
 @pytest.mark.parametrize("changes, field", [
     pytest.param({"preprocessing": None, "cleaning__filters": {}}, None, id="an image dataset with defaults is accepted"),
+    pytest.param({"cleaning__dedup__nearDuplicate__numPerm": 128}, None,
+                 id="numPerm at its default, as the API server fills it in, is accepted"),
     pytest.param({"cleaning__filters__minLength": 3}, "spec.cleaning.filters.minLength",
                  id="a text filter on images is refused naming the field"),
     pytest.param({"augmentation__text": {"masking": 0.1}}, "spec.augmentation.text",

@@ -115,7 +115,8 @@ def unsupported_features(spec: DatasetSpec) -> str | None:
             if value is not None:
                 problems.append(f"{field_path}: applies to text datasets only; remove it")
         near = spec.cleaning.dedup.near_duplicate
-        if near is not None and "num_perm" in near.model_fields_set:
+        # The API server fills in numPerm's default: only another value is the user's choice.
+        if near is not None and near.num_perm != type(near).model_fields["num_perm"].default:
             problems.append("spec.cleaning.dedup.nearDuplicate.numPerm: images are compared by a 64-bit difference "
                             "hash, not MinHash; remove it (threshold is the share of equal bits)")
         if near is not None and near.threshold < MIN_IMAGE_NEAR_DUPLICATE_THRESHOLD:
