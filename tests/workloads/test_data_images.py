@@ -202,6 +202,18 @@ def test_the_trainer_trains_a_vae_on_a_pipeline_version(built, tmp_path):
     assert sorted(steps) == [1, 2, 3, 4] and all(np.isfinite(list(steps.values())))
 
 
+def test_large_images_are_held_and_written_in_fewer_rows_than_the_record_counts_say(folder):
+    from strata_workloads.data.pipeline import IMAGE_BATCH_BYTES, IMAGE_SHARD_BYTES, batch_rows, shard_rows
+
+    large = folder_config(folder, preprocessing={"image": {"width": 512, "height": 512}}, rowsPerShard=100_000,
+                          batchSize=8192)
+    per_image = 4 * 3 * 512 * 512
+    assert batch_rows(large) * per_image <= IMAGE_BATCH_BYTES and batch_rows(large) >= 1
+    assert shard_rows(large) * per_image <= IMAGE_SHARD_BYTES and shard_rows(large) >= 1
+    small = folder_config(folder, rowsPerShard=10, batchSize=5)
+    assert (batch_rows(small), shard_rows(small)) == (5, 10)
+
+
 # ---- the image steps on their own ----
 
 @pytest.mark.parametrize("resize", ["stretch", "centerCrop", "pad"])

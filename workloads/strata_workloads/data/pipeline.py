@@ -34,6 +34,7 @@ import binascii
 import hashlib
 import heapq
 import json
+import math
 import os
 import shutil
 import time
@@ -88,6 +89,10 @@ _SPILL = "spill.parquet"
 # A shard's results in its directory; SHARD_DONE is written last (by rename): the others are complete.
 SHARD_DONE = "shard.json"
 RUNS_DIR = ".runs"
+# An image batch and an image shard hold at most about this many bytes of pixels: rowsPerShard
+# and batchSize count records, which for images can be large (64x64 RGB floats are 48 KiB).
+IMAGE_BATCH_BYTES = 64 << 20
+IMAGE_SHARD_BYTES = 256 << 20
 # Images' mean pixel value (in [-1, 1]) in this many equal bins: a version's brightness distribution.
 BRIGHTNESS_BINS = 10
 # Where an image folder's class index sits in a record (from its directory, not from the file).
@@ -207,6 +212,20 @@ class _ImageRecords:
         return {"image": pixels}, hashlib.blake2b(pixels, digest_size=16).digest()
 
 
+def batch_rows(config: PipelineConfig) -> int:
+    """Records held together: batchSize, fewer for large images."""
+    if config.modality != "image":
+        return config.batch_size
+    return max(1, min(config.batch_size, IMAGE_BATCH_BYTES // (4 * math.prod(image_shape(config).chw))))
+
+
+def shard_rows(config: PipelineConfig) -> int:
+    """Rows per Parquet shard: rowsPerShard, fewer for large images (the writer holds a shard)."""
+    if config.modality != "image":
+        return config.rows_per_shard
+    return max(1, min(config.rows_per_shard, IMAGE_SHARD_BYTES // (4 * math.prod(image_shape(config).chw))))
+
+
 def image_shape(config: PipelineConfig) -> images.ImageShape:
     settings = config.preprocessing.image
     return images.ImageShape(settings.width, settings.height, 3 if settings.color_space == "RGB" else 1)
@@ -238,6 +257,7 @@ def _map_parts(config: PipelineConfig, shard: int, shards: int, work: Path) -> d
     spill_schema = pa.schema(records.spill_columns + [("key", pa.binary(16)), ("part", pa.int32())]
                              + ([("label", pa.int64())] if label else []))
     columns: dict[str, list] = {name: [] for name in spill_schema.names}
+    batch = batch_rows(config)
     parts: list[_PartRecord] = []
     total_parts = 0
     work.mkdir(parents=True, exist_ok=True)
@@ -306,7 +326,7 @@ def _map_parts(config: PipelineConfig, shard: int, shards: int, work: Path) -> d
                     columns["part"].append(index)
                     if label:
                         columns["label"].append(label_value)
-                    if len(columns["key"]) >= config.batch_size:
+                    if len(columns["key"]) >= batch:
                         flush()
                 parts.append(_PartRecord(index=index, source=source_index, name=part.name, sha256=digest.hexdigest(),
                                          bytes=digest.bytes, records=digest.records))
@@ -567,7 +587,7 @@ def _image_pass(config: PipelineConfig, spill: Path, staging: Path, writer: Data
     brightness = np.zeros(BRIGHTNESS_BINS, dtype=np.int64)  # images by mean pixel: the quality gate's drift
     kept = real_train = 0
     split_threshold = int(config.validation_fraction * (1 << 32))
-    for batch in _spill_batches(spill, config.batch_size):
+    for batch in _spill_batches(spill, batch_rows(config)):
         pixels = batch.column("image").to_pylist()
         keys = batch.column("key").to_pylist()
         labels = batch.column("label").to_pylist() if has_label else None
@@ -637,7 +657,7 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, shards: int = 1, ru
     run_dir = out / RUNS_DIR / run_id if shards > 1 else None
     counts = _Counts()
     # The version id is known only after reading; the writer stages under a placeholder name.
-    writer = DatasetWriter(out / ".pending", modality=config.modality, rows_per_shard=config.rows_per_shard,
+    writer = DatasetWriter(out / ".pending", modality=config.modality, rows_per_shard=shard_rows(config),
                            image_shape=image_shape(config).chw if config.modality == "image" else None)
     with writer:
         staging = writer.staging
@@ -658,7 +678,7 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, shards: int = 1, ru
             counts.add(summary["counts"])
         spill = work / _SPILL
         if run_dir is not None:
-            counts.exact_duplicates += _merged_spill(shard_dirs, spill, config.cleaning.dedup.exact, config.batch_size)
+            counts.exact_duplicates += _merged_spill(shard_dirs, spill, config.cleaning.dedup.exact, batch_rows(config))
         _merged_quarantine(shard_dirs, staging / QUARANTINE_FILENAME)
         quarantined = sum(summary["quarantined"] for summary in summaries)
         quarantine_reasons: dict[str, int] = {}
