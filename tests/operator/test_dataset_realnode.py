@@ -4,7 +4,7 @@ of the same input and spec finds the same version and writes nothing; a version 
 quality gate is kept but the previous one stays current; a TrainingJob trains on the version.
 
 A Dataset with parallelism 2 runs as an Indexed Job of two pods and publishes the version, byte
-for byte, that one pod publishes.
+for byte, that one pod publishes. An image folder becomes an image version a VAE trains on.
 
 The session's real-node cluster and operator (tests/operator/conftest.py) run it, with the locally
 built data and trainer images.
@@ -167,12 +167,68 @@ def test_two_pods_of_an_indexed_job_publish_the_version_one_pod_publishes(cluste
 
 def test_a_spec_the_pipeline_cannot_run_is_refused(cluster, namespace, operator):
     bad = dataset(0.5)
-    bad["metadata"]["name"] = "stopwords"
-    bad["spec"]["preprocessing"]["text"]["stripStopwords"] = True
+    bad["metadata"]["name"] = "sounds"
+    bad["spec"].update(modality="audio", schema={"audioField": "clip"}, preprocessing={})
     apply(cluster, namespace, bad)
-    refused = wait_for(lambda: (s := status(cluster, namespace, "dataset", "stopwords")).get("phase") == "Invalid" and s,
+    refused = wait_for(lambda: (s := status(cluster, namespace, "dataset", "sounds")).get("phase") == "Invalid" and s,
                        what="the Dataset to be refused")
     assert next(c for c in refused["conditions"] if c["type"] == "Ready")["reason"] == "UnsupportedFeature"
+
+
+def pictures(folder, classes: int, per_class: int) -> None:
+    """PNG files in one directory per class: smooth random backgrounds, a class-coloured square."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    generator = np.random.default_rng(5)
+    for label in range(classes):
+        (folder / f"class-{label}").mkdir(parents=True)
+        for number in range(per_class):
+            grid = generator.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
+            image = Image.fromarray(grid).resize((40, 30), Image.Resampling.BICUBIC)
+            x, y = (int(v) for v in generator.integers(0, 20, size=2))
+            ImageDraw.Draw(image).rectangle((x, y, x + 12, y + 10), fill=(255 * (label == 0), 255 * (label == 1), 128))
+            image.save(folder / f"class-{label}" / f"{number:03}.png")
+
+
+@pytest.mark.deepspeed
+def test_an_image_folder_becomes_a_version_a_vae_trains_on(cluster, namespace, published):
+    """modality image: the pipeline pod decodes the PVC's image folder (classes from directories),
+    drops a copy, brings the pictures to 16x16 grey, and a VAE TrainingJob trains on the version."""
+    photos = published["corpus"].parent / "photos"
+    pictures(photos, classes=2, per_class=40)
+    (photos / "class-1" / "copy.png").write_bytes((photos / "class-0" / "000.png").read_bytes())
+    (photos / "class-0" / "notes.txt").write_text("not a picture")
+    apply(cluster, namespace, {
+        "apiVersion": "strata.dev/v1alpha1", "kind": "Dataset", "metadata": {"name": "photos"},
+        "spec": {"modality": "image", "schema": {},
+                 "sources": [{"pvc": {"claimName": "corpus", "path": "photos"}, "format": "imagefolder"}],
+                 "cleaning": {"dedup": {"exact": True, "nearDuplicate": {"threshold": 0.9}}},
+                 "preprocessing": {"image": {"width": 16, "height": 16, "colorSpace": "L"}},
+                 "augmentation": {"image": {"horizontalFlip": True}, "maxSyntheticFraction": 0.2},
+                 "storage": {"pvc": {"claimName": "datasets", "path": "photos"}}}})
+    done = wait_for(lambda: (s := status(cluster, namespace, "dataset", "photos")).get("phase") in ("Succeeded", "Failed")
+                    and s, timeout=600, what="the image pipeline run to end")
+    assert done["phase"] == "Succeeded", done
+    assert done["records"]["in"] == 82 and done["records"]["quarantined"] == 1 and done["records"]["duplicates"] == 1
+    assert done["records"]["synthetic"] > 0
+    manifest = json.loads((published["storage"] / "photos" / done["version"] / "manifest.json").read_text())
+    assert (manifest["modality"], manifest["imageShape"], manifest["numClasses"]) == ("image", [1, 16, 16], 2)
+    assert manifest["pipeline"]["statistics"]["classNames"] == ["class-0", "class-1"]
+
+    apply(cluster, namespace, claim("vae-checkpoints"), {
+        "apiVersion": "strata.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": "photos-vae"},
+        "spec": {"dataset": {"name": "photos"},
+                 "model": {"family": "vae", "size": {"hidden": 32, "latentDim": 8}},
+                 "deepspeed": {"zeroStage": 1, "precision": "fp32", "microBatchSize": 8},
+                 "topology": {"nodes": 1, "gpusPerNode": 0}, "resources": {"cpu": "500m", "memory": "2Gi"},
+                 "hyperparameters": {"maxSteps": 10, "learningRate": 1.0e-3},
+                 "checkpoints": {"everySteps": 10, "storage": {"pvc": {"claimName": "vae-checkpoints", "path": "photos-vae"}}},
+                 "validation": {"everySteps": 10}}})
+    trained = wait_for(lambda: (s := status(cluster, namespace, "trainingjob", "photos-vae")).get("phase")
+                       in ("Succeeded", "Failed") and s, timeout=900, what="the VAE TrainingJob to end")
+    assert trained["phase"] == "Succeeded", trained
+    assert trained["datasetVersion"] == done["version"]
 
 
 @pytest.mark.deepspeed
