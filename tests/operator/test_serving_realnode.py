@@ -125,6 +125,24 @@ def run_client(cluster: DevCluster, namespace: str, name: str, target: str, mode
     return json.loads(logs.strip().splitlines()[-1])
 
 
+def serving_pod(cluster: DevCluster, namespace: str, name: str) -> str | None:
+    """The deployment's one running pod not being deleted, when there is exactly one."""
+    pods = [p for p in get_json(cluster, "pods", "-n", namespace, "-l", f"strata.dev/owner-name={name}")["items"]
+            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
+    return pods[0]["metadata"]["name"] if len(pods) == 1 else None
+
+
+def sidecar_call(cluster: DevCluster, namespace: str, pod: str, url: str, body: dict | None = None) -> dict:
+    """GET (or POST `body` to) `url` from inside the pod's sidecar container, with the API key."""
+    program = ("import json, sys, urllib.request; "
+               "body = sys.argv[2].encode() if len(sys.argv) > 2 else None; "
+               "request = urllib.request.Request(sys.argv[1], data=body, "
+               f"headers={{'authorization': 'Bearer {API_KEY}', 'content-type': 'application/json'}}); "
+               "print(urllib.request.urlopen(request, timeout=10).read().decode())")
+    args = ["exec", "-n", namespace, pod, "-c", "sidecar", "--", "python3", "-c", program, url]
+    return json.loads(cluster.kubectl(*args, *([json.dumps(body)] if body is not None else [])).stdout)
+
+
 def test_a_deployment_of_a_training_jobs_export_serves_clients_by_the_service_name(cluster, namespace, exported):
     apply(cluster, namespace, deployment("qa", {"trainingJob": {"name": JOB}, "backend": "python"}))
     up = serving(cluster, namespace, "qa", exported["status"]["exportedModel"]["version"])
@@ -149,8 +167,14 @@ def test_a_new_version_rolls_out_one_that_never_becomes_ready_is_rolled_back_and
     repository = exported["models"] / export["repository"]["pvc"]["path"]
     model = {"repository": {"location": {"pvc": {"claimName": "models", "path": export["repository"]["pvc"]["path"]}},
                             "name": model_name, "version": 1}}
-    apply(cluster, namespace, deployment("versions", model))
+    # Feedback, review and audit records on a shared claim (monitoring.storage) outlive the pods a rollout replaces.
+    apply(cluster, namespace, claim("records"),
+          deployment("versions", model, monitoring={"storage": {"pvc": {"claimName": "records", "path": "versions"}}}))
     serving(cluster, namespace, "versions", 1)
+    first_pod = serving_pod(cluster, namespace, "versions")
+    posted = sidecar_call(cluster, namespace, first_pod, "http://127.0.0.1:8000/v2/feedback",
+                          {"requestId": "r-before-rollout", "rating": "down", "text": "slow"})
+    assert posted == {"requestId": "r-before-rollout", "recorded": True}
 
     # Version 2: the same weights published again, as a retraining would publish new ones.
     shutil.copytree(repository / model_name / "1", repository / model_name / "2")
@@ -158,6 +182,14 @@ def test_a_new_version_rolls_out_one_that_never_becomes_ready_is_rolled_back_and
                     "-p", json.dumps({"spec": {"model": {"repository": {"version": 2}}}}))
     rolled = serving(cluster, namespace, "versions", 2)
     assert rolled["modelVersion"]["previous"] == 1
+    # The version-2 pod's sidecar serves the replaced pod's feedback from the claim.
+    second_pod = wait_for(lambda: (p := serving_pod(cluster, namespace, "versions")) != first_pod and p,
+                          timeout=120, interval=1, what="the version-2 pod to be the only one")
+    pods = sidecar_call(cluster, namespace, second_pod, "http://127.0.0.1:9090/pods")
+    assert pods["shared"] and {first_pod, second_pod} <= {entry["pod"] for entry in pods["pods"]}
+    kept = sidecar_call(cluster, namespace, second_pod, f"http://127.0.0.1:9090/feedback?pod={first_pod}")["records"]
+    assert [(r["requestId"], r["rating"], r["text"]) for r in kept] == [("r-before-rollout", "down", "slow")]
+    assert (volume_dir(cluster, namespace, "records") / "versions" / first_pod / "feedback.jsonl").is_file()
 
     # Version 3 does not exist: the init step fails, and after the deadline version 2 serves again.
     # The short deadline comes only now: versions 1 and 2 may start slowly on a busy node.
