@@ -78,9 +78,9 @@ def test_the_pipeline_job_mounts_what_the_spec_names_and_its_end_reaches_status(
 def test_a_spec_the_pipeline_cannot_run_is_invalid_naming_the_field_and_runs_nothing(operator, crds_installed, namespace):
     cluster = crds_installed
     cluster.kubectl("apply", "-f", "-", input=json.dumps(
-        _dataset(namespace, "stop", modality="audio", schema={"audioField": "clip"})))
+        _dataset(namespace, "stop", storage={"s3": {"uri": "s3://versions/chats"}})))
     status = wait_for(lambda: (s := _status(cluster, namespace, "stop")).get("phase") == "Invalid" and s,
                       what="the Dataset to be refused")
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
-    assert ready["reason"] == "UnsupportedFeature" and ready["message"].startswith("spec.modality")
+    assert ready["reason"] == "UnsupportedFeature" and ready["message"].startswith("spec.storage.s3")
     assert get_json(cluster, "jobs", "-n", namespace, "-l", "strata.dev/owner-name=stop")["items"] == []

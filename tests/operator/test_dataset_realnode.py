@@ -167,10 +167,10 @@ def test_two_pods_of_an_indexed_job_publish_the_version_one_pod_publishes(cluste
 
 def test_a_spec_the_pipeline_cannot_run_is_refused(cluster, namespace, operator):
     bad = dataset(0.5)
-    bad["metadata"]["name"] = "sounds"
-    bad["spec"].update(modality="audio", schema={"audioField": "clip"}, preprocessing={})
+    bad["metadata"]["name"] = "on-s3"
+    bad["spec"]["storage"] = {"s3": {"uri": "s3://versions/tickets"}}
     apply(cluster, namespace, bad)
-    refused = wait_for(lambda: (s := status(cluster, namespace, "dataset", "sounds")).get("phase") == "Invalid" and s,
+    refused = wait_for(lambda: (s := status(cluster, namespace, "dataset", "on-s3")).get("phase") == "Invalid" and s,
                        what="the Dataset to be refused")
     assert next(c for c in refused["conditions"] if c["type"] == "Ready")["reason"] == "UnsupportedFeature"
 

@@ -105,6 +105,42 @@ def test_an_image_datasets_settings_arrive_in_a_config_the_pipeline_accepts():
     assert config.cleaning.filters.min_image_side == 16 and config.cleaning.dedup.near_duplicate.threshold == 0.9
 
 
+def audio_spec(**changes) -> DatasetSpec:
+    """The example's storage with an audio folder of classes, as 40-band spectrograms of 2 s."""
+    return spec(**{"modality": "audio", "schema": {}, "sources": [{"pvc": {"claimName": "clips", "path": "words"},
+                                                                    "format": "audiofolder"}],
+                   "preprocessing": {"audio": {"sampleRate": 8000, "nMels": 40, "maxSeconds": 2}},
+                   "augmentation": {"audio": {"timeStretch": 0.1, "backgroundNoiseSnrDb": 20}, "maxSyntheticFraction": 0.2},
+                   "cleaning": {"dedup": {"nearDuplicate": {"threshold": 0.9}}, "filters": {"minAudioSeconds": 0.5}},
+                   **changes})
+
+
+def test_an_audio_datasets_settings_arrive_in_a_config_the_pipeline_accepts():
+    dataset = audio_spec()
+    assert unsupported_features(dataset) is None
+    config = PipelineConfig.model_validate(render_pipeline_config(dataset, "words"))
+    assert config.modality == "audio" and config.sources[0].format == "audiofolder"
+    audio = config.preprocessing.audio
+    assert (audio.sample_rate, audio.n_mels, audio.max_seconds, audio.representation) == (8000, 40, 2, "melSpectrogram")
+    assert config.augmentation.audio.time_stretch == 0.1 and config.augmentation.audio.background_noise_snr_db == 20
+    assert config.cleaning.filters.min_audio_seconds == 0.5
+
+
+@pytest.mark.parametrize("changes, field", [
+    pytest.param({"preprocessing__image": {"width": 32}}, "spec.preprocessing.image",
+                 id="image preprocessing on audio is refused naming the field"),
+    pytest.param({"cleaning__filters__minLength": 3}, "spec.cleaning.filters.minLength",
+                 id="a text filter on audio is refused naming the field"),
+    pytest.param({"sources": [{"pvc": {"claimName": "c"}, "format": "imagefolder"}], "schema": {"audioField": "clip"}},
+                 "spec.sources[0].format", id="an image folder in an audio dataset is refused naming its format"),
+    pytest.param({"schema": {"labelField": "word"}}, "spec.schema.labelField",
+                 id="a label field beside an audio folder's class directories is refused"),
+])
+def test_audio_settings_the_pipeline_cannot_honour_are_refused_naming_the_field(changes, field):
+    problem = unsupported_features(audio_spec(**changes))
+    assert problem is not None and problem.startswith(field), problem
+
+
 def test_feedback_samples_are_text_and_are_not_folded_into_an_image_dataset():
     config = PipelineConfig.model_validate(render_pipeline_config(image_spec(), "pets", feedback_samples="policy-feedback-samples"))
     assert [source.format for source in config.sources] == ["imagefolder"]
@@ -133,12 +169,12 @@ def test_image_settings_the_pipeline_cannot_honour_are_refused_naming_the_field(
 
 
 @pytest.mark.parametrize("changes, field", [
-    pytest.param({"modality": "audio", "schema": {"audioField": "clip"}, "preprocessing": None}, "spec.modality",
-                 id="an audio dataset is refused naming modality"),
     pytest.param({"sources": [{"pvc": {"claimName": "c"}, "format": "imagefolder"}]}, "spec.sources[0].format",
                  id="an image folder source in a text dataset is refused naming its format"),
     pytest.param({"sources": [{"pvc": {"claimName": "c"}, "format": "audiofolder"}]}, "spec.sources[0].format",
-                 id="an audio folder source is refused naming its format"),
+                 id="an audio folder source in a text dataset is refused naming its format"),
+    pytest.param({"augmentation__audio": {"timeStretch": 0.1}}, "spec.augmentation.audio",
+                 id="audio augmentation on text is refused naming the field"),
     pytest.param({"cleaning__filters__minImageSide": 8}, "spec.cleaning.filters.minImageSide",
                  id="an image filter on text is refused naming the field"),
     pytest.param({"storage": {"s3": {"uri": "s3://versions/x"}}}, "spec.storage.s3",

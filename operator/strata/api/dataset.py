@@ -130,9 +130,9 @@ class ImagePreprocessing(StrataModel):
 
 class AudioPreprocessing(StrataModel):
     sample_rate: int = Field(default=16000, ge=1000, le=192000, description="Rate audio is resampled to (Hz).")
-    representation: Literal["waveform", "melSpectrogram"] = Field(default="melSpectrogram", description="Keep the waveform, or compute a mel spectrogram.")
+    representation: Literal["waveform", "melSpectrogram"] = Field(default="melSpectrogram", description="Keep the waveform, or compute a log-mel spectrogram (25 ms windows every 10 ms).")
     n_mels: int = Field(default=80, ge=8, le=512, description="Mel bands of the spectrogram.")
-    max_seconds: float = Field(default=30.0, gt=0, description="Clips are cut to this length (seconds).")
+    max_seconds: float = Field(default=30.0, gt=0, le=600, description="Clips are cut, or padded with silence, to this length (seconds).")
 
 
 class Preprocessing(StrataModel):
@@ -206,6 +206,12 @@ class DatasetSpec(StrataModel):
                 "self.modality != 'image' || has(self.schema.imageField) || "
                 "self.sources.all(s, s.format == 'imagefolder')",
                 "an image dataset needs schema.imageField unless every source is an imagefolder",
+                ".schema",
+            ),
+            (
+                "self.modality != 'audio' || has(self.schema.audioField) || "
+                "self.sources.all(s, s.format == 'audiofolder')",
+                "an audio dataset needs schema.audioField unless every source is an audiofolder",
                 ".schema",
             ),
         )

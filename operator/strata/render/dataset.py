@@ -75,59 +75,60 @@ class PipelineRun:
 # ------------------------------------------------------------------------------ checks
 
 
+def _modality_settings(spec: DatasetSpec) -> dict[str, list[tuple[str, Any]]]:
+    """Each modality's own settings, (field path, value) with None for unset."""
+    preprocessing, augmentation, filters, schema = spec.preprocessing, spec.augmentation, spec.cleaning.filters, spec.record_schema
+    return {
+        "text": [("spec.preprocessing.text", preprocessing.text if preprocessing else None),
+                 ("spec.augmentation.text", augmentation.text if augmentation else None),
+                 ("spec.cleaning.filters.minLength", filters.min_length),
+                 ("spec.cleaning.filters.maxLength", filters.max_length),
+                 ("spec.cleaning.filters.maxNonAlphaRatio", filters.max_non_alpha_ratio),
+                 ("spec.schema.textField", schema.text_field)],
+        "image": [("spec.preprocessing.image", preprocessing.image if preprocessing else None),
+                  ("spec.augmentation.image", augmentation.image if augmentation else None),
+                  ("spec.cleaning.filters.minImageSide", filters.min_image_side),
+                  ("spec.schema.imageField", schema.image_field)],
+        "audio": [("spec.preprocessing.audio", preprocessing.audio if preprocessing else None),
+                  ("spec.augmentation.audio", augmentation.audio if augmentation else None),
+                  ("spec.cleaning.filters.minAudioSeconds", filters.min_audio_seconds),
+                  ("spec.schema.audioField", schema.audio_field)],
+    }
+
+
+FOLDER_FORMATS = {"image": "imagefolder", "audio": "audiofolder"}
+
+
 def unsupported_features(spec: DatasetSpec) -> str | None:
     """What the spec asks that this version's pipeline does not do, or that does not apply to its
-    modality, naming the field and the fix."""
+    modality (accepted, it would do nothing), naming the field and the fix."""
     problems = []
-    preprocessing, augmentation, filters = spec.preprocessing, spec.augmentation, spec.cleaning.filters
-    if spec.modality == "audio":
-        problems.append("spec.modality: audio datasets are not implemented yet (text and image are)")
     for index, source in enumerate(spec.sources):
-        if source.format == "audiofolder":
-            problems.append(f"spec.sources[{index}].format: audiofolder is not implemented yet")
-        elif source.format == "imagefolder" and spec.modality == "text":
-            problems.append(f"spec.sources[{index}].format: an imagefolder holds images; set spec.modality to image")
-    for field_path, value in (
-        ("spec.preprocessing.audio", preprocessing.audio if preprocessing else None),
-        ("spec.augmentation.audio", augmentation.audio if augmentation else None),
-        ("spec.cleaning.filters.minAudioSeconds", filters.min_audio_seconds),
-    ):
-        if value is not None:
-            problems.append(f"{field_path}: audio processing is not implemented yet; remove it")
-    if spec.modality == "text":
-        for field_path, value in (
-            ("spec.augmentation.image", augmentation.image if augmentation else None),
-            ("spec.cleaning.filters.minImageSide", filters.min_image_side),
-            ("spec.schema.imageField", spec.record_schema.image_field),
-        ):
-            if value is not None:
-                problems.append(f"{field_path}: applies to image datasets only; remove it")
-    if spec.modality == "image":
-        # Settings that only text has: accepted silently they would do nothing.
-        for field_path, value in (
-            ("spec.preprocessing.text", preprocessing.text if preprocessing else None),
-            ("spec.augmentation.text", augmentation.text if augmentation else None),
-            ("spec.cleaning.filters.minLength", filters.min_length),
-            ("spec.cleaning.filters.maxLength", filters.max_length),
-            ("spec.cleaning.filters.maxNonAlphaRatio", filters.max_non_alpha_ratio),
-            ("spec.schema.textField", spec.record_schema.text_field),
-        ):
-            if value is not None:
-                problems.append(f"{field_path}: applies to text datasets only; remove it")
+        if source.format in FOLDER_FORMATS.values() and source.format != FOLDER_FORMATS.get(spec.modality):
+            kind = next(modality for modality, folder in FOLDER_FORMATS.items() if folder == source.format)
+            problems.append(f"spec.sources[{index}].format: an {source.format} holds {kind} records; "
+                            f"set spec.modality to {kind}")
+    for modality, settings in _modality_settings(spec).items():
+        if modality != spec.modality:
+            problems.extend(f"{field_path}: applies to {modality} datasets only; remove it"
+                            for field_path, value in settings if value is not None)
+    if spec.modality != "text":
         near = spec.cleaning.dedup.near_duplicate
         # The API server fills in numPerm's default: only another value is the user's choice.
         if near is not None and near.num_perm != type(near).model_fields["num_perm"].default:
-            problems.append("spec.cleaning.dedup.nearDuplicate.numPerm: images are compared by a 64-bit difference "
-                            "hash, not MinHash; remove it (threshold is the share of equal bits)")
+            problems.append(f"spec.cleaning.dedup.nearDuplicate.numPerm: {spec.modality} records are compared by a "
+                            f"64-bit hash, not MinHash; remove it (threshold is the share of equal bits)")
         if near is not None and near.threshold < MIN_IMAGE_NEAR_DUPLICATE_THRESHOLD:
-            problems.append(f"spec.cleaning.dedup.nearDuplicate.threshold: images need at least "
-                            f"{MIN_IMAGE_NEAR_DUPLICATE_THRESHOLD}, since unrelated images share about half the bits "
-                            f"of their difference hashes; raise it")
-        if preprocessing and preprocessing.image and not preprocessing.image.normalize:
-            problems.append("spec.preprocessing.image.normalize: false is not implemented (versions hold pixels in "
-                            "[-1, 1], what the image model families train on); remove it")
-        if spec.record_schema.label_field and any(source.format == "imagefolder" for source in spec.sources):
-            problems.append("spec.schema.labelField: an imagefolder's classes are its directories; remove it")
+            problems.append(f"spec.cleaning.dedup.nearDuplicate.threshold: {spec.modality} needs at least "
+                            f"{MIN_IMAGE_NEAR_DUPLICATE_THRESHOLD}, since unrelated records share about half the bits "
+                            f"of their hashes; raise it")
+        if spec.record_schema.label_field and any(source.format == FOLDER_FORMATS[spec.modality] for source in spec.sources):
+            problems.append(f"spec.schema.labelField: an {FOLDER_FORMATS[spec.modality]}'s classes are its directories; "
+                            f"remove it")
+    preprocessing = spec.preprocessing
+    if spec.modality == "image" and preprocessing and preprocessing.image and not preprocessing.image.normalize:
+        problems.append("spec.preprocessing.image.normalize: false is not implemented (versions hold pixels in "
+                        "[-1, 1], what the image model families train on); remove it")
     if spec.storage.s3 is not None:
         problems.append("spec.storage.s3: versions are written to a PVC in this version of Strata; use storage.pvc")
     return "; ".join(problems) or None
@@ -225,11 +226,14 @@ def render_pipeline_config(spec: DatasetSpec, name: str, feedback_samples: str |
         schema["labelField"] = spec.record_schema.label_field
     if spec.record_schema.image_field:
         schema["imageField"] = spec.record_schema.image_field
+    if spec.record_schema.audio_field:
+        schema["audioField"] = spec.record_schema.audio_field
     cleaning = spec.cleaning
     filters = {key: value for key, value in (("minLength", cleaning.filters.min_length),
                                              ("maxLength", cleaning.filters.max_length),
                                              ("maxNonAlphaRatio", cleaning.filters.max_non_alpha_ratio),
-                                             ("minImageSide", cleaning.filters.min_image_side)) if value is not None}
+                                             ("minImageSide", cleaning.filters.min_image_side),
+                                             ("minAudioSeconds", cleaning.filters.min_audio_seconds)) if value is not None}
     dedup: dict[str, Any] = {"exact": cleaning.dedup.exact}
     if cleaning.dedup.near_duplicate is not None:
         dedup["nearDuplicate"] = cleaning.dedup.near_duplicate.to_wire()
@@ -247,16 +251,18 @@ def render_pipeline_config(spec: DatasetSpec, name: str, feedback_samples: str |
         config["preprocessing"] = {"text": {"normalize": text.normalize, "lowercase": text.lowercase,
                                             "stripStopwords": text.strip_stopwords,
                                             "tokenizer": {"kind": text.tokenizer.kind, "vocabSize": text.tokenizer.vocab_size}}}
-    image = spec.preprocessing.image if spec.preprocessing else None
-    if image is not None:
-        config.setdefault("preprocessing", {})["image"] = image.to_wire()
+    for modality in ("image", "audio"):
+        settings = getattr(spec.preprocessing, modality) if spec.preprocessing else None
+        if settings is not None:
+            config.setdefault("preprocessing", {})[modality] = settings.to_wire()
     if spec.augmentation is not None:
         augmentation = spec.augmentation
         config["augmentation"] = {"maxSyntheticFraction": augmentation.max_synthetic_fraction, "seed": augmentation.seed}
         if augmentation.text is not None:
             config["augmentation"]["text"] = augmentation.text.to_wire()
-        if augmentation.image is not None:
-            config["augmentation"]["image"] = augmentation.image.to_wire()
+        for modality in ("image", "audio"):
+            if getattr(augmentation, modality) is not None:
+                config["augmentation"][modality] = getattr(augmentation, modality).to_wire()
     if spec.quality_gates is not None:
         config["qualityGates"] = spec.quality_gates.to_wire()
     return config

@@ -58,9 +58,9 @@ class DataSource(_Model):
     path: str | None = Field(default=None, description="(pipeline only) A local file or directory; a PVC's mounted path.")
     http: HTTPSource | None = Field(default=None, description="Fetch records from an http(s) endpoint.")
     s3: S3Source | None = Field(default=None, description="Read objects under an S3 prefix.")
-    format: Literal["jsonl", "json", "csv", "parquet", "text", "imagefolder"] = Field(
-        description="How records are encoded at the source; imagefolder: one image per file, its class the first "
-                    "directory under the source's root (none when the files sit at the root).")
+    format: Literal["jsonl", "json", "csv", "parquet", "text", "imagefolder", "audiofolder"] = Field(
+        description="How records are encoded at the source; imagefolder and audiofolder: one image (WAV clip) per file, "
+                    "its class the first directory under the source's root (none when the files sit at the root).")
 
     @model_validator(mode="after")
     def _one_location(self) -> "DataSource":
@@ -87,6 +87,9 @@ class RecordSchema(_Model):
     image_field: str | None = Field(default=None, max_length=128,
                                     description="Field holding an image's encoded bytes (Parquet binary, or base64 text); "
                                                 "image datasets, unless every source is an imagefolder.")
+    audio_field: str | None = Field(default=None, max_length=128,
+                                    description="Field holding a WAV file's bytes (Parquet binary, or base64 text); "
+                                                "audio datasets, unless every source is an audiofolder.")
     label_field: str | None = Field(default=None, max_length=128, description="Field holding an integer class label.")
     fields: dict[str, FieldType] = Field(
         default_factory=dict,
@@ -121,6 +124,7 @@ class NoiseFilters(_Model):
     max_length: int | None = Field(default=None, ge=1, description="Drop text longer than this (characters).")
     max_non_alpha_ratio: float | None = Field(default=None, ge=0.0, le=1.0, description="Drop text that is mostly symbols.")
     min_image_side: int | None = Field(default=None, ge=1, description="Drop images whose shorter side is smaller (pixels).")
+    min_audio_seconds: float | None = Field(default=None, ge=0, description="Drop clips shorter than this (seconds).")
     drop_patterns: list[str] = Field(default_factory=list, max_length=64,
                                      description="(pipeline only) Drop text matching any of these regular expressions.")
 
@@ -171,11 +175,18 @@ class ImagePreprocessing(_Model):
     normalize: Literal[True] = Field(default=True, description="Scale pixels to [-1, 1] (the only scaling implemented).")
 
 
+class AudioPreprocessing(_Model):
+    sample_rate: int = Field(default=16000, ge=1000, le=192000, description="Rate clips are resampled to (Hz).")
+    representation: Literal["waveform", "melSpectrogram"] = Field(default="melSpectrogram",
+                                                                  description="Keep the waveform, or a log-mel spectrogram.")
+    n_mels: int = Field(default=80, ge=8, le=512, description="Mel bands of the spectrogram.")
+    max_seconds: float = Field(default=30.0, gt=0, le=600, description="Clips are cut, or padded with silence, to this length.")
+
+
 class Preprocessing(_Model):
-    # The audio section is an extension point: the operator's API has it, this pipeline refuses
-    # it (extra="forbid") until it implements it.
     text: TextPreprocessing = Field(default_factory=TextPreprocessing)
     image: ImagePreprocessing = Field(default_factory=ImagePreprocessing)
+    audio: AudioPreprocessing = Field(default_factory=AudioPreprocessing)
 
 
 class TextAugmentation(_Model):
@@ -191,9 +202,17 @@ class ImageAugmentation(_Model):
     random_crop: float = Field(default=0.0, ge=0.0, le=1.0, description="Largest share of each side cut away.")
 
 
+class AudioAugmentation(_Model):
+    time_stretch: float = Field(default=0.0, ge=0.0, le=1.0, description="Largest relative speed change (same pitch).")
+    pitch_shift_semitones: float = Field(default=0.0, ge=0, le=12, description="Largest pitch shift either way (semitones).")
+    background_noise_snr_db: float | None = Field(default=None, ge=0, le=60,
+                                                  description="Mix in white noise at this signal-to-noise ratio (dB).")
+
+
 class Augmentation(_Model):
     text: TextAugmentation = Field(default_factory=TextAugmentation)
     image: ImageAugmentation = Field(default_factory=ImageAugmentation)
+    audio: AudioAugmentation = Field(default_factory=AudioAugmentation)
     max_synthetic_fraction: float = Field(default=0.2, ge=0.0, lt=1.0,
                                           description="Cap on augmented records as a share of the training split.")
     seed: int = Field(default=0, ge=0, description="Makes augmentation reproducible.")
@@ -215,7 +234,7 @@ class QualityGates(_Model):
 
 class PipelineConfig(_Model):
     name: str = Field(default="dataset", max_length=253, description="(pipeline only) Dataset name in the manifest.")
-    modality: Literal["text", "image"] = Field(default="text", description="What the records are (audio is not implemented).")
+    modality: Literal["text", "image", "audio"] = Field(default="text", description="What the records are.")
     sources: list[DataSource] = Field(min_length=1, max_length=16)
     record_schema: RecordSchema = Field(alias="schema", default_factory=RecordSchema)
     cleaning: Cleaning = Field(default_factory=Cleaning)
@@ -233,31 +252,35 @@ class PipelineConfig(_Model):
 
     @model_validator(mode="after")
     def _sources_fit_modality(self) -> "PipelineConfig":
-        folders = [source.format == "imagefolder" for source in self.sources]
-        if self.modality == "text" and any(folders):
-            raise ValueError(f"sources[{folders.index(True)}].format: imagefolder holds images; set modality image")
+        folder_format = {"image": "imagefolder", "audio": "audiofolder"}.get(self.modality)
+        for index, source in enumerate(self.sources):
+            if source.format in ("imagefolder", "audiofolder") and source.format != folder_format:
+                raise ValueError(f"sources[{index}].format: {source.format} does not hold {self.modality} records")
+        folders = [source.format == folder_format for source in self.sources]
         near = self.cleaning.dedup.near_duplicate
-        if self.modality == "image" and near is not None and near.threshold < MIN_IMAGE_NEAR_DUPLICATE_THRESHOLD:
-            raise ValueError(f"cleaning.dedup.nearDuplicate.threshold: images need at least "
-                             f"{MIN_IMAGE_NEAR_DUPLICATE_THRESHOLD} (unrelated images share half their hash bits)")
+        if self.modality != "text" and near is not None and near.threshold < MIN_IMAGE_NEAR_DUPLICATE_THRESHOLD:
+            raise ValueError(f"cleaning.dedup.nearDuplicate.threshold: {self.modality} needs at least "
+                             f"{MIN_IMAGE_NEAR_DUPLICATE_THRESHOLD} (unrelated records share half their hash bits)")
         if any(folders) and self.record_schema.label_field is not None:
-            raise ValueError("schema.labelField: an imagefolder's classes are its directories; unset labelField")
-        if self.modality == "image" and not all(folders) and self.record_schema.image_field is None:
-            raise ValueError("schema.imageField: an image dataset needs it unless every source is an imagefolder")
+            raise ValueError(f"schema.labelField: an {folder_format}'s classes are its directories; unset labelField")
+        field = {"image": self.record_schema.image_field, "audio": self.record_schema.audio_field}.get(self.modality, "")
+        if not all(folders) and field is None:
+            raise ValueError(f"schema.{self.modality}Field: an {self.modality} dataset needs it unless every source "
+                             f"is an {folder_format}")
         return self
 
     def spec_hash(self) -> str:
         """Hash of everything that shapes the output (a loaded tokenizer by its content)."""
         exclude: dict[str, Any] = {"batch_size": True, "parent_version": True, "output": True, "quality_gates": True}
+        # Only the modality's own settings shape the output. Image and audio settings arrived
+        # after text versions existed: leaving them out of a text spec keeps those versions' ids.
+        others = {"text", "image", "audio"} - {self.modality}
+        exclude |= {"preprocessing": dict.fromkeys(others, True), "augmentation": dict.fromkeys(others, True)}
         if self.modality == "text":
-            # Image settings arrived after text versions existed: leaving them out of a text
-            # spec keeps those versions' ids.
-            exclude |= {"record_schema": {"image_field"}, "cleaning": {"filters": {"min_image_side"}},
-                        "preprocessing": {"image": True, **({"text": {"strip_stopwords"}}
-                                                            if not self.preprocessing.text.strip_stopwords else {})},
-                        "augmentation": {"image"}}
-        else:
-            exclude |= {"preprocessing": {"text"}, "augmentation": {"text"}}
+            exclude |= {"record_schema": {"image_field", "audio_field"},
+                        "cleaning": {"filters": {"min_image_side", "min_audio_seconds"}}}
+            if not self.preprocessing.text.strip_stopwords:
+                exclude["preprocessing"]["text"] = {"strip_stopwords"}
         spec: dict[str, Any] = self.model_dump(mode="json", by_alias=True, exclude=exclude)
         tokenizer_path = self.preprocessing.text.tokenizer.path
         if tokenizer_path is not None:

@@ -18,8 +18,8 @@ from strata_workloads.data.result import GateVerdict
 
 # Bins empty in one version count as this share, so PSI stays finite (a common choice).
 PSI_FLOOR = 1e-4
-# Text versions have lengths, image versions brightness; both may have classes.
-DRIFT_DISTRIBUTIONS = ("lengthDistribution", "brightnessDistribution", "classDistribution")
+# Text versions have lengths, image versions brightness, audio versions loudness; any may have classes.
+DRIFT_DISTRIBUTIONS = ("lengthDistribution", "brightnessDistribution", "loudnessDistribution", "classDistribution")
 
 
 def population_stability_index(expected: dict[str, float], actual: dict[str, float]) -> float:

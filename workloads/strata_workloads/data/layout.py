@@ -16,9 +16,11 @@ Layout of one dataset version::
     {
       "formatVersion": 1,
       "name": "tiny-text", "version": "v3", "createdAt": "2024-05-01T12:00:00Z",
-      "modality": "text" | "image",
+      "modality": "text" | "image" | "audio",
       "columns": [{"name": "text", "type": "string"}, {"name": "label", "type": "int64"}],
       "imageShape": [1, 8, 8],            # image datasets only: C, H, W
+      "audioShape": [80, 101],            # audio datasets only: [samples] or [nMels, frames]
+      "sampleRate": 16000,                # audio datasets only
       "numClasses": 2,                    # 0 when there is no "label" column
       "splits": {
         "train": {"rows": 96, "shards": [{"path": "train/part-00000.parquet",
@@ -32,13 +34,14 @@ Layout of one dataset version::
     }
 
 Columns by modality: ``text`` datasets have a ``text`` string column, ``image`` datasets an
-``image`` column holding the flattened C*H*W float32 pixels scaled to [-1, 1]. Either may have
-an int64 ``label`` column in ``[0, numClasses)`` used for conditioning. Text versions made by the
+``image`` column holding the flattened C*H*W float32 pixels scaled to [-1, 1], ``audio``
+datasets an ``audio`` column holding each clip flattened (float32 samples in [-1, 1], or a
+natural-log mel spectrogram, nMels x frames). Any may have an int64 ``label`` column in ``[0, numClasses)`` used for conditioning. Text versions made by the
 Dataset pipeline also have ``tokens`` (list<int32>: ids from the version's ``tokenizer.json``,
 or UTF-8 bytes for a byte tokenizer) and ``synthetic`` (bool: made by augmentation).
 
 Per-split statistics: ``text`` -> rows, totalBytes, meanBytes, maxBytes; ``image`` -> rows,
-pixelMean, pixelStd; with labels also labelCounts. They let consumers size things (context
+pixelMean, pixelStd; ``audio`` -> rows, valueMean, valueStd; with labels also labelCounts. They let consumers size things (context
 length, normalisation) without reading the shards.
 
 This module needs pyarrow but not torch.
@@ -65,12 +68,13 @@ from pydantic.alias_generators import to_camel
 FORMAT_VERSION = 1
 MANIFEST_FILENAME = "manifest.json"
 
-Modality = Literal["text", "image"]
+Modality = Literal["text", "image", "audio"]
 
 # The Arrow types each well-known column must have; written into the manifest's "columns".
 _COLUMN_TYPES: dict[str, pa.DataType] = {
     "text": pa.string(),
     "image": pa.list_(pa.float32()),
+    "audio": pa.list_(pa.float32()),
     "label": pa.int64(),
 }
 
@@ -143,6 +147,10 @@ class DatasetManifest(_CamelModel):
     modality: Modality
     columns: list[ColumnSpec]
     image_shape: list[int] | None = None
+    # Audio datasets: each record's shape ([samples] for waveforms, [nMels, frames] for
+    # spectrograms) and the sample rate it was brought to.
+    audio_shape: list[int] | None = None
+    sample_rate: int | None = None
     num_classes: int = Field(default=0, ge=0)
     splits: dict[str, SplitInfo]
     pipeline: PipelineReport | None = None
@@ -150,12 +158,17 @@ class DatasetManifest(_CamelModel):
     @model_validator(mode="after")
     def _check_consistency(self) -> "DatasetManifest":
         names = {column.name for column in self.columns}
-        required = "text" if self.modality == "text" else "image"
+        required = self.modality
         if required not in names:
             raise ValueError(f"a {self.modality} dataset needs a '{required}' column, has {sorted(names)}")
         if self.modality == "image":
             if not self.image_shape or len(self.image_shape) != 3 or min(self.image_shape) < 1:
                 raise ValueError(f"imageShape must be [C, H, W] with positive sizes, got {self.image_shape}")
+        if self.modality == "audio":
+            if not self.audio_shape or len(self.audio_shape) not in (1, 2) or min(self.audio_shape) < 1:
+                raise ValueError(f"audioShape must be [samples] or [nMels, frames] with positive sizes, got {self.audio_shape}")
+            if not self.sample_rate or self.sample_rate < 1:
+                raise ValueError("an audio dataset needs its sampleRate")
         if self.num_classes > 0 and "label" not in names:
             raise ValueError("numClasses > 0 needs a 'label' column")
         if not self.splits:
@@ -217,7 +230,7 @@ class _SplitStatistics:
         else:
             import numpy as np
 
-            pixels = np.asarray(table.column("image").combine_chunks().flatten(), dtype=np.float64)
+            pixels = np.asarray(table.column(self.modality).combine_chunks().flatten(), dtype=np.float64)
             self.pixel_count += pixels.size
             self.pixel_sum += float(pixels.sum())
             self.pixel_sum_squares += float((pixels * pixels).sum())
@@ -235,8 +248,9 @@ class _SplitStatistics:
         else:
             mean = self.pixel_sum / self.pixel_count if self.pixel_count else 0.0
             variance = self.pixel_sum_squares / self.pixel_count - mean * mean if self.pixel_count else 0.0
-            stats["pixelMean"] = mean
-            stats["pixelStd"] = math.sqrt(max(variance, 0.0))
+            prefix = "pixel" if self.modality == "image" else "value"
+            stats[f"{prefix}Mean"] = mean
+            stats[f"{prefix}Std"] = math.sqrt(max(variance, 0.0))
         if self.label_counts is not None:
             stats["labelCounts"] = {str(label): count for label, count in sorted(self.label_counts.items())}
         return stats
@@ -252,7 +266,8 @@ class DatasetWriter:
     """
 
     def __init__(self, root: str | os.PathLike[str], *, modality: Modality, rows_per_shard: int = 10_000,
-                 image_shape: Sequence[int] | None = None):
+                 image_shape: Sequence[int] | None = None, audio_shape: Sequence[int] | None = None,
+                 sample_rate: int | None = None):
         if rows_per_shard < 1:
             raise ValueError(f"rows_per_shard must be >= 1, got {rows_per_shard}")
         self.root = Path(root)
@@ -263,6 +278,8 @@ class DatasetWriter:
         self.modality: Modality = modality
         self.rows_per_shard = rows_per_shard
         self.image_shape = list(image_shape) if image_shape is not None else None
+        self.audio_shape = list(audio_shape) if audio_shape is not None else None
+        self.sample_rate = sample_rate
         self._pending: dict[str, list[pa.Table]] = {}
         self._pending_rows: dict[str, int] = {}
         self._schemas: dict[str, pa.Schema] = {}
@@ -286,11 +303,12 @@ class DatasetWriter:
 
     def add(self, split: str, rows: pa.Table | Mapping[str, Sequence[Any]] | Iterable[Mapping[str, Any]]) -> None:
         table = _as_table(rows)
-        if self.modality == "image" and self.image_shape is not None and table.num_rows:
-            lengths = set(pc.list_value_length(table.column("image")).to_pylist())
-            if lengths != {math.prod(self.image_shape)}:
+        shape = self.image_shape if self.modality == "image" else self.audio_shape if self.modality == "audio" else None
+        if shape is not None and table.num_rows:
+            lengths = set(pc.list_value_length(table.column(self.modality)).to_pylist())
+            if lengths != {math.prod(shape)}:
                 raise DatasetLayoutError(
-                    f"split {split}: image rows must have {math.prod(self.image_shape)} values, got lengths {sorted(lengths)}"
+                    f"split {split}: {self.modality} rows must have {math.prod(shape)} values, got lengths {sorted(lengths)}"
                 )
         if split not in self._schemas:
             self._schemas[split] = table.schema
@@ -344,6 +362,8 @@ class DatasetWriter:
                 modality=self.modality,
                 columns=columns or [],
                 image_shape=self.image_shape,
+                audio_shape=self.audio_shape,
+                sample_rate=self.sample_rate,
                 num_classes=num_classes,
                 splits=split_infos,
                 pipeline=pipeline,

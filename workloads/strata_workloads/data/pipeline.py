@@ -57,11 +57,13 @@ from strata_workloads.data.layout import (
     StepCounts,
     read_manifest,
 )
+from strata_workloads.data import audio as clips
 from strata_workloads.data import image as images
+from strata_workloads.data.audio import AudioError
 from strata_workloads.data.image import ImageError
 from strata_workloads.data.minhash import NearDuplicateIndex, shingle_hashes
 from strata_workloads.data.sources import (
-    FOLDER_IMAGE_FIELD,
+    FOLDER_FIELDS,
     Quarantine,
     SourceDigest,
     SourceError,
@@ -93,6 +95,9 @@ RUNS_DIR = ".runs"
 # and batchSize count records, which for images can be large (64x64 RGB floats are 48 KiB).
 IMAGE_BATCH_BYTES = 64 << 20
 IMAGE_SHARD_BYTES = 256 << 20
+# Clips' RMS level (dBFS) in bins with these lower edges (and one below, for near silence): a
+# version's loudness distribution.
+LOUDNESS_EDGES = [-60.0, -50.0, -40.0, -30.0, -20.0, -10.0]
 # Images' mean pixel value (in [-1, 1]) in this many equal bins: a version's brightness distribution.
 BRIGHTNESS_BINS = 10
 # Where an image folder's class index sits in a record (from its directory, not from the file).
@@ -188,7 +193,7 @@ class _ImageRecords:
     spill_columns = [("image", pa.binary())]
 
     def __init__(self, config: PipelineConfig):
-        self.field = config.record_schema.image_field or FOLDER_IMAGE_FIELD
+        self.field = config.record_schema.image_field or FOLDER_FIELDS["imagefolder"]
         settings = config.preprocessing.image
         self.shape = image_shape(config)
         self.resize = settings.resize
@@ -212,18 +217,62 @@ class _ImageRecords:
         return {"image": pixels}, hashlib.blake2b(pixels, digest_size=16).digest()
 
 
+def _record_floats(config: PipelineConfig) -> int:
+    """Floats one record holds in the version (and at most in a spill): large for images and audio."""
+    if config.modality == "image":
+        return math.prod(image_shape(config).chw)
+    shape = audio_shape(config)
+    return max(shape.samples, math.prod(shape.layout))
+
+
 def batch_rows(config: PipelineConfig) -> int:
-    """Records held together: batchSize, fewer for large images."""
-    if config.modality != "image":
+    """Records held together: batchSize, fewer for large images and long clips."""
+    if config.modality == "text":
         return config.batch_size
-    return max(1, min(config.batch_size, IMAGE_BATCH_BYTES // (4 * math.prod(image_shape(config).chw))))
+    return max(1, min(config.batch_size, IMAGE_BATCH_BYTES // (4 * _record_floats(config))))
 
 
 def shard_rows(config: PipelineConfig) -> int:
-    """Rows per Parquet shard: rowsPerShard, fewer for large images (the writer holds a shard)."""
-    if config.modality != "image":
+    """Rows per Parquet shard: rowsPerShard, fewer for large records (the writer holds a shard)."""
+    if config.modality == "text":
         return config.rows_per_shard
-    return max(1, min(config.rows_per_shard, IMAGE_SHARD_BYTES // (4 * math.prod(image_shape(config).chw))))
+    return max(1, min(config.rows_per_shard, IMAGE_SHARD_BYTES // (4 * _record_floats(config))))
+
+
+class _AudioRecords:
+    """Audio records in pass 1: decoded (or quarantined), length filter, mono at the version's
+    sample rate, cut or padded to maxSeconds; the exact-dedup key is the clip's 16-bit samples."""
+
+    spill_columns = [("audio", pa.binary())]
+
+    def __init__(self, config: PipelineConfig):
+        self.field = config.record_schema.audio_field or FOLDER_FIELDS["audiofolder"]
+        self.shape = audio_shape(config)
+        self.min_seconds = config.cleaning.filters.min_audio_seconds
+
+    def value(self, record: dict[str, Any]) -> Any:
+        data = record[self.field]
+        if isinstance(data, str):
+            try:
+                data = base64.b64decode(data, validate=True)
+            except binascii.Error:
+                raise AudioError(f"audio: {self.field} is text but not base64") from None
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError(f"{self.field}: expected a WAV file's bytes, got {type(data).__name__}")
+        return clips.decode(bytes(data))
+
+    def map(self, decoded: tuple[np.ndarray, int]) -> tuple[dict[str, Any], bytes] | str:
+        samples, rate = decoded
+        if self.min_seconds is not None and len(samples) / rate < self.min_seconds:
+            return "minAudioSeconds"
+        clip = clips.preprocess(samples, rate, self.shape)
+        key = hashlib.blake2b(np.round(clip * 32767).astype(np.int16).tobytes(), digest_size=16).digest()
+        return {"audio": clip.tobytes()}, key
+
+
+def audio_shape(config: PipelineConfig) -> clips.AudioShape:
+    settings = config.preprocessing.audio
+    return clips.AudioShape(settings.sample_rate, settings.max_seconds, settings.representation, settings.n_mels)
 
 
 def image_shape(config: PipelineConfig) -> images.ImageShape:
@@ -233,7 +282,7 @@ def image_shape(config: PipelineConfig) -> images.ImageShape:
 
 def folder_classes(config: PipelineConfig) -> list[str]:
     """Class names of the image folders' class directories, sorted: a class's label is its index."""
-    return sorted({name for source in config.sources if source.format == "imagefolder"
+    return sorted({name for source in config.sources if source.format in FOLDER_FIELDS
                    for part in source_parts(source) if (name := folder_class(part.name)) is not None})
 
 
@@ -246,11 +295,11 @@ def _map_parts(config: PipelineConfig, shard: int, shards: int, work: Path) -> d
     """Pass 1 over this shard's parts: survivors to ``work/spill.parquet`` (with their part),
     malformed records to ``work/quarantine.jsonl``; returns the shard's summary (counts, parts)."""
     schema = config.record_schema
-    records = _TextRecords(config) if config.modality == "text" else _ImageRecords(config)
+    records = {"text": _TextRecords, "image": _ImageRecords, "audio": _AudioRecords}[config.modality](config)
     rules = {rule.field: rule for rule in config.cleaning.missing_values}
     seen: set[bytes] = set()
     counts = _Counts()
-    classes = {name: index for index, name in enumerate(folder_classes(config))} if config.modality == "image" else {}
+    classes = {name: index for index, name in enumerate(folder_classes(config))} if config.modality != "text" else {}
     label = FOLDER_CLASS_FIELD if classes else schema.label_field
     # Ordered (not a set), so the field a record is counted missing under is the same every run.
     checked_fields = list(dict.fromkeys([records.field, *([label] if label else []), *rules]))
@@ -277,7 +326,7 @@ def _map_parts(config: PipelineConfig, shard: int, shards: int, work: Path) -> d
                     continue
                 digest = SourceDigest(source.describe())
                 quarantine.part = index
-                part_class = folder_class(part.name) if source.format == "imagefolder" else None
+                part_class = folder_class(part.name) if source.format in FOLDER_FIELDS else None
                 for record, location in part.read(schema.text_field, quarantine, digest, config.batch_size):
                     counts.read += 1
                     if part_class is not None:
@@ -305,7 +354,7 @@ def _map_parts(config: PipelineConfig, shard: int, shards: int, work: Path) -> d
                         if label_value is not None and label_value < 0:
                             raise ValueError(f"{label}: a label must be >= 0, got {label_value}")
                     except (TypeError, ValueError, KeyError) as error:
-                        reason = str(error) if isinstance(error, ImageError) else f"schema: {error}"
+                        reason = str(error) if isinstance(error, (ImageError, AudioError)) else f"schema: {error}"
                         quarantine.add(source.describe(), location, reason, _quarantine_excerpt(record))
                         counts.schema_invalid += 1
                         continue
@@ -642,6 +691,69 @@ def _image_pass(config: PipelineConfig, spill: Path, staging: Path, writer: Data
                        num_classes=len(classes))
 
 
+def _audio_pass(config: PipelineConfig, spill: Path, staging: Path, writer: DatasetWriter, counts: _Counts) -> _SecondPass:
+    """Near dedup (perceptual hashes of spectrograms), split, augmentation; rows to the writer as
+    waveforms or log-mel spectrograms."""
+    shape = audio_shape(config)
+    near = config.cleaning.dedup.near_duplicate
+    index = images.HashIndex(near.threshold) if near else None
+    augmentation = config.augmentation
+    audio_augmentation = augmentation.audio if augmentation is not None and augmentation.max_synthetic_fraction > 0 else None
+    has_label = "label" in pq.read_schema(spill).names
+    label_counts: dict[int, int] = {}
+    loudness = np.zeros(len(LOUDNESS_EDGES) + 1, dtype=np.int64)  # clips by RMS level: the drift gate's
+    kept = real_train = 0
+    split_threshold = int(config.validation_fraction * (1 << 32))
+    for batch in _spill_batches(spill, batch_rows(config)):
+        data = batch.column("audio").to_pylist()
+        keys = batch.column("key").to_pylist()
+        labels = batch.column("label").to_pylist() if has_label else None
+        rows: dict[str, dict[str, list]] = {}
+
+        def add(split: str, clip: np.ndarray, synthetic: bool, label: int | None) -> None:
+            target = rows.setdefault(split, {"audio": [], "synthetic": []} | ({"label": []} if has_label else {}))
+            target["audio"].append(clips.to_layout(clip, shape))
+            target["synthetic"].append(synthetic)
+            if has_label:
+                target["label"].append(label)
+
+        for i, raw in enumerate(data):
+            clip = np.frombuffer(raw, dtype=np.float32)
+            if index is not None and not index.keep(clips.perceptual_hash(clip, shape)):
+                counts.near_duplicates += 1
+                continue
+            kept += 1
+            rms = float(np.sqrt(np.mean(clip.astype(np.float64) ** 2)))
+            loudness[int(np.searchsorted(LOUDNESS_EDGES, 20 * math.log10(max(rms, 1e-10)), side="right"))] += 1
+            label = labels[i] if labels is not None else None
+            if label is not None:
+                label_counts[label] = label_counts.get(label, 0) + 1
+            split = "validation" if int.from_bytes(keys[i][:4], "little") < split_threshold else "train"
+            add(split, clip, False, label)
+            if split == "train":
+                real_train += 1
+                if audio_augmentation is not None and counts.synthetic < _synthetic_cap(augmentation, real_train):
+                    variant = clips.augment(clip, audio_augmentation, shape, record_rng(augmentation.seed, keys[i]))
+                    if not np.array_equal(variant, clip):
+                        add("train", variant, True, label)
+                        counts.synthetic += 1
+        for split, columns in rows.items():
+            writer.add(split, pa.table({**columns, "audio": pa.array(columns["audio"], pa.list_(pa.float32()))}))
+    for split in ("train", "validation"):
+        if split not in writer.splits and (split == "train" or config.validation_fraction > 0):
+            writer.add(split, pa.table({"audio": pa.array([], pa.list_(pa.float32())), "synthetic": pa.array([], pa.bool_())}
+                                       | ({"label": pa.array([], pa.int64())} if has_label else {})))
+    classes = folder_classes(config)
+    statistics: dict[str, Any] = {"audioShape": shape.layout, "sampleRate": shape.sample_rate}
+    if classes:
+        statistics["classNames"] = classes
+    bins = ["silent", *(f"{edge:g}" for edge in LOUDNESS_EDGES)]  # each bin by its lower edge (dBFS)
+    return _SecondPass(records=kept, label_counts=label_counts, statistics=statistics,
+                       reference={"loudnessDistribution": {name: int(n) / max(kept, 1)
+                                                           for name, n in zip(bins, loudness) if n}},
+                       num_classes=len(classes))
+
+
 def run_pipeline(config: PipelineConfig, out: str | Path, *, shards: int = 1, run_id: str | None = None,
                  shard_timeout: float = 24 * 3600) -> PipelineResult:
     """Build the version (as shard 0 when ``shards`` > 1: the others run :func:`map_shard`)."""
@@ -658,7 +770,9 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, shards: int = 1, ru
     counts = _Counts()
     # The version id is known only after reading; the writer stages under a placeholder name.
     writer = DatasetWriter(out / ".pending", modality=config.modality, rows_per_shard=shard_rows(config),
-                           image_shape=image_shape(config).chw if config.modality == "image" else None)
+                           image_shape=image_shape(config).chw if config.modality == "image" else None,
+                           audio_shape=audio_shape(config).layout if config.modality == "audio" else None,
+                           sample_rate=config.preprocessing.audio.sample_rate if config.modality == "audio" else None)
     with writer:
         staging = writer.staging
         work = staging / "_work"
@@ -699,7 +813,8 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, shards: int = 1, ru
             _remove_run(run_dir)
             return PipelineResult(version, root, read_manifest(root), created=False)
 
-        second = (_text_pass if config.modality == "text" else _image_pass)(config, spill, staging, writer, counts)
+        second = {"text": _text_pass, "image": _image_pass, "audio": _audio_pass}[config.modality](
+            config, spill, staging, writer, counts)
         shutil.rmtree(work)
         _remove_run(run_dir)
 

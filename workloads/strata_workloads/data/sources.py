@@ -11,9 +11,9 @@ Every reader yields ``(record, location)`` pairs and reports what it cannot pars
 that cannot be reached at all raises :class:`SourceError` (a version silently missing a source
 would be worse than no version).
 
-An image folder's files are one record each: ``{"image": <the file's bytes>}`` (the pipeline
-decodes it, and takes the class from the part's name: :func:`folder_class`). WAV audio is the
-next format; it plugs in the same way.
+An image or audio folder's files are one record each: ``{"image": <the file's bytes>}`` or
+``{"audio": ...}`` (the pipeline decodes it, and takes the class from the part's name:
+:func:`folder_class`).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import pyarrow.parquet as pq
 from strata_workloads.data.config import DataSource, S3Source
 
 CHUNK_BYTES = 1 << 20
-# The field an image folder's records hold the file's bytes in.
-FOLDER_IMAGE_FIELD = "image"
+# The field a folder's records hold the file's bytes in, by format.
+FOLDER_FIELDS = {"imagefolder": "image", "audiofolder": "audio"}
 RAW_EXCERPT_CHARS = 1000
 
 
@@ -357,9 +357,9 @@ def _s3_open(filesystem: Any, key: str) -> IO[bytes]:
 def _read_stream(source, name, opener, text_field, quarantine, digest, batch_size,
                  local_path: Path | None = None) -> Iterator[tuple[dict, str]]:
     with opener() as stream:
-        if source.format == "imagefolder":
+        if source.format in FOLDER_FIELDS:
             digest.records += 1
-            yield {FOLDER_IMAGE_FIELD: b"".join(_chunks(stream, digest))}, name
+            yield {FOLDER_FIELDS[source.format]: b"".join(_chunks(stream, digest))}, name
         elif source.format in _LINE_READERS:
             for record, location in _LINE_READERS[source.format](_chunks(stream, digest), name, text_field, quarantine):
                 digest.records += 1

@@ -155,7 +155,7 @@ def _split_documents(texts: list[str], fraction: float, seed: int) -> tuple[list
 def _load_dataset_directory(config: TrainConfig, root: Path) -> TrainingData:
     manifest = layout.read_manifest(root)
     wants_images = config.model.family in IMAGE_FAMILIES
-    if wants_images != (manifest.modality == "image"):
+    if manifest.modality != ("image" if wants_images else "text"):
         raise ConfigError(
             f"data.path: the {config.model.family} family needs "
             f"{'an image' if wants_images else 'a text'} dataset, {root} is {manifest.modality}"
