@@ -4,7 +4,8 @@ of the same input and spec finds the same version and writes nothing; a version 
 quality gate is kept but the previous one stays current; a TrainingJob trains on the version.
 
 A Dataset with parallelism 2 runs as an Indexed Job of two pods and publishes the version, byte
-for byte, that one pod publishes. An image folder becomes an image version a VAE trains on.
+for byte, that one pod publishes. An image folder becomes an image version a VAE trains on, and
+an audio folder a version of spectrograms.
 
 The session's real-node cluster and operator (tests/operator/conftest.py) run it, with the locally
 built data and trainer images.
@@ -229,6 +230,39 @@ def test_an_image_folder_becomes_a_version_a_vae_trains_on(cluster, namespace, p
                        in ("Succeeded", "Failed") and s, timeout=900, what="the VAE TrainingJob to end")
     assert trained["phase"] == "Succeeded", trained
     assert trained["datasetVersion"] == done["version"]
+
+
+def test_an_audio_folder_becomes_a_version_of_log_mel_spectrograms(cluster, namespace, published):
+    """modality audio: the pipeline pod decodes the PVC's WAV files (classes from directories),
+    resamples them and publishes spectrograms of the declared shape."""
+    import io
+
+    import numpy as np
+    from scipy.io import wavfile
+
+    words = published["corpus"].parent / "words"
+    generator = np.random.default_rng(9)
+    t = np.arange(22050) / 22050
+    for label in range(2):
+        (words / f"word-{label}").mkdir(parents=True)
+        for number in range(6):
+            tones = sum(np.sin(2 * np.pi * generator.uniform(150, 3000) * t) for _ in range(3))
+            buffer = io.BytesIO()
+            wavfile.write(buffer, 22050, (0.2 * tones * 32767).astype(np.int16))
+            (words / f"word-{label}" / f"{number}.wav").write_bytes(buffer.getvalue())
+    (words / "word-0" / "notes.txt").write_text("not a clip")
+    apply(cluster, namespace, {
+        "apiVersion": "strata.dev/v1alpha1", "kind": "Dataset", "metadata": {"name": "words"},
+        "spec": {"modality": "audio", "schema": {},
+                 "sources": [{"pvc": {"claimName": "corpus", "path": "words"}, "format": "audiofolder"}],
+                 "preprocessing": {"audio": {"sampleRate": 8000, "nMels": 32, "maxSeconds": 1}},
+                 "storage": {"pvc": {"claimName": "datasets", "path": "words"}}}})
+    done = wait_for(lambda: (s := status(cluster, namespace, "dataset", "words")).get("phase") in ("Succeeded", "Failed")
+                    and s, timeout=600, what="the audio pipeline run to end")
+    assert done["phase"] == "Succeeded", done
+    assert done["records"]["in"] == 13 and done["records"]["quarantined"] == 1 and done["records"]["out"] == 12
+    manifest = json.loads((published["storage"] / "words" / done["version"] / "manifest.json").read_text())
+    assert (manifest["modality"], manifest["audioShape"], manifest["sampleRate"]) == ("audio", [32, 101], 8000)
 
 
 @pytest.mark.deepspeed
