@@ -190,6 +190,10 @@ def test_pcm_widths_and_float_wavs_decode_to_the_same_samples():
     assert np.allclose(clips.decode(stereo.getvalue())[0], samples / 2)
     with pytest.raises(clips.AudioError, match="audio: cannot decode as WAV"):
         clips.decode(b"ID3 an mp3, say")
+    nan = io.BytesIO()
+    wavfile.write(nan, RATE, np.array([0.1, np.nan, 0.2], dtype=np.float32))
+    with pytest.raises(clips.AudioError, match="not finite"):
+        clips.decode(nan.getvalue())
 
 
 def test_the_mel_filters_cover_the_spectrum_in_order():

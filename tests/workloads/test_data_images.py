@@ -236,6 +236,26 @@ def test_transparency_is_composed_over_white():
     assert images.preprocess(clear, images.ImageShape(8, 8, 1), "stretch").min() == 255
 
 
+def test_an_image_that_decodes_but_cannot_be_brought_to_the_shape_is_quarantined_not_fatal(tmp_path, monkeypatch):
+    (tmp_path / "pets" / "cats").mkdir(parents=True)
+    for number in range(3):
+        (tmp_path / "pets" / "cats" / f"{number}.png").write_bytes(encoded(picture(number)))
+    real = images.preprocess
+
+    def fails_on_the_second(image, shape, resize, calls=[]):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("broken EXIF block")
+        return real(image, shape, resize)
+
+    monkeypatch.setattr(images, "preprocess", fails_on_the_second)
+    result = run_pipeline(folder_config(tmp_path / "pets", cleaning={}), tmp_path / "versions")
+    statistics = result.manifest.pipeline.statistics
+    assert statistics["quarantined"] == 1 and statistics["recordsOut"] == 2
+    line = json.loads((result.path / "quarantine.jsonl").read_text())
+    assert line["reason"] == "image: cannot preprocess (OSError: broken EXIF block)"
+
+
 def test_an_undecodable_file_raises_an_image_error_whose_message_is_the_same_every_time():
     messages = set()
     for _ in range(2):

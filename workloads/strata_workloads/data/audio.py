@@ -91,6 +91,10 @@ def decode(data: bytes) -> tuple[np.ndarray, int]:
         samples = samples.astype(np.float32)
     if samples.ndim == 2:
         samples = samples.mean(axis=1)
+    if not np.isfinite(samples).all():
+        raise AudioError("audio: the file holds samples that are not finite (NaN or infinity)")
+    if rate < 1:
+        raise AudioError(f"audio: the file declares a sample rate of {rate} Hz")
     return samples, int(rate)
 
 

@@ -213,7 +213,10 @@ class _ImageRecords:
     def map(self, image: Any) -> tuple[dict[str, Any], bytes] | str:
         if self.min_side is not None and min(image.size) < self.min_side:
             return "minImageSide"
-        pixels = images.preprocess(image, self.shape, self.resize).tobytes()
+        try:
+            pixels = images.preprocess(image, self.shape, self.resize).tobytes()
+        except (OSError, ValueError, SyntaxError) as error:  # a mode Pillow cannot convert, a broken EXIF block
+            raise ImageError(f"image: cannot preprocess ({type(error).__name__}: {error})") from None
         return {"image": pixels}, hashlib.blake2b(pixels, digest_size=16).digest()
 
 
@@ -353,12 +356,12 @@ def _map_parts(config: PipelineConfig, shard: int, shards: int, work: Path) -> d
                         label_value = _CONVERTERS["int"](record[label]) if label else None
                         if label_value is not None and label_value < 0:
                             raise ValueError(f"{label}: a label must be >= 0, got {label_value}")
+                        mapped = records.map(value)
                     except (TypeError, ValueError, KeyError) as error:
                         reason = str(error) if isinstance(error, (ImageError, AudioError)) else f"schema: {error}"
                         quarantine.add(source.describe(), location, reason, _quarantine_excerpt(record))
                         counts.schema_invalid += 1
                         continue
-                    mapped = records.map(value)
                     if isinstance(mapped, str):
                         counts.filtered[mapped] = counts.filtered.get(mapped, 0) + 1
                         continue
