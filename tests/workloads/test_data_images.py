@@ -203,7 +203,8 @@ def test_the_trainer_trains_a_vae_on_a_pipeline_version(built, tmp_path):
 
 
 def test_large_images_are_held_and_written_in_fewer_rows_than_the_record_counts_say(folder):
-    from strata_workloads.data.pipeline import IMAGE_BATCH_BYTES, IMAGE_SHARD_BYTES, batch_rows, shard_rows
+    from strata_workloads.data.media import BATCH_BYTES as IMAGE_BATCH_BYTES, SHARD_BYTES as IMAGE_SHARD_BYTES
+    from strata_workloads.data.pipeline import batch_rows, shard_rows
 
     large = folder_config(folder, preprocessing={"image": {"width": 512, "height": 512}}, rowsPerShard=100_000,
                           batchSize=8192)

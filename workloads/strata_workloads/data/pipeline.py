@@ -1,4 +1,4 @@
-"""The Dataset pipeline (text and images): sources -> cleaning -> preprocessing -> near dedup -> augmentation -> version.
+"""The Dataset pipeline (text, images, audio): sources -> cleaning -> preprocessing -> near dedup -> augmentation -> version.
 
 Two streaming passes, each holding one batch of records at a time:
 
@@ -9,9 +9,9 @@ Two streaming passes, each holding one batch of records at a time:
    LSH near-duplicate removal, assign the split by content hash, add capped synthetic records,
    and write shards through :class:`DatasetWriter`.
 
-Images take the same two passes: pass 1 decodes (an undecodable file is quarantined), filters
-by size and brings each image to the version's colour space and size (``data/image.py``);
-pass 2 removes near duplicates by difference hash and augments.
+Images and audio take the same two passes (media.py says how for each): pass 1 decodes (an
+undecodable file is quarantined), filters, and brings each record to the version's fixed shape;
+pass 2 removes near duplicates by a 64-bit hash and augments.
 
 A parallel run (``shards`` > 1, one pod per shard in an Indexed Job) shares the parts out by
 index (part i to shard i mod shards). Every shard maps its parts into ``<out>/.runs/<run>/
@@ -29,12 +29,9 @@ work is discarded and the existing version returned (``created`` is False).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import heapq
 import json
-import math
 import os
 import shutil
 import time
@@ -57,8 +54,8 @@ from strata_workloads.data.layout import (
     StepCounts,
     read_manifest,
 )
-from strata_workloads.data import audio as clips
 from strata_workloads.data import image as images
+from strata_workloads.data import media
 from strata_workloads.data.audio import AudioError
 from strata_workloads.data.image import ImageError
 from strata_workloads.data.minhash import NearDuplicateIndex, shingle_hashes
@@ -91,16 +88,7 @@ _SPILL = "spill.parquet"
 # A shard's results in its directory; SHARD_DONE is written last (by rename): the others are complete.
 SHARD_DONE = "shard.json"
 RUNS_DIR = ".runs"
-# An image batch and an image shard hold at most about this many bytes of pixels: rowsPerShard
-# and batchSize count records, which for images can be large (64x64 RGB floats are 48 KiB).
-IMAGE_BATCH_BYTES = 64 << 20
-IMAGE_SHARD_BYTES = 256 << 20
-# Clips' RMS level (dBFS) in bins with these lower edges (and one below, for near silence): a
-# version's loudness distribution.
-LOUDNESS_EDGES = [-60.0, -50.0, -40.0, -30.0, -20.0, -10.0]
-# Images' mean pixel value (in [-1, 1]) in this many equal bins: a version's brightness distribution.
-BRIGHTNESS_BINS = 10
-# Where an image folder's class index sits in a record (from its directory, not from the file).
+# Where a folder record's class index sits (from its directory, not from the file).
 FOLDER_CLASS_FIELD = "class"
 # How often shard 0 looks for the other shards' results.
 SHARD_POLL_SECONDS = 2.0
@@ -186,105 +174,22 @@ class _TextRecords:
         return {"text": text}, content_key(text)
 
 
-class _ImageRecords:
-    """Image records in pass 1: decoded (or quarantined), size filter, brought to the version's
-    colour space and size; the exact-dedup key is the resulting pixels'."""
-
-    spill_columns = [("image", pa.binary())]
-
-    def __init__(self, config: PipelineConfig):
-        self.field = config.record_schema.image_field or FOLDER_FIELDS["imagefolder"]
-        settings = config.preprocessing.image
-        self.shape = image_shape(config)
-        self.resize = settings.resize
-        self.min_side = config.cleaning.filters.min_image_side
-
-    def value(self, record: dict[str, Any]) -> Any:
-        data = record[self.field]
-        if isinstance(data, str):
-            try:
-                data = base64.b64decode(data, validate=True)
-            except binascii.Error:
-                raise ImageError(f"image: {self.field} is text but not base64") from None
-        if not isinstance(data, (bytes, bytearray)):
-            raise TypeError(f"{self.field}: expected an image's bytes, got {type(data).__name__}")
-        return images.decode(bytes(data))
-
-    def map(self, image: Any) -> tuple[dict[str, Any], bytes] | str:
-        if self.min_side is not None and min(image.size) < self.min_side:
-            return "minImageSide"
-        try:
-            pixels = images.preprocess(image, self.shape, self.resize).tobytes()
-        except (OSError, ValueError, SyntaxError) as error:  # a mode Pillow cannot convert, a broken EXIF block
-            raise ImageError(f"image: cannot preprocess ({type(error).__name__}: {error})") from None
-        return {"image": pixels}, hashlib.blake2b(pixels, digest_size=16).digest()
-
-
-def _record_floats(config: PipelineConfig) -> int:
-    """Floats one record holds in the version (and at most in a spill): large for images and audio."""
-    if config.modality == "image":
-        return math.prod(image_shape(config).chw)
-    shape = audio_shape(config)
-    return max(shape.samples, math.prod(shape.layout))
-
-
 def batch_rows(config: PipelineConfig) -> int:
     """Records held together: batchSize, fewer for large images and long clips."""
     if config.modality == "text":
         return config.batch_size
-    return max(1, min(config.batch_size, IMAGE_BATCH_BYTES // (4 * _record_floats(config))))
+    return max(1, min(config.batch_size, media.BATCH_BYTES // (4 * media.record_floats(config))))
 
 
 def shard_rows(config: PipelineConfig) -> int:
     """Rows per Parquet shard: rowsPerShard, fewer for large records (the writer holds a shard)."""
     if config.modality == "text":
         return config.rows_per_shard
-    return max(1, min(config.rows_per_shard, IMAGE_SHARD_BYTES // (4 * _record_floats(config))))
-
-
-class _AudioRecords:
-    """Audio records in pass 1: decoded (or quarantined), length filter, mono at the version's
-    sample rate, cut or padded to maxSeconds; the exact-dedup key is the clip's 16-bit samples."""
-
-    spill_columns = [("audio", pa.binary())]
-
-    def __init__(self, config: PipelineConfig):
-        self.field = config.record_schema.audio_field or FOLDER_FIELDS["audiofolder"]
-        self.shape = audio_shape(config)
-        self.min_seconds = config.cleaning.filters.min_audio_seconds
-
-    def value(self, record: dict[str, Any]) -> Any:
-        data = record[self.field]
-        if isinstance(data, str):
-            try:
-                data = base64.b64decode(data, validate=True)
-            except binascii.Error:
-                raise AudioError(f"audio: {self.field} is text but not base64") from None
-        if not isinstance(data, (bytes, bytearray)):
-            raise TypeError(f"{self.field}: expected a WAV file's bytes, got {type(data).__name__}")
-        return clips.decode(bytes(data))
-
-    def map(self, decoded: tuple[np.ndarray, int]) -> tuple[dict[str, Any], bytes] | str:
-        samples, rate = decoded
-        if self.min_seconds is not None and len(samples) / rate < self.min_seconds:
-            return "minAudioSeconds"
-        clip = clips.preprocess(samples, rate, self.shape)
-        key = hashlib.blake2b(np.round(clip * 32767).astype(np.int16).tobytes(), digest_size=16).digest()
-        return {"audio": clip.tobytes()}, key
-
-
-def audio_shape(config: PipelineConfig) -> clips.AudioShape:
-    settings = config.preprocessing.audio
-    return clips.AudioShape(settings.sample_rate, settings.max_seconds, settings.representation, settings.n_mels)
-
-
-def image_shape(config: PipelineConfig) -> images.ImageShape:
-    settings = config.preprocessing.image
-    return images.ImageShape(settings.width, settings.height, 3 if settings.color_space == "RGB" else 1)
+    return max(1, min(config.rows_per_shard, media.SHARD_BYTES // (4 * media.record_floats(config))))
 
 
 def folder_classes(config: PipelineConfig) -> list[str]:
-    """Class names of the image folders' class directories, sorted: a class's label is its index."""
+    """Class names of the image and audio folders' class directories, sorted: a label is its index."""
     return sorted({name for source in config.sources if source.format in FOLDER_FIELDS
                    for part in source_parts(source) if (name := folder_class(part.name)) is not None})
 
@@ -298,7 +203,7 @@ def _map_parts(config: PipelineConfig, shard: int, shards: int, work: Path) -> d
     """Pass 1 over this shard's parts: survivors to ``work/spill.parquet`` (with their part),
     malformed records to ``work/quarantine.jsonl``; returns the shard's summary (counts, parts)."""
     schema = config.record_schema
-    records = {"text": _TextRecords, "image": _ImageRecords, "audio": _AudioRecords}[config.modality](config)
+    records = _TextRecords(config) if config.modality == "text" else media.MEDIA[config.modality](config)
     rules = {rule.field: rule for rule in config.cleaning.missing_values}
     seen: set[bytes] = set()
     counts = _Counts()
@@ -623,137 +528,60 @@ def _text_pass(config: PipelineConfig, spill: Path, staging: Path, writer: Datas
         tokenizer=TOKENIZER_FILENAME if tokenizer.backend is not None else None)
 
 
-def _image_pass(config: PipelineConfig, spill: Path, staging: Path, writer: DatasetWriter, counts: _Counts) -> _SecondPass:
-    """Near dedup (difference hashes), split, augmentation; rows to the writer as [-1, 1] floats."""
-    shape = image_shape(config)
-    hw_c = (shape.height, shape.width, shape.channels)
+def _media_pass(config: PipelineConfig, spill: Path, staging: Path, writer: DatasetWriter, counts: _Counts) -> _SecondPass:
+    """Images or audio (media.py): near dedup by hash, split, augmentation; rows to the writer."""
+    records = media.MEDIA[config.modality](config)
     near = config.cleaning.dedup.near_duplicate
     index = images.HashIndex(near.threshold) if near else None
     augmentation = config.augmentation
-    image_augmentation = augmentation.image if augmentation is not None and augmentation.max_synthetic_fraction > 0 else None
+    augments = augmentation is not None and augmentation.max_synthetic_fraction > 0
     has_label = "label" in pq.read_schema(spill).names
     label_counts: dict[int, int] = {}
-    # Per channel, over real records: the reference a served model's image inputs are compared with.
-    channel_sum = np.zeros(shape.channels)
-    channel_squares = np.zeros(shape.channels)
-    brightness = np.zeros(BRIGHTNESS_BINS, dtype=np.int64)  # images by mean pixel: the quality gate's drift
     kept = real_train = 0
     split_threshold = int(config.validation_fraction * (1 << 32))
+    empty = {records.column: [], "synthetic": []} | ({"label": []} if has_label else {})
     for batch in _spill_batches(spill, batch_rows(config)):
-        pixels = batch.column("image").to_pylist()
+        items = batch.column(records.column).to_pylist()
         keys = batch.column("key").to_pylist()
         labels = batch.column("label").to_pylist() if has_label else None
         rows: dict[str, dict[str, list]] = {}
 
-        def add(split: str, image: np.ndarray, synthetic: bool, label: int | None) -> None:
-            target = rows.setdefault(split, {"image": [], "synthetic": []} | ({"label": []} if has_label else {}))
-            target["image"].append(images.to_layout(image))
+        def add(split: str, item: np.ndarray, synthetic: bool, label: int | None) -> None:
+            target = rows.setdefault(split, {name: [] for name in empty})
+            target[records.column].append(records.to_layout(item))
             target["synthetic"].append(synthetic)
             if has_label:
                 target["label"].append(label)
 
-        for i, data in enumerate(pixels):
-            image = np.frombuffer(data, dtype=np.uint8).reshape(hw_c)
-            if index is not None and not index.keep(images.difference_hash(image)):
+        for i, raw in enumerate(items):
+            item = records.from_spill(raw)
+            if index is not None and not index.keep(records.hash(item)):
                 counts.near_duplicates += 1
                 continue
             kept += 1
-            scaled = image.reshape(-1, shape.channels) / 127.5 - 1.0
-            channel_sum += scaled.sum(axis=0)
-            channel_squares += (scaled * scaled).sum(axis=0)
-            brightness[min(int((scaled.mean() + 1.0) / 2.0 * BRIGHTNESS_BINS), BRIGHTNESS_BINS - 1)] += 1
+            records.observe(item)
             label = labels[i] if labels is not None else None
             if label is not None:
                 label_counts[label] = label_counts.get(label, 0) + 1
             split = "validation" if int.from_bytes(keys[i][:4], "little") < split_threshold else "train"
-            add(split, image, False, label)
+            add(split, item, False, label)
             if split == "train":
                 real_train += 1
-                if image_augmentation is not None and counts.synthetic < _synthetic_cap(augmentation, real_train):
-                    variant = images.augment(image, image_augmentation, record_rng(augmentation.seed, keys[i]))
-                    if not np.array_equal(variant, image):
+                if augments and counts.synthetic < _synthetic_cap(augmentation, real_train):
+                    variant = records.augment(item, record_rng(augmentation.seed, keys[i]))
+                    if not np.array_equal(variant, item):
                         add("train", variant, True, label)
                         counts.synthetic += 1
         for split, columns in rows.items():
-            writer.add(split, pa.table({**columns, "image": pa.array(columns["image"], pa.list_(pa.float32()))}))
+            writer.add(split, pa.table({**columns, records.column: pa.array(columns[records.column], pa.list_(pa.float32()))}))
     for split in ("train", "validation"):
         if split not in writer.splits and (split == "train" or config.validation_fraction > 0):
-            writer.add(split, pa.table({"image": pa.array([], pa.list_(pa.float32())), "synthetic": pa.array([], pa.bool_())}
-                                       | ({"label": pa.array([], pa.int64())} if has_label else {})))
-    pixels_per_channel = kept * shape.height * shape.width
-    mean = channel_sum / pixels_per_channel if kept else channel_sum
-    std = np.sqrt(np.maximum(channel_squares / pixels_per_channel - mean * mean, 0.0)) if kept else channel_squares
-    classes = folder_classes(config)
-    statistics: dict[str, Any] = {"imageShape": shape.chw}
-    if classes:
-        statistics["classNames"] = classes
-    return _SecondPass(records=kept, label_counts=label_counts, statistics=statistics,
-                       reference={"channelMean": [float(v) for v in mean], "channelStd": [float(v) for v in std],
-                                  "brightnessDistribution": {f"{-1 + 2 * i / BRIGHTNESS_BINS:.1f}": int(n) / max(kept, 1)
-                                                             for i, n in enumerate(brightness) if n}},
-                       num_classes=len(classes))
-
-
-def _audio_pass(config: PipelineConfig, spill: Path, staging: Path, writer: DatasetWriter, counts: _Counts) -> _SecondPass:
-    """Near dedup (perceptual hashes of spectrograms), split, augmentation; rows to the writer as
-    waveforms or log-mel spectrograms."""
-    shape = audio_shape(config)
-    near = config.cleaning.dedup.near_duplicate
-    index = images.HashIndex(near.threshold) if near else None
-    augmentation = config.augmentation
-    audio_augmentation = augmentation.audio if augmentation is not None and augmentation.max_synthetic_fraction > 0 else None
-    has_label = "label" in pq.read_schema(spill).names
-    label_counts: dict[int, int] = {}
-    loudness = np.zeros(len(LOUDNESS_EDGES) + 1, dtype=np.int64)  # clips by RMS level: the drift gate's
-    kept = real_train = 0
-    split_threshold = int(config.validation_fraction * (1 << 32))
-    for batch in _spill_batches(spill, batch_rows(config)):
-        data = batch.column("audio").to_pylist()
-        keys = batch.column("key").to_pylist()
-        labels = batch.column("label").to_pylist() if has_label else None
-        rows: dict[str, dict[str, list]] = {}
-
-        def add(split: str, clip: np.ndarray, synthetic: bool, label: int | None) -> None:
-            target = rows.setdefault(split, {"audio": [], "synthetic": []} | ({"label": []} if has_label else {}))
-            target["audio"].append(clips.to_layout(clip, shape))
-            target["synthetic"].append(synthetic)
-            if has_label:
-                target["label"].append(label)
-
-        for i, raw in enumerate(data):
-            clip = np.frombuffer(raw, dtype=np.float32)
-            if index is not None and not index.keep(clips.perceptual_hash(clip, shape)):
-                counts.near_duplicates += 1
-                continue
-            kept += 1
-            rms = float(np.sqrt(np.mean(clip.astype(np.float64) ** 2)))
-            loudness[int(np.searchsorted(LOUDNESS_EDGES, 20 * math.log10(max(rms, 1e-10)), side="right"))] += 1
-            label = labels[i] if labels is not None else None
-            if label is not None:
-                label_counts[label] = label_counts.get(label, 0) + 1
-            split = "validation" if int.from_bytes(keys[i][:4], "little") < split_threshold else "train"
-            add(split, clip, False, label)
-            if split == "train":
-                real_train += 1
-                if audio_augmentation is not None and counts.synthetic < _synthetic_cap(augmentation, real_train):
-                    variant = clips.augment(clip, audio_augmentation, shape, record_rng(augmentation.seed, keys[i]))
-                    if not np.array_equal(variant, clip):
-                        add("train", variant, True, label)
-                        counts.synthetic += 1
-        for split, columns in rows.items():
-            writer.add(split, pa.table({**columns, "audio": pa.array(columns["audio"], pa.list_(pa.float32()))}))
-    for split in ("train", "validation"):
-        if split not in writer.splits and (split == "train" or config.validation_fraction > 0):
-            writer.add(split, pa.table({"audio": pa.array([], pa.list_(pa.float32())), "synthetic": pa.array([], pa.bool_())}
+            writer.add(split, pa.table({records.column: pa.array([], pa.list_(pa.float32())),
+                                        "synthetic": pa.array([], pa.bool_())}
                                        | ({"label": pa.array([], pa.int64())} if has_label else {})))
     classes = folder_classes(config)
-    statistics: dict[str, Any] = {"audioShape": shape.layout, "sampleRate": shape.sample_rate}
-    if classes:
-        statistics["classNames"] = classes
-    bins = ["silent", *(f"{edge:g}" for edge in LOUDNESS_EDGES)]  # each bin by its lower edge (dBFS)
-    return _SecondPass(records=kept, label_counts=label_counts, statistics=statistics,
-                       reference={"loudnessDistribution": {name: int(n) / max(kept, 1)
-                                                           for name, n in zip(bins, loudness) if n}},
+    statistics = records.statistics() | ({"classNames": classes} if classes else {})
+    return _SecondPass(records=kept, label_counts=label_counts, statistics=statistics, reference=records.reference(),
                        num_classes=len(classes))
 
 
@@ -773,9 +601,7 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, shards: int = 1, ru
     counts = _Counts()
     # The version id is known only after reading; the writer stages under a placeholder name.
     writer = DatasetWriter(out / ".pending", modality=config.modality, rows_per_shard=shard_rows(config),
-                           image_shape=image_shape(config).chw if config.modality == "image" else None,
-                           audio_shape=audio_shape(config).layout if config.modality == "audio" else None,
-                           sample_rate=config.preprocessing.audio.sample_rate if config.modality == "audio" else None)
+                           **(media.MEDIA[config.modality](config).writer_shape if config.modality != "text" else {}))
     with writer:
         staging = writer.staging
         work = staging / "_work"
@@ -816,8 +642,7 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, shards: int = 1, ru
             _remove_run(run_dir)
             return PipelineResult(version, root, read_manifest(root), created=False)
 
-        second = {"text": _text_pass, "image": _image_pass, "audio": _audio_pass}[config.modality](
-            config, spill, staging, writer, counts)
+        second = (_text_pass if config.modality == "text" else _media_pass)(config, spill, staging, writer, counts)
         shutil.rmtree(work)
         _remove_run(run_dir)
 
