@@ -2,9 +2,12 @@
 
 * :mod:`.layout` the versioned directory layout (writer and reader; the trainer's contract);
 * :mod:`.config` the pipeline's configuration, one pydantic model mirroring the Dataset API;
-* :mod:`.sources` streamed readers (local files, HTTP(S), paginated JSON APIs) with quarantine;
+* :mod:`.sources` streamed readers (local files, S3, HTTP(S), paginated JSON APIs, image and
+  audio folders) with quarantine;
 * :mod:`.text` normalization, filters, tokenizers, augmentation; :mod:`.minhash` near dedup;
-* :mod:`.pipeline` the two-pass text pipeline; ``python -m strata_workloads.data`` its CLI;
+* :mod:`.image` and :mod:`.audio` decoding, shaping, hashes and augmentation of media;
+  :mod:`.media` how image and audio records go through the passes;
+* :mod:`.pipeline` the two passes, sharding and the commit; ``python -m strata_workloads.data`` its CLI;
 * :mod:`.gates` quality gates; :mod:`.result` what the pod tells the operator (standard library only).
 
 Statistics in the pipeline report (histograms, class counts) describe the real records, not
