@@ -218,7 +218,7 @@ def render_pipeline_config(spec: DatasetSpec, name: str, feedback_samples: str |
                 s3["credentialsPath"] = secret_mount("s3", index)
             entry["s3"] = s3
         sources.append(entry)
-    # A policy's samples are text (question and answer); an image dataset has nothing to fold in.
+    # A policy's samples are text (question and answer): image and audio datasets have nothing to fold in.
     if feedback_samples is not None and spec.modality == "text":
         sources.append({"path": f"{FEEDBACK_DIR}/{FEEDBACK_SAMPLES_FILE}", "format": "jsonl"})
     schema: dict[str, Any] = {"textField": spec.record_schema.text_field or "text"}

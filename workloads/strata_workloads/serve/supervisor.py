@@ -91,7 +91,6 @@ class Supervisor:
 
             self.shared = SharedState(Path(config.shared_state_dir), config.state_path,
                                       config.shared_state_retention_days * 86400)
-            self.shared.heartbeat()
         log.info("%d feedback record(s) on disk (up: %d, down: %d)", sum(self.feedback.counts.values()),
                  self.feedback.counts["up"], self.feedback.counts["down"])
 
