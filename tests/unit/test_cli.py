@@ -26,12 +26,13 @@ def test_validate_passes_the_examples_with_a_line_per_file_and_a_total(capsys):
     assert capsys.readouterr().out.splitlines() == [
         f"{REPO / 'examples' / 'argocd' / 'strata-chart.yaml'}: 0 Strata objects valid",
         f"{REPO / 'examples' / 'argocd' / 'strata-examples.yaml'}: 0 Strata objects valid",
+        f"{REPO / 'examples' / 'audio' / 'keywords.yaml'}: 1 Strata object valid",
         f"{REPO / 'examples' / 'images' / 'pets-vae.yaml'}: 2 Strata objects valid",
         f"{REPO / 'examples' / 'kueue' / 'kueue.yaml'}: 0 Strata objects valid",
         f"{REPO / 'examples' / 'loop' / 'loop.yaml'}: 4 Strata objects valid",
         f"{REPO / 'examples' / 'support-lm.yaml'}: 4 Strata objects valid",
         f"{REPO / 'examples' / 'training' / 'tiny-lm.yaml'}: 2 Strata objects valid",
-        "Checked 7 files, 12 Strata objects: all valid.",
+        "Checked 8 files, 13 Strata objects: all valid.",
     ]
 
 
