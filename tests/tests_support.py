@@ -25,6 +25,12 @@ def example_spec(kind: str) -> dict[str, Any]:
     return copy.deepcopy(next(doc["spec"] for doc in example_documents() if doc["kind"] == kind))
 
 
+def version_files(root: Path) -> dict[str, bytes]:
+    """A dataset version's files by relative path, but the manifest (it records when it was made)."""
+    return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*"))
+            if path.is_file() and path.name != "manifest.json"}
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.5, what: str = "condition") -> Any:
     """Poll until predicate() returns something truthy; fail with what it last saw."""
     deadline = time.monotonic() + timeout

@@ -21,7 +21,7 @@ import pytest
 from conftest import REAL_NODE_NAMESPACE_PREFIX
 from realnode_support import apply, claim, volume_dir
 from strata.devcluster import DevCluster
-from tests_support import get_json, temporary_namespace, wait_for
+from tests_support import get_json, temporary_namespace, version_files, wait_for
 
 pytestmark = [pytest.mark.realnode]
 
@@ -159,9 +159,7 @@ def test_two_pods_of_an_indexed_job_publish_the_version_one_pod_publishes(cluste
     assert two["version"] == one["version"] and two["records"] == one["records"]
     assert one["records"]["duplicates"] == 40
     storage = published["storage"]
-    files = lambda root: {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))  # noqa: E731
-                          if p.is_file() and p.name != "manifest.json"}
-    assert files(storage / "two" / two["version"]) == files(storage / "one" / one["version"])
+    assert version_files(storage / "two" / two["version"]) == version_files(storage / "one" / one["version"])
     assert sorted(p.name for p in (storage / "two").iterdir()) == [two["version"]]  # the pods' shares are gone
     cluster.kubectl("delete", "dataset", "shared", "-n", namespace, "--wait=false")
 

@@ -12,12 +12,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from media_support import assert_planted_problems_counted, assert_two_shards_publish_what_one_does
 from scipy.io import wavfile
 
 from strata_workloads.data import audio as clips
 from strata_workloads.data.config import AudioAugmentation, PipelineConfig
 from strata_workloads.data.layout import read_manifest, read_split
-from strata_workloads.data.pipeline import map_shard, run_pipeline
+from strata_workloads.data.pipeline import run_pipeline
 
 RATE = 22050
 
@@ -80,15 +81,8 @@ def built(folder, tmp_path_factory):
 
 
 def test_planted_duplicates_undecodable_short_and_unlabelled_clips_are_counted(built):
+    assert_planted_problems_counted(built, EXPECTED, "audio")
     statistics = built.manifest.pipeline.statistics
-    steps = {step.step: (step.records_in, step.records_out) for step in built.manifest.pipeline.steps}
-    assert steps["read"] == (EXPECTED["read"], EXPECTED["read"])
-    assert statistics["quarantined"] == EXPECTED["quarantined"] and statistics["quarantineReasons"] == {"audio": 1}
-    assert statistics["missing"]["dropped"] == EXPECTED["missingDropped"]
-    assert statistics["filtered"] == EXPECTED["filtered"]
-    assert statistics["duplicates"] == EXPECTED["duplicates"]
-    assert statistics["nearDuplicates"] == EXPECTED["nearDuplicates"]
-    assert statistics["recordsOut"] == EXPECTED["real"]
     assert statistics["classNames"] == ["no", "yes"] and statistics["classCounts"] == {"0": 10, "1": 10}
 
 
@@ -151,15 +145,8 @@ def test_augmentation_is_seeded_capped_and_makes_variants(folder, tmp_path):
 
 
 def test_two_shards_publish_the_version_one_does(folder, tmp_path):
-    config = folder_config(folder, augmentation={"audio": {"backgroundNoiseSnrDb": 30}, "maxSyntheticFraction": 0.2})
-    one = run_pipeline(config, tmp_path / "one")
-    map_shard(config, tmp_path / "two", 1, 2, "run-1")
-    two = run_pipeline(config, tmp_path / "two", shards=2, run_id="run-1", shard_timeout=60)
-    assert two.version == one.version
-    assert two.manifest.model_dump(exclude={"created_at"}) == one.manifest.model_dump(exclude={"created_at"})
-    files = lambda root: {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))  # noqa: E731
-                          if p.is_file() and p.name != "manifest.json"}
-    assert files(two.path) == files(one.path)
+    assert_two_shards_publish_what_one_does(
+        folder_config(folder, augmentation={"audio": {"backgroundNoiseSnrDb": 30}, "maxSyntheticFraction": 0.2}), tmp_path)
 
 
 def test_the_trainer_refuses_an_audio_version_naming_the_families_it_needs(built):

@@ -14,12 +14,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageDraw
+from media_support import assert_planted_problems_counted, assert_two_shards_publish_what_one_does
 from workload_harness import base_config, launch
 
 from strata_workloads.data import image as images
 from strata_workloads.data.config import ImageAugmentation, PipelineConfig
 from strata_workloads.data.layout import read_manifest, read_split
-from strata_workloads.data.pipeline import map_shard, run_pipeline
+from strata_workloads.data.pipeline import run_pipeline
 
 
 def picture(seed: int, size: tuple[int, int] = (48, 40)) -> Image.Image:
@@ -85,15 +86,8 @@ def built(folder, tmp_path_factory):
 
 
 def test_planted_duplicates_undecodable_small_and_unlabelled_images_are_counted(built):
+    assert_planted_problems_counted(built, EXPECTED, "image")
     statistics = built.manifest.pipeline.statistics
-    steps = {step.step: (step.records_in, step.records_out) for step in built.manifest.pipeline.steps}
-    assert steps["read"] == (EXPECTED["read"], EXPECTED["read"])
-    assert statistics["quarantined"] == EXPECTED["quarantined"] and statistics["quarantineReasons"] == {"image": 1}
-    assert statistics["missing"]["dropped"] == EXPECTED["missingDropped"]
-    assert statistics["filtered"] == EXPECTED["filtered"]
-    assert statistics["duplicates"] == EXPECTED["duplicates"]
-    assert statistics["nearDuplicates"] == EXPECTED["nearDuplicates"]
-    assert steps["nearDedup"][1] == EXPECTED["real"] == statistics["recordsOut"]
     assert statistics["classNames"] == ["cats", "dogs"] and statistics["classCounts"] == {"0": 12, "1": 12}
     quarantine = [json.loads(line) for line in (built.path / "quarantine.jsonl").read_text().splitlines()]
     assert [(line["location"].endswith("cats/broken.png"), line["reason"].startswith("image: cannot decode"))
@@ -181,15 +175,8 @@ def test_image_fields_in_parquet_bytes_and_jsonl_base64_decode_alike(tmp_path):
 
 
 def test_two_shards_publish_the_version_one_does(folder, tmp_path):
-    config = folder_config(folder, augmentation={"image": {"rotationDegrees": 15}, "maxSyntheticFraction": 0.2})
-    one = run_pipeline(config, tmp_path / "one")
-    map_shard(config, tmp_path / "two", 1, 2, "run-1")
-    two = run_pipeline(config, tmp_path / "two", shards=2, run_id="run-1", shard_timeout=60)
-    assert two.version == one.version
-    assert two.manifest.model_dump(exclude={"created_at"}) == one.manifest.model_dump(exclude={"created_at"})
-    files = lambda root: {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))  # noqa: E731
-                          if p.is_file() and p.name != "manifest.json"}
-    assert files(two.path) == files(one.path)
+    assert_two_shards_publish_what_one_does(
+        folder_config(folder, augmentation={"image": {"rotationDegrees": 15}, "maxSyntheticFraction": 0.2}), tmp_path)
 
 
 def test_the_trainer_trains_a_vae_on_a_pipeline_version(built, tmp_path):

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from datasketch import MinHash, MinHashLSH
+from tests_support import version_files
 from workload_harness import base_config, launch
 
 from strata_workloads.data.config import PipelineConfig, TextAugmentation
@@ -494,9 +495,7 @@ def test_three_shards_build_the_same_version_as_one(sources, tmp_path):
 
     three = read_manifest(Path(result.path))
     assert three.model_dump(exclude={"created_at"}) == one.manifest.model_dump(exclude={"created_at"})
-    files = lambda root: {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))  # noqa: E731
-                          if p.is_file() and p.name != "manifest.json"}
-    assert files(Path(result.path)) == files(one.path)
+    assert version_files(Path(result.path)) == version_files(one.path)
     assert [p.name for p in (tmp_path / "three").iterdir()] == [one.version]  # the shards' work is gone
 
 
