@@ -68,6 +68,7 @@ def test_the_sidecar_accepts_every_rendering(raw):
     assert config.audit.sample_rate == monitoring.audit_sample_rate
     assert set(config.audit.redact) == set(monitoring.redact)
     assert config.drift.enabled == monitoring.drift and config.toxicity.enabled == monitoring.toxicity
+    assert config.drift.input_samples_per_minute == monitoring.input_samples_per_minute
     keyed = bool(spec.access and spec.access.auth and spec.access.auth.api_keys)
     assert (config.auth is not None) == keyed
     if keyed:
@@ -105,6 +106,8 @@ FIELD_EFFECTS = [
     pytest.param({"monitoring": {"driftSampleRate": 0.1}}, {"monitoring": {"driftSampleRate": 1.0}},
                  id="monitoring.driftSampleRate"),
     pytest.param({"monitoring": {"toxicity": True}}, {"monitoring": {"toxicity": False}}, id="monitoring.toxicity"),
+    pytest.param({"monitoring": {}}, {"monitoring": {"inputSamplesPerMinute": 60}},
+                 id="monitoring.inputSamplesPerMinute"),
     pytest.param({"monitoring": {}}, {"monitoring": {"storage": {"pvc": {"claimName": "records"}}}},
                  id="monitoring.storage"),
     pytest.param({"monitoring": {"storage": {"pvc": {"claimName": "records"}, "retentionDays": 30}}},

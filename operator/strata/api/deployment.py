@@ -139,6 +139,11 @@ class Monitoring(StrataModel):
     drift: bool = Field(default=True, description="Compare request inputs to the training data (for FeedbackPolicy drift monitors).")
     drift_sample_rate: Fraction = Field(default=0.1, description="Share of requests whose inputs are summarised for drift (at most 50 per second per sidecar process).")
     toxicity: bool = Field(default=False, description="Score responses for toxicity (for FeedbackPolicy toxicity monitors).")
+    input_samples_per_minute: int = Field(
+        default=0, ge=0, le=1000,
+        description="Keep up to this many of the requests sampled for drift per minute, their text or token-id inputs "
+                    "whole (texts redacted as audit lines are), in the sidecar's memory for a FeedbackPolicy's embedding "
+                    "drift test; 0 keeps none.")
     storage: MonitoringStorage | None = Field(
         default=None,
         description="Where sidecars keep feedback, the review queue and the audit log so that they outlive pods (a rollout or "

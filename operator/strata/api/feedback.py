@@ -15,6 +15,7 @@ from strata.api.base import (
     LocalObjectRef,
     ObjectReference,
     PrinterColumn,
+    PVCLocation,
     StatusBase,
     StrataModel,
     cel,
@@ -57,6 +58,29 @@ class DriftMonitor(StrataModel):
     )
     max_psi: float = Field(default=0.2, gt=0, le=10, alias="maxPSI", description="Population stability index limit.")
     min_samples: int = Field(default=100, ge=1, description="No verdict until the window holds this many sampled input rows (see the ModelDeployment's spec.monitoring.driftSampleRate).")
+    embedding: EmbeddingDrift | None = Field(
+        default=None,
+        description="Also compare text inputs in embedding space: a Job embeds sampled inputs (the target's "
+                    "spec.monitoring.inputSamplesPerMinute keeps them) and reference texts with a sentence-transformers "
+                    "model, counts them over clusters of the reference, and the counts join the drift verdict as one "
+                    "more PSI and chi-squared test.")
+
+
+class EmbeddingModel(StrataModel):
+    pvc: PVCLocation = Field(description="A sentence-transformers model directory on a claim (mounted read-only).")
+
+
+class EmbeddingDrift(StrataModel):
+    input: str | None = Field(
+        default=None, max_length=253,
+        description="The model input whose texts (a BYTES input) or token ids are compared; unset: the input named "
+                    "like the Dataset's text column (text), else tokens.")
+    sample_size: int = Field(default=500, ge=50, le=5000,
+                             description="Texts compared on each side; the reference also gives as many to fit the clusters on.")
+    clusters: int = Field(default=10, ge=2, le=50, description="Clusters of the reference's embeddings the texts are counted in.")
+    every: Duration | None = Field(default=None, description="How often the embedding test runs (a Job); unset: once per spec.window.")
+    model: EmbeddingModel | None = Field(
+        default=None, description="The sentence-transformers model; unset: all-MiniLM-L6-v2, which ships in the embedder image.")
 
 
 class Monitors(StrataModel):
@@ -220,6 +244,17 @@ class DatasetRefreshState(StrataModel):
     reason: str = Field(default="", max_length=1024, description="Why the retraining that waits for it was triggered.")
 
 
+class EmbeddingTestState(StrataModel):
+    job: str = Field(max_length=253, description="The Job that ran (or runs) the latest embedding test.")
+    started: str = Field(max_length=64, description="When it was created (RFC 3339).")
+    finished: str | None = Field(default=None, max_length=64, description="When its result was read (RFC 3339).")
+    input: str | None = Field(default=None, max_length=253, description="The model input compared.")
+    reference_counts: list[int] = Field(default_factory=list, max_length=51, description="Held-out reference texts per cluster (the last: far from every cluster).")
+    current_counts: list[int] = Field(default_factory=list, max_length=51, description="Sampled inputs per cluster, alike.")
+    against: str | None = Field(default=None, max_length=256, description="What the inputs were compared with.")
+    message: str | None = Field(default=None, max_length=1024, description="Why there is no result, when there is none.")
+
+
 class FeedbackPolicyStatus(StatusBase):
     monitors: list[MonitorReading] = Field(
         default_factory=list,
@@ -237,6 +272,7 @@ class FeedbackPolicyStatus(StatusBase):
     dataset_refresh: DatasetRefreshState | None = Field(default=None, description="A Dataset refresh a triggered retraining waits for (spec.retrain.refreshDataset).")
     history: list[TriggerRecord] = Field(default_factory=list, max_length=20, description="The latest retraining and promotion decisions, oldest first (at most 20).")
     review: ReviewState | None = Field(default=None, description="Flagged outputs waiting for a person (spec.review.queueFlagged).")
+    embedding_test: EmbeddingTestState | None = Field(default=None, description="The latest embedding drift test (spec.monitors.drift.embedding).")
 
 
 FEEDBACK_POLICY = KindInfo(

@@ -48,11 +48,15 @@ from strata.controllers.reconcile import (
 )
 from strata.controllers.registration import RESYNC_SECONDS, register_kind, watch_children
 from strata.metrics import set_monitor_series, set_review_series
+from strata import __version__
+from strata.render import embedding_test as embedding
 from strata.render import feedback_policy as policy
 from strata.render.common import owner_labels
 from strata.render.config import render_config_map
 from strata.render.sidecar import SIDECAR_METRICS_PORT
 from strata_workloads.data.result import FEEDBACK_SAMPLES_FILE
+from strata_workloads.monitor.embedding_contract import CONTAINER_NAME as EMBEDDER_CONTAINER
+from strata_workloads.monitor.embedding_contract import EmbeddingJobConfig, parse_result
 from strata_workloads.monitor.result import BREACHED, MonitorResult
 from strata_workloads.monitor.sketch import TokenSketch, ValueSketch
 
@@ -65,7 +69,12 @@ MAX_SAMPLE_EXCHANGES = 5_000
 EXCHANGES_PAGE = 200
 FEEDBACK_PAGE = 5000
 
-CHILD_KINDS = (("v1", "ConfigMap"), (API_VERSION, "TrainingJob"))
+CHILD_KINDS = (("v1", "ConfigMap"), (API_VERSION, "TrainingJob"), ("batch/v1", "Job"))
+# The embedding drift test's image (torch and a sentence-transformers model) when the chart sets none.
+EMBEDDER_IMAGE_ENV = "STRATA_EMBEDDER_IMAGE"
+DEFAULT_EMBEDDER_IMAGE = f"ghcr.io/strata-dev/strata-embedder:{__version__}"
+# The label the Job controller puts on a Job's pods.
+LABEL_JOB_NAME = "batch.kubernetes.io/job-name"
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,9 @@ class PolicyInputs(Inputs):
     samples: tuple[str, dict[str, int]] | None = None
     samples_live: dict[str, Any] | None = None
     review: dict[str, Any] | None = None  # status.review
+    # spec.monitors.drift.embedding: status.embeddingTest, and the tests' children (kept and new).
+    embedding_state: dict[str, Any] | None = None
+    embedding_children: tuple[dict[str, Any], ...] = ()
 
 
 # ---------------------------------------------------------------------------------------
@@ -154,6 +166,133 @@ def read_signals(urls: list[str], window_seconds: float) -> policy.Signals:
         error = None if sources else "no sidecar answered: " + "; ".join(errors)[:900]
     return policy.Signals(tuple(records), scored, flagged, since, sources, error, sketches, review=tuple(review),
                           value_sketches=value_sketches)
+
+
+def read_input_samples(urls: list[str], window_seconds: float, limit: int) -> dict[str, dict[str, list]]:
+    """Input name -> {"current": rows, "previous": rows}: the rows the sidecars kept whole for
+    embedding tests (GET /stats?window=&samples=), at most `limit` per side from each."""
+    samples: dict[str, dict[str, list]] = {}
+    for url in urls:
+        try:
+            stats = podmetrics.fetch_json(f"{url}/stats?{urlencode({'window': window_seconds, 'samples': limit})}")
+        except OSError:
+            continue
+        for inputs in (stats.get("inputSamples") or {}).values():  # per model: the sidecar serves one
+            for name, sides in inputs.items():
+                total = samples.setdefault(name, {"current": [], "previous": []})
+                for side in total:
+                    total[side].extend(sides.get(side) or [])
+    return samples
+
+
+def _termination_message(pods: list[dict[str, Any]], container: str) -> tuple[str | None, str]:
+    """The newest ended pod's termination message of `container`, and its last words."""
+    ended = []
+    for pod in pods:
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (status.get("state") or {}).get("terminated")
+            if status.get("name") == container and terminated:
+                ended.append(terminated)
+    if not ended:
+        return None, "its pod left no termination message"
+    last = max(ended, key=lambda t: t.get("finishedAt") or "")
+    words = (last.get("message") or "").strip().splitlines()
+    return last.get("message"), (f"exit code {last.get('exitCode')}" + (f": {words[-1][:300]}" if words else ""))
+
+
+def plan_embedding_test(info: KindInfo, body: dict[str, Any], spec: FeedbackPolicySpec, serving: str | None,
+                        evaluating: bool, now: dt.datetime) -> tuple[dict[str, Any] | None, list[dict[str, Any]],
+                                                                     "policy.Comparison | None"]:
+    """status.embeddingTest, the tests' children and the latest result as a drift comparison:
+    a finished test's result is read from its pod; a new test starts when one is due and the
+    sidecars kept enough rows (read only at an evaluation)."""
+    drift = spec.monitors.drift
+    settings = drift.embedding if drift is not None else None
+    if settings is None:
+        return None, [], None
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    every = policy.duration_seconds(settings.every or spec.window)
+    stamp = policy.format_time(now)
+    state = (body.get("status") or {}).get("embeddingTest")
+    jobs = {job["metadata"]["name"]: job for job in k8s.list_children("batch/v1", "Job", namespace, owner_labels(info, name))
+            if is_controlled_by(job, meta["uid"]) and embedding.test_number(job["metadata"]["name"], name) is not None}
+    if state and not state.get("finished"):
+        job = jobs.get(state["job"])
+        if job is None:
+            state = embedding.record_result(state, None, "the Job was deleted", stamp)
+        elif embedding.job_ended(job):
+            pods = [pod for pod in k8s.list_children("v1", "Pod", namespace, owner_labels(info, name))
+                    if (pod["metadata"].get("labels") or {}).get(LABEL_JOB_NAME) == state["job"]]
+            message, last_words = _termination_message(pods, EMBEDDER_CONTAINER)
+            failed = next((c.get("message") for c in (job.get("status") or {}).get("conditions") or []
+                           if c.get("type") == "Failed" and c.get("status") == "True"), None)
+            state = embedding.record_result(state, parse_result(message), failed or last_words, stamp)
+    problem, new = "", []
+    if evaluating and embedding.is_due(state, every, now):
+        problem, new, started = _start_embedding_test(body, spec, serving, jobs, state, now)
+        if started is not None:
+            state = started
+    # The newest tests stay (with a new one, one fewer of the old); older ones are pruned.
+    keep = embedding.KEPT_TESTS - (1 if new else 0)
+    kept = [job for _, job in sorted((embedding.test_number(job, name), job) for job in jobs)][-keep:] if keep else []
+    children = [embedding.kept_child(body, kind, job) for job in kept for kind in ("ConfigMap", "Job")] + new
+    return state, children, embedding.comparison(state, every, now, problem)
+
+
+def _start_embedding_test(body: dict[str, Any], spec: FeedbackPolicySpec, serving: str | None,
+                          jobs: dict[str, dict[str, Any]], state: dict[str, Any] | None, now: dt.datetime
+                          ) -> tuple[str, list[dict[str, Any]], dict[str, Any] | None]:
+    """(why no test starts, the new test's ConfigMap and Job, its status.embeddingTest)."""
+    drift, settings = spec.monitors.drift, spec.monitors.drift.embedding
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    seconds = policy.duration_seconds(spec.window)
+    samples = read_input_samples(sidecar_urls(spec, namespace), seconds, 2 * settings.sample_size)
+    chosen, why = embedding.choose_input(settings, samples)
+    if chosen is None:
+        return why, [], None
+    current, before = samples[chosen]["current"], samples[chosen]["previous"]
+    if len(current) < drift.min_samples:
+        return (f"{len(current)} kept row(s) of input {chosen} in the last {spec.window}, {drift.min_samples} needed "
+                f"(spec.monitors.drift.minSamples)"), [], None
+    reference = policy.drift_reference(*_served_training(namespace, serving))
+    volume = (embedding.DatasetVolume(reference.claim_name, reference.path)
+              if reference.claim_name and reference.path else None)
+    rows = embedding.rows_of(current)
+    if drift.reference == "dataset":
+        if volume is None:
+            return reference.problem or "the served model's training Dataset version is not known", [], None
+        against, reference_rows = reference.source, None
+    else:
+        if len(before) < drift.min_samples:
+            return (f"{len(before)} kept row(s) of input {chosen} in the {spec.window} before the last, "
+                    f"{drift.min_samples} needed (spec.monitors.drift.minSamples)"), [], None
+        against, reference_rows = f"the {spec.window} before", embedding.rows_of(before)
+    if rows.tokens is not None and volume is None:
+        return (f"input {chosen} holds token ids, which only the served model's training Dataset version can turn "
+                f"back into text (its tokenizer): {reference.problem}"), [], None
+    numbers = [embedding.test_number(job, name) or 0 for job in jobs]
+    if state:
+        numbers.append(embedding.test_number(state["job"], name) or 0)
+    number = max(numbers, default=0) + 1
+    test = embedding.test_name(name, number)
+    config = embedding.fit_rows(EmbeddingJobConfig(
+        input=chosen, current=rows, against="dataset" if drift.reference == "dataset" else "rows",
+        reference=reference_rows, dataset_mounted=volume is not None, sample_size=settings.sample_size,
+        clusters=settings.clusters, seed=number, model_mounted=settings.model is not None))
+    image = os.environ.get(EMBEDDER_IMAGE_ENV) or DEFAULT_EMBEDDER_IMAGE
+    children = [embedding.render_test_config_map(body, test, config),
+                embedding.render_test_job(body, test, image, volume, settings)]
+    return "", children, {"job": test, "started": policy.format_time(now), "against": against[:256]}
+
+
+def _served_training(namespace: str, serving: str | None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The TrainingJob whose model is served, and the Dataset it trained on (when they exist)."""
+    jobs = k8s.list_objects(TRAINING_JOB, namespace, serving) if serving else []
+    dataset_name = (((jobs[0].get("spec") or {}).get("dataset") or {}).get("name")) if jobs else None
+    datasets = k8s.list_objects(DATASET, namespace, dataset_name) if dataset_name else []
+    return jobs[0] if jobs else None, datasets[0] if datasets else None
 
 
 def read_exchanges(urls: list[str], request_ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -251,10 +390,7 @@ def drift_reference(spec: FeedbackPolicySpec, namespace: str, serving: str | Non
     """The served model's training Dataset version's sketches, when a drift monitor compares with them."""
     if spec.monitors.drift is None or spec.monitors.drift.reference != "dataset":
         return None
-    jobs = k8s.list_objects(TRAINING_JOB, namespace, serving) if serving else []
-    dataset_name = (((jobs[0].get("spec") or {}).get("dataset") or {}).get("name")) if jobs else None
-    datasets = k8s.list_objects(DATASET, namespace, dataset_name) if dataset_name else []
-    return policy.drift_reference(jobs[0] if jobs else None, datasets[0] if datasets else None)
+    return policy.drift_reference(*_served_training(namespace, serving))
 
 
 def review_queue(spec: FeedbackPolicySpec, annotations: dict[str, str], signals: policy.Signals | None,
@@ -340,10 +476,15 @@ def resolve(info: KindInfo, body: dict[str, Any], spec: FeedbackPolicySpec) -> P
     # The monitors, read when the evaluation interval has passed; the last reading otherwise.
     last = policy.parse_time(previous.get("lastEvaluation"))
     signals: policy.Signals | None = None
-    if last is None or (now - last).total_seconds() >= policy.duration_seconds(spec.evaluation_interval):
+    evaluating = last is None or (now - last).total_seconds() >= policy.duration_seconds(spec.evaluation_interval)
+    embedding_state, embedding_children, embedding_comparison = plan_embedding_test(
+        info, body, spec, serving_name, evaluating, now)
+    inputs = replace(inputs, embedding_state=embedding_state, embedding_children=tuple(embedding_children))
+    if evaluating:
         signals = read_all_signals(spec, namespace)
         reference = drift_reference(spec, namespace, serving_name) if signals.error is None else None
-        results = tuple(policy.evaluate(spec, signals, now, reference=reference)) if signals.error is None else ()
+        results = (tuple(policy.evaluate(spec, signals, now, reference=reference, embedding=embedding_comparison))
+                   if signals.error is None else ())
         inputs = replace(inputs, results=results, evaluated_at=policy.format_time(now), signals_error=signals.error)
     else:
         inputs = replace(inputs, results=results_from_status(previous), evaluated_at=previous.get("lastEvaluation"))
@@ -512,7 +653,7 @@ def render(info: KindInfo, body: dict[str, Any], spec: FeedbackPolicySpec, input
                  for job in inputs.retrainings]
     if inputs.new_job is not None:
         children.append(inputs.new_job)
-    return children
+    return children + list(inputs.embedding_children)
 
 
 def _announce_changes(body: dict[str, Any], inputs: PolicyInputs) -> None:
@@ -569,6 +710,8 @@ def observe(info: KindInfo, spec: FeedbackPolicySpec, inputs: PolicyInputs, chil
         status["lastEvaluation"] = inputs.evaluated_at
     if inputs.review is not None:
         status["review"] = inputs.review
+    if inputs.embedding_state is not None:
+        status["embeddingTest"] = inputs.embedding_state
     results = list(inputs.results)
     if results:
         status["monitors"] = [policy.monitor_status(result) for result in results]

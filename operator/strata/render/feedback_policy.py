@@ -222,11 +222,14 @@ def review_state(candidates: list[dict[str, Any]], annotations: dict[str, str]) 
 @dataclass(frozen=True)
 class DriftReference:
     """What a drift monitor with reference "dataset" compares inputs with: the token sketches
-    of the Dataset version the served model was trained on, or why there are none."""
+    of the Dataset version the served model was trained on, or why there are none; and where
+    that version lives (an embedding test mounts it)."""
 
     sketches: dict[str, TokenSketch] = field(default_factory=dict)
     source: str = ""  # "Dataset lm-data version 3f2a..."
     problem: str | None = None
+    claim_name: str | None = None
+    path: str | None = None
 
 
 def drift_reference(training_job: dict[str, Any] | None, dataset: dict[str, Any] | None) -> DriftReference:
@@ -248,17 +251,21 @@ def drift_reference(training_job: dict[str, Any] | None, dataset: dict[str, Any]
         return DriftReference(source=source, problem=f"{source}, which TrainingJob {job} trained on, is no longer in "
                                                      f"the Dataset's status.history")
     sketches = {item["column"]: TokenSketch.from_dict(item) for item in entry.get("reference") or []}
+    claim = ((((dataset.get("spec") or {}).get("storage") or {}).get("pvc")) or {}).get("claimName")
+    where = {"claim_name": claim, "path": entry.get("path")} if claim and entry.get("path") else {}
     if not sketches:
         return DriftReference(source=source, problem=f"{source} has no reference sketches (made by an earlier "
-                                                     f"release); a new run of its pipeline records them")
-    return DriftReference(sketches, source)
+                                                     f"release); a new run of its pipeline records them", **where)
+    return DriftReference(sketches, source, **where)
 
 
 def evaluate(spec: FeedbackPolicySpec, signals: Signals, now: dt.datetime,
-             since: dt.datetime | None = None, reference: DriftReference | None = None) -> list[MonitorResult]:
+             since: dt.datetime | None = None, reference: DriftReference | None = None,
+             embedding: Comparison | None = None) -> list[MonitorResult]:
     """Every monitor the spec enables, over the spec's window ending now; with `since`, only
     the feedback given from then on (the served model's own, after a promotion). `reference`
-    is the drift monitor's when it compares with the training Dataset."""
+    is the drift monitor's when it compares with the training Dataset; `embedding` the latest
+    embedding test's (render/embedding_test.py)."""
     window = spec.window
     records = feedback_monitors.in_window(signals.feedback, now.timestamp(), duration_seconds(window))
     if since is not None:
@@ -296,15 +303,15 @@ def evaluate(spec: FeedbackPolicySpec, signals: Signals, now: dt.datetime,
         results.append(MonitorResult("drift", None, INSUFFICIENT_DATA, 0, window, unread))
     elif monitors.drift is not None:
         results.append(drift_monitor(monitors.drift.reference, monitors.drift.max_psi, monitors.drift.min_samples,
-                                     window, signals, reference))
+                                     window, signals, reference, embedding))
     return results
 
 
 def drift_monitor(mode: str, max_psi: float, min_samples: int, window: str, signals: Signals,
-                  reference: DriftReference | None) -> MonitorResult:
-    """One verdict over token-id and text inputs (against `mode`'s reference) and float inputs
+                  reference: DriftReference | None, embedding: Comparison | None = None) -> MonitorResult:
+    """One verdict over token-id and text inputs (against `mode`'s reference), float inputs
     (against the window before, whatever the mode: a Dataset version sketches only its token
-    and text columns, so it has no float reference to give)."""
+    and text columns, so it has no float reference to give) and the embedding test's counts."""
     current = {name: sides["current"] for name, sides in signals.sketches.items()}
     before = f"the {window} before"
     values = value_comparison({name: sides["previous"] for name, sides in signals.value_sketches.items()},
@@ -322,7 +329,8 @@ def drift_monitor(mode: str, max_psi: float, min_samples: int, window: str, sign
                             seen=any(sketch.rows for sketch in current.values()))
     else:
         tokens = token_comparison(reference.sketches, current, window, against=reference.source)
-    return compared_drift([tokens, values], max_psi, min_samples, window)
+    return compared_drift([tokens, values] + ([embedding] if embedding is not None else []), max_psi, min_samples,
+                          window)
 
 
 def monitor_status(result: MonitorResult) -> dict[str, Any]:

@@ -55,7 +55,8 @@ def render_sidecar_config(spec: ModelDeploymentSpec, model_name: str) -> dict[st
         "upstream": {"host": TRITON_HOST, "httpPort": TRITON_HTTP_PORT, "grpcPort": TRITON_GRPC_PORT},
         "stateDir": SIDECAR_STATE_DIR,
         "audit": {"sampleRate": monitoring.audit_sample_rate, "redact": sorted(set(monitoring.redact))},
-        "drift": {"enabled": monitoring.drift, "sampleRate": monitoring.drift_sample_rate},
+        "drift": {"enabled": monitoring.drift, "sampleRate": monitoring.drift_sample_rate,
+                  "inputSamplesPerMinute": monitoring.input_samples_per_minute},
         "toxicity": {"enabled": monitoring.toxicity},
     }
     if monitoring.storage is not None:

@@ -36,7 +36,8 @@ For operators and the FeedbackPolicy (:9090, no key; not exposed by the Service'
                  ``key`` is the API key's name (its file name), never the key.
   GET /stats     drift statistics as JSON (analysis.py documents the fields); with
                  ?window=<seconds>, the token sketches of integer inputs over that window
-                 and the one before (what a FeedbackPolicy's drift monitor reads)
+                 and the one before (what a FeedbackPolicy's drift monitor reads); with
+                 also &samples=<n>, at most n kept input rows of each (drift.inputSamplesPerMinute)
   GET /feedback?after=<offset>&limit=<n>   feedback records and the next offset
   GET /review?after=<offset>&limit=<n>     outputs scored toxic, queued for a person's review
                  (analysis.py: REVIEW_FILE); a FeedbackPolicy lists them in its status

@@ -23,6 +23,12 @@ Value sketches ("valueSketches", alike), per model and float input tensor (FP16,
 BF16): at most FLOAT_VALUES_PER_TENSOR evenly spaced values of each sampled request's tensor,
 summarised as sketch.ValueSketch. A drift monitor compares the current window's with the
 previous one's (Dataset versions have no float columns to compare with).
+
+Input samples (GET /stats?window=SECONDS&samples=N, "inputSamples", alike), per model and text
+or integer input, when ``drift.inputSamplesPerMinute`` is set: sampled requests' rows kept whole
+(texts redacted as audit lines are, both cut to embedding_contract's limits), at most that many
+per minute, and at most N of each window returned. A FeedbackPolicy's embedding drift Job embeds
+them (strata_workloads.monitor.embedding).
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from strata_workloads.monitor import toxicity as toxicity_model
+from strata_workloads.monitor.embedding_contract import MAX_TEXT_CHARS, MAX_TOKEN_IDS
 from strata_workloads.monitor.sketch import FLOAT_TYPES, TokenSketch, ValueSketch
 from strata_workloads.serve import protocol
 
@@ -112,6 +119,13 @@ TOXICITY_BUCKETS = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0, math.inf)
 SKETCH_MINUTE = 60
 SKETCH_RETENTION_SECONDS = 2 * 24 * 3600  # two of the longest window a policy is likely to use
 INTEGER_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
+# Input rows kept whole per input for embedding tests (MinuteInputSamples), across all minutes;
+# with texts cut to EMBEDDING_TEXT_CHARS that is at most about 20 MB.
+MAX_INPUT_SAMPLE_ROWS = 20_000
+# Kept input texts are cut to this many characters (an embedding model reads no more) and
+# token-id rows to this many ids: embedding_contract's limits, which the policy's Job applies.
+EMBEDDING_TEXT_CHARS = MAX_TEXT_CHARS
+EMBEDDING_TOKEN_IDS = MAX_TOKEN_IDS
 # Values of one float tensor sketched per request: an image of millions costs what a latent of
 # a few thousand does (about a millisecond).
 FLOAT_VALUES_PER_TENSOR = 4096
@@ -148,6 +162,55 @@ class MinuteSketches:
             if start <= minute * SKETCH_MINUTE < end:
                 total = total.merge(sketch)
         return total
+
+
+def token_rows(tensor: protocol.Tensor) -> list[list[int]]:
+    """An integer tensor's rows as lists of ids (the first dimension is the batch when there
+    are two or more, as TokenSketch.add_rows reads it), each cut to EMBEDDING_TOKEN_IDS."""
+    values = np.asarray(tensor.values).reshape(-1)
+    rows = values.reshape(tensor.shape[0], -1) if len(tensor.shape) >= 2 and tensor.shape[0] > 0 else [values]
+    return [row[:EMBEDDING_TOKEN_IDS].tolist() for row in rows]
+
+
+class MinuteInputSamples:
+    """One text or token-id input's sampled rows kept whole, per minute (at most `per_minute`
+    each, a uniform reservoir), for a FeedbackPolicy's embedding drift test. The oldest minutes
+    go first once MAX_INPUT_SAMPLE_ROWS rows are kept, so memory stays bounded whatever the
+    window."""
+
+    def __init__(self, per_minute: int, rng: np.random.Generator):
+        self.per_minute = per_minute
+        self.rng = rng
+        self.minutes: dict[int, list] = {}
+        self.seen: dict[int, int] = {}
+        self.kept = 0
+
+    def add(self, at: float, rows: list) -> None:
+        minute = int(at // SKETCH_MINUTE)
+        kept = self.minutes.setdefault(minute, [])
+        for row in rows:
+            seen = self.seen[minute] = self.seen.get(minute, 0) + 1
+            if len(kept) < self.per_minute:
+                kept.append(row)
+                self.kept += 1
+            elif (slot := int(self.rng.integers(seen))) < self.per_minute:
+                kept[slot] = row
+        while self.kept > MAX_INPUT_SAMPLE_ROWS and len(self.minutes) > 1:
+            oldest = min(self.minutes)
+            self.kept -= len(self.minutes.pop(oldest))
+            self.seen.pop(oldest, None)
+
+    def between(self, start: float, end: float) -> list:
+        """The rows of the minutes that began in [start, end)."""
+        return [row for minute, rows in sorted(self.minutes.items()) if start <= minute * SKETCH_MINUTE < end
+                for row in rows]
+
+
+def sample_rows(rows: list, limit: int, rng: np.random.Generator) -> list:
+    """At most `limit` of `rows`, drawn uniformly without replacement."""
+    if len(rows) <= limit:
+        return rows
+    return [rows[i] for i in sorted(rng.choice(len(rows), limit, replace=False).tolist())]
 
 
 class MinuteValueSketches:
@@ -294,6 +357,8 @@ class Analysis:
         self.sketches: dict[tuple[str, str], MinuteSketches] = {}
         # (model, input tensor name) -> per-minute value sketches of float inputs
         self.value_sketches: dict[tuple[str, str], MinuteValueSketches] = {}
+        # (model, input tensor name) -> per-minute text or token-id rows kept whole (drift.inputSamplesPerMinute)
+        self.input_samples: dict[tuple[str, str], MinuteInputSamples] = {}
         self.toxicity_scored = 0
         self.toxicity_sum = 0.0
         self.toxicity_flagged = 0  # score > TOXIC_SCORE
@@ -337,9 +402,13 @@ class Analysis:
                     if tensor.datatype in INTEGER_TYPES and isinstance(tensor.values, np.ndarray):
                         self.sketches.setdefault((meta["model"], tensor.name), MinuteSketches()).add(
                             at, tensor.values, tensor.shape)
+                        self._keep_rows(meta["model"], tensor.name, at, lambda tensor=tensor: token_rows(tensor))
                     elif tensor.datatype == "BYTES" and tensor.values:
                         self.sketches.setdefault((meta["model"], tensor.name), MinuteSketches()).add_texts(
                             at, list(tensor.values))
+                        self._keep_rows(meta["model"], tensor.name, at, lambda tensor=tensor: [
+                            self.redact(item[:EMBEDDING_TEXT_CHARS * 4].decode("utf-8", "replace")[:EMBEDDING_TEXT_CHARS])
+                            for item in tensor.values])
                     elif tensor.datatype in FLOAT_TYPES and len(tensor.raw) == (
                             FLOAT_TYPES[tensor.datatype][1] * math.prod(tensor.shape)):
                         # The size check leaves out what Triton refuses (a shape the data does
@@ -355,6 +424,15 @@ class Analysis:
             self._write_audit(meta, inputs, outputs, request, toxicity)
         if toxicity is not None and toxicity > toxicity_model.TOXIC_SCORE:
             self._queue_for_review(meta, inputs, outputs, toxicity)
+
+    def _keep_rows(self, model: str, name: str, at: float, rows) -> None:
+        """Keep a tensor's rows whole for embedding tests, when the config asks for some."""
+        per_minute = self.config.drift.input_samples_per_minute
+        if per_minute:
+            samples = self.input_samples.get((model, name))
+            if samples is None:
+                samples = self.input_samples[(model, name)] = MinuteInputSamples(per_minute, self._rng)
+            samples.add(at, rows())
 
     def _tensor_record(self, tensor: protocol.Tensor) -> dict[str, Any]:
         record: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape,
@@ -429,9 +507,10 @@ class Analysis:
                                              "input": texts["inputs"], "output": texts["outputs"]}
         return found
 
-    def stats(self, window: float | None = None, now: float | None = None) -> dict[str, Any]:
+    def stats(self, window: float | None = None, now: float | None = None, samples: int = 0) -> dict[str, Any]:
         """Everything /stats reports; with `window` (seconds), the token and value sketches of
-        the last window and the one before it."""
+        the last window and the one before it, and with `samples`, at most that many of each
+        window's kept input rows ("inputSamples": texts, or token ids)."""
         now = time.time() if now is None else now
         with self._lock:
             models: dict[str, dict[str, dict[str, Any]]] = {}
@@ -450,6 +529,13 @@ class Analysis:
                     value_sketches.setdefault(model, {})[name] = {
                         "current": value_minutes.between(now - window, now + SKETCH_MINUTE).to_dict(),
                         "previous": value_minutes.between(now - 2 * window, now - window).to_dict()}
+                if samples:
+                    input_samples: dict[str, dict[str, Any]] = {}
+                    for (model, name), kept in sorted(self.input_samples.items()):
+                        input_samples.setdefault(model, {})[name] = {
+                            "current": sample_rows(kept.between(now - window, now + SKETCH_MINUTE), samples, self._rng),
+                            "previous": sample_rows(kept.between(now - 2 * window, now - window), samples, self._rng)}
+                    result["inputSamples"] = input_samples
                 result["window"] = {"seconds": window, "end": now}
                 result["sketches"] = sketches
                 result["valueSketches"] = value_sketches

@@ -92,6 +92,9 @@ class Drift(_Section):
     max_samples_per_second: Annotated[float, Field(gt=0, le=100_000)] = 50.0
     # Values kept per tensor for quantiles (a uniform reservoir over everything sampled).
     reservoir_size: Annotated[int, Field(ge=16, le=1_000_000)] = 4096
+    # Rows of text and token-id inputs of sampled requests kept whole per minute (a reservoir),
+    # served by GET /stats?window=&samples= for a FeedbackPolicy's embedding drift test.
+    input_samples_per_minute: Annotated[int, Field(ge=0, le=1000)] = 0
 
 
 class Toxicity(_Section):

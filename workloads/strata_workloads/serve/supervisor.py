@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 SAMPLE_QUEUE_SIZE = 64  # batches
 # Request ids one GET /exchanges may ask about (a FeedbackPolicy asks in pages of this size).
 MAX_EXCHANGE_IDS = 200
+# Kept input rows one GET /stats?samples= returns per input and window at most.
+MAX_SAMPLES_PER_READ = 5000
 
 
 def worker_count(configured: int) -> int:
@@ -276,7 +278,15 @@ class Supervisor:
                             raise ValueError
                     except ValueError:
                         return self._json({"error": f"window must be seconds in (0, {SKETCH_RETENTION_SECONDS // 2}]"}, 400)
-                    self._json(supervisor.analysis.stats(window))
+                    try:
+                        samples = int(query.get("samples", ["0"])[0])
+                        if not 0 <= samples <= MAX_SAMPLES_PER_READ:
+                            raise ValueError
+                    except ValueError:
+                        return self._json({"error": f"samples must be an integer in [0, {MAX_SAMPLES_PER_READ}]"}, 400)
+                    if samples and window is None:
+                        return self._json({"error": "samples needs a window"}, 400)
+                    self._json(supervisor.analysis.stats(window, samples=samples))
                 elif url.path in ("/feedback", "/review"):
                     try:
                         after = int(query.get("after", ["0"])[0])
