@@ -70,7 +70,7 @@ def operator(crds_installed):
 # --- The real node: one per host, shared by the modules that run real pods --------------------
 
 REAL_NODE_NAMESPACE_PREFIX = "rn-"
-REAL_NODE_IMAGES = ("pause", "data", "trainer", "sidecar", "triton")
+REAL_NODE_IMAGES = ("pause", "data", "trainer", "sidecar", "triton", "embedder")
 
 
 @pytest.fixture(scope="session")
@@ -122,6 +122,7 @@ def real_node_operator(real_node_cluster):
         "STRATA_TRAINER_IMAGE": refs["trainer"],
         "STRATA_TRITON_IMAGE": refs["triton"],
         "STRATA_SIDECAR_IMAGE": refs["sidecar"],
+        "STRATA_EMBEDDER_IMAGE": refs["embedder"],
         # Fast enough that a short test run sees several progress reads.
         "STRATA_PROGRESS_SECONDS": "3",
         "STRATA_RESYNC_SECONDS": "10",

@@ -64,7 +64,8 @@ def sidecar(triton, api_keys, tmp_path_factory):
     instance = Sidecar(tmp_path_factory.mktemp("sidecar"), triton.grpc_port, triton.http_port, workers=2,
                        auth={"apiKeysDir": str(api_keys)},
                        audit={"sampleRate": 1.0, "redact": ["pii", "secrets"]},
-                       drift={"sampleRate": 1.0, "maxSamplesPerSecond": 10000}, toxicity={"enabled": True})
+                       drift={"sampleRate": 1.0, "maxSamplesPerSecond": 10000, "inputSamplesPerMinute": 1000},
+                       toxicity={"enabled": True})
     instance.start()
     yield instance
     instance.close()
@@ -519,6 +520,42 @@ def test_integer_inputs_are_sketched_per_window_as_the_dataset_pipeline_sketches
         with pytest.raises(urllib.error.HTTPError) as refused:
             sidecar.get(f"/stats?window={bad}")
         assert refused.value.code == 400
+
+
+def test_text_and_token_inputs_are_kept_whole_for_embedding_tests(sidecar):
+    """GET /stats?window=&samples=N has, under "inputSamples", at most N of each window's kept
+    rows: token ids as lists (cut to the embedding contract's limit), texts redacted as audit
+    lines are. A FeedbackPolicy's embedding Job embeds them."""
+    from strata_workloads.monitor.embedding_contract import MAX_TOKEN_IDS
+
+    def kept(model: str, limit: int = 5000) -> list:
+        window = sidecar.get(f"/stats?window=600&samples={limit}").get("inputSamples", {}).get(model, {}).get("INPUT")
+        return window["current"] if window else []
+
+    client = grpcclient.InferenceServerClient(sidecar.grpc_url)
+    marker = 4242  # an id no other test of the module sends first
+    batch = np.array([[marker, 1, 2], [marker, 3, 4]], dtype=np.int64)
+    long_row = np.array([[marker] + list(range(MAX_TOKEN_IDS + 50))], dtype=np.int64)
+    client.infer("ids", grpc_inputs(batch, "INT64"), headers=ALICE_HEADERS)
+    client.infer("ids", grpc_inputs(long_row, "INT64"), headers=ALICE_HEADERS)
+    rows = wait_for(lambda: (found := [row for row in kept("ids") if row[0] == marker]) and len(found) >= 3 and found,
+                    timeout=30, interval=0.1, what="the token rows to be kept")
+    assert sorted(rows, key=len) == [[marker, 1, 2], [marker, 3, 4], long_row[0, :MAX_TOKEN_IDS].tolist()]
+
+    text = "embedding sample: mail ada@example.com"
+    client.infer("text", grpc_inputs(np.array([[text.encode()]], dtype=object), "BYTES"), headers=ALICE_HEADERS)
+    texts = wait_for(lambda: [row for row in kept("text") if row.startswith("embedding sample")], timeout=30,
+                     interval=0.1, what="the text to be kept")
+    assert texts == ["embedding sample: mail [REDACTED:email]"]
+    # N bounds what one read returns; nothing else changes.
+    assert len(kept("ids", limit=2)) == 2 and len(kept("ids")) >= 3
+    for bad in ("-1", "x", "5001"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            sidecar.get(f"/stats?window=600&samples={bad}")
+        assert refused.value.code == 400
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        sidecar.get("/stats?samples=5")
+    assert refused.value.code == 400
 
 
 def test_float_inputs_are_sketched_per_window_as_value_sketches(sidecar):

@@ -809,6 +809,8 @@ def image_specs() -> dict[str, ImageSpec]:
                   # DeepSpeed JIT-compiles its CPU shared-memory collectives on first use.
                   extra_layers=("compiler", "torch-extensions")),
         ImageSpec("data", _extra("data") + WORKLOAD_COMMON, entrypoint=("python3",)),
+        # A FeedbackPolicy's embedding drift Jobs: torch (shared with the trainer) and the model.
+        ImageSpec("embedder", _extra("embed") + WORKLOAD_COMMON, shared=("torch",), entrypoint=("python3",)),
         ImageSpec("sidecar", _extra("serve") + WORKLOAD_COMMON, entrypoint=("python3",)),
         ImageSpec("triton", _extra("triton") + WORKLOAD_COMMON,
                   shared=("torch",), entrypoint=("tritonserver",),

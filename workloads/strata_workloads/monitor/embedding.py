@@ -120,10 +120,11 @@ def decoder(root: str | None):
         from strata_workloads.data.layout import read_manifest
 
         manifest = read_manifest(root)
-        if manifest.tokenizer:
+        path = manifest.pipeline.tokenizer if manifest.pipeline is not None else None
+        if path:
             from tokenizers import Tokenizer
 
-            tokenizer = Tokenizer.from_file(f"{root}/{manifest.tokenizer}")
+            tokenizer = Tokenizer.from_file(f"{root}/{path}")
     if tokenizer is not None:
         return lambda ids: tokenizer.decode(ids)
     return lambda ids: bytes(i for i in ids if 0 <= i < 256).decode("utf-8", "replace")
@@ -162,6 +163,8 @@ def run(config: EmbeddingJobConfig, dataset_dir: str = DATASET_DIR, model_dir: s
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=CONFIG_PATH)
+    parser.add_argument("--dataset-dir", default=DATASET_DIR, help="where the reference Dataset version is mounted")
+    parser.add_argument("--model-dir", default=MODEL_DIR, help="where a model on a volume is mounted")
     args = parser.parse_args(argv)
     try:
         config = read_config(args.config)
@@ -169,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_result(EmbeddingJobResult(input="?", model="", against="rows", error=f"{args.config}: {error}"))
         return EXIT_INVALID_CONFIG
     try:
-        result = run(config)
+        result = run(config, args.dataset_dir, args.model_dir)
     except (EmbeddingError, OSError) as error:
         write_result(EmbeddingJobResult(input=config.input, model="", against=config.against, error=str(error)))
         return EXIT_FAILED
