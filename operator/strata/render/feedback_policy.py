@@ -319,10 +319,11 @@ def drift_monitor(mode: str, max_psi: float, min_samples: int, window: str, sign
                               window, against=before)
     if mode == "previousWindow":
         baseline = {name: sides["previous"] for name, sides in signals.sketches.items() if sides["previous"].rows}
-        if not baseline and not values.tests:
-            return MonitorResult("drift", None, INSUFFICIENT_DATA, 0, window,
-                                 f"no sampled request in the window before the last {window} to compare with")
-        tokens = token_comparison(baseline, current, window, against=before)
+        if baseline:
+            tokens = token_comparison(baseline, current, window, against=before)
+        else:
+            tokens = Comparison(before, [], 0, unmet=f"no sampled request in the window before the last {window} to "
+                                                      f"compare with", seen=not values.tests and embedding is None)
     elif reference is None or reference.problem:
         why = reference.problem if reference is not None else "the training Dataset's reference was not read"
         tokens = Comparison("the training Dataset", [], 0, unmet=why,
