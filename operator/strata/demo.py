@@ -120,7 +120,7 @@ def _missing_binaries() -> list[str]:
 
 
 # Images the demo imports into the real node: the pod sandbox and the workloads the loop runs.
-LOOP_IMAGES = ("pause", "data", "trainer", "sidecar", "triton")
+LOOP_IMAGES = ("pause", "data", "trainer", "sidecar", "triton", "embedder")
 # With --examples: the pod sandbox, and the operator's (a small Python image to try pods with).
 EXAMPLES_IMAGES = ("pause", "operator")
 LOOP_NAMESPACE = "strata-demo"
@@ -222,6 +222,7 @@ def run_loop_demo(state_dir: Path) -> int:
         pid, metrics_port = _start_operator(state_dir, kubeconfig, {
             "STRATA_DATA_IMAGE": refs["data"], "STRATA_TRAINER_IMAGE": refs["trainer"],
             "STRATA_SIDECAR_IMAGE": refs["sidecar"], "STRATA_TRITON_IMAGE": refs["triton"],
+            "STRATA_EMBEDDER_IMAGE": refs["embedder"],
             "STRATA_FEEDBACK_EVALUATION_SECONDS": "10", "STRATA_PROGRESS_SECONDS": "5",
         })
         print(f"Operator running (pid {pid}), logs in {state_dir / 'logs' / 'operator.log'}")

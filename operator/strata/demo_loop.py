@@ -231,7 +231,17 @@ def run_loop(kubectl: Kubectl, namespace: str, manifests: Path, report: Callable
     _wait(f"TrainingJob {retrained} to finish", lambda: finished(retrained), stage_timeout,
           lambda: _ready_message(job_status(retrained)))
     seen = f" Drift: {drift['verdict']}, {drift.get('message')}" if drift else ""
-    finish("retraining", started, f"{retrained}: {why}{seen}", monitors=at_retraining.get("monitors") or [])
+    embedding = None
+    if ((by_kind["FeedbackPolicy"]["spec"]["monitors"].get("drift") or {}).get("embedding")) is not None:
+        # The embedding test ran beside the retraining (a Job in the embedder image).
+        embedding = _wait("the embedding drift test to end",
+                          lambda: (e := policy_status().get("embeddingTest") or {}).get("finished") and e,
+                          stage_timeout, lambda: json.dumps(policy_status().get("embeddingTest")))
+        seen += (f" Embedding test ({embedding['job']}): inputs per cluster {embedding['currentCounts']} against "
+                 f"{embedding['referenceCounts']}" if embedding.get("currentCounts") else
+                 f" Embedding test: {embedding.get('message')}")
+    finish("retraining", started, f"{retrained}: {why}{seen}", monitors=at_retraining.get("monitors") or [],
+           embedding=embedding)
 
     started = time.monotonic()
     decided = _wait("the promotion decision",

@@ -12,6 +12,7 @@ import pytest
 from conftest import REAL_NODE_NAMESPACE_PREFIX
 from strata.demo_loop import run_loop, stage_table
 from strata.devcluster import DevCluster
+from strata_workloads.monitor.sketch import counts_drift
 from tests_support import get_json, temporary_namespace
 
 pytestmark = [pytest.mark.realnode, pytest.mark.deepspeed]
@@ -47,6 +48,15 @@ def test_the_loop_retrains_when_approval_falls_and_promotes_the_retrained_model(
     drift = next(m for m in stages[4].observed["monitors"] if m["name"] == "drift")
     assert drift["verdict"] == "Breached" and drift["samples"] >= 20, drift
     assert f"against Dataset support-notes version {dataset['version'][:12]}" in drift["message"], drift
+    # The embedding test: a Job embedded the kept token-id inputs (decoded with the version's
+    # tokenizer) and the version's texts with all-MiniLM-L6-v2; random ids are far from the corpus.
+    embedding = stages[4].observed["embedding"]
+    assert embedding.get("currentCounts"), embedding
+    assert sum(embedding["currentCounts"]) >= 20 and sum(embedding["referenceCounts"]) > 0, embedding
+    psi, p = counts_drift(embedding["referenceCounts"], embedding["currentCounts"])
+    assert psi > 0.2 and p < 0.01, embedding
+    job = get_json(cluster, "job", embedding["job"], "-n", namespace)
+    assert job["status"].get("succeeded") == 1, job["status"]
     actions = [(record["action"], record.get("trainingJob")) for record in policy["history"]]
     assert ("Retrained", retrained) in actions
     job = get_json(cluster, "trainingjob", retrained, "-n", namespace)
