@@ -108,6 +108,20 @@ def test_names_number_the_tests_within_a_dns_label():
     assert embedding.test_number("assistant-quality-config-abc", "assistant-quality") is None
 
 
+def test_a_test_status_missed_is_adopted_from_its_job():
+    """A pass whose status write was lost started a test: the next pass reads it from the Job
+    (what it compares with, when it started) instead of starting another."""
+    job = embedding.render_test_job(OWNER, "assistant-quality-embedding-5", "embedder:1", None, settings(),
+                                    against="Dataset support version 3f2a")
+    job["metadata"]["creationTimestamp"] = "2026-11-30T11:58:00Z"
+    state = embedding.adopted_state(job)
+    assert state == {"job": "assistant-quality-embedding-5", "started": "2026-11-30T11:58:00Z",
+                     "against": "Dataset support version 3f2a"}
+    assert not embedding.is_due(state, 60, NOW)  # running: never a second one beside it
+    # Its creation is announced with what it compares.
+    assert "against Dataset support version 3f2a" in job["metadata"]["annotations"]["strata.dev/created-because"]
+
+
 def test_a_result_or_why_there_is_none_is_recorded():
     state = {"job": "p-embedding-2", "started": "2026-11-30T11:00:00Z", "against": "Dataset d version 3f2a"}
     result = EmbeddingJobResult(input="text", model="all-MiniLM-L6-v2", against="dataset",

@@ -27,3 +27,6 @@ def test_strata_run_imports_neither_the_dev_cluster_nor_cryptography():
     assert "strata.controllers.reconcile" in modules and "kopf" in modules  # the probe saw a real run path
     assert [m for m in modules if m.startswith("strata.devcluster")] == []
     assert [m for m in modules if m.split(".")[0] == "cryptography"] == []
+    # The workloads' heavy dependencies stay in their images (the embedding test's among them).
+    heavy = {"torch", "sentence_transformers", "transformers", "sklearn", "deepspeed"}
+    assert [m for m in modules if m.split(".")[0] in heavy] == []

@@ -217,6 +217,12 @@ def plan_embedding_test(info: KindInfo, body: dict[str, Any], spec: FeedbackPoli
     state = (body.get("status") or {}).get("embeddingTest")
     jobs = {job["metadata"]["name"]: job for job in k8s.list_children("batch/v1", "Job", namespace, owner_labels(info, name))
             if is_controlled_by(job, meta["uid"]) and embedding.test_number(job["metadata"]["name"], name) is not None}
+    # A test newer than status knows of (a pass whose status write lost to a newer version of
+    # the policy started it) is the current one: adopted from the Job, so no second one starts.
+    newest = max(jobs, key=lambda job: embedding.test_number(job, name) or 0, default=None)
+    if newest is not None and (not state or (embedding.test_number(state["job"], name) or 0)
+                               < (embedding.test_number(newest, name) or 0)):
+        state = embedding.adopted_state(jobs[newest])
     if state and not state.get("finished"):
         job = jobs.get(state["job"])
         if job is None:
@@ -283,7 +289,7 @@ def _start_embedding_test(body: dict[str, Any], spec: FeedbackPolicySpec, servin
         clusters=settings.clusters, seed=number, model_mounted=settings.model is not None))
     image = os.environ.get(EMBEDDER_IMAGE_ENV) or DEFAULT_EMBEDDER_IMAGE
     children = [embedding.render_test_config_map(body, test, config),
-                embedding.render_test_job(body, test, image, volume, settings)]
+                embedding.render_test_job(body, test, image, volume, settings, against)]
     return "", children, {"job": test, "started": policy.format_time(now), "against": against[:256]}
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from strata.api import FEEDBACK_POLICY
 from strata.api.feedback import EmbeddingDrift
-from strata.constants import ChildPolicy
+from strata.constants import ANNOTATION_CREATED_BECAUSE, ChildPolicy
 from strata.render.common import child_labels, child_metadata, volume_mount
 from strata.render.training_job import WORKLOAD_UID
 from strata_workloads.monitor.embedding_contract import (
@@ -36,6 +36,8 @@ from strata_workloads.monitor.embedding_contract import (
 from strata_workloads.monitor.sketch import Comparison, counts_drift
 
 COMPONENT = "embedding-test"
+# On a test's Job: what its inputs are compared with (status.embeddingTest.against).
+ANNOTATION_AGAINST = "strata.dev/compared-against"
 KEPT_TESTS = 2
 # A test that has not ended by then is given up (its pod may never have been scheduled).
 DEADLINE_SECONDS = 1800
@@ -107,7 +109,7 @@ def render_test_config_map(owner: dict[str, Any], name: str, config: EmbeddingJo
 
 
 def render_test_job(owner: dict[str, Any], name: str, image: str, dataset: DatasetVolume | None,
-                    settings: EmbeddingDrift) -> dict[str, Any]:
+                    settings: EmbeddingDrift, against: str = "the reference") -> dict[str, Any]:
     """The Job that embeds and counts; its ConfigMap has the same name."""
     volumes: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": name}}]
     mounts = [volume_mount("config", CONFIG_DIR, read_only=True)]
@@ -137,6 +139,8 @@ def render_test_job(owner: dict[str, Any], name: str, image: str, dataset: Datas
     }
     volumes.append({"name": "tmp", "emptyDir": {}})
     meta = child_metadata(FEEDBACK_POLICY, owner, name, COMPONENT, ChildPolicy.CREATE_ONCE)
+    meta["annotations"].update({ANNOTATION_AGAINST: against[:256],
+                                ANNOTATION_CREATED_BECAUSE: f"Embedding drift test against {against[:256]}"})
     return {
         "apiVersion": "batch/v1", "kind": "Job", "metadata": meta,
         "spec": {
@@ -165,6 +169,13 @@ def kept_child(owner: dict[str, Any], kind: str, name: str) -> dict[str, Any]:
     """A test's Job or ConfigMap that stays: only who it belongs to is re-asserted."""
     return {"apiVersion": "batch/v1" if kind == "Job" else "v1", "kind": kind,
             "metadata": child_metadata(FEEDBACK_POLICY, owner, name, COMPONENT, ChildPolicy.CREATE_ONCE)}
+
+
+def adopted_state(job: dict[str, Any]) -> dict[str, Any]:
+    """status.embeddingTest of a running test, from its Job."""
+    meta = job["metadata"]
+    return {"job": meta["name"], "started": meta.get("creationTimestamp") or "",
+            "against": (meta.get("annotations") or {}).get(ANNOTATION_AGAINST) or "the reference"}
 
 
 def job_ended(job: dict[str, Any]) -> bool:

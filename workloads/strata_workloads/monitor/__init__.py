@@ -12,6 +12,12 @@ holds fewer samples than the policy asks for), the sample count and the window.
                 in its wheel), and the toxic share of a window
   drift.py      population stability index and the two-sample Kolmogorov-Smirnov test on
                 numeric features; on text, the length and token distributions (numpy, scipy)
+  sketch.py     token and value sketches, and the PSI and chi-squared tests on counts
+                (pure Python: the operator imports it)
+  embedding_contract.py  what the embedding drift Job reads and reports (pydantic only)
+  embedding.py  the embedding drift Job: sentence-transformers embeddings, k-means clusters
+                of the reference, counts per cluster (the ``embed`` extra: torch)
 
-Nothing here imports torch, and only toxicity.py and drift.py need the ``monitor`` extra.
+Only embedding.py imports torch (inside the embedder image); toxicity.py and drift.py need
+the ``monitor`` extra.
 """
