@@ -80,29 +80,32 @@ def test_the_read_only_container_gets_a_writable_tmp(helm):
     assert "emptyDir" in volume
 
 
-@pytest.mark.parametrize("settings, triton, sidecar, trainer, data", [
+@pytest.mark.parametrize("settings, triton, sidecar, trainer, data, embedder", [
     pytest.param((), "nvcr.io/nvidia/tritonserver:25.10-py3", "ghcr.io/strata-dev/strata-sidecar:0.1.0",
                  "ghcr.io/strata-dev/strata-trainer:0.1.0", "ghcr.io/strata-dev/strata-data:0.1.0",
-                 id="by default NVIDIA's Triton, and the sidecar, trainer and data images at the operator's version"),
+                 "ghcr.io/strata-dev/strata-embedder:0.1.0",
+                 id="by default NVIDIA's Triton, and the sidecar, trainer, data and embedder images at the operator's version"),
     pytest.param(("tritonImage=registry.local/triton:1", "imageTag=2.0.0"), "registry.local/triton:1",
                  "ghcr.io/strata-dev/strata-sidecar:2.0.0", "ghcr.io/strata-dev/strata-trainer:2.0.0",
-                 "ghcr.io/strata-dev/strata-data:2.0.0",
-                 id="the sidecar, the trainer and the data image follow the operator's tag"),
+                 "ghcr.io/strata-dev/strata-data:2.0.0", "ghcr.io/strata-dev/strata-embedder:2.0.0",
+                 id="the sidecar, the trainer, the data and the embedder image follow the operator's tag"),
     pytest.param(("sidecarImage=registry.local/sidecar@sha256:ab", "trainerImage=registry.local/trainer:cu13",
-                  "dataImageRepository=registry.local/data"),
+                  "dataImageRepository=registry.local/data", "embedderImage=registry.local/embedder:cpu"),
                  "nvcr.io/nvidia/tritonserver:25.10-py3", "registry.local/sidecar@sha256:ab", "registry.local/trainer:cu13",
-                 "registry.local/data:0.1.0",
-                 id="sidecar and trainer images are used as given, the data image's repository too"),
+                 "registry.local/data:0.1.0", "registry.local/embedder:cpu",
+                 id="sidecar, trainer and embedder images are used as given, the data image's repository too"),
 ])
-def test_the_workload_images_reach_the_operator_as_settings(helm, settings, triton, sidecar, trainer, data):
+def test_the_workload_images_reach_the_operator_as_settings(helm, settings, triton, sidecar, trainer, data, embedder):
     from strata.controllers.dataset import DATA_IMAGE_ENV, DEFAULT_DATA_IMAGE
+    from strata.controllers.feedbackpolicy import DEFAULT_EMBEDDER_IMAGE, EMBEDDER_IMAGE_ENV
     from strata.controllers.modeldeployment import SIDECAR_IMAGE_ENV, TRITON_IMAGE_ENV
     from strata.controllers.trainingjob import DEFAULT_TRAINER_IMAGE, TRAINER_IMAGE_ENV
     container = next(d for d in render(helm, *settings) if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
     env = {item["name"]: item["value"] for item in container["env"]}
-    assert env == {TRITON_IMAGE_ENV: triton, SIDECAR_IMAGE_ENV: sidecar, TRAINER_IMAGE_ENV: trainer, DATA_IMAGE_ENV: data}
+    assert env == {TRITON_IMAGE_ENV: triton, SIDECAR_IMAGE_ENV: sidecar, TRAINER_IMAGE_ENV: trainer, DATA_IMAGE_ENV: data,
+                   EMBEDDER_IMAGE_ENV: embedder}
     if not settings:  # the chart's default is the operator's own
-        assert trainer == DEFAULT_TRAINER_IMAGE and data == DEFAULT_DATA_IMAGE
+        assert trainer == DEFAULT_TRAINER_IMAGE and data == DEFAULT_DATA_IMAGE and embedder == DEFAULT_EMBEDDER_IMAGE
 
 
 def test_the_prometheus_operators_kinds_are_granted_for_a_model_deployments_monitoring(helm):

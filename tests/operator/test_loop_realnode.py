@@ -13,7 +13,7 @@ from conftest import REAL_NODE_NAMESPACE_PREFIX
 from strata.demo_loop import run_loop, stage_table
 from strata.devcluster import DevCluster
 from strata_workloads.monitor.sketch import counts_drift
-from tests_support import get_json, temporary_namespace
+from tests_support import get_json, temporary_namespace, wait_for
 
 pytestmark = [pytest.mark.realnode, pytest.mark.deepspeed]
 
@@ -57,6 +57,13 @@ def test_the_loop_retrains_when_approval_falls_and_promotes_the_retrained_model(
     assert psi > 0.2 and p < 0.01, embedding
     job = get_json(cluster, "job", embedding["job"], "-n", namespace)
     assert job["status"].get("succeeded") == 1, job["status"]
+    # Its counts joined the drift verdict as one more test.
+    def drift_message() -> str:
+        monitors = get_json(cluster, "feedbackpolicy", "assistant", "-n", namespace)["status"].get("monitors") or []
+        message = next((m.get("message") or "" for m in monitors if m["name"] == "drift"), "")
+        return message if "tokens.embedding (PSI" in message else ""
+
+    assert "drifted" in wait_for(drift_message, timeout=120, interval=5, what="the embedding test in the drift verdict")
     actions = [(record["action"], record.get("trainingJob")) for record in policy["history"]]
     assert ("Retrained", retrained) in actions
     job = get_json(cluster, "trainingjob", retrained, "-n", namespace)
