@@ -149,6 +149,20 @@ def test_the_job_compares_sampled_token_ids_with_the_datasets_texts(tmp_path, mo
     assert drifted(result.reference_counts, result.current_counts)
 
 
+def test_reference_texts_are_a_seeded_sample_over_every_shard(tmp_path):
+    texts = [f"note {i}" for i in range(1000)]
+    write_dataset(tmp_path, name="notes", version="v1", modality="text", rows_per_shard=250,
+                  splits={"train": {"text": texts, "tokens": [[1]] * 1000}})
+    sample = embedding.dataset_texts(str(tmp_path), 200, seed=5)
+    assert len(set(sample)) == 200 and set(sample) <= set(texts)
+    assert sample == embedding.dataset_texts(str(tmp_path), 200, seed=5)
+    assert sample != embedding.dataset_texts(str(tmp_path), 200, seed=6)
+    # Drawn over the whole split: each of the four shards gives its share.
+    shares = [sum(int(text.split()[1]) // 250 == shard for text in sample) for shard in range(4)]
+    assert min(shares) >= 30, shares
+    assert sorted(embedding.dataset_texts(str(tmp_path), 5000, seed=5)) == sorted(texts)
+
+
 def test_a_config_the_job_cannot_read_fails_with_the_invalid_config_exit_code(tmp_path, monkeypatch):
     termination = tmp_path / "termination-log"
     monkeypatch.setenv("STRATA_TERMINATION_LOG", str(termination))

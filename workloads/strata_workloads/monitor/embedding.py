@@ -97,20 +97,38 @@ def embed(model, texts: Sequence[str]) -> np.ndarray:
 
 
 def dataset_texts(root: str, count: int, seed: int) -> list[str]:
-    """A seeded sample of `count` texts of the version's train split (its `text` column)."""
-    from strata_workloads.data.layout import DatasetLayoutError, read_manifest, read_split
+    """A seeded uniform sample of `count` texts of the version's train split (its `text` column).
+
+    Row numbers are drawn over the whole split from the manifest's shard sizes, and each shard's
+    text column is read on its own, so memory holds one shard's texts, however large the version.
+    """
+    import pyarrow.parquet as pq
+
+    from strata_workloads.data.layout import DatasetLayoutError, read_manifest
 
     try:
         manifest = read_manifest(root)
-        if manifest.modality != "text":
-            raise EmbeddingError(f"the Dataset version is {manifest.modality}, not text: an embedding test of "
-                                 f"text inputs needs a text Dataset")
-        split = "train" if "train" in manifest.splits else sorted(manifest.splits)[0]
-        texts = [text for text in read_split(root, split, manifest=manifest).column("text").to_pylist() if text]
     except DatasetLayoutError as error:
         raise EmbeddingError(f"the Dataset version could not be read: {error}") from None
+    if manifest.modality != "text":
+        raise EmbeddingError(f"the Dataset version is {manifest.modality}, not text: an embedding test of "
+                             f"text inputs needs a text Dataset")
+    split = manifest.splits["train"] if "train" in manifest.splits else manifest.splits[sorted(manifest.splits)[0]]
+    total = sum(shard.rows for shard in split.shards)
+    chosen = sorted(random.Random(seed).sample(range(total), min(count, total)))
+    texts: list[str] = []
+    start = 0
+    for shard in split.shards:
+        wanted = [row - start for row in chosen if start <= row < start + shard.rows]
+        if wanted:
+            try:
+                column = pq.read_table(f"{root}/{shard.path}", columns=["text"]).column("text")
+            except (OSError, KeyError) as error:
+                raise EmbeddingError(f"the Dataset version's shard {shard.path} could not be read: {error}") from None
+            texts.extend(text[:MAX_TEXT_CHARS] for text in column.take(wanted).to_pylist() if text)
+        start += shard.rows
     random.Random(seed).shuffle(texts)
-    return [text[:MAX_TEXT_CHARS] for text in texts[:count]]
+    return texts
 
 
 def decoder(root: str | None):
