@@ -48,6 +48,7 @@ from strata.controllers.reconcile import (
 )
 from strata.controllers.registration import RESYNC_SECONDS, register_kind, watch_children
 from strata.metrics import set_monitor_series, set_review_series
+from strata.observe.jobs import container_termination, job_condition
 from strata import __version__
 from strata.render import embedding_test as embedding
 from strata.render import feedback_policy as policy
@@ -187,12 +188,7 @@ def read_input_samples(urls: list[str], window_seconds: float, limit: int) -> di
 
 def _termination_message(pods: list[dict[str, Any]], container: str) -> tuple[str | None, str]:
     """The newest ended pod's termination message of `container`, and its last words."""
-    ended = []
-    for pod in pods:
-        for status in (pod.get("status") or {}).get("containerStatuses") or []:
-            terminated = (status.get("state") or {}).get("terminated")
-            if status.get("name") == container and terminated:
-                ended.append(terminated)
+    ended = [terminated for pod in pods if (terminated := container_termination(pod, container))]
     if not ended:
         return None, "its pod left no termination message"
     last = max(ended, key=lambda t: t.get("finishedAt") or "")
@@ -231,8 +227,7 @@ def plan_embedding_test(info: KindInfo, body: dict[str, Any], spec: FeedbackPoli
             pods = [pod for pod in k8s.list_children("v1", "Pod", namespace, owner_labels(info, name))
                     if (pod["metadata"].get("labels") or {}).get(LABEL_JOB_NAME) == state["job"]]
             message, last_words = _termination_message(pods, EMBEDDER_CONTAINER)
-            failed = next((c.get("message") for c in (job.get("status") or {}).get("conditions") or []
-                           if c.get("type") == "Failed" and c.get("status") == "True"), None)
+            failed = (job_condition(job, "Failed") or {}).get("message")
             state = embedding.record_result(state, parse_result(message), failed or last_words, stamp)
     problem, new = "", []
     if evaluating and embedding.is_due(state, every, now):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from strata.constants import Reason
+from strata.observe.jobs import container_termination, job_condition
 from strata_workloads.data.result import (
     CONTAINER_NAME,
     EXIT_INVALID_CONFIG,
@@ -51,18 +52,8 @@ class RunView:
         return self.state in RunState.ENDED
 
 
-def _condition(job: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    for condition in (job.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == type_ and condition.get("status") == "True":
-            return condition
-    return None
-
-
 def _termination(pod: dict[str, Any]) -> dict[str, Any] | None:
-    for status in (pod.get("status") or {}).get("containerStatuses") or []:
-        if status.get("name") == CONTAINER_NAME:
-            return (status.get("state") or {}).get("terminated") or (status.get("lastState") or {}).get("terminated")
-    return None
+    return container_termination(pod, CONTAINER_NAME)
 
 
 def observe_run(job: dict[str, Any], pods: list[dict[str, Any]], annotations: tuple[str, str]) -> RunView:
@@ -77,7 +68,7 @@ def observe_run(job: dict[str, Any], pods: list[dict[str, Any]], annotations: tu
                    key=lambda pod: (_termination(pod).get("finishedAt") or "", pod["metadata"].get("creationTimestamp") or ""))
     with_result = [pod for pod in ended if parse_termination_message(_termination(pod).get("message"))]
     termination = _termination((with_result or ended)[-1]) if ended else None
-    complete, failed = _condition(job, "Complete"), _condition(job, "Failed")
+    complete, failed = job_condition(job, "Complete"), job_condition(job, "Failed")
     if complete:
         state = RunState.SUCCEEDED
     elif failed:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from strata.constants import Reason
+from strata.observe.jobs import container_termination, job_condition
 
 # The label each attempt's Job and pods carry, and the annotation that says where it resumes.
 LABEL_ATTEMPT = "strata.dev/attempt"
@@ -146,10 +147,7 @@ def parse_termination_message(message: str | None) -> dict[str, Any]:
 
 
 def _trainer_termination(pod: dict[str, Any]) -> dict[str, Any] | None:
-    for status in (pod.get("status") or {}).get("containerStatuses") or []:
-        if status.get("name") == TRAINER_CONTAINER:
-            return (status.get("state") or {}).get("terminated") or (status.get("lastState") or {}).get("terminated")
-    return None
+    return container_termination(pod, TRAINER_CONTAINER)
 
 
 def _index(pod: dict[str, Any]) -> int:
@@ -158,13 +156,6 @@ def _index(pod: dict[str, Any]) -> int:
         return int(labels.get(LABEL_COMPLETION_INDEX, "0"))
     except ValueError:
         return 0
-
-
-def _condition(job: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    for condition in (job.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == type_ and condition.get("status") == "True":
-            return condition
-    return None
 
 
 def _last_words(termination: dict[str, Any]) -> str:
@@ -238,17 +229,17 @@ def observe_attempt(job: dict[str, Any], pods: list[dict[str, Any]], workers: in
     }
     rank0 = [pod for pod in pods if _index(pod) == 0 and _trainer_termination(pod)]
     result = parse_termination_message((_trainer_termination(rank0[0]) or {}).get("message")) if rank0 else {}
-    complete = _condition(job, "Complete")
+    complete = job_condition(job, "Complete")
     if complete:
         return AttemptView(**common, state=AttemptState.SUCCEEDED, end_time=status.get("completionTime") or complete.get("lastTransitionTime"),
                            reason=Reason.COMPLETED, message="every worker finished", result=result)
-    failed = _condition(job, "Failed")
+    failed = job_condition(job, "Failed")
     if failed:
         reason, message = describe_failure(pods, failed)
         state = AttemptState.INTERRUPTED if reason == Reason.INTERRUPTED else AttemptState.FAILED
         return AttemptView(**common, state=state, end_time=failed.get("lastTransitionTime"), reason=reason,
                            message=message, result=result)
-    suspended = _condition(job, "Suspended") or (job.get("spec") or {}).get("suspend")
+    suspended = job_condition(job, "Suspended") or (job.get("spec") or {}).get("suspend")
     running = [pod for pod in pods if (pod.get("status") or {}).get("phase") == "Running"
                and not pod["metadata"].get("deletionTimestamp")]
     state = AttemptState.RUNNING if len(running) >= workers else AttemptState.PENDING

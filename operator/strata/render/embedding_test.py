@@ -17,6 +17,7 @@ from typing import Any
 from strata.api import FEEDBACK_POLICY
 from strata.api.feedback import EmbeddingDrift
 from strata.constants import ANNOTATION_CREATED_BECAUSE, ChildPolicy
+from strata.observe.jobs import job_condition
 from strata.render.common import child_labels, child_metadata, volume_mount
 from strata.render.training_job import WORKLOAD_UID
 from strata_workloads.monitor.embedding_contract import (
@@ -179,8 +180,7 @@ def adopted_state(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def job_ended(job: dict[str, Any]) -> bool:
-    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-               for c in (job.get("status") or {}).get("conditions") or [])
+    return job_condition(job, "Complete") is not None or job_condition(job, "Failed") is not None
 
 
 def record_result(state: dict[str, Any], result: EmbeddingJobResult | None, job_failed_because: str,
