@@ -120,12 +120,8 @@ SKETCH_MINUTE = 60
 SKETCH_RETENTION_SECONDS = 2 * 24 * 3600  # two of the longest window a policy is likely to use
 INTEGER_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
 # Input rows kept whole per input for embedding tests (MinuteInputSamples), across all minutes;
-# with texts cut to EMBEDDING_TEXT_CHARS that is at most about 20 MB.
+# cut to the embedding contract's MAX_TEXT_CHARS or MAX_TOKEN_IDS, that is at most about 20 MB.
 MAX_INPUT_SAMPLE_ROWS = 20_000
-# Kept input texts are cut to this many characters (an embedding model reads no more) and
-# token-id rows to this many ids: embedding_contract's limits, which the policy's Job applies.
-EMBEDDING_TEXT_CHARS = MAX_TEXT_CHARS
-EMBEDDING_TOKEN_IDS = MAX_TOKEN_IDS
 # Values of one float tensor sketched per request: an image of millions costs what a latent of
 # a few thousand does (about a millisecond).
 FLOAT_VALUES_PER_TENSOR = 4096
@@ -166,10 +162,10 @@ class MinuteSketches:
 
 def token_rows(tensor: protocol.Tensor) -> list[list[int]]:
     """An integer tensor's rows as lists of ids (the first dimension is the batch when there
-    are two or more, as TokenSketch.add_rows reads it), each cut to EMBEDDING_TOKEN_IDS."""
+    are two or more, as TokenSketch.add_rows reads it), each cut to MAX_TOKEN_IDS."""
     values = np.asarray(tensor.values).reshape(-1)
     rows = values.reshape(tensor.shape[0], -1) if len(tensor.shape) >= 2 and tensor.shape[0] > 0 else [values]
-    return [row[:EMBEDDING_TOKEN_IDS].tolist() for row in rows]
+    return [row[:MAX_TOKEN_IDS].tolist() for row in rows]
 
 
 class MinuteInputSamples:
@@ -407,7 +403,7 @@ class Analysis:
                         self.sketches.setdefault((meta["model"], tensor.name), MinuteSketches()).add_texts(
                             at, list(tensor.values))
                         self._keep_rows(meta["model"], tensor.name, at, lambda tensor=tensor: [
-                            self.redact(item[:EMBEDDING_TEXT_CHARS * 4].decode("utf-8", "replace")[:EMBEDDING_TEXT_CHARS])
+                            self.redact(item[:MAX_TEXT_CHARS * 4].decode("utf-8", "replace")[:MAX_TEXT_CHARS])
                             for item in tensor.values])
                     elif tensor.datatype in FLOAT_TYPES and len(tensor.raw) == (
                             FLOAT_TYPES[tensor.datatype][1] * math.prod(tensor.shape)):
