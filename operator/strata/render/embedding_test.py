@@ -19,6 +19,7 @@ from strata.api.feedback import EmbeddingDrift
 from strata.constants import ANNOTATION_CREATED_BECAUSE, ChildPolicy
 from strata.observe.jobs import job_condition
 from strata.render.common import child_labels, child_metadata, volume_mount
+from strata.render.feedback_policy import parse_time
 from strata.render.training_job import WORKLOAD_UID
 from strata_workloads.monitor.embedding_contract import (
     CONFIG_DIR,
@@ -92,14 +93,15 @@ def rows_of(values: list) -> Rows:
 
 
 def fit_rows(config: EmbeddingJobConfig) -> EmbeddingJobConfig:
-    """The config with rows dropped from its end until it fits in a ConfigMap."""
+    """The config with a quarter of the rows dropped from the end, again, until it fits in a ConfigMap."""
+    def trimmed(rows: Rows) -> Rows:
+        if rows.texts is not None:
+            return Rows(texts=rows.texts[: max(1, len(rows.texts) * 3 // 4)])
+        return Rows(tokens=(rows.tokens or [])[: max(1, len(rows.tokens or []) * 3 // 4)])
+
     while len(config_json(config).encode()) > MAX_CONFIG_BYTES:
-        def halved(rows: Rows) -> Rows:
-            if rows.texts is not None:
-                return Rows(texts=rows.texts[: max(1, len(rows.texts) * 3 // 4)])
-            return Rows(tokens=(rows.tokens or [])[: max(1, len(rows.tokens or []) * 3 // 4)])
-        reference = halved(config.reference) if config.reference is not None else None
-        config = config.model_copy(update={"current": halved(config.current), "reference": reference})
+        reference = trimmed(config.reference) if config.reference is not None else None
+        config = config.model_copy(update={"current": trimmed(config.current), "reference": reference})
     return config
 
 
@@ -203,8 +205,8 @@ def is_due(state: dict[str, Any] | None, every_seconds: float, now: dt.datetime)
         return True
     if not state.get("finished"):
         return False
-    started = dt.datetime.fromisoformat(state["started"].replace("Z", "+00:00"))
-    return (now - started).total_seconds() >= every_seconds
+    started = parse_time(state["started"])
+    return started is None or (now - started).total_seconds() >= every_seconds
 
 
 def comparison(state: dict[str, Any] | None, every_seconds: float, now: dt.datetime,
@@ -214,8 +216,8 @@ def comparison(state: dict[str, Any] | None, every_seconds: float, now: dt.datet
     if not state or not state.get("currentCounts"):
         why = problem or (state or {}).get("message") or ""
         return Comparison("the embedding test", [], 0, unmet=f"embedding test: {why}", seen=bool(why)) if why else None
-    started = dt.datetime.fromisoformat(state["started"].replace("Z", "+00:00"))
-    if (now - started).total_seconds() > 2 * every_seconds:
+    started = parse_time(state["started"])
+    if started is None or (now - started).total_seconds() > 2 * every_seconds:
         return Comparison("the embedding test", [], 0, seen=True,
                           unmet=f"embedding test: the latest result (Job {state['job']}, started {state['started']}) is "
                                 f"older than two periods; {problem or 'a new one has not ended yet'}")
