@@ -68,6 +68,21 @@ def child_policy(child: dict[str, Any]) -> str:
     return annotations.get(ANNOTATION_CHILD_POLICY, ChildPolicy.DECLARATIVE)
 
 
+# The workload images' non-root user (devcluster/images.py: "strata", 1000).
+WORKLOAD_UID = 1000
+
+
+def workload_pod_security() -> dict[str, Any]:
+    """A workload pod's securityContext: the images' non-root user, the runtime's seccomp profile."""
+    return {"runAsNonRoot": True, "runAsUser": WORKLOAD_UID, "runAsGroup": WORKLOAD_UID, "fsGroup": WORKLOAD_UID,
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def workload_container_security() -> dict[str, Any]:
+    """A workload container's securityContext: no privilege to gain, nothing written outside its volumes."""
+    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+
+
 def volume_mount(name: str, path: str, sub_path: str = "", read_only: bool = False) -> dict[str, Any]:
     """A container's volumeMount, with subPath and readOnly only when set."""
     mount: dict[str, Any] = {"name": name, "mountPath": path}

@@ -25,7 +25,13 @@ from typing import Any
 from strata.api import DATASET
 from strata.api.dataset import DatasetSpec
 from strata.constants import ANNOTATION_CREATED_BECAUSE, ChildPolicy
-from strata.render.common import child_labels, child_metadata, volume_mount
+from strata.render.common import (
+    child_labels,
+    child_metadata,
+    volume_mount,
+    workload_container_security,
+    workload_pod_security,
+)
 from strata_workloads.data.config import MIN_IMAGE_NEAR_DUPLICATE_THRESHOLD
 from strata_workloads.data.result import (
     CONFIG_DIR,
@@ -40,8 +46,6 @@ from strata_workloads.data.result import (
 )
 
 COMPONENT = "pipeline"
-# The image's non-root user (devcluster/images.py: "strata", 1000).
-WORKLOAD_UID = 1000
 # Retries of a failed pod within one run (a source may be briefly unreachable); an invalid
 # configuration (exit 2) fails the run at once.
 BACKOFF_LIMIT = 2
@@ -343,16 +347,14 @@ def render_pipeline_job(spec: DatasetSpec, owner: dict[str, Any], run: PipelineR
         # The pipeline writes its result (strata_workloads.data.result) here; a crash leaves the log's tail.
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                            "capabilities": {"drop": ["ALL"]}},
+        "securityContext": workload_container_security(),
     }
     pod_spec = {
         "restartPolicy": "Never",
         # The pipeline never talks to the Kubernetes API.
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": WORKLOAD_UID, "runAsGroup": WORKLOAD_UID,
-                            "fsGroup": WORKLOAD_UID, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": workload_pod_security(),
         "containers": [container],
         "volumes": volumes,
     }

@@ -18,9 +18,14 @@ from strata.api import FEEDBACK_POLICY
 from strata.api.feedback import EmbeddingDrift
 from strata.constants import ANNOTATION_CREATED_BECAUSE, ChildPolicy
 from strata.observe.jobs import job_condition
-from strata.render.common import child_labels, child_metadata, volume_mount
+from strata.render.common import (
+    child_labels,
+    child_metadata,
+    volume_mount,
+    workload_container_security,
+    workload_pod_security,
+)
 from strata.render.feedback_policy import parse_time
-from strata.render.training_job import WORKLOAD_UID
 from strata_workloads.monitor.embedding_contract import (
     CONFIG_DIR,
     CONFIG_FILE,
@@ -137,8 +142,7 @@ def render_test_job(owner: dict[str, Any], name: str, image: str, dataset: Datas
         "volumeMounts": mounts + [volume_mount("tmp", "/tmp")],
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                            "capabilities": {"drop": ["ALL"]}},
+        "securityContext": workload_container_security(),
     }
     volumes.append({"name": "tmp", "emptyDir": {}})
     meta = child_metadata(FEEDBACK_POLICY, owner, name, COMPONENT, ChildPolicy.CREATE_ONCE)
@@ -158,8 +162,7 @@ def render_test_job(owner: dict[str, Any], name: str, image: str, dataset: Datas
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": WORKLOAD_UID, "runAsGroup": WORKLOAD_UID,
-                                        "fsGroup": WORKLOAD_UID, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "securityContext": workload_pod_security(),
                     "containers": [container],
                     "volumes": volumes,
                 },

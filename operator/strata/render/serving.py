@@ -34,7 +34,7 @@ from strata.api import KindInfo
 from strata.api.deployment import ModelDeploymentSpec, Rollout
 from strata.constants import ChildPolicy
 from strata.render import sidecar as contract
-from strata.render.common import child_labels, child_metadata, owner_labels
+from strata.render.common import child_labels, child_metadata, owner_labels, workload_pod_security
 from strata.render.config import content_hash
 
 COMPONENT = "serving"
@@ -382,8 +382,7 @@ def render_pod_template(info: KindInfo, owner: dict[str, Any], spec: ModelDeploy
             "annotations": {ANNOTATION_MODEL: json.dumps(model.to_dict(), sort_keys=True)},
         },
         "spec": {
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
-                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "securityContext": workload_pod_security(),
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
             "initContainers": [init],

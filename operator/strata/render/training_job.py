@@ -28,7 +28,14 @@ from strata.observe.training import (
     TRAINER_CONTAINER,
     AttemptView,
 )
-from strata.render.common import child_labels, child_metadata, owner_labels, volume_mount
+from strata.render.common import (
+    child_labels,
+    child_metadata,
+    owner_labels,
+    volume_mount,
+    workload_container_security,
+    workload_pod_security,
+)
 from strata.render.config import render_config_map
 from strata.render.trainer import CHECKPOINT_DIR, DATA_DIR, EXPORT_DIR, METRICS_PORT, TRAINER_CONFIG_DIR, TRAINER_CONFIG_PATH
 
@@ -38,8 +45,6 @@ RENDEZVOUS_PORT = 29500
 CHECKPOINT_VOLUME_SIZE = "20Gi"
 # Long enough for every rank to finish its step and write a checkpoint after SIGTERM.
 TERMINATION_GRACE_SECONDS = 120
-# The image's non-root user (images.py: "strata", 1000).
-WORKLOAD_UID = 1000
 # Longest TrainingJob name whose Jobs (<name>-<attempt>) and pod hostnames
 # (<name>-<attempt>-<index>) stay within a 63-character DNS label.
 MAX_NAME_LENGTH = 52
@@ -192,11 +197,7 @@ def render_attempt_job(
         # The trainer writes its result (or error) here; a crash leaves the log's tail instead.
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": workload_container_security(),
     }
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -205,13 +206,7 @@ def render_attempt_job(
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": WORKLOAD_UID,
-            "runAsGroup": WORKLOAD_UID,
-            "fsGroup": WORKLOAD_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": workload_pod_security(),
         "containers": [container],
         "volumes": volumes,
     }
