@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -116,3 +117,15 @@ def operator_process(cluster, namespaces: list[str], env: dict[str, str] | None 
         text = Path(log.name).read_text()
         tracebacks = [line for line in text.splitlines() if "Traceback" in line]
         assert not tracebacks, f"the operator logged tracebacks:\n{text[-6000:]}"
+
+
+def sidecar_env(config: dict[str, Any]) -> dict[str, str]:
+    """The environment to start the sidecar with: its compiled gRPC front end, built from this
+    checkout (cached by the sources' hash), unless the config keeps gRPC in Python."""
+    env = dict(os.environ)
+    if config.get("grpcFrontEnd", "compiled") == "compiled":
+        from strata.devcluster.binaries import sidecar_grpc_binary
+        from strata_workloads.serve.grpc_front_end import BINARY_ENV
+
+        env[BINARY_ENV] = str(sidecar_grpc_binary())
+    return env

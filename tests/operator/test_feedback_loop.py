@@ -22,7 +22,7 @@ import yaml
 
 from kwok_training import apply_training_inputs, gpu_training_job
 from strata.devcluster import free_port
-from tests_support import get_json, wait_for
+from tests_support import get_json, sidecar_env, wait_for
 
 
 def start_sidecar(tmp_path, upstream: tuple[int, int] | None = None, **settings):
@@ -38,7 +38,7 @@ def start_sidecar(tmp_path, upstream: tuple[int, int] | None = None, **settings)
     path.write_text(yaml.safe_dump(config))
     log = (tmp_path / "sidecar.log").open("w")
     process = subprocess.Popen([sys.executable, "-m", "strata_workloads.serve", "--config", str(path)],
-                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=sidecar_env(config))
     metrics_url = f"http://127.0.0.1:{ports['metricsPort']}"
 
     def healthy():

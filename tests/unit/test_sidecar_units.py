@@ -94,8 +94,8 @@ def test_the_client_address_for_per_ip_limits_comes_from_the_grpc_peer(peer, add
 # ---- rate limits ----
 
 @pytest.fixture
-def buckets():
-    return SharedBuckets(multiprocessing.get_context("spawn"), rate=2.0, burst=3)
+def buckets(tmp_path):
+    return SharedBuckets(tmp_path / "buckets", rate=2.0, burst=3, create=True)
 
 
 def test_a_burst_passes_then_the_wait_is_until_the_next_token(buckets):
@@ -112,8 +112,8 @@ def test_identities_have_their_own_buckets(buckets):
     assert buckets.acquire("b", now=0.0) == 0.0
 
 
-def test_a_full_table_reuses_the_least_recently_used_slot():
-    small = SharedBuckets(multiprocessing.get_context("spawn"), rate=1.0, burst=1)
+def test_a_full_table_reuses_the_least_recently_used_slot(tmp_path):
+    small = SharedBuckets(tmp_path / "buckets", rate=1.0, burst=1, create=True)
     for index in range(SLOTS + 50):
         assert small.acquire(f"10.0.{index // 256}.{index % 256}", now=float(index)) == 0.0
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from tests_support import wait_for
+from tests_support import sidecar_env, wait_for
 from workload_harness import ManagedProcess, free_port
 
 # One model.py for every test model: copies its input to its output after sleeping for the
@@ -102,7 +102,8 @@ class Sidecar:
     def start(self) -> "Sidecar":
         self.starts += 1
         self.process = ManagedProcess([sys.executable, "-m", "strata_workloads.serve", "--config",
-                                       str(self.config_path)], self.workdir / f"sidecar-{self.starts}.log")
+                                       str(self.config_path)], self.workdir / f"sidecar-{self.starts}.log",
+                                      env=sidecar_env(self.config))
         wait_for(self._ready, timeout=60, interval=0.1, what="the sidecar's ports")
         return self
 

@@ -1,7 +1,8 @@
 """The monitoring sidecar in front of the real tritonserver (python backend, CPU).
 
 Clients are the real tritonclient (gRPC and HTTP) and plain gRPC stubs where trailing
-metadata must be read. Nothing here sleeps for a fixed time: asynchronous effects (audit
+metadata must be read. Every test of gRPC behaviour runs against both gRPC front ends: the
+compiled one (strata-sidecar-grpc, the default) and the Python workers' (grpcFrontEnd: python). Nothing here sleeps for a fixed time: asynchronous effects (audit
 lines, statistics, a restarted Triton) are awaited as conditions.
 """
 
@@ -58,10 +59,17 @@ def api_keys(tmp_path_factory) -> Path:
     return directory
 
 
+@pytest.fixture(scope="module", params=["compiled", "python"])
+def front_end(request) -> str:
+    """grpcFrontEnd: who serves gRPC."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def sidecar(triton, api_keys, tmp_path_factory):
+def sidecar(triton, api_keys, tmp_path_factory, front_end):
     """Two workers, keys on, everything audited and analysed, both redactions, toxicity on."""
     instance = Sidecar(tmp_path_factory.mktemp("sidecar"), triton.grpc_port, triton.http_port, workers=2,
+                       grpcFrontEnd=front_end,
                        auth={"apiKeysDir": str(api_keys)},
                        audit={"sampleRate": 1.0, "redact": ["pii", "secrets"]},
                        drift={"sampleRate": 1.0, "maxSamplesPerSecond": 10000, "inputSamplesPerMinute": 1000},
@@ -260,10 +268,12 @@ def test_keys_added_to_or_removed_from_the_secret_take_effect_without_a_restart(
 def test_requests_without_a_valid_key_are_unauthenticated(sidecar, headers):
     array = np.ones((1, 1), dtype=np.float32)
     with pytest.raises(InferenceServerException) as grpc_error:
-        grpcclient.InferenceServerClient(sidecar.grpc_url).infer("identity", grpc_inputs(array), headers=headers)
+        grpcclient.InferenceServerClient(sidecar.grpc_url).infer("identity", grpc_inputs(array), headers=dict(headers))
     assert grpc_error.value.status() == "StatusCode.UNAUTHENTICATED"
     with pytest.raises(InferenceServerException) as http_error:
-        httpclient.InferenceServerClient(sidecar.http_url).infer("identity", http_inputs(array, True), headers=headers)
+        # A copy: the HTTP client adds its own headers to the dict it is given.
+        httpclient.InferenceServerClient(sidecar.http_url).infer("identity", http_inputs(array, True),
+                                                                 headers=dict(headers))
     assert http_error.value.status() == "401"
     assert "API key" in http_error.value.message()
 
@@ -310,10 +320,10 @@ def test_administrative_calls_are_refused(sidecar):
     assert client.is_model_ready("identity", headers=ALICE_HEADERS)
 
 
-def test_rate_limits_are_per_key_shared_across_workers_and_give_a_retry_hint(triton, api_keys, tmp_path):
+def test_rate_limits_are_per_key_shared_across_workers_and_give_a_retry_hint(triton, api_keys, tmp_path, front_end):
     # 0.05/s: no token comes back during the test, so exactly `burst` requests pass per key,
-    # whichever worker each fresh connection lands on.
-    limited = Sidecar(tmp_path / "limited", triton.grpc_port, triton.http_port, workers=2,
+    # whichever process each fresh connection lands on, gRPC and HTTP together.
+    limited = Sidecar(tmp_path / "limited", triton.grpc_port, triton.http_port, workers=2, grpcFrontEnd=front_end,
                       auth={"apiKeysDir": str(api_keys)},
                       rateLimit={"requestsPerSecond": 0.05, "burst": 4, "per": "apiKey"}).start()
     try:
@@ -368,17 +378,24 @@ def test_rate_limits_are_per_key_shared_across_workers_and_give_a_retry_hint(tri
         limited.close()
 
 
-def test_connections_are_spread_over_the_worker_processes(sidecar):
-    prefixes = set()
-    for _ in range(24):
+def test_connections_are_spread_over_the_worker_processes(sidecar, front_end):
+    """HTTP always; gRPC too when the workers serve it (the compiled front end is one process
+    on every CPU). Request ids start with a random prefix per process."""
+    body = json.dumps({"inputs": [{"name": "INPUT", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}]}).encode()
+    http_prefixes, grpc_prefixes = set(), set()
+    for _ in range(24):  # a new connection each time
+        status, headers, _ = http_post(f"http://{sidecar.http_url}/v2/models/identity/infer", body, {"x-api-key": ALICE})
+        assert status == 200
+        http_prefixes.add(headers["strata-request-id"].split("-")[0])
         _, trailing = raw_infer(sidecar.grpc_url, identity_request(np.ones((1, 1))), (("x-api-key", ALICE),))
-        prefixes.add(trailing["strata-request-id"].split("-")[0])  # one random prefix per worker
-    assert len(prefixes) == 2
+        grpc_prefixes.add(trailing["strata-request-id"].split("-")[0])
+    assert len(http_prefixes) == 2
+    assert len(grpc_prefixes) == (1 if front_end == "compiled" else 2)
 
 
 # ---- observability ----
 
-def test_metrics_count_requests_by_model_outcome_and_key(sidecar):
+def test_metrics_count_requests_by_model_outcome_and_key(sidecar, front_end):
     before = sidecar.metrics()
     array = np.ones((2, 5), dtype=np.float32)
     client = grpcclient.InferenceServerClient(sidecar.grpc_url)
@@ -402,7 +419,7 @@ def test_metrics_count_requests_by_model_outcome_and_key(sidecar):
     assert value(after, "strata_sidecar_request_bytes_count", protocol="grpc", model="identity") == forwarded
     assert value(after, "strata_sidecar_response_bytes_sum", protocol="grpc", model="identity") > 0
     assert samples(after, "strata_sidecar_inflight_requests")  # a gauge per protocol, merged over workers
-    assert value(after, "strata_sidecar_workers") == 2
+    assert value(after, "strata_sidecar_workers") == (3 if front_end == "compiled" else 2)  # and the front end
     assert ALICE not in after and BOB not in after  # key names label metrics, never the keys
 
 
@@ -740,10 +757,11 @@ def test_without_shared_state_pod_is_refused_and_pods_is_empty(sidecar):
 # ---- Triton going away and coming back ----
 
 def test_a_triton_restart_is_unavailable_while_down_and_recovers_without_restarting_the_sidecar(
-        repository, tmp_path, api_keys):
+        repository, tmp_path, api_keys, front_end):
     server, _ = start_tritonserver(repository, ["identity"], tmp_path / "triton-1")
     grpc_port, http_port = server.grpc_port, server.http_port
-    instance = Sidecar(tmp_path / "sidecar", grpc_port, http_port, workers=2, auth={"apiKeysDir": str(api_keys)}).start()
+    instance = Sidecar(tmp_path / "sidecar", grpc_port, http_port, workers=2, grpcFrontEnd=front_end,
+                       auth={"apiKeysDir": str(api_keys)}).start()
     try:
         array = np.ones((1, 2), dtype=np.float32)
         client = grpcclient.InferenceServerClient(instance.grpc_url)
@@ -780,19 +798,26 @@ def test_a_triton_restart_is_unavailable_while_down_and_recovers_without_restart
         server.close()
 
 
-def test_a_dead_worker_is_started_again(sidecar):
-    def workers() -> list[int]:
-        children = Path(f"/proc/{sidecar.process.process.pid}/task/{sidecar.process.process.pid}/children")
-        return [int(pid) for pid in children.read_text().split()]
+def test_a_dead_worker_is_started_again(sidecar, front_end):
+    def children() -> list[int]:
+        pid = sidecar.process.process.pid
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
-    # The workers, not multiprocessing's resource tracker.
-    data_path = [pid for pid in workers() if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
-    assert len(data_path) == 2
-    os.kill(data_path[0], signal.SIGKILL)
-    wait_for(lambda: (sidecar.get_or_none("/healthz") or {}).get("ready") == 2
-             and value(sidecar.metrics(), "strata_sidecar_worker_restarts_total") == 1,
-             timeout=60, interval=0.2, what="the supervisor to replace the worker")
-    assert data_path[0] not in workers()
+    def data_path() -> list[int]:
+        # The workers and the compiled front end, not multiprocessing's resource tracker.
+        return [pid for pid in children() if any(
+            name in Path(f"/proc/{pid}/cmdline").read_text() for name in ("spawn_main", "strata-sidecar-grpc"))]
+
+    before = data_path()
+    assert len(before) == (3 if front_end == "compiled" else 2)
+    restarts = value(sidecar.metrics(), "strata_sidecar_worker_restarts_total")
+    for pid in before:  # every one of them, one after the other
+        os.kill(pid, signal.SIGKILL)
+        restarts += 1
+        wait_for(lambda: (sidecar.get_or_none("/healthz") or {}).get("ready") == len(before)
+                 and value(sidecar.metrics(), "strata_sidecar_worker_restarts_total") == restarts,
+                 timeout=60, interval=0.2, what="the supervisor to replace the process")
+        assert pid not in children()
     # And the sidecar keeps answering on fresh connections.
     for _ in range(4):
         grpcclient.InferenceServerClient(sidecar.grpc_url).infer("identity", grpc_inputs(np.ones((1, 1), np.float32)),

@@ -25,6 +25,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 GOMOD_DIR = Path(__file__).resolve().parent / "gomod"
+# The Go programs that run in Strata's pods (workloads/), beside the Python workloads.
+WORKLOADS_DIR = Path(__file__).resolve().parents[3] / "workloads"
 
 KUBERNETES_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.8"
@@ -73,10 +75,12 @@ class GoComponent:
     version_args: tuple[str, ...] = ("--version",)
     # GOTOOLCHAIN for modules that need a newer Go than the installed one (the proxy serves it)
     toolchain: str = ""
+    # where the module is, when not gomod/<name>
+    source_dir: Path | None = None
 
     @property
     def module_dir(self) -> Path:
-        return GOMOD_DIR / self.name
+        return self.source_dir or GOMOD_DIR / self.name
 
     def cache_dir(self) -> Path:
         return cache_root() / "bin" / f"{self.name}-{self.version}"
@@ -145,7 +149,7 @@ METRICS_SERVER = GoComponent(
 )
 
 
-def _source_version(module: str) -> str:
+def _source_version(module: str | Path) -> str:
     """A version for an in-repo module: its sources' content hash, so an edit rebuilds it."""
     digest = hashlib.sha256()
     for path in sorted((GOMOD_DIR / module).glob("*")):
@@ -163,6 +167,22 @@ PAUSE = GoComponent(
     version_marker="strata-pause",
     version_args=("-v",),
 )
+
+# The monitoring sidecar's gRPC front end (serve/grpc_front_end.py): in the sidecar image,
+# and built for the sidecar's tests; not in COMPONENTS.
+SIDECAR_GRPC = GoComponent(
+    name="sidecar-grpc",
+    version=_source_version(WORKLOADS_DIR / "sidecar-grpc"),
+    packages={"strata-sidecar-grpc": "."},
+    source_dir=WORKLOADS_DIR / "sidecar-grpc",
+)
+
+
+def sidecar_grpc_binary() -> Path:
+    """The gRPC front end built from this checkout's sources (cached by their hash)."""
+    build_component(SIDECAR_GRPC, ["strata-sidecar-grpc"])
+    return SIDECAR_GRPC.cache_dir() / "strata-sidecar-grpc"
+
 
 # Argo CD's Lua runtime (util/lua, util/settings) for the Argo CD health/action tests; built
 # only when those tests run (build_component), so it is not in COMPONENTS.

@@ -112,7 +112,11 @@ class SidecarConfig(_Section):
     listen: Listen = Listen()
     upstream: Upstream = Upstream()
     # Data-path processes sharing the ports (SO_REUSEPORT); 0: one per CPU the pod may use.
+    # With the compiled gRPC front end they serve HTTP only.
     workers: Annotated[int, Field(ge=0, le=256)] = 0
+    # Who serves gRPC: the compiled front end (strata-sidecar-grpc, one process using every
+    # CPU the pod may use; grpc_front_end.py says why) or the Python workers.
+    grpc_front_end: Literal["compiled", "python"] = "compiled"
     # Feedback (feedback.jsonl) and the audit log (audit.jsonl): a volume that outlives restarts.
     state_dir: str = "/var/strata/sidecar"
     # Every pod's state directory (a ReadWriteMany volume, this pod's own being state_dir):

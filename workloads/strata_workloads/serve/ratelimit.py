@@ -1,55 +1,68 @@
-"""Token buckets shared by every data-path process of the sidecar.
+"""Token buckets shared by every data-path process of the sidecar, of both protocols.
 
 Clients are spread over the worker processes by connection (SO_REUSEPORT), not by request,
-so a limit split N ways would throttle a client whose one connection lands on one worker.
-The buckets therefore live in shared memory (a fixed open-addressing table guarded by one
-process-shared lock): each check is a handful of array reads and writes, about a
-microsecond.
+so a limit split N ways would throttle a client whose one connection lands on one worker;
+and a key's limit covers its gRPC and HTTP calls together. The buckets therefore live in one
+memory-mapped file that the Python workers and the compiled gRPC front end
+(workloads/sidecar-grpc/gateway.go, the same layout and hash) all map: a fixed
+open-addressing table guarded by flock, so each check is a lock, a handful of array reads
+and writes and an unlock, a few microseconds.
 
-Identities (API key name, client IP, or one global bucket) hash into SLOTS entries; a full
-table (more distinct client IPs in flight than slots) reuses the least recently used entry
-among the probed ones, which at worst hands that identity a fresh bucket.
+Layout: SLOTS owners (int64 identity hashes, 0 = free), then SLOTS token counts and SLOTS
+last-update times (float64; CLOCK_MONOTONIC seconds, which every process on the host reads
+alike). Identities (API key name, client IP, or one global bucket) hash into the table; a
+full table (more distinct client IPs in flight than slots) reuses the least recently used
+entry among the probed ones, which at worst hands that identity a fresh bucket.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import math
+import mmap
+import os
 import time
-from multiprocessing.context import BaseContext
+from pathlib import Path
 
 SLOTS = 4096
 PROBES = 8
+TABLE_BYTES = 3 * 8 * SLOTS
 
 
 def _identity_hash(identity: str) -> int:
     # Stable across processes (str hashes are salted per interpreter); never 0 (= free slot).
-    return int.from_bytes(hashlib.blake2b(identity.encode(), digest_size=8).digest(), "little") >> 1 | 1
+    return int.from_bytes(hashlib.sha256(identity.encode()).digest()[:8], "little") >> 1 | 1
 
 
 class SharedBuckets:
-    """Create in the supervisor, pass to the workers (the arrays and lock are inherited)."""
+    """Create in the supervisor (``create=True`` writes the empty table); the workers are
+    handed the object and map the file themselves on first use."""
 
-    def __init__(self, context: BaseContext, rate: float, burst: int):
+    def __init__(self, path: str | os.PathLike[str], rate: float, burst: int, *, create: bool = False):
+        self.path = Path(path)
         self.rate = float(rate)
         self.burst = float(burst)
-        self.lock = context.Lock()
-        self.owners = context.RawArray("q", SLOTS)
-        self.tokens = context.RawArray("d", SLOTS)
-        self.updated = context.RawArray("d", SLOTS)
+        if create:
+            temporary = self.path.with_suffix(".tmp")
+            temporary.write_bytes(bytes(TABLE_BYTES))
+            os.replace(temporary, self.path)
         self._hashes: dict[str, int] = {}
         self._views = None
+        self._fd = -1
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_hashes"], state["_views"] = {}, None
+        state["_hashes"], state["_views"], state["_fd"] = {}, None, -1
         return state
 
     def _arrays(self):
-        # memoryviews index several times faster than the ctypes arrays they look at.
+        # flock locks belong to an open file: each process opens its own.
         if self._views is None:
-            self._views = tuple(memoryview(array).cast("B").cast(code) for array, code in
-                                ((self.owners, "q"), (self.tokens, "d"), (self.updated, "d")))
+            self._fd = os.open(self.path, os.O_RDWR)
+            memory = memoryview(mmap.mmap(self._fd, TABLE_BYTES))
+            self._views = (memory[:8 * SLOTS].cast("q"), memory[8 * SLOTS:16 * SLOTS].cast("d"),
+                           memory[16 * SLOTS:].cast("d"))
         return self._views
 
     def acquire(self, identity: str, now: float | None = None) -> float:
@@ -62,7 +75,8 @@ class SharedBuckets:
         now = time.monotonic() if now is None else now
         owners, tokens, updated = self._views or self._arrays()
         start = key % SLOTS
-        with self.lock:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
             victim, oldest = start, math.inf
             for probe in range(PROBES):
                 slot = (start + probe) % SLOTS
@@ -84,3 +98,5 @@ class SharedBuckets:
                 return 0.0
             tokens[slot] = available
             return (1.0 - available) / self.rate
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)

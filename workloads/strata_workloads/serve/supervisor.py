@@ -1,8 +1,9 @@
 """The sidecar's main process: starts the data-path workers and does everything else.
 
-  workers      N processes (worker.py) serving gRPC and HTTP on shared ports; restarted
-               when one dies
-  analysis     a thread consuming the workers' samples: audit log, drift stats, toxicity
+  workers      N processes (worker.py) serving HTTP (and gRPC with grpcFrontEnd: python)
+               on shared ports; restarted when one dies
+  gRPC         the compiled front end (grpc_front_end.py), restarted when it dies
+  analysis     threads consuming the data path's samples: audit log, drift stats, toxicity
   metrics port Prometheus /metrics (all workers merged, plus the supervisor's own),
                GET /stats (drift), GET /feedback?after=&limit= (records), GET /review?after=&limit=
                (outputs queued for review), GET /exchanges?ids=a,b (audited answers' text),
@@ -69,11 +70,18 @@ class Supervisor:
         self.buckets = None
         if config.rate_limit is not None:
             from strata_workloads.serve.ratelimit import SharedBuckets
-            self.buckets = SharedBuckets(self.context, config.rate_limit.requests_per_second, config.rate_limit.burst)
+            self.buckets = SharedBuckets(Path(self.metrics_dir) / "rate-limit.buckets",
+                                         config.rate_limit.requests_per_second, config.rate_limit.burst, create=True)
         self.samples = self.context.Queue(maxsize=SAMPLE_QUEUE_SIZE)
         self.workers: list[multiprocessing.process.BaseProcess] = []
         self.listening = None  # per worker: 1 once its ports are open
         self.worker_restarts = 0
+        self.grpc_binary = None
+        self.grpc_front_end = None  # grpc_front_end.FrontEndProcess
+        if config.grpc_front_end == "compiled":
+            from strata_workloads.serve.grpc_front_end import find_binary
+            self.grpc_binary = find_binary()  # fails the start, saying what is missing
+        self._analysing = threading.Lock()  # the workers' and the front end's samples
         self.upstream_ready = 0.0
 
         from strata_workloads.serve.analysis import Analysis
@@ -107,10 +115,33 @@ class Supervisor:
         process.start()
         return process
 
+    def _start_grpc_front_end(self):
+        from strata_workloads.serve.grpc_front_end import FrontEndProcess, front_end_args
+
+        return FrontEndProcess(self.grpc_binary, front_end_args(
+            self.config, Path(self.metrics_dir), self.buckets.path if self.buckets is not None else None))
+
+    def data_path(self) -> list:
+        """Every data-path process: the workers and the compiled gRPC front end."""
+        return self.workers + ([self.grpc_front_end] if self.grpc_front_end is not None else [])
+
+    def ready(self) -> tuple[int, int]:
+        """(data-path processes alive and listening, all of them)."""
+        ready = sum(p.is_alive() and self.listening[i] for i, p in enumerate(self.workers))
+        if self.grpc_front_end is not None:
+            ready += self.grpc_front_end.is_alive() and self.grpc_front_end.listening.is_set()
+        return ready, len(self.data_path())
+
     def run(self) -> int:
         count = worker_count(self.config.workers)
         log.info("starting %d data-path worker(s)", count)
         self.listening = self.context.RawArray("b", count)
+        if self.grpc_binary is not None:
+            from strata_workloads.serve.grpc_front_end import SAMPLES_SOCKET, serve_samples
+
+            samples_listener = serve_samples(Path(self.metrics_dir) / SAMPLES_SOCKET, self._consume, self.stop)
+            log.info("starting the compiled gRPC front end (%s)", self.grpc_binary)
+            self.grpc_front_end = self._start_grpc_front_end()
         self.workers = [self._spawn(index) for index in range(count)]
         for target in (self._consume_samples, self._probe_upstream, self._keep_shared_state):
             threading.Thread(target=target, daemon=True, name=target.__name__).start()
@@ -119,21 +150,29 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.stop.set())
         while not self.stop.is_set():
-            wait([process.sentinel for process in self.workers], timeout=0.5)
+            wait([process.sentinel for process in self.data_path()], timeout=0.5)
             for index, process in enumerate(self.workers):
                 if not process.is_alive() and not self.stop.is_set():
                     log.error("worker %d exited (code %s); starting it again", index, process.exitcode)
                     self.worker_restarts += 1
                     self.workers[index] = self._spawn(index)
+            front_end = self.grpc_front_end
+            if front_end is not None and not front_end.is_alive() and not self.stop.is_set():
+                log.error("the gRPC front end exited (code %s); starting it again", front_end.exitcode)
+                front_end.join()
+                self.worker_restarts += 1
+                self.grpc_front_end = self._start_grpc_front_end()
         log.info("stopping workers")
-        for process in self.workers:
+        for process in self.data_path():
             if process.is_alive():
                 process.terminate()
-        for process in self.workers:
+        for process in self.data_path():
             process.join(timeout=15)
             if process.is_alive():
                 process.kill()
                 process.join()
+        if self.grpc_front_end is not None:
+            samples_listener.close()
         server.shutdown()
         self.analysis.close()
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
@@ -150,10 +189,14 @@ class Supervisor:
             except (EOFError, OSError):
                 return
             for meta, request, response in batch:
-                try:
-                    self.analysis.consume(meta, request, response)
-                except Exception:
-                    log.exception("analysing a sampled request failed")
+                self._consume(meta, request, response)
+
+    def _consume(self, meta: dict[str, Any], request: bytes | None, response: bytes | None) -> None:
+        with self._analysing:
+            try:
+                self.analysis.consume(meta, request, response)
+            except Exception:
+                log.exception("analysing a sampled request failed")
 
     def _keep_shared_state(self) -> None:
         from strata_workloads.serve.state import HEARTBEAT_SECONDS
@@ -197,7 +240,7 @@ class Supervisor:
 
         class SupervisorCollector:
             def collect(self):
-                alive = {p.pid for p in supervisor.workers if p.is_alive()}
+                alive = {p.pid for p in supervisor.data_path() if p.is_alive()}
                 yield from data_path_metrics.collect(Path(supervisor.metrics_dir), alive)
                 supervisor.feedback.refresh()
                 feedback = CounterMetricFamily("strata_sidecar_feedback", "Feedback records on disk, by rating.",
@@ -212,9 +255,11 @@ class Supervisor:
                                           value=supervisor.analysis.audited)
                 yield GaugeMetricFamily("strata_sidecar_upstream_ready", "1 when Triton answers ready.",
                                         value=supervisor.upstream_ready)
-                yield GaugeMetricFamily("strata_sidecar_workers", "Data-path worker processes alive.",
-                                        value=sum(p.is_alive() for p in supervisor.workers))
-                yield CounterMetricFamily("strata_sidecar_worker_restarts", "Workers started again after exiting.",
+                yield GaugeMetricFamily("strata_sidecar_workers",
+                                        "Data-path processes alive (workers and the compiled gRPC front end).",
+                                        value=sum(p.is_alive() for p in supervisor.data_path()))
+                yield CounterMetricFamily("strata_sidecar_worker_restarts",
+                                          "Data-path processes started again after exiting.",
                                           value=supervisor.worker_restarts)
                 labels = ["model", "side", "tensor"]
                 count = CounterMetricFamily("strata_sidecar_tensor_values", "Values seen in sampled tensors.", labels=labels)
@@ -308,10 +353,10 @@ class Supervisor:
                     directories = supervisor.shared.directories() if supervisor.shared is not None else None
                     self._json({"exchanges": supervisor.analysis.exchanges(ids, directories)})
                 elif url.path == "/healthz":
-                    # Ready when every worker is alive and listening.
-                    ready = sum(p.is_alive() and supervisor.listening[i] for i, p in enumerate(supervisor.workers))
-                    self._json({"workers": len(supervisor.workers), "ready": ready},
-                               200 if ready == len(supervisor.workers) else 503)
+                    # Ready when every data-path process is alive and listening.
+                    ready, total = supervisor.ready()
+                    self._json({"workers": total, "ready": ready,
+                                "grpcFrontEnd": supervisor.config.grpc_front_end}, 200 if ready == total else 503)
                 else:
                     self._json({"error": f"not found: {url.path}; try /metrics, /stats, /feedback, /review, "
                                          f"/exchanges, /pods or /healthz"}, 404)

@@ -1,4 +1,5 @@
-"""One data-path process: the gRPC and HTTP front ends on shared ports, its own upstreams.
+"""One data-path process: the HTTP front end (and the gRPC one with ``grpcFrontEnd:
+python``) on shared ports, its own upstreams.
 
 Every worker binds the same ports with SO_REUSEPORT, so the kernel spreads client
 connections over the workers; each has its own event loop, its own gRPC channel and HTTP
@@ -61,13 +62,15 @@ async def serve(config: SidecarConfig, buckets, samples, metrics_dir: str, on_li
     upstream = config.upstream
     listen = config.listen
 
-    grpc_proxy = GrpcProxy(f"{upstream.host}:{upstream.grpc_port}", gateway, metrics, sampler,
-                           upstream.timeout_seconds)
-    server = grpc.aio.server(options=SERVER_OPTIONS)
-    server.add_generic_rpc_handlers((grpc_proxy,))
-    if server.add_insecure_port(f"{listen.host}:{listen.grpc_port}") == 0:
-        raise SystemExit(f"cannot listen for gRPC on {listen.host}:{listen.grpc_port}")
-    await server.start()
+    grpc_proxy = server = None
+    if config.grpc_front_end == "python":  # else strata-sidecar-grpc serves it
+        grpc_proxy = GrpcProxy(f"{upstream.host}:{upstream.grpc_port}", gateway, metrics, sampler,
+                               upstream.timeout_seconds)
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        server.add_generic_rpc_handlers((grpc_proxy,))
+        if server.add_insecure_port(f"{listen.host}:{listen.grpc_port}") == 0:
+            raise SystemExit(f"cannot listen for gRPC on {listen.host}:{listen.grpc_port}")
+        await server.start()
 
     feedback = FeedbackStore(config.state_path, config.model_name)
     http_proxy = HttpProxy(f"http://{upstream.host}:{upstream.http_port}", gateway, metrics, sampler, feedback,
@@ -75,8 +78,9 @@ async def serve(config: SidecarConfig, buckets, samples, metrics_dir: str, on_li
     runner = web.AppRunner(http_proxy.application(), access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, listen.host, listen.http_port, reuse_port=True, backlog=1024).start()
-    log.info("serving gRPC on %s:%d and HTTP on %s:%d for Triton at %s", listen.host, listen.grpc_port,
-             listen.host, listen.http_port, upstream.host)
+    if server is not None:
+        log.info("serving gRPC on %s:%d for Triton at %s", listen.host, listen.grpc_port, upstream.host)
+    log.info("serving HTTP on %s:%d for Triton at %s", listen.host, listen.http_port, upstream.host)
     on_listening()
 
     stopping = asyncio.Event()
@@ -88,7 +92,10 @@ async def serve(config: SidecarConfig, buckets, samples, metrics_dir: str, on_li
     await stopping.wait()
     log.info("stopping: finishing requests in flight")
     stop_threads.set()
-    await asyncio.gather(server.stop(grace=10), runner.cleanup())
-    await grpc_proxy.close()
+    if server is not None:
+        await asyncio.gather(server.stop(grace=10), runner.cleanup())
+        await grpc_proxy.close()
+    else:
+        await runner.cleanup()
     await asyncio.gather(publishing, sampling)
     feedback.close()
