@@ -3,27 +3,29 @@
 Not a test (pytest does not collect it). Run::
 
     python tests/benchmarks/bench_sidecar.py [--seconds 2] [--rounds 2] [--workers 0] [--clients 4]
-        [--protocol grpc|http] [--compiled-hop BINARY]
+        [--protocol grpc|http] [--no-python] [--no-bare]
 
 The real tritonserver (python backend, CPU) serves three models: ``identity`` (trivial),
 ``sleep-0.5ms`` and ``sleep-5ms`` (a sleep in the model stands in for GPU time), one instance
 each. The sidecar runs as in a pod (``python -m strata_workloads.serve``) with API keys, a
 rate limit too high to bite, audit sampling at 5% and drift sampling at 10% (capped), so
-the measured cost includes auth, the limiter, metrics and sampling.
+the measured cost includes auth, the limiter, metrics and sampling. Two sidecars run, one
+per gRPC front end: ``compiled`` (strata-sidecar-grpc, the default) and ``python`` (the
+workers' grpc.aio proxy).
 
 Load: ``--clients`` processes (one gRPC connection each to each target), each running
 concurrency/clients requests in flight, with pre-serialized requests (grpc.aio, raw bytes)
 so the load generator spends as little CPU as possible. For every model and concurrency
 (1, 4, 16) the direct and sidecar runs alternate, ``--rounds`` times each, in one run.
 
-A third target, a bare Python gRPC hop (grpc.aio forwarding raw bytes, nothing else, the
-same number of processes), shows the floor any Python proxy pays; the sidecar's own logic
-is the difference between it and the sidecar.
+Another target, a bare Python gRPC hop (grpc.aio forwarding raw bytes, nothing else, the
+same number of processes), shows the floor any Python proxy pays; the Python front end's
+own logic is the difference between it and that front end.
 
-Printed: p50 and p99 latency, throughput, the sidecar/direct ratios and the milliseconds the
-sidecar adds at p50 and p99; then the CPU time each path costs per request (from /proc)
-and the sidecar's own ceiling that follows (requests per second per core and for all its
-workers), and the goals of issue 11 checked against this run.
+Printed, for each proxy against direct calls: p50 and p99 latency, throughput, the ratios
+and the milliseconds added at p50 and p99; then the CPU time each path costs per request
+(from /proc) and the ceiling that follows (requests per second per core and for the
+cores it may use), and the goals of issue 11 checked against this run for each front end.
 """
 
 from __future__ import annotations
@@ -225,7 +227,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=2.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=0.3)
-    parser.add_argument("--rounds", type=int, default=2, help="direct/sidecar alternations per cell")
+    parser.add_argument("--rounds", type=int, default=2, help="alternations of the targets per cell")
     parser.add_argument("--workers", type=int, default=0, help="sidecar data-path processes (0: one per CPU)")
     parser.add_argument("--clients", type=int, default=4, help="load-generator processes (connections)")
     parser.add_argument("--models", nargs="*", default=MODELS)
@@ -234,15 +236,14 @@ def main() -> int:
                         help="the sidecar's drift.sampleRate (0 turns drift statistics off)")
     parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc",
                         help="http: KServe v2 REST with binary tensors (direct and sidecar only)")
-    parser.add_argument("--compiled-hop", metavar="BINARY",
-                        help="also measure a compiled raw gRPC hop (BINARY --listen HOST:PORT --upstream HOST:PORT), "
-                             "e.g. tests/benchmarks/grpc_hop_go built with `go build`")
+    parser.add_argument("--no-python", dest="python", action="store_false",
+                        help="skip the sidecar with grpcFrontEnd: python")
     parser.add_argument("--no-bare", dest="bare", action="store_false",
                         help="skip the bare Python gRPC hop (the floor any Python proxy pays)")
     args = parser.parse_args()
 
     from sidecar_harness import Sidecar, write_model_repository
-    from workload_harness import start_tritonserver
+    from workload_harness import free_port, start_tritonserver
 
     from strata_workloads.serve.supervisor import worker_count
 
@@ -253,62 +254,64 @@ def main() -> int:
     keys.mkdir()
     (keys / "bench").write_text(KEY)
     workers = worker_count(args.workers)
-    sidecar = Sidecar(work / "sidecar", triton.grpc_port, triton.http_port, workers=workers,
-                      auth={"apiKeysDir": str(keys)},
-                      rateLimit={"requestsPerSecond": 1_000_000, "burst": 1_000_000, "per": "apiKey"},
-                      audit={"sampleRate": args.audit_rate},
-                      drift={"enabled": args.drift_rate > 0, "sampleRate": args.drift_rate}).start()
-    from workload_harness import free_port
-
+    grpc = args.protocol == "grpc"
+    front_ends = ["compiled"] + (["python"] if args.python and grpc else [])
+    sidecars = {front_end: Sidecar(work / f"sidecar-{front_end}", triton.grpc_port, triton.http_port,
+                                   workers=workers, grpcFrontEnd=front_end, auth={"apiKeysDir": str(keys)},
+                                   rateLimit={"requestsPerSecond": 1_000_000, "burst": 1_000_000, "per": "apiKey"},
+                                   audit={"sampleRate": args.audit_rate},
+                                   drift={"enabled": args.drift_rate > 0, "sampleRate": args.drift_rate}).start()
+                for front_end in front_ends}
     bare_port = free_port()
     context = multiprocessing.get_context("spawn")
     bare = [context.Process(target=bare_hop_main, args=(f"127.0.0.1:{triton.grpc_port}", bare_port), daemon=True)
-            for _ in range(workers)]
+            for _ in range(workers)] if args.bare and grpc else []
     for process in bare:
         process.start()
     clients = Clients(args.clients)
-    targets = {"direct": (f"127.0.0.1:{triton.grpc_port}", None),
-               "sidecar": (sidecar.grpc_url, (("authorization", f"Bearer {KEY}"),))}
-    if args.bare and args.protocol == "grpc":
-        targets["bare hop"] = (f"127.0.0.1:{bare_port}", None)
-    if args.protocol == "http":
+    auth = (("authorization", f"Bearer {KEY}"),)
+    if grpc:
+        targets = {"direct": (f"127.0.0.1:{triton.grpc_port}", None)}
+        targets.update({f"sidecar ({front_end})": (sidecar.grpc_url, auth) for front_end, sidecar in sidecars.items()})
+        if bare:
+            targets["bare Python hop"] = (f"127.0.0.1:{bare_port}", None)
+    else:
         targets = {"direct": (f"http://127.0.0.1:{triton.http_port}", {}),
-                   "sidecar": (f"http://{sidecar.http_url}", {"x-api-key": KEY})}
-    compiled = None
-    if args.compiled_hop and args.protocol == "grpc":
-        import subprocess
+                   "sidecar (HTTP workers)": (f"http://{sidecars['compiled'].http_url}", {"x-api-key": KEY})}
 
-        from tests_support import wait_for
-        compiled_port = free_port()
-        compiled = subprocess.Popen([args.compiled_hop, "--listen", f"127.0.0.1:{compiled_port}",
-                                     "--upstream", f"127.0.0.1:{triton.grpc_port}"])
-        import socket
-        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", compiled_port)) == 0, timeout=30, interval=0.1,
-                 what="the compiled hop")
-        targets["compiled hop"] = (f"127.0.0.1:{compiled_port}", None)
+    def sidecar_processes(sidecar, front_end: str):
+        """The processes serving this protocol: the compiled front end, or the workers."""
+        tree = process_tree(sidecar.process.process.pid)
+        compiled = [pid for pid in tree if "strata-sidecar-grpc" in Path(f"/proc/{pid}/cmdline").read_text()]
+        if grpc and front_end == "compiled":
+            return compiled
+        return [pid for pid in tree if pid != sidecar.process.process.pid and pid not in compiled]
+
     triton_pids = lambda: process_tree(triton.process.pid)  # noqa: E731 - stubs come and go
-    sidecar_pids = lambda: process_tree(sidecar.process.process.pid)  # noqa: E731
+    proxy_pids = {"direct": lambda: [], "bare Python hop": lambda: [p.pid for p in bare]}
+    supervisor_pids = {name: lambda: [] for name in targets}
+    for front_end, sidecar in sidecars.items():
+        name = f"sidecar ({front_end})" if grpc else "sidecar (HTTP workers)"
+        proxy_pids[name] = lambda sidecar=sidecar, front_end=front_end: sidecar_processes(sidecar, front_end)
+        supervisor_pids[name] = lambda sidecar=sidecar: [sidecar.process.process.pid]
     rows = []
-    supervisor_pid = lambda: [sidecar.process.process.pid]  # noqa: E731
-    proxy_pids = {"direct": lambda: [], "sidecar": sidecar_pids, "bare hop": lambda: [p.pid for p in bare],
-                  "compiled hop": lambda: [compiled.pid] if compiled else []}
     cpu = {name: {"triton": 0.0, "proxy": 0.0, "supervisor": 0.0, "requests": 0} for name in targets}
     try:
         for model in args.models:
-            body = payload(model) if args.protocol == "grpc" else None
+            body = payload(model) if grpc else None
             for concurrency in CONCURRENCY:
                 collected = {name: [] for name in targets}
                 for _ in range(args.rounds):
                     for name, (target, metadata) in targets.items():
                         triton_before, proxy_before = cpu_seconds(triton_pids()), cpu_seconds(proxy_pids[name]())
-                        supervisor_before = cpu_seconds(supervisor_pid())
-                        if args.protocol == "http":
+                        supervisor_before = cpu_seconds(supervisor_pids[name]())
+                        if grpc:
+                            latencies, errors = clients.run(target, metadata, body, concurrency, args.seconds,
+                                                            args.warmup)
+                        else:
                             path, data, headers = http_payload(model)
                             latencies, errors = clients.run(target + path, {**headers, **metadata}, data, concurrency,
                                                             args.seconds, args.warmup)
-                        else:
-                            latencies, errors = clients.run(target, metadata, body, concurrency, args.seconds,
-                                                            args.warmup)
                         if errors:
                             raise SystemExit(f"{errors} failed requests to {name} ({model}, c={concurrency})")
                         collected[name].append(latencies)
@@ -316,13 +319,11 @@ def main() -> int:
                             # CPU per request where the data path is busiest (warm-up included).
                             cpu[name]["triton"] += cpu_seconds(triton_pids()) - triton_before
                             cpu[name]["proxy"] += cpu_seconds(proxy_pids[name]()) - proxy_before
-                            cpu[name]["supervisor"] += cpu_seconds(supervisor_pid()) - supervisor_before
+                            cpu[name]["supervisor"] += cpu_seconds(supervisor_pids[name]()) - supervisor_before
                             cpu[name]["requests"] += latencies.size * (1 + args.warmup / args.seconds)
                 results = {name: summarise(np.concatenate(parts), args.seconds * args.rounds)
                            for name, parts in collected.items()}
-                rows.append((model, concurrency, results["direct"], results["sidecar"], results.get("bare hop"),
-                             results.get("compiled hop")))
-                d, s = results["direct"], results["sidecar"]
+                rows.append((model, concurrency, results))
                 print(f"  measured {model} c={concurrency}: " + ", ".join(
                     f"{name} p50 {r['p50']:.3f} ms {r['rps']:.0f}/s" for name, r in results.items()),
                     file=sys.stderr, flush=True)
@@ -330,9 +331,8 @@ def main() -> int:
         clients.close()
         for process in bare:
             process.kill()
-        if compiled is not None:
-            compiled.kill()
-        sidecar.close()
+        for sidecar in sidecars.values():
+            sidecar.close()
         triton.close()
 
     print_table(rows, cpu, workers, args)
@@ -340,53 +340,57 @@ def main() -> int:
 
 
 def print_table(rows, cpu, workers, args) -> None:
-    print(f"\n{args.protocol.upper() if args.protocol == 'http' else 'gRPC'}, {args.clients} client processes (connections), {args.rounds}x{args.seconds:g}s per cell per "
-          f"target, interleaved; sidecar: {workers} worker process(es), auth + rate limiter + metrics on, "
-          f"audit sampling {args.audit_rate:g}, drift sampling {args.drift_rate:g}; "
-          f"machine: {os.cpu_count()} CPUs shared by clients, sidecar and Triton\n")
-    header = (f"{'model':<12} {'conc':>4} | {'direct p50':>10} {'p99':>7} {'req/s':>7} | {'sidecar p50':>11} {'p99':>7} "
-              f"{'req/s':>7} | {'p50 x':>6} {'p99 x':>6} {'thr x':>6} | {'+p50 ms':>7} {'+p99 ms':>7}")
-    has_bare, has_compiled = any(row[4] for row in rows), any(row[5] for row in rows)
-    if has_bare:
-        header += f" || {'bare hop p50':>12} {'req/s':>7} {'+p50 ms':>7}"
-    if has_compiled:
-        header += f" || {'compiled p50':>12} {'req/s':>7} {'+p50 ms':>7}"
-    print(header)
-    print("-" * len(header))
-    for model, concurrency, d, s, b, c in rows:
-        extra = f" || {b['p50']:>12.3f} {b['rps']:>7.0f} {b['p50'] - d['p50']:>7.3f}" if b else ""
-        if c:
-            extra += f" || {c['p50']:>12.3f} {c['rps']:>7.0f} {c['p50'] - d['p50']:>7.3f}"
-        print(f"{model:<12} {concurrency:>4} | {d['p50']:>10.3f} {d['p99']:>7.3f} {d['rps']:>7.0f} | {s['p50']:>11.3f} "
-              f"{s['p99']:>7.3f} {s['rps']:>7.0f} | {s['p50'] / d['p50']:>6.2f} {s['p99'] / d['p99']:>6.2f} "
-              f"{s['rps'] / d['rps']:>6.2f} | {s['p50'] - d['p50']:>7.3f} {s['p99'] - d['p99']:>7.3f}{extra}")
+    print(f"\n{'HTTP' if args.protocol == 'http' else 'gRPC'}, {args.clients} client processes (connections), "
+          f"{args.rounds}x{args.seconds:g}s per cell per target, interleaved; sidecars: {workers} HTTP worker "
+          f"process(es), auth + rate limiter + metrics on, audit sampling {args.audit_rate:g}, drift sampling "
+          f"{args.drift_rate:g}; machine: {os.cpu_count()} CPUs shared by clients, sidecars and Triton")
+    proxies = [name for name in rows[0][2] if name != "direct"]
+    for proxy in proxies:
+        print(f"\n{proxy} against direct calls")
+        header = (f"{'model':<12} {'conc':>4} | {'direct p50':>10} {'p99':>7} {'req/s':>7} | {'proxy p50':>9} "
+                  f"{'p99':>7} {'req/s':>7} | {'p50 x':>6} {'p99 x':>6} {'thr x':>6} | {'+p50 ms':>7} {'+p99 ms':>7}")
+        print(header)
+        print("-" * len(header))
+        for model, concurrency, results in rows:
+            d, s = results["direct"], results[proxy]
+            print(f"{model:<12} {concurrency:>4} | {d['p50']:>10.3f} {d['p99']:>7.3f} {d['rps']:>7.0f} | "
+                  f"{s['p50']:>9.3f} {s['p99']:>7.3f} {s['rps']:>7.0f} | {s['p50'] / d['p50']:>6.2f} "
+                  f"{s['p99'] / d['p99']:>6.2f} {s['rps'] / d['rps']:>6.2f} | {s['p50'] - d['p50']:>7.3f} "
+                  f"{s['p99'] - d['p99']:>7.3f}")
 
     print()
-    if cpu["sidecar"]["requests"]:
+    if cpu["direct"]["requests"]:
         direct_us = cpu["direct"]["triton"] / cpu["direct"]["requests"] * 1e6
-        triton_us = cpu["sidecar"]["triton"] / cpu["sidecar"]["requests"] * 1e6
-        sidecar_us = cpu["sidecar"]["proxy"] / cpu["sidecar"]["requests"] * 1e6
-        bare_text = "".join(f"; {label} {cpu[name]['proxy'] / cpu[name]['requests'] * 1e6:.0f} us"
-                            for name, label in (("bare hop", "a bare Python gRPC hop"), ("compiled hop", "the compiled hop"))
-                            if name in cpu and cpu[name]["requests"])
-        print(f"CPU per request (identity, c={CONCURRENCY[-1]}): Triton {direct_us:.0f} us direct, {triton_us:.0f} us "
-              f"behind the sidecar; the sidecar itself {sidecar_us:.0f} us (all its processes; of which the "
-              f"supervisor's off-path analysis {cpu['sidecar']['supervisor'] / cpu['sidecar']['requests'] * 1e6:.0f} us)"
-              f"{bare_text}")
-        print(f"Sidecar ceiling: {1e6 / sidecar_us:.0f} req/s per core (one worker process saturating one core); "
-              f"{workers * 1e6 / sidecar_us:.0f} req/s for {workers} workers on {workers} free cores")
+        print(f"CPU per request (identity, c={CONCURRENCY[-1]}); Triton direct: {direct_us:.0f} us")
+        for proxy in proxies:
+            used = cpu[proxy]
+            if not used["requests"]:
+                continue
+            proxy_us = used["proxy"] / used["requests"] * 1e6
+            supervisor = (f", the supervisor's off-path analysis {used['supervisor'] / used['requests'] * 1e6:.0f} us"
+                          if proxy.startswith("sidecar") else "")
+            ceiling = f"{1e6 / proxy_us:.0f} req/s per core, {workers * 1e6 / proxy_us:.0f} on {workers} free cores" \
+                if proxy_us else "not measurable"
+            print(f"  {proxy}: {proxy_us:.0f} us on the data path{supervisor}; Triton behind it "
+                  f"{used['triton'] / used['requests'] * 1e6:.0f} us; ceiling {ceiling}")
     print()
     print("Goals (issue 11), on this run:")
-    for model, concurrency, d, s, *_ in rows:
-        if concurrency == 1:
-            added = s["p50"] - d["p50"]
-            print(f"  added p50 at c=1, {model}: {added:.3f} ms (goal <= 0.35): {'met' if added <= 0.35 else 'not met'}")
-    for model, concurrency, d, s, *_ in rows:
-        if concurrency == CONCURRENCY[-1]:
-            goal = 0.9 if model in MODEL_BOUND else 0.8
-            ratio = s["rps"] / d["rps"]
-            print(f"  throughput ratio at c={concurrency}, {model}: {ratio:.3f} (goal >= {goal}): "
-                  f"{'met' if ratio >= goal else 'not met'}")
+    for proxy in proxies:
+        if not proxy.startswith("sidecar"):
+            continue
+        for model, concurrency, results in rows:
+            d, s = results["direct"], results[proxy]
+            if concurrency == 1:
+                added = s["p50"] - d["p50"]
+                print(f"  {proxy}: added p50 at c=1, {model}: {added:.3f} ms (goal <= 0.35): "
+                      f"{'met' if added <= 0.35 else 'not met'}")
+        for model, concurrency, results in rows:
+            d, s = results["direct"], results[proxy]
+            if concurrency == CONCURRENCY[-1]:
+                goal = 0.9 if model in MODEL_BOUND else 0.8
+                ratio = s["rps"] / d["rps"]
+                print(f"  {proxy}: throughput ratio at c={concurrency}, {model}: {ratio:.3f} (goal >= {goal}): "
+                      f"{'met' if ratio >= goal else 'not met'}")
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ func main() {
 	driftRate := flag.Float64("drift-rate", 0, "share of inference calls analysed for drift")
 	driftPerSecond := flag.Float64("drift-per-second", 50, "cap on drift samples per second")
 	samplesSocket := flag.String("samples-socket", "", "the supervisor's Unix socket for samples")
+	connections := flag.Int("upstream-connections", 4, "connections to Triton, used in turn")
 	metricsDir := flag.String("metrics-dir", "", "where metrics snapshots go")
 	describeOnly := flag.Bool("describe", false, "print the constants shared with the Python side and exit")
 	flag.Parse()
@@ -93,14 +94,18 @@ func main() {
 		}
 		go s.send(*samplesSocket)
 	}
-	conn, err := grpc.NewClient(*upstream, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<31-1), grpc.MaxCallSendMsgSize(1<<31-1)))
-	if err != nil {
-		log.Fatalf("upstream %s: %v", *upstream, err)
+	conns := make([]*grpc.ClientConn, *connections)
+	for i := range conns {
+		conn, err := grpc.NewClient(*upstream, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<31-1), grpc.MaxCallSendMsgSize(1<<31-1)))
+		if err != nil {
+			log.Fatalf("upstream %s: %v", *upstream, err)
+		}
+		// Connect now, so the first call does not pay for it; reconnects happen by themselves.
+		conn.Connect()
+		conns[i] = conn
 	}
-	// Connect now, so the first call does not pay for it; reconnects happen by themselves.
-	conn.Connect()
-	p := &proxy{upstream: conn, gateway: newGateway(keys, buckets, *per), metrics: m, sampler: s,
+	p := &proxy{upstreams: conns, gateway: newGateway(keys, buckets, *per), metrics: m, sampler: s,
 		defaultTimeout: time.Duration(*timeout * float64(time.Second))}
 	server := grpc.NewServer(grpc.UnknownServiceHandler(p.handle),
 		grpc.MaxRecvMsgSize(1<<31-1), grpc.MaxSendMsgSize(1<<31-1))

@@ -12,6 +12,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -50,11 +51,18 @@ func statusName(code codes.Code) string {
 }
 
 type proxy struct {
-	upstream       *grpc.ClientConn
+	upstreams      []*grpc.ClientConn
+	next           atomic.Uint32
 	gateway        *gateway
 	metrics        *metrics
 	sampler        *sampler
 	defaultTimeout time.Duration
+}
+
+// upstream picks the next connection to Triton, round robin: Triton's gRPC server reads one
+// connection's frames on one thread at a time, so one connection would be a ceiling.
+func (p *proxy) upstream() *grpc.ClientConn {
+	return p.upstreams[int(p.next.Add(1))%len(p.upstreams)]
 }
 
 // callMetadata is what a call's metadata says: the credentials, and what goes on to Triton
@@ -160,7 +168,7 @@ func (p *proxy) infer(stream grpc.ServerStream) error {
 	upstreamCtx, cancel := p.upstreamContext(ctx, md.forward)
 	p.metrics.addInflight(1)
 	var response []byte
-	err := p.upstream.Invoke(upstreamCtx, inferMethod, &forwarded, &response)
+	err := p.upstream().Invoke(upstreamCtx, inferMethod, &forwarded, &response)
 	p.metrics.addInflight(-1)
 	cancel()
 	elapsed := time.Since(started)
@@ -205,7 +213,7 @@ func (p *proxy) streamInfer(stream grpc.ServerStream) error {
 	clientIP := peerIP(ctx)
 	upstreamCtx, cancel := p.upstreamContext(ctx, md.forward)
 	defer cancel()
-	upstream, err := p.upstream.NewStream(upstreamCtx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true},
+	upstream, err := p.upstream().NewStream(upstreamCtx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true},
 		streamInferMethod)
 	if err != nil {
 		return status.Error(status.Code(err), status.Convert(err).Message())
@@ -289,7 +297,7 @@ func (p *proxy) passthrough(stream grpc.ServerStream, method string) error {
 	upstreamCtx, cancel := p.upstreamContext(ctx, md.forward)
 	defer cancel()
 	var response []byte
-	if err := p.upstream.Invoke(upstreamCtx, method, &request, &response); err != nil {
+	if err := p.upstream().Invoke(upstreamCtx, method, &request, &response); err != nil {
 		s := status.Convert(err)
 		p.metrics.count(call, "", statusName(s.Code()), key)
 		return status.Error(s.Code(), s.Message())

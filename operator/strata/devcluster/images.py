@@ -736,6 +736,20 @@ def pause_layer() -> Layer:
     return Layer("pause", key, write, f"pause: static Go binary ({component.version})")
 
 
+def sidecar_grpc_layer() -> Layer:
+    """The sidecar's compiled gRPC front end on PATH (serve/grpc_front_end.py finds it there)."""
+    component = binaries.SIDECAR_GRPC
+    binary = component.cache_dir() / "strata-sidecar-grpc"
+    key = hashlib.sha256(f"{LAYER_FORMAT}\0sidecar-grpc\0{component.version}".encode()).hexdigest()
+
+    def write(store: BlobStore) -> tuple[str, int]:
+        binaries.build_component(component, ["strata-sidecar-grpc"])
+        return store.write_with(lambda f: write_layer_tar(
+            [Entry("usr/local/bin/strata-sidecar-grpc", "file", 0o755, source=binary, mtime=0)], f))
+
+    return Layer("sidecar-grpc", key, write, f"sidecar-grpc: static Go binary ({component.version})")
+
+
 def triton_backend_layer() -> Layer:
     """Triton's python backend at its default directory, with the stub for this Python.
 
@@ -811,7 +825,8 @@ def image_specs() -> dict[str, ImageSpec]:
         ImageSpec("data", _extra("data") + WORKLOAD_COMMON, entrypoint=("python3",)),
         # A FeedbackPolicy's embedding drift Jobs: torch (shared with the trainer) and the model.
         ImageSpec("embedder", _extra("embed") + WORKLOAD_COMMON, shared=("torch",), entrypoint=("python3",)),
-        ImageSpec("sidecar", _extra("serve") + WORKLOAD_COMMON, entrypoint=("python3",)),
+        ImageSpec("sidecar", _extra("serve") + WORKLOAD_COMMON, entrypoint=("python3",),
+                  extra_layers=("sidecar-grpc",)),
         ImageSpec("triton", _extra("triton") + WORKLOAD_COMMON,
                   shared=("torch",), entrypoint=("tritonserver",),
                   # tritonserver's bundled libraries; the python stub finds them the same way.
@@ -827,6 +842,7 @@ _EXTRA_LAYERS: dict[str, Callable[[], Layer]] = {
     "compiler": lambda: debian_packages_layer(
         "compiler", ("g++",), debian_layer(), {"usr/bin/c++": "g++", "usr/bin/cc": "gcc"}),
     "triton-backends": triton_backend_layer,
+    "sidecar-grpc": sidecar_grpc_layer,
     "torch-extensions": lambda: writable_dir_layer("torch-extensions", "var/cache/torch_extensions"),
 }
 
