@@ -99,12 +99,14 @@ class Sidecar:
     def http_url(self) -> str:
         return f"127.0.0.1:{self.http_port}"
 
-    def start(self) -> "Sidecar":
+    def start(self, upstream_up: bool = True) -> "Sidecar":
+        """Start, and wait until it answers (through to Triton when ``upstream_up``)."""
         self.starts += 1
         self.process = ManagedProcess([sys.executable, "-m", "strata_workloads.serve", "--config",
                                        str(self.config_path)], self.workdir / f"sidecar-{self.starts}.log",
                                       env=sidecar_env(self.config))
-        wait_for(self._ready, timeout=60, interval=0.1, what="the sidecar's ports")
+        wait_for(self._ready if upstream_up else self._listening, timeout=60, interval=0.1,
+                 what="the sidecar's ports")
         return self
 
     def _ready(self) -> bool:
@@ -123,6 +125,12 @@ class Sidecar:
         except Exception:
             return False
         return http_ok and grpc_ok and health["ready"] == health["workers"]
+
+    def _listening(self) -> bool:
+        if not self.process.alive():
+            raise RuntimeError(f"the sidecar exited:\n{self.process.log_tail()}")
+        health = self.get_or_none("/healthz")
+        return bool(health) and health["ready"] == health["workers"]
 
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}{path}", timeout=5) as response:

@@ -24,7 +24,7 @@ from sidecar_harness import Sidecar, write_model_repository
 from tests_support import wait_for
 
 from strata_workloads.monitor.toxicity import score
-from workload_harness import start_tritonserver
+from workload_harness import free_port, start_tritonserver
 
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
@@ -755,6 +755,41 @@ def test_without_shared_state_pod_is_refused_and_pods_is_empty(sidecar):
 
 
 # ---- Triton going away and coming back ----
+
+LOADING_SECONDS = 30  # long enough for a default backoff to grow past ten seconds
+
+
+def test_a_sidecar_started_before_triton_serves_as_soon_as_triton_is_ready(repository, tmp_path, api_keys,
+                                                                          front_end):
+    """As in a pod: both containers start together and Triton loads its model for a while.
+    A default reconnect backoff (growing towards two minutes) would keep gRPC calls failing
+    for many seconds after Triton is ready; the real node caught that once."""
+    grpc_port, http_port = free_port(), free_port()
+    instance = Sidecar(tmp_path / "sidecar", grpc_port, http_port, workers=1, grpcFrontEnd=front_end,
+                       auth={"apiKeysDir": str(api_keys)}).start(upstream_up=False)
+    try:
+        array = np.ones((1, 2), dtype=np.float32)
+        client = grpcclient.InferenceServerClient(instance.grpc_url)
+        with pytest.raises(InferenceServerException) as error:
+            client.infer("identity", grpc_inputs(array), headers=ALICE_HEADERS)
+        assert error.value.status() == "StatusCode.UNAVAILABLE"
+        time.sleep(LOADING_SECONDS)  # the scenario itself: Triton still loading, nothing to await
+        server, _ = start_tritonserver(repository, ["identity"], tmp_path / "triton", grpc_port=grpc_port,
+                                       http_port=http_port)  # returns once Triton answers ready
+        try:
+            def answers():
+                try:
+                    return client.infer("identity", grpc_inputs(array), headers=ALICE_HEADERS).as_numpy(
+                        "OUTPUT").tolist()
+                except InferenceServerException:
+                    return None
+
+            assert wait_for(answers, timeout=3, interval=0.1, what="the first answer") == array.tolist()
+        finally:
+            server.close()
+    finally:
+        instance.close()
+
 
 def test_a_triton_restart_is_unavailable_while_down_and_recovers_without_restarting_the_sidecar(
         repository, tmp_path, api_keys, front_end):

@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding"
 )
@@ -97,6 +98,10 @@ func main() {
 	conns := make([]*grpc.ClientConn, *connections)
 	for i := range conns {
 		conn, err := grpc.NewClient(*upstream, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			// Triton starting or restarting: try again within a second, not grpc's default
+			// backoff of up to two minutes (calls would fail long after Triton is back).
+			grpc.WithConnectParams(grpc.ConnectParams{MinConnectTimeout: 5 * time.Second, Backoff: backoff.Config{
+				BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second}}),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<31-1), grpc.MaxCallSendMsgSize(1<<31-1)))
 		if err != nil {
 			log.Fatalf("upstream %s: %v", *upstream, err)
