@@ -45,14 +45,20 @@ For operators and the FeedbackPolicy (:9090, no key; not exposed by the Service'
 
 Processes
   supervisor.py  the main process: starts N workers (``workers``, default one per CPU the
-                 container may use), restarts any that dies, serves :9090, consumes the
-                 workers' samples (audit log, drift statistics, toxicity) off the request path
-  worker.py      data-path processes, all bound to :8000 and :8001 with SO_REUSEPORT (the
-                 kernel spreads connections over them), each with its own event loop, its own
-                 gRPC channel and HTTP connection pool to Triton: grpc_proxy.py (grpc.aio,
-                 raw bytes, a generic handler for every method), http_proxy.py (aiohttp)
-  gateway.py     auth (auth.py), rate limits (ratelimit.py: token buckets in shared memory),
-                 request ids
+                 container may use) and the compiled gRPC front end, restarts any that dies,
+                 serves :9090, consumes the data path's samples (audit log, drift statistics,
+                 toxicity) off the request path
+  strata-sidecar-grpc
+                 the compiled gRPC front end on :8001 (Go, workloads/sidecar-grpc; see
+                 grpc_front_end.py for why and for what it shares with the Python side): one
+                 process on every CPU, four connections to Triton, raw bytes
+  worker.py      data-path processes, all bound to :8000 (and :8001 with ``grpcFrontEnd:
+                 python``) with SO_REUSEPORT (the kernel spreads connections over them), each
+                 with its own event loop, its own HTTP connection pool (and gRPC channel) to
+                 Triton: http_proxy.py (aiohttp), grpc_proxy.py (grpc.aio, raw bytes, a
+                 generic handler for every method)
+  gateway.py     auth (auth.py), rate limits (ratelimit.py: token buckets in a memory-mapped
+                 file every data-path process maps, the compiled front end too), request ids
   metrics.py     per-worker counters, published every 0.5 s and merged at scrape time
   analysis.py    audit log (audit.jsonl under the state dir; numeric tensors as digests,
                  text redacted as declared), drift statistics, toxicity scores (alt-profanity-check)
