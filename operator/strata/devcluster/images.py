@@ -723,31 +723,26 @@ def project_layer() -> Layer:
     return _entries_layer("project", entries, f"project: operator/ and workloads/ ({len(entries)} files)")
 
 
-def pause_layer() -> Layer:
-    component = binaries.PAUSE
-    binary = component.cache_dir() / "pause"
-    key = hashlib.sha256(f"{LAYER_FORMAT}\0pause\0{component.version}".encode()).hexdigest()
+def go_binary_layer(name: str, component: binaries.GoComponent, binary: str, path: str) -> Layer:
+    """One static Go binary of ``component``, built on first use, at ``path`` in the image."""
+    built = component.cache_dir() / binary
+    key = hashlib.sha256(f"{LAYER_FORMAT}\0{name}\0{component.version}".encode()).hexdigest()
 
     def write(store: BlobStore) -> tuple[str, int]:
-        binaries.build_component(component, ["pause"])
-        return store.write_with(lambda f: write_layer_tar(
-            [Entry("pause", "file", 0o755, source=binary, mtime=0)], f))
+        binaries.build_component(component, [binary])
+        return store.write_with(lambda f: write_layer_tar([Entry(path, "file", 0o755, source=built, mtime=0)], f))
 
-    return Layer("pause", key, write, f"pause: static Go binary ({component.version})")
+    return Layer(name, key, write, f"{name}: static Go binary ({component.version})")
+
+
+def pause_layer() -> Layer:
+    return go_binary_layer("pause", binaries.PAUSE, "pause", "pause")
 
 
 def sidecar_grpc_layer() -> Layer:
     """The sidecar's compiled gRPC front end on PATH (serve/grpc_front_end.py finds it there)."""
-    component = binaries.SIDECAR_GRPC
-    binary = component.cache_dir() / "strata-sidecar-grpc"
-    key = hashlib.sha256(f"{LAYER_FORMAT}\0sidecar-grpc\0{component.version}".encode()).hexdigest()
-
-    def write(store: BlobStore) -> tuple[str, int]:
-        binaries.build_component(component, ["strata-sidecar-grpc"])
-        return store.write_with(lambda f: write_layer_tar(
-            [Entry("usr/local/bin/strata-sidecar-grpc", "file", 0o755, source=binary, mtime=0)], f))
-
-    return Layer("sidecar-grpc", key, write, f"sidecar-grpc: static Go binary ({component.version})")
+    return go_binary_layer("sidecar-grpc", binaries.SIDECAR_GRPC, "strata-sidecar-grpc",
+                           "usr/local/bin/strata-sidecar-grpc")
 
 
 def triton_backend_layer() -> Layer:
