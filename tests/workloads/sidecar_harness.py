@@ -109,9 +109,12 @@ class Sidecar:
                  what="the sidecar's ports")
         return self
 
-    def _ready(self) -> bool:
+    def _check_alive(self) -> None:
         if not self.process.alive():
             raise RuntimeError(f"the sidecar exited:\n{self.process.log_tail()}")
+
+    def _ready(self) -> bool:
+        self._check_alive()
         try:
             # Health passes through to Triton without a key: both the sidecar and Triton answer.
             with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as response:
@@ -127,8 +130,7 @@ class Sidecar:
         return http_ok and grpc_ok and health["ready"] == health["workers"]
 
     def _listening(self) -> bool:
-        if not self.process.alive():
-            raise RuntimeError(f"the sidecar exited:\n{self.process.log_tail()}")
+        self._check_alive()
         health = self.get_or_none("/healthz")
         return bool(health) and health["ready"] == health["workers"]
 

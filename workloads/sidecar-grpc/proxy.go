@@ -157,7 +157,7 @@ func (p *proxy) infer(stream grpc.ServerStream) error {
 	if refused != nil {
 		outcome := statusName(refused.code)
 		p.metrics.count("infer", model, outcome, key)
-		p.sampler.offer(func() sampleMeta { return p.meta(ctx, "", model, key, outcome, started) }, nil, nil)
+		p.sampler.offer(func() sampleMeta { return p.meta(ctx, "", model, key, outcome, time.Since(started)) }, nil, nil)
 		return p.refuse(stream, refused, "")
 	}
 	requestID := p.gateway.requestID()
@@ -181,7 +181,7 @@ func (p *proxy) infer(stream grpc.ServerStream) error {
 	}
 	p.metrics.count("infer", model, outcome, key)
 	p.metrics.observe(model, elapsed.Seconds(), len(request), len(response))
-	p.sampler.offer(func() sampleMeta { return p.meta(ctx, requestID, model, key, outcome, started) }, request, response)
+	p.sampler.offer(func() sampleMeta { return p.meta(ctx, requestID, model, key, outcome, elapsed) }, request, response)
 	stream.SetTrailer(metadata.Pairs(requestIDHeader, requestID))
 	if answer != nil {
 		message := answer.Message()
@@ -193,10 +193,11 @@ func (p *proxy) infer(stream grpc.ServerStream) error {
 	return stream.SendMsg(&response)
 }
 
-func (p *proxy) meta(ctx context.Context, requestID, model, key, outcome string, started time.Time) sampleMeta {
-	latency := float64(time.Since(started).Microseconds()) / 1e3
+// meta describes a sampled call; latency is the one the metrics observed (refusals: until now).
+func (p *proxy) meta(ctx context.Context, requestID, model, key, outcome string, latency time.Duration) sampleMeta {
 	return sampleMeta{Time: float64(time.Now().UnixNano()) / 1e9, RequestID: requestID, Protocol: "grpc",
-		Model: model, Key: key, Client: peerIP(ctx), Outcome: outcome, LatencyMs: latency}
+		Model: model, Key: key, Client: peerIP(ctx), Outcome: outcome,
+		LatencyMs: float64(latency.Microseconds()) / 1e3}
 }
 
 // streamInfer forwards a bidirectional stream, each message rate limited and counted as a

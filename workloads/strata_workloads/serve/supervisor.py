@@ -136,6 +136,7 @@ class Supervisor:
         count = worker_count(self.config.workers)
         log.info("starting %d data-path worker(s)", count)
         self.listening = self.context.RawArray("b", count)
+        samples_listener = None
         if self.grpc_binary is not None:
             from strata_workloads.serve.grpc_front_end import SAMPLES_SOCKET, serve_samples
 
@@ -171,7 +172,7 @@ class Supervisor:
             if process.is_alive():
                 process.kill()
                 process.join()
-        if self.grpc_front_end is not None:
+        if samples_listener is not None:
             samples_listener.close()
         server.shutdown()
         self.analysis.close()

@@ -92,10 +92,8 @@ async def serve(config: SidecarConfig, buckets, samples, metrics_dir: str, on_li
     await stopping.wait()
     log.info("stopping: finishing requests in flight")
     stop_threads.set()
-    if server is not None:
-        await asyncio.gather(server.stop(grace=10), runner.cleanup())
+    await asyncio.gather(runner.cleanup(), *([server.stop(grace=10)] if server is not None else []))
+    if grpc_proxy is not None:
         await grpc_proxy.close()
-    else:
-        await runner.cleanup()
     await asyncio.gather(publishing, sampling)
     feedback.close()
