@@ -450,7 +450,9 @@ def resolve(info: KindInfo, body: dict[str, Any], spec: FeedbackPolicySpec) -> P
     namespace, name = meta["namespace"], meta["name"]
     base = resolve_references(info, body, spec)
     previous = body.get("status") or {}
-    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    # Not rounded down to the second: the monitors' window ends now, and a rating given in the
+    # current second would fall after a rounded end and go uncounted (status rounds when it shows).
+    now = dt.datetime.now(dt.timezone.utc)
     inputs = PolicyInputs(namespace=namespace, missing=base.missing, now=now, previous=previous,
                           history=tuple(previous.get("history") or []), last_retrain=previous.get("lastRetrain"),
                           retrain_count=previous.get("retrainCount") or 0)
