@@ -1,4 +1,4 @@
-"""The local images: OCI layouts written by devcluster/images.py, imported into a real
+"""The local images: OCI layouts written by devcluster/images.py and oci.py, imported into a real
 containerd with the real `ctr`, and run with runc.
 
 The unit tests check the archive writer against the OCI rules containerd relies on (digests
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from tests_support import wait_for
 
-from strata.devcluster import images
+from strata.devcluster import host_files, images, oci
 
 CONTAINERD = shutil.which("containerd") or "/usr/bin/containerd"
 CTR = shutil.which("ctr") or "/usr/bin/ctr"
@@ -48,15 +48,15 @@ def small_image(tmp_path):
     source = tmp_path / "hello.txt"
     source.write_text("hello\n")
     os.utime(source, (1_700_000_000, 1_700_000_000))
-    store = images.BlobStore(tmp_path / "cache")
+    store = oci.BlobStore(tmp_path / "cache")
     entries = [
-        images.file_entry("opt/app/hello.txt", source),
-        images.Entry("opt/app/run.sh", mode=0o755, data=b"#!/bin/sh\necho hi\n"),
-        images.Entry("opt/app/link", "symlink", 0o777, target="hello.txt"),
+        oci.file_entry("opt/app/hello.txt", source),
+        oci.Entry("opt/app/run.sh", mode=0o755, data=b"#!/bin/sh\necho hi\n"),
+        oci.Entry("opt/app/link", "symlink", 0o777, target="hello.txt"),
     ]
-    layer = store.write_with(lambda f: images.write_layer_tar(entries, f))
+    layer = store.write_with(lambda f: oci.write_layer_tar(entries, f))
     layout = tmp_path / "layout"
-    digest, size = images.write_image(store, layout, "strata.local/small:abc", [layer],
+    digest, size = oci.write_image(store, layout, "strata.local/small:abc", [layer],
                                       {"Entrypoint": ["/opt/app/run.sh"], "User": "1000:1000"}, ["small"])
     return layout, digest, size, layer
 
@@ -66,7 +66,7 @@ def test_the_layout_is_an_oci_image_layout_whose_digests_match_their_content(sma
     assert json.loads((layout / "oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}
     index = json.loads((layout / "index.json").read_text())
     [descriptor] = index["manifests"]
-    assert descriptor["mediaType"] == images.MEDIA_MANIFEST
+    assert descriptor["mediaType"] == oci.MEDIA_MANIFEST
     assert descriptor["platform"] == {"architecture": "amd64", "os": "linux"}
     assert descriptor["annotations"]["io.containerd.image.name"] == "strata.local/small:abc"
     assert descriptor["annotations"]["org.opencontainers.image.ref.name"] == "abc"
@@ -106,30 +106,30 @@ def test_a_layer_tar_has_parents_first_root_owned_world_readable_entries(small_i
 def test_the_same_entries_give_the_same_layer_digest(tmp_path):
     source = tmp_path / "f"
     source.write_bytes(b"x" * 1000)
-    store = images.BlobStore(tmp_path / "cache")
-    entries = [images.file_entry("a/f", source), images.Entry("a/b/c", data=b"c")]
-    first = store.write_with(lambda f: images.write_layer_tar(entries, f))
-    second = store.write_with(lambda f: images.write_layer_tar(list(reversed(entries)), f))
+    store = oci.BlobStore(tmp_path / "cache")
+    entries = [oci.file_entry("a/f", source), oci.Entry("a/b/c", data=b"c")]
+    first = store.write_with(lambda f: oci.write_layer_tar(entries, f))
+    second = store.write_with(lambda f: oci.write_layer_tar(list(reversed(entries)), f))
     assert first == second
 
 
 def test_a_changed_input_file_changes_the_layer_key_and_the_image_ref(tmp_path):
     source = tmp_path / "f"
     source.write_text("one")
-    before = images._entries_layer("x", [images.file_entry("f", source)]).key
+    before = images._entries_layer("x", [oci.file_entry("f", source)]).key
     os.utime(source, (1, 1))
-    after = images._entries_layer("x", [images.file_entry("f", source)]).key
+    after = images._entries_layer("x", [oci.file_entry("f", source)]).key
     assert before != after
 
 
 def test_elf_dynamic_reads_what_readelf_reads():
-    python = Path(os.path.realpath(images.HOST_PREFIX / "bin" / f"python{images.PY_VERSION}"))
-    needed, search = images.elf_dynamic(python)
+    python = Path(os.path.realpath(host_files.HOST_PREFIX / "bin" / f"python{host_files.PY_VERSION}"))
+    needed, search = host_files.elf_dynamic(python)
     readelf = subprocess.run(["readelf", "-d", str(python)], capture_output=True, text=True, check=True).stdout
     for name in needed:
         assert f"[{name}]" in readelf
     assert readelf.count("(NEEDED)") == len(needed)
-    assert images.elf_dynamic(Path(__file__)) is None
+    assert host_files.elf_dynamic(Path(__file__)) is None
 
 
 # --------------------------------------------------------------------------- what goes in
@@ -166,7 +166,7 @@ def _layer_files(layer: images.Layer) -> set[str]:
 
 def test_the_torch_layer_keeps_torch_and_the_cuda_libraries_it_links_but_not_the_rest(plans):
     files = _layer_files(next(l for l in plans["trainer"].layers if l.name == "torch"))
-    site = images.SITE_PACKAGES
+    site = host_files.SITE_PACKAGES
     assert f"{site}/torch/__init__.py" in files
     assert any(f.startswith(f"{site}/torch/lib/libtorch_cpu.so") for f in files)
     nvidia = {f for f in files if f.startswith(f"{site}/nvidia/")}
@@ -181,7 +181,7 @@ def test_the_torch_layer_keeps_torch_and_the_cuda_libraries_it_links_but_not_the
 
 def test_the_operator_image_has_kopf_and_no_torch(plans):
     files = set().union(*(_layer_files(l) for l in plans["operator"].layers if l.name in ("common", "operator")))
-    site = images.SITE_PACKAGES
+    site = host_files.SITE_PACKAGES
     assert any(f.startswith(f"{site}/kopf/") for f in files)
     assert not any(f.startswith((f"{site}/torch/", f"{site}/numpy/")) for f in files)
 
@@ -189,7 +189,7 @@ def test_the_operator_image_has_kopf_and_no_torch(plans):
 def test_the_triton_image_has_tritonserver_its_libraries_and_the_python_backend(plans):
     plan = plans["triton"]
     files = set().union(*(_layer_files(l) for l in plan.layers if l.entries is not None))
-    site = images.SITE_PACKAGES
+    site = host_files.SITE_PACKAGES
     assert f"{site}/pytriton/tritonserver/bin/tritonserver" in files
     assert any(f.startswith(f"{site}/nvidia_pytriton.libs/libtritonserver") for f in files)
     assert f"{images.TRITON_BACKENDS}/python/triton_python_backend_stub" in files
@@ -313,13 +313,13 @@ def _cgroup_flag(name: str) -> list[str]:
 
 def test_images_import_and_python_runs_as_uid_1000_and_pause_starts(containerd, built):
     started = time.monotonic()
-    images.import_images(built.values(), ctr=CTR, address=containerd.address)
+    oci.import_images(built.values(), ctr=CTR, address=containerd.address)
     print(f"\nimport (cold): {time.monotonic() - started:.2f}s")
-    listed = images.containerd_images(ctr=CTR, address=containerd.address)
+    listed = oci.containerd_images(ctr=CTR, address=containerd.address)
     for image in built.values():
         assert listed[image.ref] == image.digest
     started = time.monotonic()
-    images.import_images(built.values(), ctr=CTR, address=containerd.address)
+    oci.import_images(built.values(), ctr=CTR, address=containerd.address)
     print(f"import (all present, skipped): {time.monotonic() - started:.2f}s")
 
     probe = ("import os, sys, ssl, sqlite3, json; "

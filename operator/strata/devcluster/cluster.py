@@ -214,7 +214,7 @@ class DevCluster:
         # metrics API (both built on first use), for HPAs on Pods metrics.
         self.monitoring = monitoring
         self.monitoring_ports: monitoring_module.MonitoringPorts | None = None
-        # name -> strata.devcluster.images.LocalImage, built (or found cached) at start
+        # name -> strata.devcluster.oci.LocalImage, built (or found cached) at start
         self.local_images: dict = {}
         self.node_ports: NodePorts | None = None
         self.layout = NodeLayout(self.state_dir)
@@ -638,12 +638,12 @@ class DevCluster:
         arguments = self._arguments()
         self._launch("containerd", binaries, arguments)
         self._wait_until("containerd to serve its socket", self._containerd_is_up, ["containerd"])
-        from . import images
+        from . import oci
         try:
-            images.import_images(self.local_images.values(), ctr=_ctr(),
-                                 address=str(self.layout.containerd_socket),
-                                 namespace=node_module.CONTAINERD_NAMESPACE)
-        except images.ImageBuildError as error:
+            oci.import_images(self.local_images.values(), ctr=_ctr(),
+                              address=str(self.layout.containerd_socket),
+                              namespace=node_module.CONTAINERD_NAMESPACE)
+        except oci.ImageBuildError as error:
             raise DevClusterError(f"importing images into containerd failed: {error}") from error
         self._launch("kubelet", binaries, arguments)
         self._wait_until(f"the real node {REAL_NODE_NAME} to be Ready",

@@ -3,8 +3,8 @@
 Each image is written as an OCI image layout (oci-layout, index.json, blobs) from what this
 machine already has installed: a Debian root filesystem bootstrapped once with debootstrap,
 the installed Python (copied to ``/opt/strata/python``) with exactly the distributions the
-image needs, and the project's own source. ``import_images`` streams the layouts into
-containerd with ``ctr images import``.
+image needs (host_files.py), and the project's own source; oci.py writes the layouts and
+streams them into containerd with ``ctr images import``.
 
 Layers (uncompressed tar: containerd unpacks them without gunzip, and they are cached here,
 never sent over a network) are shared wherever the images agree, so containerd stores and
@@ -33,32 +33,47 @@ an input does.
 
 from __future__ import annotations
 
-import dataclasses
-import fcntl
 import hashlib
-import io
 import json
 import os
 import re
 import shutil
-import stat
-import struct
 import subprocess
 import sys
-import sysconfig
 import tarfile
 import tempfile
 import time
 import tomllib
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
-
 from . import binaries
+from .host_files import (
+    HOST_PREFIX,
+    HOST_SITE_PACKAGES,
+    PREFIX,
+    PY_VERSION,
+    SITE_PACKAGES,
+    cuda_libraries,
+    dist_files,
+    installed_distributions,
+    dist_closure,
+    host_file_entries,
+    linked_closure,
+)
+from .oci import (
+    BlobStore,
+    Entry,
+    HashingWriter,
+    ImageBuildError,
+    LocalImage,
+    canonical_json,
+    file_entry,
+    write_image,
+    write_layer_tar,
+)
 
 REGISTRY = "strata.local"
 # Bump when the way layers are written changes, so every cached layer is rebuilt.
@@ -67,13 +82,6 @@ LAYER_FORMAT = "2"
 DEBIAN_PACKAGES_FORMAT = "2"
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
-HOST_PREFIX = Path(sys.base_prefix)
-HOST_SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])
-PY_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
-
-# Where Python lives in every image: a neutral, world-readable path (sys.prefix there).
-PREFIX = "opt/strata/python"
-SITE_PACKAGES = f"{PREFIX}/lib/python{PY_VERSION}/site-packages"
 PROJECT_DIR = "opt/strata/src"
 MULTIARCH_LIB = "usr/lib/x86_64-linux-gnu"
 
@@ -94,413 +102,7 @@ STDLIB_EXCLUDE = ("test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2
 # Distributions no CPU pod imports (OpenAI Triton compiles GPU kernels; torch imports it lazily).
 DROPPED = frozenset({"triton"})
 
-ELF_MAGIC = b"\x7fELF"
 TRITON_BACKENDS = "opt/tritonserver/backends"
-
-
-class ImageBuildError(RuntimeError):
-    """An image could not be built or imported; the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class LocalImage:
-    name: str
-    ref: str
-    archive: Path  # OCI image layout directory (blobs hard-linked from the shared blob cache)
-    size_bytes: int  # config + layers, uncompressed
-    digest: str = ""  # manifest digest, as containerd reports it after import
-    built: bool = False  # False when it came from the cache
-    seconds: float = 0.0
-
-
-# --------------------------------------------------------------------------- OCI writing
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One filesystem object in a layer: a file copied from ``source`` or holding ``data``,
-    a directory, or a symlink to ``target``."""
-
-    path: str  # inside the image, no leading slash
-    kind: str = "file"  # file | dir | symlink
-    mode: int = 0o644
-    source: Path | None = None
-    data: bytes | None = None
-    target: str = ""
-    mtime: int = 0
-    uid: int = 0
-    gid: int = 0
-    # the source's stat when the entry was made (planning stats each input file once)
-    source_stat: tuple[int, int] | None = dataclasses.field(default=None, compare=False)
-
-    def _source_stat(self) -> tuple[int, int]:
-        if self.source_stat is not None:
-            return self.source_stat
-        st = self.source.stat()
-        return st.st_size, st.st_mtime_ns
-
-    def size(self) -> int:
-        if self.kind != "file":
-            return 0
-        return len(self.data) if self.data is not None else self._source_stat()[0]
-
-    def fingerprint(self) -> str:
-        if self.data is not None:
-            content = hashlib.sha256(self.data).hexdigest()
-        elif self.source is not None:
-            size, mtime_ns = self._source_stat()
-            content = f"{self.source}:{size}:{mtime_ns}"
-        else:
-            content = ""
-        return f"{self.path}\0{self.kind}\0{self.mode:o}\0{self.uid}:{self.gid}\0{self.target}\0{content}\0{self.mtime}"
-
-
-def file_entry(path: str, source: Path, st: os.stat_result | None = None, data: bytes | None = None) -> Entry:
-    """A copy of ``source``, readable by every user (images run as non-root)."""
-    st = st or source.stat()
-    mode = stat.S_IMODE(st.st_mode) | 0o444
-    if mode & 0o111:
-        mode |= 0o111
-    mode &= ~0o022 & 0o7777
-    return Entry(path, "file", mode, source=None if data is not None else source, data=data,
-                 mtime=int(st.st_mtime), source_stat=(st.st_size, st.st_mtime_ns))
-
-
-def _with_parents(entries: Iterable[Entry]) -> list[Entry]:
-    """Entries sorted so parents come first, with missing parent directories added."""
-    by_path = {entry.path: entry for entry in entries}
-    for path in list(by_path):
-        parent = os.path.dirname(path)
-        while parent and parent not in by_path:
-            by_path[parent] = Entry(parent, "dir", 0o755)
-            parent = os.path.dirname(parent)
-    return [by_path[path] for path in sorted(by_path, key=lambda p: p.split("/"))]
-
-
-class _HashingWriter(io.RawIOBase):
-    def __init__(self, out):
-        self.out, self.sha, self.size = out, hashlib.sha256(), 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data) -> int:
-        self.sha.update(data)
-        self.out.write(data)
-        self.size += len(data)
-        return len(data)
-
-
-def _tarinfo(entry: Entry) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(entry.path + ("/" if entry.kind == "dir" else ""))
-    info.mode, info.mtime, info.uid, info.gid = entry.mode, entry.mtime, entry.uid, entry.gid
-    info.uname = info.gname = ""
-    if entry.kind == "dir":
-        info.type = tarfile.DIRTYPE
-    elif entry.kind == "symlink":
-        info.type, info.linkname = tarfile.SYMTYPE, entry.target
-    else:
-        info.size = entry.size()
-    return info
-
-
-def write_layer_tar(entries: Iterable[Entry], out) -> tuple[str, int]:
-    """Write a deterministic layer tar of ``entries`` to ``out``; return (sha256 digest, size)."""
-    writer = _HashingWriter(out)
-    with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        for entry in _with_parents(entries):
-            info = _tarinfo(entry)
-            if entry.kind != "file":
-                tar.addfile(info)
-            elif entry.data is not None:
-                tar.addfile(info, io.BytesIO(entry.data))
-            else:
-                with open(entry.source, "rb") as source:
-                    tar.addfile(info, source)
-    return f"sha256:{writer.sha.hexdigest()}", writer.size
-
-
-class BlobStore:
-    """Content-addressed files under ``root/blobs/sha256``, written atomically."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.dir = root / "blobs" / "sha256"
-
-    def path(self, digest: str) -> Path:
-        return self.dir / digest.split(":", 1)[1]
-
-    def has(self, digest: str) -> bool:
-        return self.path(digest).is_file()
-
-    def write_with(self, produce: Callable[[object], tuple[str, int]]) -> tuple[str, int]:
-        """Run ``produce(file)`` into a temporary file and move it to its digest's name."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=self.dir, prefix=".tmp-", delete=False) as tmp:
-            try:
-                digest, size = produce(tmp)
-            except BaseException:
-                os.unlink(tmp.name)
-                raise
-        os.chmod(tmp.name, 0o644)
-        os.replace(tmp.name, self.path(digest))
-        return digest, size
-
-    def write_bytes(self, data: bytes) -> tuple[str, int]:
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        if not self.has(digest):
-            self.write_with(lambda f: (f.write(data), (digest, len(data)))[1])
-        return digest, len(data)
-
-
-def _canonical_json(value) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
-
-
-MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
-MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar"
-MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
-PLATFORM = {"architecture": "amd64", "os": "linux"}
-
-
-def write_image(store: BlobStore, layout: Path, ref: str, layers: list[tuple[str, int]],
-                config: dict, history: list[str]) -> tuple[str, int]:
-    """Write config, manifest and an OCI layout at ``layout`` naming ``ref``.
-
-    ``layers`` are (digest, size) of uncompressed layer blobs already in ``store``; the layout's
-    blobs are hard links into the store. Returns (manifest digest, total size)."""
-    image_config = {
-        **PLATFORM,
-        "config": config,
-        "rootfs": {"type": "layers", "diff_ids": [digest for digest, _ in layers]},
-        "history": [{"created_by": line} for line in history],
-    }
-    config_digest, config_size = store.write_bytes(_canonical_json(image_config))
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": MEDIA_MANIFEST,
-        "config": {"mediaType": MEDIA_CONFIG, "digest": config_digest, "size": config_size},
-        "layers": [{"mediaType": MEDIA_LAYER, "digest": d, "size": s} for d, s in layers],
-    }
-    manifest_digest, manifest_size = store.write_bytes(_canonical_json(manifest))
-    index = {
-        "schemaVersion": 2,
-        "mediaType": MEDIA_INDEX,
-        "manifests": [{
-            "mediaType": MEDIA_MANIFEST, "digest": manifest_digest, "size": manifest_size,
-            "platform": PLATFORM,
-            "annotations": {
-                # containerd's importer names the image from this; the OCI one is the tag.
-                "io.containerd.image.name": ref,
-                "org.opencontainers.image.ref.name": ref.rsplit(":", 1)[1],
-            },
-        }],
-    }
-    tmp = layout.with_name(layout.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    blob_dir = tmp / "blobs" / "sha256"
-    blob_dir.mkdir(parents=True)
-    for digest in [manifest_digest, config_digest, *(d for d, _ in layers)]:
-        target = blob_dir / digest.split(":", 1)[1]
-        if not target.exists():
-            os.link(store.path(digest), target)
-    (tmp / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-    (tmp / "index.json").write_bytes(_canonical_json(index))
-    shutil.rmtree(layout, ignore_errors=True)
-    os.replace(tmp, layout)
-    return manifest_digest, config_size + sum(size for _, size in layers)
-
-
-# --------------------------------------------------------------------------- ELF linking
-
-
-def elf_dynamic(path: Path) -> tuple[list[str], list[str]] | None:
-    """(DT_NEEDED names, RPATH/RUNPATH entries) of a 64-bit little-endian ELF file, else None."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(64)
-            if len(head) < 64 or head[:4] != ELF_MAGIC or head[4] != 2 or head[5] != 1:
-                return None
-            phoff, = struct.unpack_from("<Q", head, 32)
-            phentsize, phnum = struct.unpack_from("<HH", head, 54)
-            f.seek(phoff)
-            table = f.read(phentsize * phnum)
-            loads, dynamic = [], None
-            for i in range(phnum):
-                p_type, _, offset, vaddr, _, filesz, _, _ = struct.unpack_from("<IIQQQQQQ", table, i * phentsize)
-                if p_type == 1:
-                    loads.append((vaddr, offset, filesz))
-                elif p_type == 2:
-                    dynamic = (offset, filesz)
-            if dynamic is None:
-                return [], []
-            f.seek(dynamic[0])
-            raw = f.read(dynamic[1])
-            tags: list[tuple[int, int]] = []
-            for i in range(0, len(raw) - 15, 16):
-                tag, value = struct.unpack_from("<qQ", raw, i)
-                if tag == 0:
-                    break
-                tags.append((tag, value))
-            strtab = next((v for t, v in tags if t == 5), None)
-            strsz = next((v for t, v in tags if t == 10), 0)
-            if strtab is None:
-                return [], []
-            offset = next((o + strtab - va for va, o, sz in loads if va <= strtab < va + sz), None)
-            if offset is None:
-                return [], []
-            f.seek(offset)
-            strings = f.read(strsz)
-    except OSError:
-        return None
-
-    def name(at: int) -> str:
-        return strings[at:strings.index(b"\0", at)].decode()
-
-    needed = [name(v) for t, v in tags if t == 1]
-    search = [p for t, v in tags if t in (15, 29) for p in name(v).split(":") if p]
-    return needed, search
-
-
-def linked_closure(roots: Iterable[Path], extra_dirs: Iterable[Path] = ()) -> set[Path]:
-    """Every file the dynamic linker would load for ``roots`` from their RPATH/RUNPATH (with
-    $ORIGIN) or ``extra_dirs``. Libraries it would find elsewhere (the system's) are not
-    followed: the Debian base provides those."""
-    found: set[Path] = set()
-    queue = [(Path(root), ()) for root in roots]
-    extra = tuple(Path(d) for d in extra_dirs)
-    seen: set[Path] = set()
-    while queue:
-        path, inherited = queue.pop()
-        real = path.resolve()
-        if real in seen:
-            continue
-        seen.add(real)
-        dynamic = elf_dynamic(real)
-        if dynamic is None:
-            continue
-        needed, search = dynamic
-        origin = str(path.parent)
-        dirs = tuple(Path(p.replace("$ORIGIN", origin).replace("${ORIGIN}", origin)) for p in search)
-        # DT_RPATH applies to a library's dependencies too; follow it down, as ld.so does.
-        chain = dirs + inherited
-        for lib in needed:
-            for directory in chain + extra:
-                candidate = Path(os.path.normpath(directory / lib))
-                if candidate.exists():
-                    found.add(candidate)
-                    if candidate.is_symlink():
-                        found.add(candidate.resolve())
-                    queue.append((candidate, chain))
-                    break
-    return found
-
-
-# --------------------------------------------------------------------------- Python distributions
-
-
-def _installed() -> dict[str, metadata.Distribution]:
-    dists = {}
-    for dist in metadata.distributions(path=[str(HOST_SITE_PACKAGES)]):
-        dists.setdefault(canonicalize_name(dist.metadata["Name"]), dist)
-    return dists
-
-
-def dist_closure(requirements: Iterable[str], installed: dict[str, metadata.Distribution]) -> set[str]:
-    """Canonical names of the installed distributions ``requirements`` need, transitively
-    (with the dependencies their requested extras add)."""
-    visited: set[tuple[str, frozenset[str]]] = set()
-    pending = [Requirement(r) for r in requirements]
-    while pending:
-        requirement = pending.pop()
-        if requirement.marker and not requirement.marker.evaluate({"extra": ""}):
-            continue
-        name = canonicalize_name(requirement.name)
-        extras = frozenset(canonicalize_name(e) for e in requirement.extras)
-        if (name, extras) in visited:
-            continue
-        visited.add((name, extras))
-        dist = installed.get(name)
-        if dist is None:
-            raise ImageBuildError(f"{requirement} is needed in an image but is not installed; "
-                                  "run `bash .ci/install` (or pip install it)")
-        for line in dist.requires or []:
-            child = Requirement(line)
-            if child.marker is None or any(child.marker.evaluate({"extra": e}) for e in ("", *extras)):
-                child.marker = None
-                pending.append(child)
-    return {name for name, _ in visited}
-
-
-def is_cuda_library(dist: metadata.Distribution) -> bool:
-    """The NVIDIA CUDA wheels (nvidia-cublas, ...) install only into the `nvidia` namespace
-    package; their files are copied only where a kept shared library links them."""
-    tops = {file.parts[0] for file in dist.files or [] if not file.parts[0].endswith(".dist-info")}
-    return tops == {"nvidia"}
-
-
-_CUDA_LIBRARIES: dict[int, frozenset[str]] = {}
-
-
-def _cuda_libraries(installed: dict[str, metadata.Distribution]) -> frozenset[str]:
-    """Names of the CUDA library wheels among ``installed`` (reading every RECORD: once)."""
-    key = id(installed)
-    if key not in _CUDA_LIBRARIES:
-        _CUDA_LIBRARIES.clear()
-        _CUDA_LIBRARIES[key] = frozenset(n for n, d in installed.items() if is_cuda_library(d))
-    return _CUDA_LIBRARIES[key]
-
-
-def _image_path(host: Path) -> str | None:
-    try:
-        relative = host.relative_to(HOST_PREFIX)
-    except ValueError:
-        return None
-    return f"{PREFIX}/{relative}"
-
-
-_SHEBANG = re.compile(rb"^#!.*python[0-9.]*")
-
-
-def _dist_files(dist: metadata.Distribution) -> Iterator[Path]:
-    listed = set()
-    for file in dist.files or []:
-        path = Path(os.path.normpath(dist.locate_file(file)))
-        listed.add(path)
-        yield path
-    # pip records compiled .pyc files, but not every installer does: keep startup fast.
-    for path in list(listed):
-        if path.suffix == ".py" and path.parent.name != "__pycache__":
-            pyc = path.parent / "__pycache__" / f"{path.stem}.{sys.implementation.cache_tag}.pyc"
-            if pyc not in listed and pyc.exists():
-                yield pyc
-
-
-def host_file_entries(paths: Iterable[Path]) -> list[Entry]:
-    """Entries for host files under the Python prefix, placed under ``/opt/strata/python``.
-    Scripts in bin/ get a shebang for the image's interpreter."""
-    entries: dict[str, Entry] = {}
-    bin_dir = HOST_PREFIX / "bin"
-    for path in paths:
-        target = _image_path(path)
-        if target is None or target in entries:
-            continue
-        try:
-            st = path.lstat()
-        except FileNotFoundError:
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            entries[target] = Entry(target, "symlink", 0o777, target=os.readlink(path), mtime=int(st.st_mtime))
-        elif stat.S_ISREG(st.st_mode):
-            data = None
-            if path.parent == bin_dir:
-                with open(path, "rb") as f:
-                    head = f.readline()
-                if _SHEBANG.match(head):
-                    data = _SHEBANG.sub(f"#!/{PREFIX}/bin/python{PY_VERSION}".encode(), path.read_bytes(), count=1)
-            entries[target] = file_entry(target, path, st, data)
-    return list(entries.values())
 
 
 # --------------------------------------------------------------------------- layers
@@ -591,7 +193,7 @@ def _trim_rootfs(rootfs: Path) -> None:
 
 
 def _write_tree_tar(root: Path, out) -> tuple[str, int]:
-    writer = _HashingWriter(out)
+    writer = HashingWriter(out)
     with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for directory, dirnames, filenames in os.walk(root):
             dirnames.sort()
@@ -690,10 +292,10 @@ def dists_layer(name: str, dists: Iterable[str], installed: dict[str, metadata.D
     """The files of ``dists`` plus the NVIDIA libraries their shared libraries link."""
     paths: list[Path] = []
     for dist_name in sorted(dists):
-        paths.extend(_dist_files(installed[dist_name]))
+        paths.extend(dist_files(installed[dist_name]))
     elf_roots = [p for p in paths if re.search(r"\.so(\.|$)", p.name) or p.parent.name == "bin"]
     linked = linked_closure(elf_roots, extra_lib_dirs)
-    nvidia_roots = {Path(os.path.normpath(installed[n].locate_file(""))) for n in _cuda_libraries(installed)}
+    nvidia_roots = {Path(os.path.normpath(installed[n].locate_file(""))) for n in cuda_libraries(installed)}
     kept = sorted(p for p in linked if any(p.is_relative_to(root / "nvidia") for root in nvidia_roots))
     entries = host_file_entries(paths + kept)
     size = sum(e.size() for e in entries)
@@ -864,8 +466,8 @@ def plan_images(names: Iterable[str] | None = None) -> dict[str, ImagePlan]:
     plans: dict[str, ImagePlan] = {}
     python_specs = [s for s in specs.values() if s.python]
     if any(specs[n].python for n in wanted):
-        installed = _installed()
-        dropped = DROPPED | _cuda_libraries(installed)
+        installed = installed_distributions()
+        dropped = DROPPED | cuda_libraries(installed)
         closures = {s.name: dist_closure(s.requirements, installed) - dropped for s in python_specs}
         # What every image with requirements needs goes in the shared "common" layer.
         common = set.intersection(*(closures[s.name] for s in python_specs if s.requirements))
@@ -904,7 +506,7 @@ def plan_images(names: Iterable[str] | None = None) -> dict[str, ImagePlan]:
         }
         if spec.cmd:
             config["Cmd"] = list(spec.cmd)
-        key = hashlib.sha256(_canonical_json({"layers": [l.key for l in layers], "config": config})).hexdigest()
+        key = hashlib.sha256(canonical_json({"layers": [l.key for l in layers], "config": config})).hexdigest()
         plans[name] = ImagePlan(spec, layers, config, key)
     return plans
 
@@ -964,90 +566,6 @@ def ensure_images(names: Iterable[str] | None = None, *, log: Callable[[str], No
             record.write_text(json.dumps({"ref": plan.ref, "digest": digest, "size": size}))
             results[name] = LocalImage(name, plan.ref, layout, size, digest, True, time.monotonic() - started)
     return results
-
-
-# --------------------------------------------------------------------------- containerd
-
-
-def _ctr(ctr: Path | str, address: str, namespace: str, *args: str) -> list[str]:
-    return [str(ctr), "--address", address, "--namespace", namespace, *args]
-
-
-def containerd_images(*, ctr: Path | str, address: str, namespace: str = "k8s.io") -> dict[str, str]:
-    """ref -> manifest digest of the images containerd has."""
-    result = subprocess.run(_ctr(ctr, address, namespace, "images", "ls"), capture_output=True, text=True)
-    if result.returncode != 0:
-        raise ImageBuildError(f"`ctr images ls` failed: {result.stderr.strip()}")
-    images = {}
-    for line in result.stdout.splitlines()[1:]:
-        parts = line.split()
-        if len(parts) >= 3:
-            images[parts[0]] = parts[2]
-    return images
-
-
-def _containerd_blobs(ctr: Path | str, address: str, namespace: str) -> set[str]:
-    result = subprocess.run(_ctr(ctr, address, namespace, "content", "ls", "--quiet"),
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        raise ImageBuildError(f"`ctr content ls` failed: {result.stderr.strip()}")
-    return set(result.stdout.split())
-
-
-def import_images(images: Iterable[LocalImage], *, ctr: Path | str, address: str, namespace: str = "k8s.io") -> None:
-    """Import ``images`` into containerd (and unpack them), skipping those it already has.
-
-    All missing images go in one ``ctr images import`` stream, each shared blob once."""
-    present = containerd_images(ctr=ctr, address=address, namespace=namespace)
-    missing = [image for image in images if present.get(image.ref) != image.digest]
-    if not missing:
-        return
-    # Blobs containerd already stores (a shared base or torch layer) are not sent again: its
-    # importer takes them from its content store, as it does when unpacking.
-    stored = _containerd_blobs(ctr, address, namespace)
-    blobs: dict[str, Path] = {}
-    manifests = []
-    for image in missing:
-        index = json.loads((image.archive / "index.json").read_text())
-        manifests += index["manifests"]
-        for path in (image.archive / "blobs" / "sha256").iterdir():
-            if f"sha256:{path.name}" not in stored:
-                blobs.setdefault(path.name, path)
-    index = {"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": manifests}
-    command = _ctr(ctr, address, namespace, "images", "import", "-")
-    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        with tarfile.open(fileobj=process.stdin, mode="w|") as tar:
-            for name, data in (("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
-                               ("index.json", _canonical_json(index))):
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-            for digest_hex, path in sorted(blobs.items()):
-                tar.add(str(path), arcname=f"blobs/sha256/{digest_hex}")
-    except BrokenPipeError:
-        pass
-    finally:
-        try:
-            process.stdin.close()
-        except BrokenPipeError:
-            pass
-    output = process.stdout.read().decode(errors="replace")
-    if process.wait() != 0:
-        raise ImageBuildError(f"`{' '.join(command)}` failed (exit {process.returncode}): {output.strip()}")
-    present = containerd_images(ctr=ctr, address=address, namespace=namespace)
-    wrong = [image.ref for image in missing if present.get(image.ref) != image.digest]
-    if wrong:
-        raise ImageBuildError(f"containerd does not list {', '.join(wrong)} after import: {output.strip()}")
-
-
-def write_archive(image: LocalImage, path: Path) -> Path:
-    """The image as one OCI archive tar (for `ctr images import FILE` or other tools)."""
-    with tarfile.open(path, "w") as tar:
-        for item in sorted(image.archive.rglob("*")):
-            if item.is_file() and item.name != "strata-image.json":
-                tar.add(str(item), arcname=str(item.relative_to(image.archive)))
-    return path
 
 
 def format_table(images: Iterable[LocalImage]) -> str:
