@@ -186,8 +186,6 @@ def main() -> None:
     if unknown := [v for v in variants if v not in VARIANTS]:
         parser.error(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
 
-    from strata_workloads.data.synthetic import write_text_dataset
-
     workdir = Path(tempfile.mkdtemp(prefix="bench-trainer-"))
     if not args.gpu_only:
         cpu_benchmark(workdir, args)

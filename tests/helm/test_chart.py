@@ -97,7 +97,7 @@ def test_the_read_only_container_gets_a_writable_tmp(helm):
 ])
 def test_the_workload_images_reach_the_operator_as_settings(helm, settings, triton, sidecar, trainer, data, embedder):
     from strata.controllers.dataset import DATA_IMAGE_ENV, DEFAULT_DATA_IMAGE
-    from strata.controllers.feedbackpolicy import DEFAULT_EMBEDDER_IMAGE, EMBEDDER_IMAGE_ENV
+    from strata.controllers.embedding_tests import DEFAULT_EMBEDDER_IMAGE, EMBEDDER_IMAGE_ENV
     from strata.controllers.modeldeployment import SIDECAR_IMAGE_ENV, TRITON_IMAGE_ENV
     from strata.controllers.trainingjob import DEFAULT_TRAINER_IMAGE, TRAINER_IMAGE_ENV
     container = next(d for d in render(helm, *settings) if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]

@@ -616,7 +616,7 @@ def test_float_inputs_are_sketched_per_window_as_value_sketches(sidecar):
 def test_toxic_outputs_are_queued_for_review_redacted_and_pleasant_ones_are_not(sidecar):
     """GET /review pages the outputs scored above TOXIC_SCORE (the "text" model echoes its
     input), redacted as the audit log is; a FeedbackPolicy lists them for a person."""
-    insult = f"you are a worthless idiot, mail jane.doe@example.com"
+    insult = "you are a worthless idiot, mail jane.doe@example.com"
     client = grpcclient.InferenceServerClient(sidecar.grpc_url)
     ids = {}
     for text in (insult, "have a nice day"):
@@ -734,7 +734,7 @@ def test_with_shared_state_a_new_pods_sidecar_serves_a_gone_pods_feedback_review
             assert refused.value.code == 404
 
         # A FeedbackPolicy reads every pod's records once, whichever live sidecars it asks.
-        from strata.controllers.feedbackpolicy import read_signals
+        from strata.controllers.feedback_signals import read_signals
 
         other = pod("serve-ghi").start()
         try:

@@ -2,9 +2,9 @@
 
 resolve: the target ModelDeployment and the TrainingJob it serves, the retraining template,
 the policy's own retraining TrainingJobs, the namespace's other policies (one per target),
-and, when the evaluation interval has passed, the signals of the target's sidecars (GET
-/feedback and /stats on each pod's metrics port, or on spec.signals.url). Then the pure
-decisions (render/feedback_policy.py): monitors, retrain or hold, promote or hold.
+and, when the evaluation interval has passed, the signals of the target's sidecars
+(feedback_signals.py) and the embedding drift test's state (embedding_tests.py). Then the
+pure decisions (render/feedback_policy.py): monitors, retrain or hold, promote or hold.
 render: the config ConfigMap, the kept retraining TrainingJobs and a new one when due; the
 promotion is a merge patch of the ModelDeployment's spec.model.trainingJob.name only.
 observe: monitors, breached, retrainings, history, serving and the Retraining and Promotion
@@ -19,13 +19,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import urllib.error
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import urlencode
 
-
-from strata import k8s, podmetrics
+from strata import k8s
 from strata.api import DATASET, FEEDBACK_POLICY, MODEL_DEPLOYMENT, TRAINING_JOB, KindInfo
 from strata.api.feedback import FeedbackPolicySpec
 from strata.constants import (
@@ -46,36 +43,19 @@ from strata.controllers.reconcile import (
     missing_reference_outcome,
     resolve_references,
 )
+from strata.controllers.embedding_tests import plan_embedding_test
+from strata.controllers.feedback_signals import drift_reference, feedback_for_refresh, read_all_signals, read_prometheus
 from strata.controllers.registration import RESYNC_SECONDS, register_kind, watch_children
 from strata.metrics import set_monitor_series, set_review_series
-from strata.observe.jobs import container_termination, job_condition
-from strata import __version__
-from strata.render import embedding_test as embedding
 from strata.render import feedback_policy as policy
 from strata.render.common import owner_labels
 from strata.render.config import render_config_map
-from strata.render.sidecar import SIDECAR_METRICS_PORT
 from strata_workloads.data.result import FEEDBACK_SAMPLES_FILE
-from strata_workloads.monitor.embedding_contract import CONTAINER_NAME as EMBEDDER_CONTAINER
-from strata_workloads.monitor.embedding_contract import EmbeddingJobConfig, parse_result
 from strata_workloads.monitor.result import BREACHED, MonitorResult
-from strata_workloads.monitor.sketch import TokenSketch, ValueSketch
 
 EVALUATION_SECONDS = float(os.environ.get("STRATA_FEEDBACK_EVALUATION_SECONDS", "30"))
-# Feedback records read per sidecar per evaluation at most (pages of FEEDBACK_PAGE).
-MAX_FEEDBACK_RECORDS = 200_000
-MAX_REVIEW_RECORDS = 20_000
-# Answers whose text a refresh asks the sidecars for at most, in pages (their GET /exchanges limit).
-MAX_SAMPLE_EXCHANGES = 5_000
-EXCHANGES_PAGE = 200
-FEEDBACK_PAGE = 5000
 
 CHILD_KINDS = (("v1", "ConfigMap"), (API_VERSION, "TrainingJob"), ("batch/v1", "Job"))
-# The embedding drift test's image (torch and a sentence-transformers model) when the chart sets none.
-EMBEDDER_IMAGE_ENV = "STRATA_EMBEDDER_IMAGE"
-DEFAULT_EMBEDDER_IMAGE = f"ghcr.io/strata-dev/strata-embedder:{__version__}"
-# The label the Job controller puts on a Job's pods.
-LABEL_JOB_NAME = "batch.kubernetes.io/job-name"
 
 
 @dataclass(frozen=True)
@@ -110,289 +90,8 @@ class PolicyInputs(Inputs):
 
 
 # ---------------------------------------------------------------------------------------
-# signals
+# what status carries over from pass to pass
 # ---------------------------------------------------------------------------------------
-
-def sidecar_urls(spec: FeedbackPolicySpec, namespace: str) -> list[str]:
-    if spec.signals.url:
-        return [spec.signals.url.rstrip("/")]
-    pods = k8s.list_children("v1", "Pod", namespace, owner_labels(MODEL_DEPLOYMENT, spec.target.model_deployment))
-    return [podmetrics.pod_url(pod["status"]["podIP"], SIDECAR_METRICS_PORT) for pod in pods
-            if (pod.get("status") or {}).get("phase") == "Running" and (pod.get("status") or {}).get("podIP")]
-
-
-def read_signals(urls: list[str], window_seconds: float) -> policy.Signals:
-    """Every sidecar's feedback records, toxicity counts and input sketches over the window;
-    the ones that answer count."""
-    records: list[dict[str, Any]] = []
-    sketches: dict[str, dict[str, TokenSketch]] = {}
-    value_sketches: dict[str, dict[str, ValueSketch]] = {}
-    scored: int | None = None
-    flagged = 0
-    since: float | None = None
-    review: list[dict[str, Any]] = []
-    errors: list[str] = []
-    sources = 0
-    every_pods_logs_read = False  # with shared state, one sidecar serves every pod's logs
-    for url in urls:
-        try:
-            mine, queued, shared = read_logs(url) if not every_pods_logs_read else ([], [], True)
-            stats = podmetrics.fetch_json(f"{url}/stats?{urlencode({'window': window_seconds})}")
-        except OSError as error:
-            errors.append(str(error))
-            continue
-        sources += 1
-        every_pods_logs_read = shared
-        records.extend(mine)
-        review.extend(queued)
-        toxicity = stats.get("toxicity")
-        if toxicity is not None:
-            scored = (scored or 0) + int(toxicity.get("scored") or 0)
-            flagged += int(toxicity.get("flagged") or 0)
-        if stats.get("since") is not None:
-            since = min(since or stats["since"], stats["since"])
-        for inputs in (stats.get("sketches") or {}).values():  # per model: the sidecar serves one
-            for name, sides in inputs.items():
-                total = sketches.setdefault(name, {"current": TokenSketch(), "previous": TokenSketch()})
-                for side in total:
-                    total[side] = total[side].merge(TokenSketch.from_dict(sides.get(side) or {}))
-        for inputs in (stats.get("valueSketches") or {}).values():  # absent from sidecars before float drift
-            for name, sides in inputs.items():
-                values = value_sketches.setdefault(name, {"current": ValueSketch(), "previous": ValueSketch()})
-                for side in values:
-                    values[side] = values[side].merge(ValueSketch.from_dict(sides.get(side) or {}))
-    if not urls:
-        error = "no running pod of the target serves yet"
-    else:
-        error = None if sources else "no sidecar answered: " + "; ".join(errors)[:900]
-    return policy.Signals(tuple(records), scored, flagged, since, sources, error, sketches, review=tuple(review),
-                          value_sketches=value_sketches)
-
-
-def read_input_samples(urls: list[str], window_seconds: float, limit: int) -> dict[str, dict[str, list]]:
-    """Input name -> {"current": rows, "previous": rows}: the rows the sidecars kept whole for
-    embedding tests (GET /stats?window=&samples=), at most `limit` per side from each."""
-    samples: dict[str, dict[str, list]] = {}
-    for url in urls:
-        try:
-            stats = podmetrics.fetch_json(f"{url}/stats?{urlencode({'window': window_seconds, 'samples': limit})}")
-        except OSError:
-            continue
-        for inputs in (stats.get("inputSamples") or {}).values():  # per model: the sidecar serves one
-            for name, sides in inputs.items():
-                total = samples.setdefault(name, {"current": [], "previous": []})
-                for side in total:
-                    total[side].extend(sides.get(side) or [])
-    return samples
-
-
-def _termination_message(pods: list[dict[str, Any]], container: str) -> tuple[str | None, str]:
-    """The newest ended pod's termination message of `container`, and its last words."""
-    ended = [terminated for pod in pods if (terminated := container_termination(pod, container))]
-    if not ended:
-        return None, "its pod left no termination message"
-    last = max(ended, key=lambda t: t.get("finishedAt") or "")
-    words = (last.get("message") or "").strip().splitlines()
-    return last.get("message"), (f"exit code {last.get('exitCode')}" + (f": {words[-1][:300]}" if words else ""))
-
-
-def plan_embedding_test(info: KindInfo, body: dict[str, Any], spec: FeedbackPolicySpec, serving: str | None,
-                        evaluating: bool, now: dt.datetime) -> tuple[dict[str, Any] | None, list[dict[str, Any]],
-                                                                     "policy.Comparison | None"]:
-    """status.embeddingTest, the tests' children and the latest result as a drift comparison:
-    a finished test's result is read from its pod; a new test starts when one is due and the
-    sidecars kept enough rows (read only at an evaluation)."""
-    drift = spec.monitors.drift
-    settings = drift.embedding if drift is not None else None
-    if settings is None:
-        return None, [], None
-    meta = body["metadata"]
-    namespace, name = meta["namespace"], meta["name"]
-    every = policy.duration_seconds(settings.every or spec.window)
-    stamp = policy.format_time(now)
-    state = (body.get("status") or {}).get("embeddingTest")
-    jobs = {job["metadata"]["name"]: job for job in k8s.list_children("batch/v1", "Job", namespace, owner_labels(info, name))
-            if is_controlled_by(job, meta["uid"]) and embedding.test_number(job["metadata"]["name"], name) is not None}
-    # A test newer than status knows of (a pass whose status write lost to a newer version of
-    # the policy started it) is the current one: adopted from the Job, so no second one starts.
-    newest = max(jobs, key=lambda job: embedding.test_number(job, name) or 0, default=None)
-    if newest is not None and (not state or (embedding.test_number(state["job"], name) or 0)
-                               < (embedding.test_number(newest, name) or 0)):
-        state = embedding.adopted_state(jobs[newest])
-    if state and not state.get("finished"):
-        job = jobs.get(state["job"])
-        if job is None:
-            state = embedding.record_result(state, None, "the Job was deleted", stamp)
-        elif embedding.job_ended(job):
-            pods = [pod for pod in k8s.list_children("v1", "Pod", namespace, owner_labels(info, name))
-                    if (pod["metadata"].get("labels") or {}).get(LABEL_JOB_NAME) == state["job"]]
-            message, last_words = _termination_message(pods, EMBEDDER_CONTAINER)
-            failed = (job_condition(job, "Failed") or {}).get("message")
-            state = embedding.record_result(state, parse_result(message), failed or last_words, stamp)
-    problem, new = "", []
-    if evaluating and embedding.is_due(state, every, now):
-        problem, new, started = _start_embedding_test(body, spec, serving, jobs, state, now)
-        if started is not None:
-            state = started
-    # The newest tests stay (with a new one, one fewer of the old); older ones are pruned.
-    keep = embedding.KEPT_TESTS - (1 if new else 0)
-    kept = [job for _, job in sorted((embedding.test_number(job, name), job) for job in jobs)][-keep:] if keep else []
-    children = [embedding.kept_child(body, kind, job) for job in kept for kind in ("ConfigMap", "Job")] + new
-    return state, children, embedding.comparison(state, every, now, problem)
-
-
-def _start_embedding_test(body: dict[str, Any], spec: FeedbackPolicySpec, serving: str | None,
-                          jobs: dict[str, dict[str, Any]], state: dict[str, Any] | None, now: dt.datetime
-                          ) -> tuple[str, list[dict[str, Any]], dict[str, Any] | None]:
-    """(why no test starts, the new test's ConfigMap and Job, its status.embeddingTest)."""
-    drift, settings = spec.monitors.drift, spec.monitors.drift.embedding
-    meta = body["metadata"]
-    namespace, name = meta["namespace"], meta["name"]
-    seconds = policy.duration_seconds(spec.window)
-    samples = read_input_samples(sidecar_urls(spec, namespace), seconds, 2 * settings.sample_size)
-    chosen, why = embedding.choose_input(settings, samples)
-    if chosen is None:
-        return why, [], None
-    current, before = samples[chosen]["current"], samples[chosen]["previous"]
-    if len(current) < drift.min_samples:
-        return (f"{len(current)} kept row(s) of input {chosen} in the last {spec.window}, {drift.min_samples} needed "
-                f"(spec.monitors.drift.minSamples)"), [], None
-    reference = policy.drift_reference(*_served_training(namespace, serving))
-    volume = (embedding.DatasetVolume(reference.claim_name, reference.path)
-              if reference.claim_name and reference.path else None)
-    rows = embedding.rows_of(current)
-    if drift.reference == "dataset":
-        if volume is None:
-            return reference.problem or "the served model's training Dataset version is not known", [], None
-        against, reference_rows = reference.source, None
-    else:
-        if len(before) < drift.min_samples:
-            return (f"{len(before)} kept row(s) of input {chosen} in the {spec.window} before the last, "
-                    f"{drift.min_samples} needed (spec.monitors.drift.minSamples)"), [], None
-        against, reference_rows = f"the {spec.window} before", embedding.rows_of(before)
-    if rows.tokens is not None and volume is None:
-        return (f"input {chosen} holds token ids, which only the served model's training Dataset version can turn "
-                f"back into text (its tokenizer): {reference.problem}"), [], None
-    numbers = [embedding.test_number(job, name) or 0 for job in jobs]
-    if state:
-        numbers.append(embedding.test_number(state["job"], name) or 0)
-    number = max(numbers, default=0) + 1
-    test = embedding.test_name(name, number)
-    config = embedding.fit_rows(EmbeddingJobConfig(
-        input=chosen, current=rows, against="dataset" if drift.reference == "dataset" else "rows",
-        reference=reference_rows, dataset_mounted=volume is not None, sample_size=settings.sample_size,
-        clusters=settings.clusters, seed=number, model_mounted=settings.model is not None))
-    image = os.environ.get(EMBEDDER_IMAGE_ENV) or DEFAULT_EMBEDDER_IMAGE
-    children = [embedding.render_test_config_map(body, test, config),
-                embedding.render_test_job(body, test, image, volume, settings, against)]
-    return "", children, {"job": test, "started": policy.format_time(now), "against": against[:256]}
-
-
-def _served_training(namespace: str, serving: str | None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """The TrainingJob whose model is served, and the Dataset it trained on (when they exist)."""
-    jobs = k8s.list_objects(TRAINING_JOB, namespace, serving) if serving else []
-    dataset_name = (((jobs[0].get("spec") or {}).get("dataset") or {}).get("name")) if jobs else None
-    datasets = k8s.list_objects(DATASET, namespace, dataset_name) if dataset_name else []
-    return jobs[0] if jobs else None, datasets[0] if datasets else None
-
-
-def read_exchanges(urls: list[str], request_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """The text the sidecars' audit logs kept of these answers (GET /exchanges), by request id;
-    a sidecar that does not answer costs only its answers."""
-    found: dict[str, dict[str, Any]] = {}
-    for url in urls:
-        for start in range(0, len(request_ids), EXCHANGES_PAGE):
-            ids = [i for i in request_ids[start:start + EXCHANGES_PAGE] if i not in found]
-            if not ids:
-                continue
-            try:
-                found.update(podmetrics.fetch_json(f"{url}/exchanges?{urlencode({'ids': ','.join(ids)})}")
-                             .get("exchanges") or {})
-            except OSError:
-                break
-    return found
-
-
-def feedback_for_refresh(spec: FeedbackPolicySpec, namespace: str, annotations: dict[str, str],
-                         dataset: dict[str, Any]) -> tuple[str, dict[str, int]]:
-    """The samples a refresh of `dataset` folds in (spec.retrain.refreshDataset.includeFeedback)."""
-    urls = sidecar_urls(spec, namespace)
-    signals = read_signals(urls, policy.duration_seconds(spec.window))
-    exchanges = read_exchanges(urls, policy.exchanges_wanted(signals.feedback, annotations)[:MAX_SAMPLE_EXCHANGES])
-    text_field = ((dataset.get("spec") or {}).get("schema") or {}).get("textField") or "text"
-    return policy.feedback_samples(signals.feedback, exchanges, signals.review, annotations, text_field)
-
-
-def read_logs(url: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], bool]:
-    """(feedback, review queue, whether they are every pod's): a sidecar with shared state
-    (ModelDeployment monitoring.storage) serves every pod's, gone pods' too; one without, its own."""
-    try:
-        listing = podmetrics.fetch_json(f"{url}/pods")
-    except OSError as error:
-        cause = error.__cause__
-        if not (isinstance(cause, urllib.error.HTTPError) and cause.code == 404):
-            raise
-        listing = {"shared": False}  # a sidecar from before shared state
-    if not listing.get("shared"):
-        return read_pages(url, "/feedback", MAX_FEEDBACK_RECORDS), read_pages(url, "/review", MAX_REVIEW_RECORDS), False
-    feedback: list[dict[str, Any]] = []
-    review: list[dict[str, Any]] = []
-    for entry in listing.get("pods") or []:
-        feedback.extend(read_pages(url, "/feedback", MAX_FEEDBACK_RECORDS - len(feedback), entry["pod"]))
-        review.extend(read_pages(url, "/review", MAX_REVIEW_RECORDS - len(review), entry["pod"]))
-    return feedback, review, True
-
-
-def read_pages(url: str, path: str, most: int, pod: str | None = None) -> list[dict[str, Any]]:
-    """Every record of a sidecar's paged log (GET /feedback or /review; another pod's with
-    shared state), up to `most`."""
-    after, records = 0, []
-    while len(records) < most:
-        query = {"after": after, "limit": FEEDBACK_PAGE} | ({"pod": pod} if pod is not None else {})
-        page = podmetrics.fetch_json(f"{url}{path}?{urlencode(query)}")
-        records.extend(page.get("records") or [])
-        if page.get("next", after) == after or not page.get("records"):
-            break
-        after = page["next"]
-    return records[:most]
-
-
-def read_prometheus(spec: FeedbackPolicySpec, namespace: str, seconds: float,
-                    window: str) -> tuple[policy.WindowCounts | None, str | None]:
-    """Approval and toxicity counts over the last `seconds` from spec.signals.prometheus, or why not."""
-    prometheus = spec.signals.prometheus
-    assert prometheus is not None
-    values: dict[str, int] = {}
-    for name, query in policy.prometheus_queries(policy.prometheus_selector(spec, namespace), seconds).items():
-        try:
-            values[name] = policy.query_value(podmetrics.prometheus_query(prometheus.url, query))
-        except (OSError, ValueError) as error:
-            return None, f"Prometheus ({prometheus.url}) did not answer {query}: {error}"[:900]
-    return policy.WindowCounts(window=window, **values), None
-
-
-def read_all_signals(spec: FeedbackPolicySpec, namespace: str) -> policy.Signals:
-    """The sidecars' signals, or with spec.signals.prometheus, approval and toxicity from
-    Prometheus and the sidecars read only for what needs their records (bias, drift, the review
-    queue). Then sidecars that cannot be read cost only those: approval and toxicity stand."""
-    seconds = policy.duration_seconds(spec.window)
-    if spec.signals.prometheus is None:
-        return read_signals(sidecar_urls(spec, namespace), seconds)
-    counts, error = read_prometheus(spec, namespace, seconds, spec.window)
-    if spec.monitors.bias is None and spec.monitors.drift is None and not spec.review.queue_flagged:
-        return policy.Signals(counts=counts, error=error)
-    sidecars = read_signals(sidecar_urls(spec, namespace), seconds)
-    if sidecars.error is not None:
-        return policy.Signals(counts=counts, error=error, sidecar_error=sidecars.error)
-    return replace(sidecars, counts=counts, error=error)
-
-
-def drift_reference(spec: FeedbackPolicySpec, namespace: str, serving: str | None) -> policy.DriftReference | None:
-    """The served model's training Dataset version's sketches, when a drift monitor compares with them."""
-    if spec.monitors.drift is None or spec.monitors.drift.reference != "dataset":
-        return None
-    return policy.drift_reference(*_served_training(namespace, serving))
-
 
 def review_queue(spec: FeedbackPolicySpec, annotations: dict[str, str], signals: policy.Signals | None,
                  results: list[MonitorResult], previous: dict[str, Any] | None, now: dt.datetime) -> dict[str, Any] | None:
