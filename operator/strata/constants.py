@@ -134,7 +134,6 @@ class Reason:
     AVAILABLE = "Available"
     ROLLED_BACK = "RolledBack"
     ROLLOUT_FAILED = "RolloutFailed"
-    S3_NOT_IMPLEMENTED = "S3RepositoryNotImplemented"
     MONITORING_CREATED = "ServiceMonitorAndRulesCreated"
     PROMETHEUS_OPERATOR_MISSING = "PrometheusOperatorNotInstalled"
     QUEUE_METRIC_SERVED = "QueueComputeRatioServed"

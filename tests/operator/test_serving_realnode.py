@@ -1,8 +1,9 @@
 """ModelDeployments on the dev cluster's real node: a TrainingJob trained in pods exports a
 model; a ModelDeployment serves it with the real tritonserver (nvidia-pytriton's, python
 backend, CPU) behind the monitoring sidecar; a client pod calls it by the Service's name with
-tritonclient over gRPC; version changes roll out, a version that never becomes ready is rolled
-back; deletion cascades; the HPA scales out on real CPU load through the sidecar and back in;
+tritonclient over gRPC; a model in an S3 repository (SeaweedFS on the node's IP) is downloaded
+by the pod's init step and served; version changes roll out, a version that never becomes ready
+is rolled back; deletion cascades; the HPA scales out on real CPU load through the sidecar and back in;
 with Prometheus and prometheus-adapter on this cluster (`real_node_monitoring`), it scales out
 on Triton's queue/compute ratio, computed from Triton's own metrics, under real load and back.
 """
@@ -18,7 +19,10 @@ import pytest
 
 from conftest import REAL_NODE_NAMESPACE_PREFIX
 from realnode_support import apply, claim, status, text_dataset, training_job, volume_dir, write_text_corpus
+from s3_support import ACCESS_KEY, BUCKET, SECRET_KEY, seaweedfs
+from serving_models import write_doubling_model
 from strata.devcluster import DevCluster, monitoring
+from strata.devcluster.network import NODE_IP
 from strata.render.serving import QUEUE_COMPUTE_METRIC
 from tests_support import get_json, temporary_namespace, wait_for, wait_until_empty
 
@@ -159,6 +163,36 @@ def test_a_deployment_of_a_training_jobs_export_serves_clients_by_the_service_na
     pod = get_json(cluster, "pods", "-n", namespace, "-l", "strata.dev/owner-name=qa")["items"][0]
     assert {p["containerPort"] for c in pod["spec"]["containers"] for p in c.get("ports", [])} == {8000, 8001, 8002, 9090}
     cluster.kubectl("delete", "modeldeployment", "-n", namespace, "qa", "--wait=false")  # room on the node
+
+
+@pytest.fixture(scope="module")
+def s3_repository(cluster: DevCluster, tmp_path_factory):
+    """SeaweedFS on the real node's IP, where its pods reach the host, holding the doubler."""
+    with seaweedfs(tmp_path_factory.mktemp("seaweedfs"), host=NODE_IP) as server:
+        local = tmp_path_factory.mktemp("doubler")
+        write_doubling_model(local, "doubler", versions=(1, 2))
+        server.upload(local, "models")
+        yield server
+
+
+def test_a_model_in_an_s3_repository_is_downloaded_by_the_pod_and_served(cluster, namespace, real_node_operator,
+                                                                           s3_repository):
+    location = {"s3": {"uri": f"s3://{BUCKET}/models", "endpoint": s3_repository.endpoint,
+                       "secretRef": {"name": "model-keys"}}}
+    apply(cluster, namespace,
+          {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "model-keys"},
+           "stringData": {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}},
+          {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "api-keys"}, "stringData": {"qa-team": API_KEY}},
+          deployment("from-s3", {"repository": {"location": location, "name": "doubler", "version": 2}}))
+    up = serving(cluster, namespace, "from-s3", 2)
+    assert up["revisions"][-1]["source"] == f"s3://{BUCKET}/models", up["revisions"]
+    pod = serving_pod(cluster, namespace, "from-s3")
+    init_log = cluster.kubectl("logs", "-n", namespace, pod, "-c", "model-repository").stdout
+    assert f"Serving doubler version 2 from s3://{BUCKET}/models" in init_log, init_log
+
+    answer = run_client(cluster, namespace, "client-s3", f"from-s3.{namespace}.svc:8001", "doubler")
+    assert answer["outputs"] == {"OUTPUT0": [1, 4]}, answer
+    cluster.kubectl("delete", "modeldeployment", "-n", namespace, "from-s3", "--wait=false")  # room on the node
 
 
 def test_a_new_version_rolls_out_one_that_never_becomes_ready_is_rolled_back_and_deletion_cascades(cluster, namespace, exported):

@@ -6,6 +6,7 @@ import copy
 import json
 
 import pytest
+import yaml
 
 from strata.api import MODEL_DEPLOYMENT
 from strata.api.deployment import ModelDeploymentSpec
@@ -18,6 +19,8 @@ from strata.render.serving import (
     ANNOTATION_REVISIONS,
     ANNOTATION_ROLLBACK,
     Images,
+    S3_CREDENTIALS_DIR,
+    SOURCE_REPOSITORY_DIR,
     ServedModel,
     plan_rollout,
     render_model_deployment,
@@ -138,6 +141,11 @@ EXPORT_CASES = [
     pytest.param({"repository": {"s3": {"uri": "s3://bucket/models"}}, "path": "s3://bucket/models",
                   "modelName": "lm", "version": 1},
                  ServedModel(name="lm", version=1, s3_uri="s3://bucket/models"), id="an s3 repository"),
+    pytest.param({"repository": {"s3": {"uri": "s3://bucket/models/", "endpoint": "http://seaweedfs.storage:8333",
+                                        "secretRef": {"name": "model-keys"}}},
+                  "path": "s3://bucket/models", "modelName": "lm", "version": 1},
+                 ServedModel(name="lm", version=1, s3_uri="s3://bucket/models", s3_endpoint="http://seaweedfs.storage:8333",
+                             s3_secret="model-keys"), id="an s3 repository keeps its endpoint and Secret"),
 ]
 
 
@@ -181,9 +189,41 @@ def test_nothing_is_rendered_while_there_is_nothing_to_serve():
     assert children(spec_of(), plan_rollout(spec_of().rollout, None, None)) == []
 
 
-def test_an_s3_repository_renders_nothing_yet():
-    s3 = ServedModel(name="lm", version=1, s3_uri="s3://b/m")
-    assert children(spec_of(), plan_rollout(spec_of().rollout, s3, None)) == []
+S3_SPEC = {"repository": {"location": {"s3": {"uri": "s3://b/m", "endpoint": "http://s3.storage:8333",
+                                                "secretRef": {"name": "model-keys"}}}, "name": "lm", "version": 1}}
+
+
+def test_an_s3_repository_is_downloaded_by_the_init_step_into_an_empty_dir_with_the_secrets_keys():
+    spec = spec_of(model=S3_SPEC)
+    model = model_from_spec(spec)
+    rendered = by_kind(children(spec, plan_rollout(spec.rollout, model, None)))
+    pod = rendered["Deployment"]["spec"]["template"]["spec"]
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert volumes["source"] == {"name": "source", "emptyDir": {}}
+    assert volumes["s3-credentials"] == {"name": "s3-credentials", "secret": {"secretName": "model-keys", "defaultMode": 0o440}}
+    init = pod["initContainers"][0]
+    mounts = {mount["name"]: mount for mount in init["volumeMounts"]}
+    assert mounts["source"]["readOnly"] is False and mounts["s3-credentials"]["mountPath"] == S3_CREDENTIALS_DIR
+    # The keys are for the download only: neither Triton nor the sidecar mounts them.
+    assert all("s3-credentials" not in {m["name"] for m in c["volumeMounts"]} for c in pod["containers"])
+    config = yaml.safe_load(rendered["ConfigMap"]["data"]["model-repository.yaml"])
+    assert config["s3"] == {"uri": "s3://b/m", "endpoint": "http://s3.storage:8333", "credentialsPath": S3_CREDENTIALS_DIR}
+    assert config["source"] == SOURCE_REPOSITORY_DIR and config["model"] == "lm" and config["version"] == 1
+
+
+def test_an_anonymous_s3_repository_mounts_no_secret():
+    spec = spec_of(model={"repository": {"location": {"s3": {"uri": "s3://public/models"}}, "name": "lm"}})
+    rendered = by_kind(children(spec, plan_rollout(spec.rollout, model_from_spec(spec), None)))
+    pod = rendered["Deployment"]["spec"]["template"]["spec"]
+    assert "s3-credentials" not in {volume["name"] for volume in pod["volumes"]}
+    assert yaml.safe_load(rendered["ConfigMap"]["data"]["model-repository.yaml"])["s3"] == {"uri": "s3://public/models"}
+
+
+def test_a_pvc_models_template_annotation_has_no_s3_fields():
+    """An upgrade must not change the pod template of what is served from a claim (it would roll out)."""
+    assert V4.to_dict() == {"name": "lm", "version": 4, "claim": "models", "path": "repo", "s3Uri": None}
+    s3 = model_from_spec(spec_of(model=S3_SPEC))
+    assert ServedModel.from_dict(json.loads(json.dumps(s3.to_dict()))) == s3
 
 
 def test_the_service_exposes_only_the_sidecar_and_the_metrics_ports():

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from s3_support import seaweedfs
 from workload_harness import TrainerRun, base_config, free_port, launch, scrape, start_mlflow_server
 
 from strata_workloads.data.synthetic import write_image_dataset, write_text_dataset
@@ -26,6 +27,13 @@ def image_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("datasets") / "bars-v1"
     write_image_dataset(root, rows_per_shard=100)
     return root
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """SeaweedFS's S3 API on loopback (s3_support.py), shared by the tests that read S3."""
+    with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,9 @@ From the source repository (mounted read-only) it makes, in an empty directory:
     <target>/<model>/<other>    ->   symlinks to any other files beside the versions
 
 so Triton serves exactly the declared version with the declared batching and instances,
-whatever the source's config says. A missing model or version ends the container with the
+whatever the source's config says. An S3 repository (settings "s3") is first downloaded into
+the source directory (an emptyDir then), and only what is served: the model's config.pbtxt,
+the served version's directory and the files beside the versions. A missing model or version ends the container with the
 reason in its termination message (kubectl describe pod shows it) and a non-zero status.
 """
 
@@ -26,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from strata_workloads import s3 as s3access
+
 TERMINATION_LOG = Path("/dev/termination-log")
 
 
@@ -35,6 +39,55 @@ class RepositoryError(Exception):
 
 def versions_in(model_dir: Path) -> list[int]:
     return sorted(int(path.name) for path in model_dir.iterdir() if path.is_dir() and path.name.isdigit())
+
+
+def choose_version(declared: int | None, versions: list[int], model: str, where: str) -> int:
+    """The declared version, or the newest when none is declared; it must be in `versions`."""
+    version = declared or (max(versions) if versions else None)
+    if version is None or version not in versions:
+        raise RepositoryError(f"version {version} of model {model!r} is not in {where} "
+                              f"(versions there: {', '.join(map(str, sorted(versions))) or 'none'})")
+    return version
+
+
+def fetch(settings: dict[str, Any]) -> int:
+    """Download the served model from the S3 repository settings["s3"] into settings["source"];
+    returns the version it downloaded."""
+    from pyarrow import fs
+
+    s3 = settings["s3"]
+    model = settings["model"]
+    try:
+        filesystem = s3access.filesystem(s3.get("endpoint"), s3.get("region"), s3.get("credentialsPath"))
+        repository = s3access.bucket_path(s3["uri"])
+    except s3access.S3Error as error:
+        raise RepositoryError(f"{s3['uri']}: {error}") from None
+    prefix = f"{repository}/{model}"
+    listing = filesystem.get_file_info(fs.FileSelector(prefix, recursive=True, allow_not_found=True))
+    files = {item.path[len(prefix) + 1:]: item for item in listing if item.type == fs.FileType.File}
+    if not files:
+        models = filesystem.get_file_info(fs.FileSelector(repository, allow_not_found=True))
+        available = sorted(item.base_name for item in models if item.type == fs.FileType.Directory)
+        raise RepositoryError(f"model {model!r} is not in the repository {s3['uri']} "
+                              f"(it has: {', '.join(available) or 'nothing'})")
+    for relative in files:
+        if any(part in ("", ".", "..") for part in relative.split("/")):
+            raise RepositoryError(f"s3://{prefix}/{relative} is not a path a repository may hold")
+    versions = sorted({int(head) for relative in files if "/" in relative
+                       for head in [relative.split("/", 1)[0]] if head.isdigit()})
+    version = choose_version(settings.get("version"), versions, model, f"s3://{prefix}")
+    target = Path(settings["source"]) / model
+    if target.exists():  # a restarted init container starts over
+        shutil.rmtree(target)
+    for relative, item in sorted(files.items()):
+        head = relative.split("/", 1)[0]
+        if head.isdigit() and "/" in relative and int(head) != version:
+            continue  # another version: not served, not downloaded
+        local = target / relative
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with filesystem.open_input_stream(item.path) as stream, open(local, "wb") as out:
+            shutil.copyfileobj(stream, out, 1 << 20)
+    return version
 
 
 def merged_config(source_text: str | None, settings: dict[str, Any], version: int) -> str:
@@ -72,11 +125,7 @@ def build(settings: dict[str, Any]) -> tuple[Path, int]:
         available = sorted(p.name for p in Path(settings["source"]).iterdir() if p.is_dir()) if Path(settings["source"]).is_dir() else []
         raise RepositoryError(f"model {settings['model']!r} is not in the repository {settings['source']} "
                               f"(it has: {', '.join(available) or 'nothing'})")
-    versions = versions_in(source)
-    version = settings.get("version") or (versions[-1] if versions else None)
-    if version is None or version not in versions:
-        raise RepositoryError(f"version {version} of model {settings['model']!r} is not in {source} "
-                              f"(versions there: {', '.join(map(str, versions)) or 'none'})")
+    version = choose_version(settings.get("version"), versions_in(source), settings["model"], str(source))
     target = Path(settings["target"]) / settings["model"]
     if target.exists():  # a restarted init container starts over
         shutil.rmtree(target)
@@ -97,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = yaml.safe_load(args.config.read_text())
     try:
+        if settings.get("s3"):
+            fetch(settings)
         target, version = build(settings)
     except (RepositoryError, OSError) as error:
         message = f"Cannot serve the model: {error}"
@@ -106,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         return 2
-    print(f"Serving {settings['model']} version {version} from {settings['source']} at {target}")
+    origin = settings["s3"]["uri"] if settings.get("s3") else settings["source"]
+    print(f"Serving {settings['model']} version {version} from {origin} at {target}")
     return 0
 
 

@@ -229,7 +229,8 @@ class PVCLocation(StrataModel):
 class S3Location(StrataModel):
     uri: str = Field(max_length=1024, pattern=r"^s3://[^/]+(/.*)?$", description="s3://bucket/prefix")
     endpoint: str | None = Field(
-        default=None, max_length=512, description="S3-compatible endpoint URL (MinIO, Ceph); AWS when unset."
+        default=None, max_length=512, pattern=r"^https?://[^/?#]+/?$",
+        description="S3-compatible endpoint URL with its scheme, such as http://seaweedfs.storage:8333 (SeaweedFS, MinIO, Ceph); AWS when unset.",
     )
     secret_ref: SecretRef | None = Field(
         default=None, description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."

@@ -14,6 +14,7 @@ from typing import Any
 
 from strata import __version__, k8s
 from strata.api import MODEL_DEPLOYMENT, TRAINING_JOB, KindInfo
+from strata.api.base import S3Location
 from strata.api.deployment import ModelDeploymentSpec
 from strata.api.training import ExportedModel
 from strata.constants import ConditionStatus, ConditionType, Phase, Reason
@@ -70,6 +71,12 @@ def exported_variant(exported: ExportedModel, backend: str | None) -> str:
     return exported.variants.get(variant, exported.model_name)
 
 
+def s3_source(location: S3Location) -> dict[str, Any]:
+    """ServedModel's fields for an S3 repository."""
+    return {"s3_uri": location.uri.rstrip("/"), "s3_endpoint": location.endpoint,
+            "s3_secret": location.secret_ref.name if location.secret_ref else None}
+
+
 def model_from_export(job_name: str, exported: ExportedModel | None, backend: str | None = None) -> tuple[ServedModel | None, str | None]:
     """Pure: the model a TrainingJob exported, from its status.exportedModel (the repository it
     wrote to, its model directories and the version)."""
@@ -79,7 +86,7 @@ def model_from_export(job_name: str, exported: ExportedModel | None, backend: st
     name = exported_variant(exported, backend)
     location = exported.repository
     if location.s3 is not None:
-        return ServedModel(name=name, version=exported.version, s3_uri=location.s3.uri), None
+        return ServedModel(name=name, version=exported.version, **s3_source(location.s3)), None
     return ServedModel(name=name, version=exported.version, claim=location.pvc.claim_name,
                        path=location.pvc.path.strip("/")), None
 
@@ -90,7 +97,7 @@ def model_from_spec(spec: ModelDeploymentSpec) -> ServedModel | None:
         return None
     location = repository.location
     if location.s3 is not None:
-        return ServedModel(name=repository.name, version=repository.version, s3_uri=location.s3.uri)
+        return ServedModel(name=repository.name, version=repository.version, **s3_source(location.s3))
     return ServedModel(name=repository.name, version=repository.version, claim=location.pvc.claim_name,
                        path=location.pvc.path.strip("/"))
 
@@ -164,16 +171,6 @@ def observe(info: KindInfo, spec: ModelDeploymentSpec, inputs: ServingInputs, ch
                 ready=(ConditionStatus.FALSE, Reason.MODEL_NOT_EXPORTED, message),
                 progressing=(ConditionStatus.FALSE, Reason.MODEL_NOT_EXPORTED, message),
                 degraded=(ConditionStatus.TRUE, Reason.MODEL_NOT_EXPORTED, message),
-                extra_conditions=monitoring,
-            )
-        if inputs.model.s3_uri:
-            message = (f"Serving from an S3 repository ({inputs.model.s3_uri}) is not implemented in this version "
-                       "of Strata; serve from a PVC (spec.model.repository.location.pvc).")
-            return Outcome(
-                phase=Phase.ACCEPTED,
-                ready=(ConditionStatus.FALSE, Reason.S3_NOT_IMPLEMENTED, message),
-                progressing=(ConditionStatus.FALSE, Reason.S3_NOT_IMPLEMENTED, message),
-                degraded=(ConditionStatus.FALSE, Reason.AS_EXPECTED, "No errors."),
                 extra_conditions=monitoring,
             )
     name = deployment["metadata"]["name"] if deployment else ""

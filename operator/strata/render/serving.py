@@ -10,6 +10,8 @@ Pod layout (ports and paths in render/sidecar.py, the contract with the sidecar)
   config.pbtxt with the spec's Triton settings merged in (maxBatchSize, dynamicBatching,
   instanceGroups, and a version policy pinned to the served version), and a symlink to that
   one version directory on the read-only mounted source repository (no copy of the weights).
+  From an S3 repository it first downloads the served version (and the files beside the
+  versions) into an emptyDir that takes the source's place, with the Secret's keys.
 - container `triton`: `tritonserver --model-control-mode=explicit --load-model=<name>`,
   HTTP and gRPC on 127.0.0.1 only (nothing bypasses the sidecar), metrics on all interfaces.
   Its probes are exec probes against the loopback health endpoints (kubelet's httpGet cannot
@@ -41,8 +43,11 @@ COMPONENT = "serving"
 SIDECAR_CONFIG_KEY = contract.SIDECAR_CONFIG_FILE
 REPOSITORY_CONFIG_KEY = "model-repository.yaml"
 REPOSITORY_CONFIG_PATH = f"{contract.SIDECAR_CONFIG_DIR}/{REPOSITORY_CONFIG_KEY}"
-# The source repository, mounted read-only; the served repository links into it.
+# The source repository, mounted read-only; the served repository links into it. From S3, an
+# emptyDir the init step downloads the served version into.
 SOURCE_REPOSITORY_DIR = "/var/strata/source"
+# The S3 repository's Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), in the init step only.
+S3_CREDENTIALS_DIR = "/var/strata/s3-credentials"
 
 # Pod template annotation: the model this template serves (JSON of ServedModel.to_dict()).
 ANNOTATION_MODEL = "strata.dev/model"
@@ -52,6 +57,8 @@ ANNOTATION_ROLLBACK = "strata.dev/rollback"
 
 SIDECAR_RESOURCES = {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}}
 INIT_RESOURCES = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}}
+# Downloading from S3 loads pyarrow and the AWS SDK and streams the weights through 1 MiB buffers.
+S3_INIT_RESOURCES = {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}}
 PROBE_PERIOD_SECONDS = 5
 
 # The custom metric the prometheus-adapter rule in helm/strata/prometheus-adapter/ serves:
@@ -71,7 +78,9 @@ class ServedModel:
     version: int | None
     claim: str | None = None  # a PVC in the namespace, with the repository under `path`
     path: str = ""
-    s3_uri: str | None = None
+    s3_uri: str | None = None  # or an S3 prefix holding the repository
+    s3_endpoint: str | None = None  # an S3-compatible endpoint; AWS when None
+    s3_secret: str | None = None  # a Secret in the namespace with the keys; anonymous when None
 
     @property
     def source(self) -> str:
@@ -80,12 +89,16 @@ class ServedModel:
         return f"pvc://{self.claim}/{self.path.strip('/')}".rstrip("/")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "claim": self.claim, "path": self.path, "s3Uri": self.s3_uri}
+        data = {"name": self.name, "version": self.version, "claim": self.claim, "path": self.path, "s3Uri": self.s3_uri}
+        if self.s3_uri:  # only S3 models have them: a PVC model's template annotation stays as it was
+            data.update(s3Endpoint=self.s3_endpoint, s3Secret=self.s3_secret)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ServedModel:
         return cls(name=data["name"], version=data.get("version"), claim=data.get("claim"),
-                   path=data.get("path") or "", s3_uri=data.get("s3Uri"))
+                   path=data.get("path") or "", s3_uri=data.get("s3Uri"), s3_endpoint=data.get("s3Endpoint"),
+                   s3_secret=data.get("s3Secret"))
 
     def describe(self) -> str:
         version = f"version {self.version}" if self.version else "the newest version"
@@ -207,7 +220,7 @@ def render_repository_config(spec: ModelDeploymentSpec, model: ServedModel) -> d
     """The init step's instructions (strata_workloads.model_repository reads them)."""
     triton = spec.triton
     config: dict[str, Any] = {
-        "source": f"{SOURCE_REPOSITORY_DIR}/{model.path.strip('/')}".rstrip("/"),
+        "source": SOURCE_REPOSITORY_DIR if model.s3_uri else f"{SOURCE_REPOSITORY_DIR}/{model.path.strip('/')}".rstrip("/"),
         "target": contract.MODEL_REPOSITORY_DIR,
         "model": model.name,
         "version": model.version,
@@ -220,6 +233,13 @@ def render_repository_config(spec: ModelDeploymentSpec, model: ServedModel) -> d
             "preferredBatchSizes": list(triton.dynamic_batching.preferred_batch_sizes),
             "maxQueueDelayMicroseconds": triton.dynamic_batching.max_queue_delay_microseconds,
         }
+    if model.s3_uri:
+        s3: dict[str, Any] = {"uri": model.s3_uri}
+        if model.s3_endpoint:
+            s3["endpoint"] = model.s3_endpoint
+        if model.s3_secret:
+            s3["credentialsPath"] = S3_CREDENTIALS_DIR
+        config["s3"] = s3
     return config
 
 
@@ -286,6 +306,8 @@ def triton_args(model_name: str) -> list[str]:
 
 
 def _source_volume(model: ServedModel) -> dict[str, Any]:
+    if model.s3_uri:
+        return {"name": "source", "emptyDir": {}}
     return {"name": "source", "persistentVolumeClaim": {"claimName": model.claim, "readOnly": True}}
 
 
@@ -304,13 +326,16 @@ def render_pod_template(info: KindInfo, owner: dict[str, Any], spec: ModelDeploy
     config_mount = {"name": "config", "mountPath": contract.SIDECAR_CONFIG_DIR, "readOnly": True}
     repository_mount = {"name": "models", "mountPath": contract.MODEL_REPOSITORY_DIR}
     source_mount = {"name": "source", "mountPath": SOURCE_REPOSITORY_DIR, "readOnly": True}
+    init_mounts = [config_mount, repository_mount, {**source_mount, "readOnly": not model.s3_uri}]
+    if model.s3_secret:
+        init_mounts.append({"name": "s3-credentials", "mountPath": S3_CREDENTIALS_DIR, "readOnly": True})
     init = {
         "name": "model-repository",
         "image": images.sidecar,
         "imagePullPolicy": "IfNotPresent",
         "command": ["python3", "-m", "strata_workloads.model_repository", "--config", REPOSITORY_CONFIG_PATH],
-        "volumeMounts": [config_mount, repository_mount, source_mount],
-        "resources": INIT_RESOURCES,
+        "volumeMounts": init_mounts,
+        "resources": S3_INIT_RESOURCES if model.s3_uri else INIT_RESOURCES,
         "securityContext": RESTRICTED_CONTAINER,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -352,6 +377,8 @@ def render_pod_template(info: KindInfo, owner: dict[str, Any], spec: ModelDeploy
         {"name": "sidecar-state", "persistentVolumeClaim": {"claimName": storage.pvc.claim_name}} if storage is not None
         else {"name": "sidecar-state", "emptyDir": {"sizeLimit": "2Gi"}},
     ]
+    if model.s3_secret:
+        volumes.append({"name": "s3-credentials", "secret": {"secretName": model.s3_secret, "defaultMode": 0o440}})
     auth = spec.access.auth if spec.access else None
     if auth and auth.api_keys:
         sidecar_mounts.append({"name": "api-keys", "mountPath": contract.API_KEYS_DIR, "readOnly": True})
@@ -542,7 +569,7 @@ def render_prometheus_rule(info: KindInfo, owner: dict[str, Any], spec: ModelDep
 def render_model_deployment(info: KindInfo, owner: dict[str, Any], spec: ModelDeploymentSpec, plan: RolloutPlan,
                             images: Images, prometheus_operator: bool, custom_metrics: bool = True) -> list[dict[str, Any]]:
     """Every child, or none while there is nothing to serve."""
-    if plan.serve is None or plan.serve.s3_uri:
+    if plan.serve is None:
         return []
     config_map = render_config_map(info, owner, spec, plan.serve)
     children = [

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import tempfile
 import urllib.error
 import urllib.parse
@@ -32,6 +31,8 @@ from typing import IO, Any, Callable, Iterable, Iterator
 import pyarrow.parquet as pq
 
 from strata_workloads.data.config import DataSource, S3Source
+from strata_workloads import s3 as s3access
+from strata_workloads.s3 import S3Error
 
 CHUNK_BYTES = 1 << 20
 # The field a folder's records hold the file's bytes in, by format.
@@ -300,36 +301,14 @@ def folder_class(part_name: str) -> str | None:
     return directory if rest else None
 
 
-def _s3_credentials(s3: S3Source) -> dict[str, str]:
-    """Keys from the mounted Secret when one is configured, else from the AWS_* environment."""
-    names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-    if s3.credentials_path is not None:
-        root = Path(s3.credentials_path)
-        values = {name: (root / name).read_text().strip() for name in names if (root / name).is_file()}
-        where = f"files in s3.credentialsPath {s3.credentials_path}"
-    else:
-        values = {name: os.environ[name] for name in names if os.environ.get(name)}
-        where = "environment variables"
-    if bool(values.get("AWS_ACCESS_KEY_ID")) != bool(values.get("AWS_SECRET_ACCESS_KEY")):
-        raise SourceError(f"sources: {s3.uri}: set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY as {where}, or neither")
-    return values
-
-
 def s3_objects(s3: S3Source) -> tuple[Any, list[str]]:
     """The S3 filesystem and the objects under the source's prefix ("bucket/key"), in key order."""
     from pyarrow import fs
 
-    credentials = _s3_credentials(s3)
-    options: dict[str, Any] = {"region": s3.region or "us-east-1"}
-    if credentials:
-        options.update(access_key=credentials["AWS_ACCESS_KEY_ID"], secret_key=credentials["AWS_SECRET_ACCESS_KEY"],
-                       session_token=credentials.get("AWS_SESSION_TOKEN"))
-    else:
-        options["anonymous"] = True
-    if s3.endpoint is not None:
-        endpoint = urllib.parse.urlsplit(s3.endpoint)
-        options.update(endpoint_override=endpoint.netloc, scheme=endpoint.scheme)
-    filesystem = fs.S3FileSystem(**options)
+    try:
+        filesystem = s3access.filesystem(s3.endpoint, s3.region, s3.credentials_path)
+    except S3Error as error:
+        raise SourceError(f"sources: {s3.uri}: {error}") from None
     path = s3.uri[len("s3://"):].rstrip("/")
     try:
         info = filesystem.get_file_info(path)
