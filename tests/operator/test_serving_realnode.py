@@ -195,6 +195,29 @@ def test_a_model_in_an_s3_repository_is_downloaded_by_the_pod_and_served(cluster
     cluster.kubectl("delete", "modeldeployment", "-n", namespace, "from-s3", "--wait=false")  # room on the node
 
 
+def test_a_training_jobs_export_to_s3_is_served_from_s3(cluster, namespace, exported, s3_repository):
+    """The loop over S3: rank 0 uploads the export, the ModelDeployment's pod downloads it."""
+    s3 = {"uri": f"s3://{BUCKET}/exports", "endpoint": s3_repository.endpoint, "secretRef": {"name": "model-keys"}}
+    job = training_job("qa-lm-s3", max_steps=20, export={"tritonRepository": {"s3": s3}})
+    job["spec"]["topology"]["nodes"] = 1
+    apply(cluster, namespace,
+          {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "model-keys"},
+           "stringData": {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}}, job)
+    done = wait_for(lambda: (s := status(cluster, namespace, "qa-lm-s3")).get("phase") in ("Succeeded", "Failed") and s,
+                    timeout=600, interval=2, what="the TrainingJob exporting to S3 to finish")
+    assert done["phase"] == "Succeeded", done
+    export = done["exportedModel"]
+    assert (export["path"], export["version"], export["repository"]["s3"]["uri"]) == (s3["uri"], 1, s3["uri"]), export
+    python_variant = export["variants"]["python"]
+
+    apply(cluster, namespace, deployment("from-s3-export", {"trainingJob": {"name": "qa-lm-s3"}, "backend": "python"}))
+    up = serving(cluster, namespace, "from-s3-export", 1)
+    assert up["revisions"][-1]["source"] == s3["uri"], up["revisions"]
+    answer = run_client(cluster, namespace, "client-s3-export", f"from-s3-export.{namespace}.svc:8001", python_variant)
+    assert answer["outputs"] and all(shape[0] == 1 for shape in answer["outputs"].values()), answer
+    cluster.kubectl("delete", "modeldeployment", "-n", namespace, "from-s3-export", "--wait=false")
+
+
 def test_a_new_version_rolls_out_one_that_never_becomes_ready_is_rolled_back_and_deletion_cascades(cluster, namespace, exported):
     export = exported["status"]["exportedModel"]
     model_name = export["variants"]["python"]

@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from strata.api import TRAINING_JOB
-from strata.render.trainer import CHECKPOINT_DIR, DATA_DIR, EXPORT_DIR, render_trainer_config
+from strata.render.trainer import CHECKPOINT_DIR, DATA_DIR, EXPORT_CREDENTIALS_DIR, EXPORT_DIR, render_trainer_config
 from strata_workloads.train.config import parse_config
 from tests_support import example_spec
 
@@ -40,6 +40,8 @@ SPECS = [
     pytest.param(variant(export=None, checkpoints=None, validation=None), id="no export and default sections"),
     pytest.param(variant(tracking={"mlflowUri": "http://mlflow.ml:5000", "experiment": "support"}), id="mlflow tracking"),
     pytest.param(variant(export={"tritonRepository": {"pvc": {"claimName": "m"}}, "quantization": "int8"}), id="an int8 export"),
+    pytest.param(variant(export={"tritonRepository": {"s3": {"uri": "s3://models/lm", "endpoint": "http://s3.storage:8333",
+                                                             "secretRef": {"name": "keys"}}}}), id="an export to S3"),
 ]
 
 
@@ -65,6 +67,19 @@ def test_label_conditioning_takes_the_classes_from_the_dataset():
 def test_early_stopping_on_validation_loss_uses_the_trainers_metric_name():
     spec = TRAINING_JOB.spec_model.model_validate(variant(validation={"earlyStopping": {"metric": "valLoss"}}))
     assert parse_config(render_trainer_config(spec, "j")).validation.early_stopping.metric == "loss"
+
+
+@pytest.mark.parametrize("s3, expected", [
+    pytest.param({"uri": "s3://models/lm", "endpoint": "http://s3.storage:8333", "secretRef": {"name": "keys"}},
+                 {"uri": "s3://models/lm", "endpoint": "http://s3.storage:8333", "credentials_path": EXPORT_CREDENTIALS_DIR},
+                 id="with an endpoint and a Secret"),
+    pytest.param({"uri": "s3://models/lm"}, {"uri": "s3://models/lm", "endpoint": None, "credentials_path": None},
+                 id="on AWS with the pod's own credentials"),
+])
+def test_an_s3_export_is_written_to_the_scratch_directory_and_uploaded(s3, expected):
+    spec = TRAINING_JOB.spec_model.model_validate(variant(export={"tritonRepository": {"s3": s3}}))
+    export = parse_config(render_trainer_config(spec, "lm")).export
+    assert export.dir == EXPORT_DIR and export.s3.model_dump() == expected
 
 
 def test_the_export_is_named_after_the_job():

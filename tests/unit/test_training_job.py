@@ -85,6 +85,18 @@ def test_pods_are_restricted_and_say_why_they_ended():
     assert {v["name"]: v for v in pod["volumes"]}["dshm"]["emptyDir"] == {"medium": "Memory"}
 
 
+def test_an_s3_export_writes_to_an_empty_dir_and_mounts_the_secret_read_only():
+    manifest = job(export={"tritonRepository": {"s3": {"uri": "s3://models/lm", "secretRef": {"name": "keys"}}}})
+    pod = manifest["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["models"] == {"name": "models", "emptyDir": {}}
+    assert volumes["export-credentials"]["secret"] == {"secretName": "keys", "defaultMode": 0o440}
+    mounts = {m["name"]: m for m in container(manifest)["volumeMounts"]}
+    assert mounts["models"] == {"name": "models", "mountPath": "/var/strata/models"}
+    assert mounts["export-credentials"] == {"name": "export-credentials", "mountPath": "/var/strata/export-credentials",
+                                            "readOnly": True}
+
+
 def test_the_invalid_configuration_exit_fails_the_job_at_once():
     rules = job()["spec"]["podFailurePolicy"]["rules"]
     assert rules[0] == {"action": "FailJob", "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [2]}}
@@ -230,9 +242,10 @@ def test_resolve_data(pinned, data, volume, reason):
     assert (blocked[1] if blocked else None) == reason
 
 
-def test_s3_storage_is_refused_by_name():
+def test_s3_checkpoints_are_refused_by_name_and_an_s3_export_is_not():
     problem = unsupported_storage(spec(checkpoints={"storage": {"s3": {"uri": "s3://b/ckpt"}}}))
     assert problem.startswith("spec.checkpoints.storage") and "pvc" in problem
+    assert unsupported_storage(spec(export={"tritonRepository": {"s3": {"uri": "s3://b/models"}}})) is None
 
 
 # --- the trainer's reporting contract --------------------------------------------------------

@@ -86,7 +86,7 @@ def fetch(settings: dict[str, Any]) -> int:
         local = target / relative
         local.parent.mkdir(parents=True, exist_ok=True)
         with filesystem.open_input_stream(item.path) as stream, open(local, "wb") as out:
-            shutil.copyfileobj(stream, out, 1 << 20)
+            shutil.copyfileobj(stream, out, s3access.COPY_BUFFER)
     return version
 
 

@@ -1,6 +1,7 @@
-"""S3 (and S3-compatible: SeaweedFS, MinIO, Ceph) access shared by the pods that read it: a
-Dataset's sources (data/sources.py) and a ModelDeployment's S3 model repository
-(model_repository.py). pyarrow's S3 filesystem does the signing and the transfers.
+"""S3 (and S3-compatible: SeaweedFS, MinIO, Ceph) access shared by the pods that use it: a
+Dataset's sources (data/sources.py), a ModelDeployment's S3 model repository
+(model_repository.py) and the trainer's export to one (train/export.py). pyarrow's S3
+filesystem does the signing and the transfers.
 
 Credentials come from a mounted Secret's files AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
 (and AWS_SESSION_TOKEN when present) where the operator mounted one, else from the AWS_*
@@ -10,12 +11,14 @@ environment variables, else the access is anonymous.
 from __future__ import annotations
 
 import os
+import shutil
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
 CREDENTIAL_NAMES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 DEFAULT_REGION = "us-east-1"
+COPY_BUFFER = 1 << 20
 
 
 class S3Error(Exception):
@@ -58,3 +61,24 @@ def filesystem(endpoint: str | None = None, region: str | None = None, credentia
         parts = urllib.parse.urlsplit(endpoint)
         options.update(endpoint_override=parts.netloc, scheme=parts.scheme)
     return fs.S3FileSystem(**options)
+
+
+def version_directories(filesystem: Any, path: str) -> list[int]:
+    """The numbered directories directly under bucket/path (a Triton model's versions), sorted."""
+    from pyarrow import fs
+
+    listing = filesystem.get_file_info(fs.FileSelector(path, allow_not_found=True))
+    return sorted(int(item.base_name) for item in listing
+                  if item.type == fs.FileType.Directory and item.base_name.isdigit())
+
+
+def upload_file(filesystem: Any, local: Path, path: str) -> None:
+    with open(local, "rb") as source, filesystem.open_output_stream(path) as out:
+        shutil.copyfileobj(source, out, COPY_BUFFER)
+
+
+def upload_tree(filesystem: Any, local: Path, path: str) -> None:
+    """Every file under `local` to bucket/path/<its relative path>."""
+    for file in sorted(local.rglob("*")):
+        if file.is_file():
+            upload_file(filesystem, file, f"{path}/{file.relative_to(local)}")

@@ -176,7 +176,7 @@ class Hyperparameters(StrataModel):
 class Checkpoints(StrataModel):
     every_steps: int = Field(default=1000, ge=1, description="Optimizer steps between checkpoints; one is also taken at the end and on SIGTERM.")
     keep: int = Field(default=3, ge=1, le=100, description="Newest checkpoints kept; older ones are deleted.")
-    storage: StorageLocation | None = Field(default=None, description="Where checkpoints go; a scratch PVC when unset.")
+    storage: StorageLocation | None = Field(default=None, description="Where checkpoints go (a PVC; S3 is refused for now); a scratch PVC when unset.")
 
 
 class EarlyStopping(StrataModel):
@@ -191,7 +191,7 @@ class Validation(StrataModel):
 
 
 class Export(StrataModel):
-    triton_repository: StorageLocation = Field(description="Triton model repository the trained model is written to.")
+    triton_repository: StorageLocation = Field(description="Triton model repository the trained model is written to: a PVC directory, or an S3 prefix that rank 0 uploads to; the version is one past the highest the repository has.")
     quantization: Literal["none", "int8", "fp16", "bf16"] = Field(
         default="none", description="Post-training quantization; the validation change is recorded in status."
     )

@@ -107,11 +107,10 @@ def resolve_data(spec: TrainingJobSpec, dataset: dict[str, Any]) -> tuple[DataVo
 
 
 def unsupported_storage(spec: TrainingJobSpec) -> str | None:
-    for field_path, location in (("spec.checkpoints.storage", spec.checkpoints.storage),
-                                 ("spec.export.tritonRepository", spec.export.triton_repository if spec.export else None)):
-        if location is not None and location.s3 is not None:
-            return (f"{field_path}: S3 is not supported for TrainingJobs in this version of Strata; "
-                    f"use a pvc location.")
+    location = spec.checkpoints.storage
+    if location is not None and location.s3 is not None:
+        return ("spec.checkpoints.storage: S3 is not supported for checkpoints in this version of Strata; "
+                "use a pvc location (exports may go to S3).")
     return None
 
 

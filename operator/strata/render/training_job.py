@@ -37,7 +37,15 @@ from strata.render.common import (
     workload_pod_security,
 )
 from strata.render.config import render_config_map
-from strata.render.trainer import CHECKPOINT_DIR, DATA_DIR, EXPORT_DIR, METRICS_PORT, TRAINER_CONFIG_DIR, TRAINER_CONFIG_PATH
+from strata.render.trainer import (
+    CHECKPOINT_DIR,
+    DATA_DIR,
+    EXPORT_CREDENTIALS_DIR,
+    EXPORT_DIR,
+    METRICS_PORT,
+    TRAINER_CONFIG_DIR,
+    TRAINER_CONFIG_PATH,
+)
 
 COMPONENT = "trainer"
 RENDEZVOUS_PORT = 29500
@@ -172,6 +180,14 @@ def render_attempt_job(
         repository = spec.export.triton_repository.pvc
         mounts.append(volume_mount("models", EXPORT_DIR, repository.path))
         volumes.append({"name": "models", "persistentVolumeClaim": {"claimName": repository.claim_name}})
+    elif spec.export is not None and spec.export.triton_repository.s3 is not None:
+        # Written here, then uploaded by rank 0 (strata_workloads.train.export).
+        mounts.append(volume_mount("models", EXPORT_DIR))
+        volumes.append({"name": "models", "emptyDir": {}})
+        secret = spec.export.triton_repository.s3.secret_ref
+        if secret is not None:
+            mounts.append(volume_mount("export-credentials", EXPORT_CREDENTIALS_DIR, read_only=True))
+            volumes.append({"name": "export-credentials", "secret": {"secretName": secret.name, "defaultMode": 0o440}})
 
     pod_labels = {**child_labels(TRAINING_JOB, name, COMPONENT), LABEL_ATTEMPT: str(attempt.number)}
     container = {

@@ -196,8 +196,17 @@ class PerformanceConfig(_Section):
     compile: bool = False
 
 
+class S3Target(_Section):
+    """An S3 repository the export is uploaded to, from `dir` (a scratch directory then)."""
+
+    uri: str = Field(pattern=r"^s3://[^/]+(/.*)?$")
+    endpoint: str | None = Field(default=None, pattern=r"^https?://")  # AWS when unset
+    credentials_path: str | None = None  # the mounted Secret's directory; the AWS_* environment when unset
+
+
 class ExportConfig(_Section):
     dir: str | None = None  # no directory: no export
+    s3: S3Target | None = None  # upload the export to this repository; its versions number it
     model_name: str = "strata-model"
     version: Annotated[int, Field(ge=1)] | None = None  # None: one past the highest existing version
     max_batch_size: PositiveInt = 8
@@ -210,6 +219,13 @@ class ExportConfig(_Section):
         if not value or any(not (c.isalnum() or c in "-_") for c in value):
             raise ValueError(f"must be letters, digits, '-' or '_', got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _s3_needs_a_directory(self) -> ExportConfig:
+        if self.s3 is not None and self.dir is None:
+            raise ValueError("export.s3 needs export.dir, the scratch directory the export is written to before "
+                             "its upload")
+        return self
 
 
 class TrackingConfig(_Section):

@@ -29,6 +29,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from strata_workloads import s3 as s3access
 from strata_workloads.train.config import TrainConfig
 from strata_workloads.train.models.base import ModelFamily, ServingSpec, TensorSpec
 
@@ -214,7 +215,13 @@ def export_triton_repository(
     root = Path(export.dir)
     root.mkdir(parents=True, exist_ok=True)
     name = export.model_name
-    version = export.version or next_version(root / name)
+    if export.s3 is not None:
+        # Written to `root`, then uploaded: the repository's versions in S3 number this one.
+        bucket = s3access.filesystem(export.s3.endpoint, None, export.s3.credentials_path)
+        prefix = s3access.bucket_path(export.s3.uri)
+        version = export.version or max(s3access.version_directories(bucket, f"{prefix}/{name}"), default=0) + 1
+    else:
+        version = export.version or next_version(root / name)
     place(modules, device)
     samples = generate(modules, export.samples) if generate is not None and export.samples else None
     baseline_metrics = training.get("metrics") or evaluate(modules, torch.float32)
@@ -265,4 +272,12 @@ def export_triton_repository(
                                                        {**metadata, "variant": f"python-{kind}"}, None))
         variants.update({kind: f"{name}-{kind}", f"{kind}-python": f"{name}-{kind}-python"})
         summary["quantization"] = {"kind": kind, "change": quantization["change"]}
+    if export.s3 is not None:
+        # Each model's version directory first, its config last: a reader that finds the
+        # config finds the version it names complete.
+        for model in variants.values():
+            s3access.upload_tree(bucket, root / model / str(version), f"{prefix}/{model}/{version}")
+        for model in variants.values():
+            s3access.upload_file(bucket, root / model / "config.pbtxt", f"{prefix}/{model}/config.pbtxt")
+        summary["repository"] = f"s3://{prefix}"
     return summary
