@@ -30,9 +30,10 @@ def test_validate_passes_the_examples_with_a_line_per_file_and_a_total(capsys):
         f"{REPO / 'examples' / 'images' / 'pets-vae.yaml'}: 2 Strata objects valid",
         f"{REPO / 'examples' / 'kueue' / 'kueue.yaml'}: 0 Strata objects valid",
         f"{REPO / 'examples' / 'loop' / 'loop.yaml'}: 4 Strata objects valid",
+        f"{REPO / 'examples' / 's3' / 'model-store.yaml'}: 3 Strata objects valid",
         f"{REPO / 'examples' / 'support-lm.yaml'}: 4 Strata objects valid",
         f"{REPO / 'examples' / 'training' / 'tiny-lm.yaml'}: 2 Strata objects valid",
-        "Checked 8 files, 13 Strata objects: all valid.",
+        "Checked 9 files, 16 Strata objects: all valid.",
     ]
 
 
