@@ -32,6 +32,21 @@ def version_files(root: Path) -> dict[str, bytes]:
             if path.is_file() and path.name != "manifest.json"}
 
 
+def install_crds(cluster) -> None:
+    """Apply crds/ and wait until the API server serves them. Established is not yet served:
+    until a new CRD's watch cache is ready, lists are answered 429 "storage is (re)initializing",
+    and an operator started then backs off its watches (a first test once waited 90 s for a
+    controller that never saw its objects)."""
+    from strata.api import KINDS
+    from strata.constants import GROUP
+
+    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(REPO / "crds"))
+    kinds = ",".join(f"{info.plural}.{GROUP}" for info in KINDS)
+    wait_for(lambda: cluster.kubectl("get", kinds, "--all-namespaces", check=False).returncode == 0,
+             timeout=60, what="the CRDs to serve lists")
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.5, what: str = "condition") -> Any:
     """Poll until predicate() returns something truthy; fail with what it last saw."""
     deadline = time.monotonic() + timeout

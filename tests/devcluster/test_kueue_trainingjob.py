@@ -9,12 +9,10 @@ from pathlib import Path
 import pytest
 
 from strata.devcluster import kueue
-from tests_support import get_json, operator_process, temporary_namespace, wait_for
+from tests_support import get_json, install_crds, operator_process, temporary_namespace, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 from kwok_training import apply_training_inputs, gpu_training_job, trainer_pods  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +22,7 @@ def namespace(kueue_cluster):
 
 @pytest.fixture(scope="module")
 def operator(kueue_cluster, namespace):
-    kueue_cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    kueue_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(REPO / "crds"))
+    install_crds(kueue_cluster)
     yield from operator_process(kueue_cluster, [namespace], {"STRATA_RESYNC_SECONDS": "5"})
 
 

@@ -10,18 +10,16 @@ from pathlib import Path
 import pytest
 
 from strata.devcluster import free_port
-from tests_support import example_documents, get_json, wait_for  # noqa: F401 - re-exported to test modules
+from tests_support import example_documents, get_json, install_crds, wait_for  # noqa: F401 - re-exported to test modules
 
 REPO = Path(__file__).resolve().parents[2]
-CRD_DIR = REPO / "crds"
 TEST_NAMESPACE_PREFIX = "t-"
 RESYNC_SECONDS = 3
 
 
 @pytest.fixture(scope="session")
 def crds_installed(dev_cluster):
-    dev_cluster.kubectl("apply", "--server-side", "-f", str(CRD_DIR))
-    dev_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(CRD_DIR))
+    install_crds(dev_cluster)
     return dev_cluster
 
 
@@ -86,8 +84,7 @@ def real_node_cluster(tmp_path_factory: pytest.TempPathFactory):
     state_dir = tmp_path_factory.mktemp("real-node")
     cluster = DevCluster(state_dir, real_node=True, images=REAL_NODE_IMAGES, startup_timeout=900)
     for cluster in running_cluster(cluster, "the real node with the workload images"):
-        cluster.kubectl("apply", "--server-side", "-f", str(CRD_DIR))
-        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+        install_crds(cluster)
         yield cluster
     # The unpacked images (about 9 GB): pytest keeps its last temporary directories, logs and all.
     shutil.rmtree(state_dir / "node" / "containerd", ignore_errors=True)
