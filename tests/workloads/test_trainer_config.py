@@ -69,6 +69,11 @@ BAD_CONFIGS = [
                  id="an attention kernel for a family without attention is rejected"),
     pytest.param(with_changes(performance={"fusedOptimizer": "yes"}), "performance.fusedOptimizer:",
                  id="unknown fused optimizer setting is rejected"),
+    pytest.param(with_changes(export={"dir": None, "s3": {"uri": "s3://models/lm"}}),
+                 "export: export.s3 needs export.dir, the scratch directory",
+                 id="an S3 export without its scratch directory is rejected"),
+    pytest.param(with_changes(export={"dir": "/m", "s3": {"uri": "s3://models/lm", "endpoint": "s3.storage:8333"}}),
+                 "export.s3.endpoint:", id="an S3 endpoint without its scheme is rejected"),
 ]
 
 

@@ -75,3 +75,17 @@ def test_the_uploaded_export_is_downloaded_and_served_with_the_trained_models_an
     with torch.no_grad():
         expected = module(torch.from_numpy(prompt), torch.zeros((1, 1), dtype=torch.int64)).numpy()
     np.testing.assert_allclose(served, expected, atol=1e-4, rtol=0)
+
+
+def test_an_export_target_the_keys_cannot_reach_fails_the_start_not_the_end_of_training(s3_server, text_dataset,
+                                                                                       tmp_path):
+    keys = s3_server.credentials(tmp_path / "keys", secret_key="not-the-secret")
+    config = base_config("transformer", text_dataset, tmp_path, export={
+        "dir": str(tmp_path / "scratch"), "modelName": "lm",
+        "s3": {"uri": f"s3://{BUCKET}/{PREFIX}", "endpoint": s3_server.endpoint, "credentialsPath": str(keys)}})
+    run = launch(config, tmp_path / "run", nproc=1)
+    assert run.returncode == 1, run.stderr[-3000:]
+    assert not run.of("step")
+    assert run.termination["reason"] == "TrainingError"
+    assert run.termination["error"].startswith(f"export.s3: s3://{BUCKET}/{PREFIX} cannot be reached from rank 0"), \
+        run.termination

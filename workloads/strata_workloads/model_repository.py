@@ -14,8 +14,9 @@ From the source repository (mounted read-only) it makes, in an empty directory:
 so Triton serves exactly the declared version with the declared batching and instances,
 whatever the source's config says. An S3 repository (settings "s3") is first downloaded into
 the source directory (an emptyDir then), and only what is served: the model's config.pbtxt,
-the served version's directory and the files beside the versions. A missing model or version ends the container with the
-reason in its termination message (kubectl describe pod shows it) and a non-zero status.
+the served version's directory and the files beside the versions. A missing model or version
+ends the container with the reason in its termination message (kubectl describe pod shows it)
+and a non-zero status.
 """
 
 from __future__ import annotations

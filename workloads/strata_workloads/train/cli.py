@@ -78,6 +78,13 @@ def main(argv: list[str] | None = None) -> int:
         data = load_training_data(config)
         family = make_family(config, data.info)
         _check_against_data(config, family)
+        if rank == 0:
+            from strata_workloads.train.export import ExportTargetError, check_export_target
+
+            try:
+                check_export_target(config)
+            except ExportTargetError as error:  # perhaps passing (the network, the store): a retry may pass
+                return _fail(events, rank, termination_log, "TrainingError", str(error), EXIT_TRAINING_FAILED)
     except ConfigError as error:
         return _fail(events, rank, termination_log, "InvalidConfiguration", str(error), EXIT_INVALID_CONFIG)
 

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from strata_workloads import s3 as s3access
-from strata_workloads.train.config import TrainConfig
+from strata_workloads.train.config import ConfigError, TrainConfig
 from strata_workloads.train.models.base import ModelFamily, ServingSpec, TensorSpec
 
 METADATA_FILENAME = "strata-metadata.json"
@@ -193,6 +193,32 @@ def metric_change(baseline: dict[str, float], quantized: dict[str, float]) -> di
     return {k: quantized[k] - baseline[k] for k in baseline if k in quantized}
 
 
+class ExportTargetError(Exception):
+    """The export's S3 repository cannot be reached (found before training, not after it)."""
+
+
+def check_export_target(config: TrainConfig) -> None:
+    """Reach the export's S3 repository as the upload will: a wrong key, endpoint or bucket
+    then costs a start, not a whole run."""
+    target = config.export.s3
+    if config.export.dir is None or target is None:
+        return
+    from pyarrow import fs
+
+    try:
+        bucket = s3access.filesystem(target.endpoint, None, target.credentials_path)
+        prefix = s3access.bucket_path(target.uri)
+    except s3access.S3Error as error:
+        raise ConfigError(f"export.s3: {error}") from None
+    try:
+        if bucket.get_file_info(prefix.split("/", 1)[0]).type == fs.FileType.NotFound:
+            raise ExportTargetError(f"export.s3: {target.uri}: the bucket does not exist; create it first")
+        s3access.version_directories(bucket, f"{prefix}/{config.export.model_name}")
+    except OSError as error:
+        raise ExportTargetError(f"export.s3: {target.uri} cannot be reached from rank 0 ({error}); check the "
+                                f"endpoint, the Secret's keys and the bucket") from None
+
+
 def export_triton_repository(
     config: TrainConfig,
     family: ModelFamily,
@@ -273,8 +299,9 @@ def export_triton_repository(
         variants.update({kind: f"{name}-{kind}", f"{kind}-python": f"{name}-{kind}-python"})
         summary["quantization"] = {"kind": kind, "change": quantization["change"]}
     if export.s3 is not None:
-        # Each model's version directory first, its config last: a reader that finds the
-        # config finds the version it names complete.
+        # Version directories first, configs last: a first export's model has no config
+        # until its version is whole. (A ModelDeployment serves the version the TrainingJob
+        # reported, which is whole by then.)
         for model in variants.values():
             s3access.upload_tree(bucket, root / model / str(version), f"{prefix}/{model}/{version}")
         for model in variants.values():
