@@ -96,7 +96,6 @@ class Reason:
 
     RECONCILED = "Reconciled"
     INVALID_SPEC = "InvalidSpec"
-    NOT_IMPLEMENTED = "NotImplemented"
     APPLY_FAILED = "ApplyFailed"
     AS_EXPECTED = "AsExpected"
     CHILDREN_APPLIED = "ChildrenApplied"
@@ -175,7 +174,6 @@ class Phase:
 
     # Validated, its configuration published; this version of Strata runs no workload for it,
     # so nothing further will happen (Ready=False, reason NotImplemented).
-    ACCEPTED = "Accepted"
     # An object it names does not exist; it carries on by itself when that object appears.
     WAITING = "Waiting"
     # The spec breaks a rule; nothing happens until the spec is fixed.
@@ -204,7 +202,6 @@ class Phase:
 
 
 PHASE_DESCRIPTIONS = {
-    Phase.ACCEPTED: "validated and its configuration published, but this version of Strata runs no workload for it",
     Phase.WAITING: "an object it references does not exist yet, and it continues when that object appears",
     Phase.INVALID: "the spec breaks a rule (the Ready condition says which), and nothing happens until it is fixed",
     Phase.RETRYING: "applying its children failed and is retried (the Degraded condition says why)",

@@ -3,7 +3,7 @@
 `argocd-lua` is built from Argo CD's Go module (util/lua, util/settings): it reads argocd-cm
 from the cluster exactly as Argo CD does, after the README's install step has patched it, and
 runs the Lua in Argo CD's restricted VM. The objects are real: captured from the API server
-in every phase each kind reaches today (Accepted, Waiting, Retrying; Invalid specs are refused
+in every phase each kind reaches here (Waiting, Retrying and their first passes; Invalid specs are refused
 by the API server first), plus hand-made edge cases built on a real capture.
 """
 

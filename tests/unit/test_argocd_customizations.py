@@ -15,7 +15,6 @@ from strata.argocd import PATCH_FILE, REGENERATE_COMMAND, VALUES_FILE, customiza
 from strata.api.base import ObjectReference
 from strata.constants import ConditionStatus, ConditionType, Phase
 from strata.controllers.reconcile import Outcome, apply_failed_outcome, invalid_outcome, missing_reference_outcome
-from strata.controllers.registration import not_implemented
 from strata.render.serving_status import observe_serving
 
 REPO = Path(__file__).resolve().parents[2]
@@ -134,7 +133,6 @@ def test_the_phases_the_health_scripts_degrade_are_those_the_operator_writes_wit
     common = (SOURCES / "health" / "common.lua").read_text()
     degraded_phases = set(re.findall(r'status\.phase == "(\w+)"', common))
     outcomes = [
-        not_implemented(KINDS[0], "its workload"),
         invalid_outcome("spec.sources: at least one source is required"),
         apply_failed_outcome("Applying children failed: 403 Forbidden"),
         missing_reference_outcome([ObjectReference("Dataset", "support-data", "spec.dataset.name")], "default"),

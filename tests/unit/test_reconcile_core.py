@@ -1,14 +1,13 @@
-"""The pure steps of the reconcile core: child plans per policy, fresh status, observe."""
+"""The pure steps of the reconcile core: child plans per policy, fresh status, merge patches, owners."""
 
 import pytest
 from pydantic import ValidationError
 
-from strata.api import DATASET, FEEDBACK_POLICY, MODEL_DEPLOYMENT, TRAINING_JOB
-from strata.api.base import ObjectReference
+from strata.api import DATASET, MODEL_DEPLOYMENT, TRAINING_JOB
 from strata.constants import ANNOTATION_CHILD_POLICY, ChildPolicy
-from strata.controllers.reconcile import Inputs, Outcome, build_status, merge_patch, metadata_differs, plan_children
+from strata.controllers.reconcile import Outcome, build_status, merge_patch, metadata_differs, plan_children
 import strata.controllers  # noqa: F401 - registers every kind, as the operator does
-from strata.controllers.registration import observe_config_only, owner_of
+from strata.controllers.registration import owner_of
 
 OWNER = {"metadata": {"name": "support-lm", "namespace": "ml", "uid": "1234", "generation": 2}}
 
@@ -89,59 +88,40 @@ def test_metadata_differs(live_metadata, differs):
     assert metadata_differs({"metadata": live_metadata}, manifest) is differs
 
 
-def accepted(extra=None):
-    return Outcome(phase="Accepted", ready=("False", "NotImplemented", "m"), progressing=("False", "NotImplemented", "m"),
+def pending(extra=None):
+    return Outcome(phase="Pending", ready=("False", "Pending", "m"), progressing=("True", "Pending", "m"),
                    degraded=("False", "AsExpected", "No errors."), extra_status=extra or {})
 
 
 def test_status_is_built_fresh_so_a_field_no_pass_sets_disappears():
     body = {**OWNER, "status": {"configMap": "support-lm-trainer-0123456789", "phase": "Waiting", "conditions": []}}
-    status = build_status(TRAINING_JOB, body, accepted())
+    status = build_status(TRAINING_JOB, body, pending())
     assert "configMap" not in status
-    assert status["phase"] == "Accepted" and status["observedGeneration"] == 2
+    assert status["phase"] == "Pending" and status["observedGeneration"] == 2
     assert [c["type"] for c in status["conditions"]] == ["Degraded", "Progressing", "Ready"]
 
 
 def test_a_condition_of_a_type_no_pass_sets_disappears():
     body = {**OWNER, "status": {"conditions": [{"type": "Stalled", "status": "True", "reason": "X", "message": "",
                                                 "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}
-    status = build_status(DATASET, body, accepted())
+    status = build_status(DATASET, body, pending())
     assert "Stalled" not in [c["type"] for c in status["conditions"]]
 
 
 def test_unchanged_conditions_keep_their_transition_times():
-    first = build_status(DATASET, OWNER, accepted())
-    again = build_status(DATASET, {**OWNER, "status": first}, accepted())
+    first = build_status(DATASET, OWNER, pending())
+    again = build_status(DATASET, {**OWNER, "status": first}, pending())
     assert again == first
 
 
 def test_a_status_the_model_does_not_allow_fails_the_pass():
     with pytest.raises(ValidationError, match="noSuchField"):
-        build_status(MODEL_DEPLOYMENT, OWNER, accepted({"noSuchField": 1}))
+        build_status(MODEL_DEPLOYMENT, OWNER, pending({"noSuchField": 1}))
 
 
 def test_the_status_model_accepts_the_kinds_own_fields():
-    status = build_status(TRAINING_JOB, OWNER, accepted({"attempt": 2, "configMap": "support-lm-trainer-0123456789"}))
+    status = build_status(TRAINING_JOB, OWNER, pending({"attempt": 2, "configMap": "support-lm-trainer-0123456789"}))
     assert status["attempt"] == 2
-
-
-LIVE_CONFIG = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "p-monitor-0123456789", "namespace": "ml"}}
-
-
-@pytest.mark.parametrize(
-    "inputs, phase, reason",
-    [
-        pytest.param(Inputs(namespace="ml"), "Accepted", "NotImplemented", id="everything it names exists"),
-        pytest.param(Inputs(namespace="ml", missing=(ObjectReference(kind="ModelDeployment", name="lm", field="spec.target"),)),
-                     "Waiting", "ModelDeploymentNotFound", id="a named object is missing"),
-    ],
-)
-def test_observe_reports_the_references_and_records_the_live_config(inputs, phase, reason):
-    outcome = observe_config_only(FEEDBACK_POLICY, inputs, [LIVE_CONFIG], "monitoring and retraining")
-    assert outcome.phase == phase and outcome.ready[1] == reason
-    assert outcome.extra_status == {"configMap": "p-monitor-0123456789"}
-    if inputs.missing:
-        assert 'ModelDeployment "lm" (named by spec.target) does not exist in namespace "ml"' in outcome.ready[2]
 
 
 OWNER_REF = {"apiVersion": "strata.dev/v1alpha1", "kind": "TrainingJob", "name": "lm", "uid": "u1", "controller": True}
@@ -183,8 +163,8 @@ def apply_merge_patch(target, patch):
 @pytest.mark.parametrize(
     "current, desired, patch",
     [
-        pytest.param({"phase": "Waiting"}, {"phase": "Accepted"}, {"phase": "Accepted"}, id="a changed field is set"),
-        pytest.param({"phase": "Accepted", "configMap": "old"}, {"phase": "Accepted"}, {"configMap": None},
+        pytest.param({"phase": "Waiting"}, {"phase": "Pending"}, {"phase": "Pending"}, id="a changed field is set"),
+        pytest.param({"phase": "Pending", "configMap": "old"}, {"phase": "Pending"}, {"configMap": None},
                      id="a field that is gone is deleted"),
         pytest.param({"progress": {"step": 4, "totalSteps": 10}}, {"progress": {"step": 5}},
                      {"progress": {"step": 5, "totalSteps": None}}, id="a nested field that is gone is deleted"),

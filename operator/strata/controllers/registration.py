@@ -13,26 +13,20 @@ from pydantic import ValidationError
 
 from strata import k8s
 from strata.api import KindInfo
-from strata.api.base import StrataModel
-from strata.constants import API_VERSION, GROUP, LABEL_OWNER_KIND, LABEL_OWNER_NAME, VERSION, ConditionStatus, Phase, Reason
+from strata.constants import API_VERSION, GROUP, LABEL_OWNER_KIND, LABEL_OWNER_NAME, VERSION
 from strata.controllers.reconcile import (
     ChildKinds,
     Controller,
-    Inputs,
     Observer,
-    Outcome,
     Renderer,
     Resolver,
     StaleObject,
     forget_object,
-    missing_reference_outcome,
     parse_spec,
     reconcile,
-    resolve_references,
 )
 from strata.controllers.requeue import SCHEDULE, Entry, Requeuer
 from strata.metrics import drop_object_series
-from strata.render.config import render_config_map
 
 # Level-based safety net: every object is reconciled at least this often, events or not.
 RESYNC_SECONDS = float(os.environ.get("STRATA_RESYNC_SECONDS", "60"))
@@ -220,34 +214,3 @@ def recheck_dependents(kind: str, name: str, namespace: str, logger: logging.Log
                 reconcile(controller, body, logger)
             except Exception as error:  # the dependent's own handlers and the resync retry it
                 logger.warning(f"Re-checking {controller.info.kind} {body['metadata']['name']} failed: {error}")
-
-
-def not_implemented(info: KindInfo, what: str) -> Outcome:
-    """An honest status for a kind whose workload this version does not run yet."""
-    message = f"The {info.kind} was accepted and validated, but {what} is not implemented in this version of Strata."
-    return Outcome(
-        phase=Phase.ACCEPTED,
-        ready=(ConditionStatus.FALSE, Reason.NOT_IMPLEMENTED, message),
-        progressing=(ConditionStatus.FALSE, Reason.NOT_IMPLEMENTED, message),
-        degraded=(ConditionStatus.FALSE, Reason.AS_EXPECTED, "No errors."),
-    )
-
-
-def observe_config_only(info: KindInfo, inputs: Inputs, children: list[dict[str, Any]], what: str) -> Outcome:
-    """Pure: waiting for what the spec names, else accepted; either way, which config is live."""
-    outcome = missing_reference_outcome(inputs.missing, inputs.namespace) if inputs.missing else not_implemented(info, what)
-    config_maps = [child["metadata"]["name"] for child in children if child["kind"] == "ConfigMap"]
-    if config_maps:
-        outcome.extra_status["configMap"] = config_maps[0]
-    return outcome
-
-
-def config_only_kind(info: KindInfo, what: str) -> None:
-    """Register a kind that so far publishes its resolved configuration and nothing else."""
-    def render(kind: KindInfo, body: dict[str, Any], spec: StrataModel, inputs: Inputs) -> list[dict[str, Any]]:
-        return [render_config_map(kind, body, spec)]
-
-    def observe(kind: KindInfo, spec: StrataModel, inputs: Inputs, children: list[dict[str, Any]]) -> Outcome:
-        return observe_config_only(kind, inputs, children, what)
-
-    register_kind(info, resolve_references, render, observe, child_kinds=(("v1", "ConfigMap"),))
