@@ -266,7 +266,7 @@ class Condition(StrataModel):
         default=ConditionStatus.UNKNOWN, description="Whether the condition holds: True, False or Unknown."
     )
     reason: str = Field(
-        default="", max_length=1024, description="Why, as one CamelCase word (such as NotImplemented or DatasetNotFound)."
+        default="", max_length=1024, description="Why, as one CamelCase word (such as DatasetNotFound or RolledBack)."
     )
     message: str = Field(default="", max_length=32768, description="Why, in a sentence for people.")
     last_transition_time: datetime | None = Field(
