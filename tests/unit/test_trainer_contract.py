@@ -71,9 +71,11 @@ def test_early_stopping_on_validation_loss_uses_the_trainers_metric_name():
 
 @pytest.mark.parametrize("s3, expected", [
     pytest.param({"uri": "s3://models/lm", "endpoint": "http://s3.storage:8333", "secretRef": {"name": "keys"}},
-                 {"uri": "s3://models/lm", "endpoint": "http://s3.storage:8333", "credentials_path": EXPORT_CREDENTIALS_DIR},
+                 {"uri": "s3://models/lm", "endpoint": "http://s3.storage:8333", "region": None,
+                  "credentials_path": EXPORT_CREDENTIALS_DIR},
                  id="with an endpoint and a Secret"),
-    pytest.param({"uri": "s3://models/lm"}, {"uri": "s3://models/lm", "endpoint": None, "credentials_path": None},
+    pytest.param({"uri": "s3://models/lm"},
+                 {"uri": "s3://models/lm", "endpoint": None, "region": None, "credentials_path": None},
                  id="on AWS with the pod's own credentials"),
 ])
 def test_an_s3_export_is_written_to_the_scratch_directory_and_uploaded(s3, expected):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from strata.api import KindInfo
+from strata.api.base import S3Location
 from strata.constants import (
     ANNOTATION_CHILD_POLICY,
     API_VERSION,
@@ -91,3 +92,15 @@ def volume_mount(name: str, path: str, sub_path: str = "", read_only: bool = Fal
     if read_only:
         mount["readOnly"] = True
     return mount
+
+
+def s3_settings(location: S3Location, credentials_path: str) -> dict[str, Any]:
+    """An S3 location as a pod reads it (strata_workloads.data.config.S3Source): its Secret's
+    keys mounted at `credentials_path` where the spec names one, the pod's AWS_* environment
+    otherwise."""
+    settings: dict[str, Any] = {"uri": location.uri}
+    if location.endpoint:
+        settings["endpoint"] = location.endpoint
+    if location.secret_ref is not None:
+        settings["credentialsPath"] = credentials_path
+    return settings

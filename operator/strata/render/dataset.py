@@ -28,6 +28,7 @@ from strata.constants import ANNOTATION_CREATED_BECAUSE, ChildPolicy
 from strata.render.common import (
     child_labels,
     child_metadata,
+    s3_settings,
     volume_mount,
     workload_container_security,
     workload_pod_security,
@@ -215,12 +216,7 @@ def render_pipeline_config(spec: DatasetSpec, name: str, feedback_samples: str |
             entry["http"] = http
         else:
             assert source.s3 is not None
-            s3: dict[str, Any] = {"uri": source.s3.uri}
-            if source.s3.endpoint:
-                s3["endpoint"] = source.s3.endpoint
-            if source.s3.secret_ref is not None:
-                s3["credentialsPath"] = secret_mount("s3", index)
-            entry["s3"] = s3
+            entry["s3"] = s3_settings(source.s3, secret_mount("s3", index))
         sources.append(entry)
     # A policy's samples are text (question and answer): image and audio datasets have nothing to fold in.
     if feedback_samples is not None and spec.modality == "text":

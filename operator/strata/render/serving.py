@@ -33,10 +33,11 @@ from typing import Any
 import yaml
 
 from strata.api import KindInfo
+from strata.api.base import S3Location, SecretRef
 from strata.api.deployment import ModelDeploymentSpec, Rollout
 from strata.constants import ChildPolicy
 from strata.render import sidecar as contract
-from strata.render.common import child_labels, child_metadata, owner_labels, workload_pod_security
+from strata.render.common import child_labels, child_metadata, owner_labels, s3_settings, workload_pod_security
 from strata.render.config import content_hash
 
 COMPONENT = "serving"
@@ -234,12 +235,9 @@ def render_repository_config(spec: ModelDeploymentSpec, model: ServedModel) -> d
             "maxQueueDelayMicroseconds": triton.dynamic_batching.max_queue_delay_microseconds,
         }
     if model.s3_uri:
-        s3: dict[str, Any] = {"uri": model.s3_uri}
-        if model.s3_endpoint:
-            s3["endpoint"] = model.s3_endpoint
-        if model.s3_secret:
-            s3["credentialsPath"] = S3_CREDENTIALS_DIR
-        config["s3"] = s3
+        location = S3Location(uri=model.s3_uri, endpoint=model.s3_endpoint,
+                              secret_ref=SecretRef(name=model.s3_secret) if model.s3_secret else None)
+        config["s3"] = s3_settings(location, S3_CREDENTIALS_DIR)
     return config
 
 

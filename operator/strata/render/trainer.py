@@ -4,8 +4,8 @@ This is the contract between the operator and the trainer workload
 (`strata_workloads.train.config`): every worker pod mounts the rendered file at
 TRAINER_CONFIG_PATH, the dataset version at DATA_DIR, the checkpoint volume at
 CHECKPOINT_DIR and the Triton model repository at EXPORT_DIR (or, for an S3 repository, a
-scratch directory there, and the repository's Secret at EXPORT_CREDENTIALS_DIR). A unit test feeds the output
-to the trainer's own parser, so the two cannot drift apart unnoticed.
+scratch directory there, and the repository's Secret at EXPORT_CREDENTIALS_DIR). A unit test
+feeds the output to the trainer's own parser, so the two cannot drift apart unnoticed.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from strata.api.training import TrainingJobSpec
+from strata.render.common import s3_settings
 
 TRAINER_CONFIG_DIR = "/etc/strata"
 TRAINER_CONFIG_FILE = "train.yaml"
@@ -71,10 +72,8 @@ def render_trainer_config(spec: TrainingJobSpec, job_name: str) -> dict[str, Any
         }
     if spec.export is not None:
         config["export"] = {"dir": EXPORT_DIR, "modelName": job_name, "quantization": spec.export.quantization}
-        s3 = spec.export.triton_repository.s3
-        if s3 is not None:
-            config["export"]["s3"] = {"uri": s3.uri, **({"endpoint": s3.endpoint} if s3.endpoint else {}),
-                                      **({"credentialsPath": EXPORT_CREDENTIALS_DIR} if s3.secret_ref else {})}
+        if spec.export.triton_repository.s3 is not None:
+            config["export"]["s3"] = s3_settings(spec.export.triton_repository.s3, EXPORT_CREDENTIALS_DIR)
     if spec.tracking is not None:
         config["tracking"] = {"mlflowUri": spec.tracking.mlflow_uri, "runName": job_name}
         if spec.tracking.experiment:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic.alias_generators import to_camel
 
 from strata_workloads import configfile
+from strata_workloads.data.config import S3Source
 
 CONFIG_ENV = "STRATA_TRAIN_CONFIG"
 
@@ -196,17 +197,11 @@ class PerformanceConfig(_Section):
     compile: bool = False
 
 
-class S3Target(_Section):
-    """An S3 repository the export is uploaded to, from `dir` (a scratch directory then)."""
-
-    uri: str = Field(pattern=r"^s3://[^/]+(/.*)?$")
-    endpoint: str | None = Field(default=None, pattern=r"^https?://")  # AWS when unset
-    credentials_path: str | None = None  # the mounted Secret's directory; the AWS_* environment when unset
-
-
 class ExportConfig(_Section):
     dir: str | None = None  # no directory: no export
-    s3: S3Target | None = None  # upload the export to this repository; its versions number it
+    # Upload the export to this S3 repository from `dir` (a scratch directory then); the
+    # versions there number it. The same location a Dataset source reads.
+    s3: S3Source | None = None
     model_name: str = "strata-model"
     version: Annotated[int, Field(ge=1)] | None = None  # None: one past the highest existing version
     max_batch_size: PositiveInt = 8
