@@ -307,9 +307,9 @@ def s3_objects(s3: S3Source) -> tuple[Any, list[str]]:
 
     try:
         filesystem = s3access.filesystem(s3.endpoint, s3.region, s3.credentials_path)
+        path = s3access.bucket_path(s3.uri)
     except S3Error as error:
         raise SourceError(f"sources: {s3.uri}: {error}") from None
-    path = s3.uri[len("s3://"):].rstrip("/")
     try:
         info = filesystem.get_file_info(path)
         if info.type == fs.FileType.File:

@@ -206,7 +206,7 @@ def check_export_target(config: TrainConfig) -> None:
     from pyarrow import fs
 
     try:
-        bucket = s3access.filesystem(target.endpoint, None, target.credentials_path)
+        bucket = s3access.filesystem(target.endpoint, target.region, target.credentials_path)
         prefix = s3access.bucket_path(target.uri)
     except s3access.S3Error as error:
         raise ConfigError(f"export.s3: {error}") from None
@@ -243,7 +243,7 @@ def export_triton_repository(
     name = export.model_name
     if export.s3 is not None:
         # Written to `root`, then uploaded: the repository's versions in S3 number this one.
-        bucket = s3access.filesystem(export.s3.endpoint, None, export.s3.credentials_path)
+        bucket = s3access.filesystem(export.s3.endpoint, export.s3.region, export.s3.credentials_path)
         prefix = s3access.bucket_path(export.s3.uri)
         version = export.version or max(s3access.version_directories(bucket, f"{prefix}/{name}"), default=0) + 1
     else:
